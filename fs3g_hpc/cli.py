@@ -1,0 +1,121 @@
+"""Command-line entry points. Exit codes live here and only here.
+
+0 success; 1 the work ran but something differs or failed; 2 bad usage, config or input; 3 internal error;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from enum import IntEnum
+from typing import NoReturn, Sequence
+
+from . import __version__
+from .config import FileKind, Policy, schema_keys, validate_file
+from .errors import ConfigError, Fs3gError, UsageError
+from .sizes import format_size
+
+log = logging.getLogger("fs3g_hpc")
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    DIFFERENCES = 1
+    USAGE = 2
+    INTERNAL = 3
+    INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its usage errors exit with our code 2 and one line that says what to do."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbosity < 3:  # botocore's debug output is very large; -vvv shows it
+        logging.getLogger("botocore").setLevel(max(level, logging.INFO))
+        logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
+
+
+def _describe(policy: Policy) -> str:
+    prefix = f"/{policy.s3.prefix}" if policy.s3.prefix else ""
+    mem = f", slurm mem {format_size(policy.slurm.mem_bytes)}" if policy.slurm.mem_bytes else ""
+    return (f"lab {policy.lab.name}, {len(policy.roots)} root(s) -> s3://{policy.s3.bucket}{prefix}/, "
+            f"uploader memory ceiling {format_size(policy.uploader_memory_ceiling_bytes)} "
+            f"of {format_size(policy.memory_budget_bytes)} budget{mem}")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.list_keys:
+        for path, doc, default in schema_keys():
+            shown = getattr(default, "value", default)
+            print(f"{path:45} {doc} [default: {shown}]")
+        return ExitCode.OK
+    if not args.files:
+        raise UsageError("give at least one policy file, or --list-keys")
+    failed = False
+    for file in args.files:
+        result = validate_file(file)
+        for problem in result.problems:
+            print(problem, file=sys.stderr)
+        failed = failed or not result.ok
+        if result.ok and not args.quiet:
+            what = "site defaults" if result.kind is FileKind.SITE else _describe(result.policy)  # type: ignore[arg-type]
+            print(f"{file}: ok: {what}")
+    return ExitCode.USAGE if failed else ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fs3g", description="Back up and restore research filesystems to S3 and Glacier "
+                                              "with Slurm job arrays.")
+    parser.add_argument("--version", action="version", version=f"fs3g-hpc {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more output: -v progress, -vv debug, -vvv botocore too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("validate", help="check site and lab policy files",
+                       description="Check policy files. A lab file is checked together with its site file. "
+                                   "Exit 0 when all are valid, 2 with one line per problem otherwise.")
+    p.add_argument("files", nargs="*", metavar="FILE", help="policy YAML files")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    p.add_argument("--list-keys", action="store_true", help="list every policy key with its default and meaning")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _configure_logging(args.verbose)
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return ExitCode.USAGE
+    except UsageError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return ExitCode.USAGE
+    except Fs3gError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return ExitCode.INTERNAL
+    except BrokenPipeError:
+        return ExitCode.OK
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, traceback only when asked for
+        log.debug("internal error", exc_info=True)
+        print(f"{parser.prog}: internal error: {type(e).__name__}: {e} "
+              "(rerun with -vv for the traceback, and report it)", file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+def console_main() -> None:
+    sys.exit(main())

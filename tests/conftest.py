@@ -1,0 +1,69 @@
+"""Fixtures for the real services started by `.ci/services up` (load them with `eval "$(.ci/services env)"`).
+
+A missing service fails the tests that need it, never skips them: CI has every service.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ENDPOINT_VARS = {"moto": "FS3G_MOTO_ENDPOINT", "seaweedfs": "FS3G_SEAWEED_ENDPOINT"}
+
+
+def _need(var: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        pytest.fail(f"${var} is not set: run `.ci/services up` and `eval \"$(.ci/services env)\"` first "
+                    "(.ci/run does both)", pytrace=False)
+    return value
+
+
+@dataclass
+class Bucket:
+    endpoint_name: str
+    endpoint_url: str
+    name: str
+    client: Any
+
+
+@pytest.fixture(params=sorted(ENDPOINT_VARS), ids=sorted(ENDPOINT_VARS))
+def bucket(request: pytest.FixtureRequest) -> Iterator[Bucket]:
+    """A fresh, empty bucket on each loopback endpoint; removed afterwards."""
+    from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
+
+    url = _need(ENDPOINT_VARS[request.param])
+    client = make_s3_client(ClientSettings(endpoint_url=url, region="us-east-1", max_attempts=3))
+    name = f"fs3g-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    yield Bucket(request.param, url, name, client)
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def slurm_cluster() -> dict[str, str]:
+    """The one-node test cluster; fails when it is not up."""
+    from fs3g_hpc.slurm.commands import slurm_available
+
+    _need("FS3G_TEST_SLURM")
+    if not slurm_available():
+        pytest.fail("the test Slurm cluster does not answer `scontrol ping`: run `.ci/services up`", pytrace=False)
+    return {"max_array_size": _need("FS3G_TEST_MAX_ARRAY_SIZE")}
+
+
+@pytest.fixture
+def shared_tmp(tmp_path: Path) -> Path:
+    """A directory compute nodes can see (the test node is this machine), private to its owner."""
+    tmp_path.chmod(0o700)
+    return tmp_path

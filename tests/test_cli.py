@@ -1,0 +1,73 @@
+"""The CLI frame: version, usage errors, exit codes, Ctrl-C, internal errors without tracebacks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fs3g_hpc import __version__, cli
+
+
+def fs3g(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_version():
+    proc = fs3g("--version")
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"fs3g-hpc {__version__}")
+
+
+@pytest.mark.parametrize("args", [[], ["no-such-command"], ["validate", "--bogus"]])
+def test_usage_errors_exit_2_with_one_line(args):
+    proc = fs3g(*args)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fs3g: error: ") and "--help" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_without_files_is_usage_error():
+    proc = fs3g("validate")
+    assert proc.returncode == 2 and proc.stderr.strip() == "fs3g: error: give at least one policy file, or --list-keys"
+
+
+def test_list_keys():
+    proc = fs3g("validate", "--list-keys")
+    assert proc.returncode == 0
+    assert any(line.startswith("uploader.buffer_size_bytes") for line in proc.stdout.splitlines())
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    """A real SIGINT while fs3g blocks reading a FIFO given as a policy file."""
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "validate", str(fifo)], stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(1.0)  # let it start and block in open()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip() == "interrupted"
+
+
+def test_internal_error_is_one_line_exit_3(monkeypatch, capsys):
+    def boom(args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "cmd_validate", boom)
+    assert cli.main(["validate", "x.yaml"]) == 3
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["fs3g: internal error: RuntimeError: disk on fire "
+                                        "(rerun with -vv for the traceback, and report it)"]
+
+
+def test_logging_is_not_configured_at_import():
+    code = "import logging, fs3g_hpc.cli, fs3g_hpc.config; print(len(logging.getLogger().handlers))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "0"

@@ -1,0 +1,67 @@
+"""Job-script rendering: pure, golden-file pinned, every body value quoted."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from fs3g_hpc.config import SlurmSettings
+from fs3g_hpc.sizes import GIB
+from fs3g_hpc.slurm.render import JobSpec, RenderError, policy_directives, render_job_script
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("FS3G_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with FS3G_UPDATE_GOLDEN=1 if intended"
+
+
+def sample_spec() -> JobSpec:
+    slurm = SlurmSettings(partition="service", account="rc-backup", qos="long", time_limit="2-00:00:00",
+                          cpus_per_task=8, mem_bytes=8 * GIB, extra_sbatch_options=("--constraint=ib",))
+    return JobSpec(
+        job_name="fs3g-genomics-shards",
+        description="backup shards of genomics\nrun 2026-11-26",
+        commands=[["fs3g", "run-shard", "/scratch/runs/genomics 2026", "--flag=it's"], ["echo", "$HOME; rm -rf /"]],
+        output_path="/scratch/runs/genomics/logs/shard-%A_%a.out",
+        array="0-99%32",
+        directives=[*policy_directives(slurm), ("requeue", None), ("signal", "B:USR1@300")],
+        environment={"FS3G_RUN_DIR": "/scratch/runs/genomics 2026", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"},
+        extra_options=("--constraint=ib",),
+    )
+
+
+def test_golden_array_script():
+    check_golden("array.sbatch", render_job_script(sample_spec()))
+
+
+def test_body_values_round_trip_through_the_shell():
+    script = render_job_script(sample_spec())
+    line = next(l for l in script.splitlines() if l.startswith("fs3g run-shard"))
+    assert shlex.split(line) == ["fs3g", "run-shard", "/scratch/runs/genomics 2026", "--flag=it's"]
+    echo = next(l for l in script.splitlines() if l.startswith("echo"))
+    assert shlex.split(echo) == ["echo", "$HOME; rm -rf /"]
+
+
+def test_policy_directives_round_mem_up_to_mib():
+    pairs = dict(policy_directives(SlurmSettings(mem_bytes=GIB + 1, time_limit="90")))
+    assert pairs == {"time": "90", "cpus-per-task": "4", "mem": "1025M"}
+
+
+@pytest.mark.parametrize("spec,fragment", [
+    (JobSpec(job_name="a b", commands=[["true"]]), "blanks"),
+    (JobSpec(job_name="j", commands=[["true"]], output_path="/logs/$USER/x"), "blanks, quotes or \\$"),
+    (JobSpec(job_name="j", commands=[]), "at least one command"),
+    (JobSpec(job_name="j", commands=[["true"]], environment={"AWS_SECRET_ACCESS_KEY": "x"}), "credential"),
+    (JobSpec(job_name="j", commands=[["true"]], environment={"BAD-NAME": "x"}), "not an environment variable"),
+    (JobSpec(job_name="j", commands=[["true"]], directives=[("Bad Name", None)]), "not an sbatch option name"),
+])
+def test_unsafe_values_are_refused(spec, fragment):
+    with pytest.raises(RenderError, match=fragment):
+        render_job_script(spec)

@@ -1,0 +1,77 @@
+"""The S3 client setup against the real loopback endpoints (moto server and SeaweedFS)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fs3g_hpc.config import RetryMode, load_policy
+from fs3g_hpc.errors import UsageError
+from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
+
+METADATA = {"mtime": "1700000000.123456789", "mode": "100644", "owneruid": "1000", "ownername": "alice",
+            "sha256hashtree": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+
+
+def lab_policy(tmp_path: Path, bucket: str, endpoint: str | None):
+    endpoint_line = f"  endpoint_url: {endpoint}\n" if endpoint else ""
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        lab: {{name: clienttest}}
+        roots: [/data]
+        run_root: /runs
+        s3:
+          bucket: {bucket}
+        """) + endpoint_line + "uploader:\n  max_attempts: 4\n  retry_mode: adaptive\n")
+    return load_policy(path, environ={})
+
+
+def test_policy_endpoint_put_get_with_metadata(bucket, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    policy = lab_policy(tmp_path, bucket.name, bucket.endpoint_url)
+    client = make_s3_client(ClientSettings.from_policy(policy))
+    assert client.meta.endpoint_url == bucket.endpoint_url
+    client.put_object(Bucket=bucket.name, Key="smallfile/data/a.txt", Body=b"hello", Metadata=METADATA)
+    got = client.get_object(Bucket=bucket.name, Key="smallfile/data/a.txt")
+    assert got["Body"].read() == b"hello"
+    assert got["Metadata"] == METADATA
+    head = client.head_object(Bucket=bucket.name, Key="smallfile/data/a.txt")
+    assert head["ContentLength"] == 5 and head["Metadata"] == METADATA
+
+
+def test_aws_endpoint_url_is_honoured(bucket, tmp_path, monkeypatch):
+    """No endpoint in the policy: the standard AWS_ENDPOINT_URL variable decides."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.endpoint_url)
+    policy = lab_policy(tmp_path, bucket.name, None)
+    client = make_s3_client(ClientSettings.from_policy(policy))
+    assert client.meta.endpoint_url == bucket.endpoint_url
+    client.put_object(Bucket=bucket.name, Key="k", Body=b"via env", Metadata={"creator": "fs3g"})
+    got = client.get_object(Bucket=bucket.name, Key="k")
+    assert (got["Body"].read(), got["Metadata"]) == (b"via env", {"creator": "fs3g"})
+
+
+def test_policy_endpoint_wins_over_environment(bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    policy = lab_policy(tmp_path, bucket.name, bucket.endpoint_url)
+    client = make_s3_client(ClientSettings.from_policy(policy))
+    client.put_object(Bucket=bucket.name, Key="k2", Body=b"x")
+    assert client.head_object(Bucket=bucket.name, Key="k2")["ContentLength"] == 1
+
+
+def test_retry_settings_reach_botocore(tmp_path):
+    policy = lab_policy(tmp_path, "fs3g-any-bucket", "http://127.0.0.1:9")
+    settings = ClientSettings.from_policy(policy)
+    assert settings.retry_mode is RetryMode.ADAPTIVE
+    client = make_s3_client(settings)
+    assert client.meta.config.retries == {"total_max_attempts": 4, "mode": "adaptive"}
+    # Each worker thread gets its own connection.
+    assert client.meta.config.max_pool_connections >= policy.uploader.small_workers
+
+
+def test_unknown_profile_is_a_usage_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    with pytest.raises(UsageError, match="s3.profile: AWS profile 'nope' not found"):
+        make_s3_client(ClientSettings(profile="nope"))

@@ -1,0 +1,26 @@
+import pytest
+
+from fs3g_hpc.sizes import GIB, KIB, MIB, TIB, format_size, parse_size
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("40MiB", 40 * MIB), ("1TB", 10**12), ("131072", 131072), (131072, 131072), ("16G", 16 * GIB),
+    ("1.5GiB", 3 * GIB // 2), ("128 KiB", 128 * KIB), ("2tib", 2 * TIB), ("0", 0), ("7b", 7),
+])
+def test_parse_size_accepts_units(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("-1", "negative"), (-5, "negative"), ("40 furlongs", "not a size"), ("MiB", "not a size"), (True, "boolean"),
+    (1.5, "whole number"), ("1.3B", "whole number"), ([1], "expected a size"),
+])
+def test_parse_size_rejects(bad, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        parse_size(bad)
+
+
+def test_format_size():
+    assert format_size(40 * MIB) == "40 MiB"
+    assert format_size(1536 * MIB) == "1.5 GiB"
+    assert format_size(12) == "12 B"
