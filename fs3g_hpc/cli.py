@@ -51,11 +51,20 @@ def _describe(policy: Policy) -> str:
             f"of {format_size(policy.memory_budget_bytes)} budget{mem}")
 
 
+def _show_default(path: str, default: object) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, tuple):
+        return "[" + ", ".join(map(str, default)) + "]"
+    if isinstance(default, int) and not isinstance(default, bool) and path.endswith("_bytes"):
+        return format_size(default)
+    return str(getattr(default, "value", default))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.list_keys:
         for path, doc, default in schema_keys():
-            shown = getattr(default, "value", default)
-            print(f"{path:45} {doc} [default: {shown}]")
+            print(f"{path:38} {doc} [default: {_show_default(path, default)}]")
         return ExitCode.OK
     if not args.files:
         raise UsageError("give at least one policy file, or --list-keys")
