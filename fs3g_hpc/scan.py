@@ -1,0 +1,382 @@
+"""Parallel tree walk: roots -> sorted runs of entry records on disk, plus the entries it could not take.
+
+Worker processes share one queue of directories (`os.scandir`, one `lstat` per entry, symlinks never followed);
+each keeps at most `run_records` entries in memory, then sorts them and writes a run file, so memory is bounded by
+
+    workers × run_records × ~300 bytes   (+ one queue entry per directory not yet walked)
+
+whatever the size of the tree. `records.merge_sorted` turns the runs into one sorted stream. No S3, no Slurm here.
+
+FIFOs, sockets and devices are only `lstat`-ed (never opened, so nothing hangs) and reported as skipped; an
+unreadable directory or an entry that vanishes mid-walk is reported by name and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import queue as queue_module
+import re
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from .errors import Fs3gError, UsageError
+from .records import Entry, EntryKind, write_records
+
+_POLL_S = 0.2
+
+
+class IssueKind(Enum):
+    UNREADABLE = "unreadable"
+    VANISHED = "vanished"
+    SPECIAL = "special file skipped"
+
+
+@dataclass(frozen=True)
+class ScanIssue:
+    path: bytes
+    kind: IssueKind
+    detail: str
+
+    def to_json(self) -> str:
+        # surrogateescape + ensure_ascii keeps any byte sequence exact through JSON.
+        return json.dumps({"path": os.fsdecode(self.path), "kind": self.kind.value, "detail": self.detail})
+
+    @classmethod
+    def from_json(cls, line: str) -> "ScanIssue":
+        data = json.loads(line)
+        return cls(os.fsencode(data["path"]), IssueKind(data["kind"]), data["detail"])
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """Bounds of a scan. Memory ceiling ≈ workers × run_records × 300 bytes."""
+
+    workers: int = 2  # processes; 0 walks in this process (tests, tiny trees)
+    run_records: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0")
+        if self.run_records < 1:
+            raise ValueError("run_records must be >= 1")
+
+
+@dataclass
+class ScanCounts:
+    entries: int = 0
+    files: int = 0
+    symlinks: int = 0
+    directories: int = 0
+    special: int = 0
+    file_bytes: int = 0
+    issues: int = 0
+
+    def add(self, other: "ScanCounts") -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class ScanResult:
+    runs: list[Path]  # sorted record files; merge them with records.merge_sorted / merge_runs
+    issues_files: list[Path]
+    counts: ScanCounts = field(default_factory=ScanCounts)
+
+    def issues(self) -> Iterator[ScanIssue]:
+        for path in self.issues_files:
+            with open(path, encoding="ascii") as f:
+                for line in f:
+                    yield ScanIssue.from_json(line)
+
+
+class ExcludeMatcher:
+    """Exclude globs, matched against the path relative to its root.
+
+    A pattern without `/` matches a name at any depth (`*.tmp`); one with `/` matches the relative path from the
+    root (`projects/*/scratch`), where `**` spans any number of directories (`**/.snapshot`). `*` and `?` never
+    cross `/`. An excluded directory is not descended into.
+    """
+
+    def __init__(self, patterns: Sequence[str]):
+        self.patterns = tuple(patterns)
+        name_res, path_res = [], []
+        for pattern in self.patterns:
+            if "/" in pattern.strip("/"):
+                path_res.append(self._translate(pattern.strip("/")))
+            else:
+                name_res.append(self._translate(pattern.strip("/")))
+        self._name = re.compile(b"|".join(name_res)) if name_res else None
+        self._path = re.compile(b"|".join(path_res)) if path_res else None
+
+    @staticmethod
+    def _translate(pattern: str) -> bytes:
+        raw = os.fsencode(pattern)
+        out, i = [], 0
+        while i < len(raw):
+            if raw[i:i + 3] == b"**/":
+                out.append(b"(?:[^/]*/)*")
+                i += 3
+            elif raw[i:i + 2] == b"**":
+                out.append(b".*")
+                i += 2
+            elif raw[i:i + 1] == b"*":
+                out.append(b"[^/]*")
+                i += 1
+            elif raw[i:i + 1] == b"?":
+                out.append(b"[^/]")
+                i += 1
+            else:
+                out.append(re.escape(raw[i:i + 1]))
+                i += 1
+        return b"(?:" + b"".join(out) + b")\\Z"
+
+    def excluded(self, rel_path: bytes, name: bytes) -> bool:
+        if self._name is not None and self._name.match(name):
+            return True
+        return self._path is not None and self._path.match(rel_path) is not None
+
+
+def _kind_of(mode: int) -> EntryKind:
+    if stat.S_ISREG(mode):
+        return EntryKind.FILE
+    if stat.S_ISLNK(mode):
+        return EntryKind.SYMLINK
+    if stat.S_ISDIR(mode):
+        return EntryKind.DIRECTORY
+    return EntryKind.SPECIAL
+
+
+class _Walker:
+    """Walks directories one at a time, buffering entries and spilling sorted runs; used by every worker."""
+
+    def __init__(self, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, tag: str, run_records: int):
+        self.roots = roots
+        self.matcher = ExcludeMatcher(excludes)
+        self.work_dir = work_dir
+        self.tag = tag
+        self.run_records = run_records
+        self.buffer: list[Entry] = []
+        self.runs: list[Path] = []
+        self.counts = ScanCounts()
+        self.issues_path = work_dir / f"issues-{tag}.jsonl"
+        fd = os.open(self.issues_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._issues = os.fdopen(fd, "w", encoding="ascii")
+
+    def issue(self, path: bytes, kind: IssueKind, detail: str) -> None:
+        self._issues.write(ScanIssue(path, kind, detail).to_json() + "\n")
+        self.counts.issues += 1
+
+    def emit(self, entry: Entry) -> None:
+        c = self.counts
+        c.entries += 1
+        if entry.kind is EntryKind.FILE:
+            c.files += 1
+            c.file_bytes += entry.size_bytes
+        elif entry.kind is EntryKind.SYMLINK:
+            c.symlinks += 1
+        elif entry.kind is EntryKind.DIRECTORY:
+            c.directories += 1
+        else:
+            c.special += 1
+        self.buffer.append(entry)
+        if len(self.buffer) >= self.run_records:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        self.buffer.sort(key=lambda e: e.key)
+        path = self.work_dir / f"run-{self.tag}-{len(self.runs):05d}.rec"
+        write_records(path, self.buffer)
+        self.runs.append(path)
+        self.buffer = []
+
+    def finish(self) -> None:
+        self.flush()
+        self._issues.close()
+
+    def walk_root(self, root_index: int) -> bytes | None:
+        """Record the root itself; return it when it is a directory to descend into."""
+        root = self.roots[root_index]
+        try:
+            st = os.lstat(root)
+        except FileNotFoundError:
+            self.issue(root, IssueKind.VANISHED, "root no longer exists")
+            return None
+        except OSError as e:
+            self.issue(root, IssueKind.UNREADABLE, e.strerror or str(e))
+            return None
+        self.emit(Entry.from_stat(root, _kind_of(st.st_mode), st))
+        return root if stat.S_ISDIR(st.st_mode) else None
+
+    def walk_dir(self, root_index: int, directory: bytes, push: Callable[[int, bytes], None]) -> None:
+        root_len = len(self.roots[root_index]) + (0 if self.roots[root_index] == b"/" else 1)
+        try:
+            iterator = os.scandir(directory)
+        except FileNotFoundError:
+            self.issue(directory, IssueKind.VANISHED, "directory vanished before it was read")
+            return
+        except OSError as e:
+            self.issue(directory, IssueKind.UNREADABLE, f"cannot list directory: {e.strerror or e}")
+            return
+        with iterator:
+            while True:
+                try:
+                    de = next(iterator)
+                except StopIteration:
+                    break
+                except OSError as e:  # e.g. EIO mid-listing: report, keep what was read
+                    self.issue(directory, IssueKind.UNREADABLE, f"listing stopped: {e.strerror or e}")
+                    break
+                path = de.path
+                if self.matcher.excluded(path[root_len:], de.name):
+                    continue
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    self.issue(path, IssueKind.VANISHED, "vanished during the walk")
+                    continue
+                except OSError as e:
+                    self.issue(path, IssueKind.UNREADABLE, f"cannot stat: {e.strerror or e}")
+                    continue
+                kind = _kind_of(st.st_mode)
+                if kind is EntryKind.SPECIAL:
+                    self.issue(path, IssueKind.SPECIAL, _special_name(st.st_mode))
+                self.emit(Entry.from_stat(path, kind, st))
+                if kind is EntryKind.DIRECTORY:
+                    push(root_index, path)
+
+
+def _special_name(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return f"{name}: never opened, not backed up"
+    return "unknown file type: not backed up"
+
+
+def check_roots(roots: Sequence[str]) -> list[bytes]:
+    """Bad input before any work: each root must exist and be a directory."""
+    out = []
+    for root in roots:
+        try:
+            st = os.stat(root)
+        except FileNotFoundError as e:
+            raise UsageError("root does not exist", path=root, key="roots",
+                             hint="fix roots in the lab policy") from e
+        except OSError as e:
+            raise UsageError(f"cannot reach root: {e.strerror}", path=root, key="roots") from e
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError("root is not a directory", path=root, key="roots")
+        out.append(os.fsencode(os.path.normpath(root)))
+    return out
+
+
+def _walk_in_process(walker: _Walker) -> None:
+    pending: deque[tuple[int, bytes]] = deque()
+    for i in range(len(walker.roots)):
+        top = walker.walk_root(i)
+        if top is not None:
+            pending.append((i, top))
+    while pending:
+        root_index, directory = pending.pop()
+        walker.walk_dir(root_index, directory, lambda r, d: pending.append((r, d)))
+
+
+def _worker_main(tag: str, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, run_records: int,
+                 work: multiprocessing.Queue, outstanding, workers: int, abort, results: multiprocessing.Queue) -> None:
+    walker = _Walker(roots, excludes, work_dir, tag, run_records)
+
+    def push(root_index: int, directory: bytes) -> None:
+        with outstanding.get_lock():
+            outstanding.value += 1
+        work.put((root_index, directory))
+
+    try:
+        while not abort.is_set():
+            try:
+                item = work.get(timeout=_POLL_S)
+            except queue_module.Empty:
+                continue
+            if item is None:
+                break
+            walker.walk_dir(item[0], item[1], push)
+            with outstanding.get_lock():
+                outstanding.value -= 1
+                last = outstanding.value == 0
+            if last:  # every directory walked: release all workers
+                for _ in range(workers):
+                    work.put(None)
+        walker.finish()
+        results.put((tag, [str(p) for p in walker.runs], str(walker.issues_path), vars(walker.counts), None))
+    except BaseException as e:  # report, never hang the parent
+        abort.set()
+        results.put((tag, [], str(walker.issues_path), {}, f"{type(e).__name__}: {e}"))
+
+
+def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
+         settings: ScanSettings = ScanSettings()) -> ScanResult:
+    """Walk `roots` into sorted runs under `work_dir` (which must exist, owner-only)."""
+    root_bytes = check_roots(roots)
+    if settings.workers == 0:
+        walker = _Walker(root_bytes, excludes, work_dir, "w0", settings.run_records)
+        _walk_in_process(walker)
+        walker.finish()
+        return ScanResult(walker.runs, [walker.issues_path], walker.counts)
+
+    # Roots are walked here (cheap) so that the queue starts with their directories.
+    top = _Walker(root_bytes, excludes, work_dir, "roots", settings.run_records)
+    starts = [(i, d) for i in range(len(root_bytes)) if (d := top.walk_root(i)) is not None]
+    top.finish()
+    result = ScanResult(list(top.runs), [top.issues_path], top.counts)
+    if not starts:
+        return result
+
+    ctx = multiprocessing.get_context("fork")
+    work: multiprocessing.Queue = ctx.Queue()
+    results: multiprocessing.Queue = ctx.Queue()
+    outstanding = ctx.Value("q", len(starts))
+    abort = ctx.Event()
+    for item in starts:
+        work.put(item)
+    procs = [ctx.Process(target=_worker_main, name=f"fs3g-scan-{i}",
+                         args=(f"w{i}", root_bytes, tuple(excludes), work_dir, settings.run_records, work,
+                               outstanding, settings.workers, abort, results))
+             for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+    errors = []
+    try:
+        for _ in procs:
+            while True:
+                try:
+                    tag, runs, issues_path, counts, error = results.get(timeout=_POLL_S)
+                    break
+                except queue_module.Empty:
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        abort.set()
+                        raise Fs3gError(f"scan worker {dead[0].name} died with exit code {dead[0].exitcode}",
+                                        hint="rerun; if it persists, run with -vv and report it")
+            if error:
+                errors.append(f"{tag}: {error}")
+                continue
+            result.runs.extend(Path(r) for r in runs)
+            result.issues_files.append(Path(issues_path))
+            result.counts.add(ScanCounts(**counts))
+    finally:
+        if errors:
+            abort.set()
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    if errors:
+        raise Fs3gError(f"scan failed: {'; '.join(errors)}")
+    return result

@@ -1,0 +1,241 @@
+"""The parallel walk on real generated trees: exact names, special files, unreadable and vanishing entries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fs3g_hpc.errors import UsageError
+from fs3g_hpc.records import Entry, EntryKind, merge_runs, merge_sorted, read_records, sort_key, write_records
+from fs3g_hpc.scan import ExcludeMatcher, IssueKind, ScanSettings, scan
+
+NOBODY = 65534
+
+
+def make_tree(root: Path) -> set[bytes]:
+    """A small tree with hostile names; returns the exact paths of every entry under root (root included)."""
+    broot = os.fsencode(str(root))
+    paths = {broot}
+
+    def add(rel: bytes, data: bytes | None = b"x", link: bytes | None = None) -> None:
+        full = broot + b"/" + rel
+        parent = full.rpartition(b"/")[0]
+        while parent not in paths and parent != broot:
+            os.makedirs(parent, exist_ok=True)
+            paths.add(parent)
+            parent = parent.rpartition(b"/")[0]
+        if link is not None:
+            os.symlink(link, full)
+        elif data is None:
+            os.mkdir(full)
+        else:
+            with open(full, "wb") as f:
+                f.write(data)
+        paths.add(full)
+
+    for d in range(6):
+        for f in range(40):
+            add(b"proj%d/data/f%03d.dat" % (d, f), b"y" * (f * 7))
+    add(b"names/new\nline")
+    add(b"names/bad-utf8-\xff\xfe")
+    add(b"names/" + b"L" * 255)
+    deep = b"/".join([b"d" * 200] * 19)  # 19 × 201 bytes: a path over 3,800 bytes
+    add(b"deep/" + deep + b"/leaf")
+    add(b"links/to-file", link=b"../proj0/data/f001.dat")
+    add(b"links/dangling", link=b"/nonexistent/target")
+    add(b"empty-dir", None)
+    return paths
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_entry_once_exact_bytes_sorted(tmp_path, workers):
+    root = tmp_path / "tree"
+    root.mkdir()
+    expected = make_tree(root)
+    assert max(len(p) for p in expected) > 3800
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    result = scan([str(root)], [], work, ScanSettings(workers=workers, run_records=50))
+    assert len(result.runs) > 2  # spilled in bounded runs
+    entries = list(merge_sorted(result.runs))
+    paths = [e.path for e in entries]
+    assert sorted(paths) == sorted(expected) and len(paths) == len(set(paths))
+    assert [sort_key(p) for p in paths] == sorted(sort_key(p) for p in paths)
+    by_path = {e.path: e for e in entries}
+    broot = os.fsencode(str(root))
+    assert by_path[broot + b"/names/new\nline"].kind is EntryKind.FILE
+    assert by_path[broot + b"/links/dangling"].kind is EntryKind.SYMLINK  # never followed
+    assert by_path[broot + b"/empty-dir"].kind is EntryKind.DIRECTORY
+    assert by_path[broot + b"/proj2/data/f003.dat"].size_bytes == 21
+    assert result.counts.files == sum(1 for e in entries if e.kind is EntryKind.FILE)
+    assert result.counts.file_bytes == sum(e.size_bytes for e in entries if e.kind is EntryKind.FILE)
+    assert list(result.issues()) == []
+    for run in result.runs:
+        assert stat.S_IMODE(run.stat().st_mode) == 0o600
+
+
+def test_children_of_a_directory_are_contiguous():
+    names = [b"/r/a/x", b"/r/a.d/y", b"/r/a/b/z", b"/r/a/c", b"/r/a0"]
+    ordered = sorted(names, key=sort_key)
+    a_children = [i for i, p in enumerate(ordered) if p.rpartition(b"/")[0] == b"/r/a"]
+    assert a_children == list(range(a_children[0], a_children[0] + len(a_children)))
+
+
+def test_fifo_is_reported_and_never_opened(tmp_path):
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "ok").write_bytes(b"1")
+    os.mkfifo(root / "pipe")  # opening it for reading would block forever
+    work = tmp_path / "work"
+    work.mkdir()
+    result = scan([str(root)], [], work, ScanSettings(workers=2))
+    issues = list(result.issues())
+    assert [(i.path, i.kind) for i in issues] == [(os.fsencode(str(root / "pipe")), IssueKind.SPECIAL)]
+    assert "FIFO" in issues[0].detail
+    kinds = {e.path.rsplit(b"/", 1)[1]: e.kind for e in merge_sorted(result.runs)}
+    assert kinds[b"pipe"] is EntryKind.SPECIAL and kinds[b"ok"] is EntryKind.FILE
+
+
+def test_vanishing_file_is_reported_and_the_walk_goes_on(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a", "vanish", "z"):
+        (root / "sub" / name).write_bytes(b"data")
+    real_scandir = os.scandir
+
+    class Vanishing:
+        """Lists the directory, then deletes `vanish` just before handing its entry out."""
+
+        def __init__(self, path):
+            self._it = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            entry = next(self._it)
+            if entry.name == b"vanish":
+                os.unlink(entry.path)
+            return entry
+
+    monkeypatch.setattr(os, "scandir", Vanishing)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = scan([str(root)], [], work, ScanSettings(workers=0))
+    monkeypatch.undo()
+    issues = list(result.issues())
+    assert [(i.path.rsplit(b"/", 1)[1], i.kind) for i in issues] == [(b"vanish", IssueKind.VANISHED)]
+    names = {e.path.rsplit(b"/", 1)[1] for e in merge_sorted(result.runs)}
+    assert {b"a", b"z"} <= names and b"vanish" not in names
+
+
+@pytest.fixture
+def world_tmp() -> Path:
+    """A directory an unprivileged user can reach (pytest's own tmp_path sits under a 0700 directory)."""
+    path = Path(tempfile.mkdtemp(prefix="fs3g-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    for p in path.rglob("*"):
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o755)
+    shutil.rmtree(path)
+
+
+def test_unreadable_directory_as_unprivileged_user(world_tmp):
+    """CI runs as root, which reads everything: drop to nobody in a forked child to see a real EACCES."""
+    tmp_path = world_tmp
+    root = tmp_path / "tree"
+    (root / "open").mkdir(parents=True)
+    (root / "open" / "f").write_bytes(b"1")
+    (root / "locked").mkdir()
+    (root / "locked" / "secret").write_bytes(b"2")
+    (root / "locked").chmod(0o000)
+    (root / "after").mkdir()
+    (root / "after" / "g").write_bytes(b"3")
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chown(work, NOBODY, NOBODY)
+    for p in (tmp_path, root, root / "open", root / "after"):
+        p.chmod(0o755)
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: unprivileged scan, report through the pipe
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = scan([str(root)], [], work, ScanSettings(workers=0))
+            report = {
+                "issues": [[os.fsdecode(i.path), i.kind.value, i.detail] for i in result.issues()],
+                "paths": sorted(os.fsdecode(e.path) for e in merge_sorted(result.runs)),
+            }
+            os.write(out_w, json.dumps(report).encode())
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - tell the parent why
+            os.write(out_w, json.dumps({"error": repr(e)}).encode())
+        finally:
+            os._exit(code)
+    os.close(out_w)
+    with os.fdopen(out_r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    (root / "locked").chmod(0o755)
+    report = json.loads(data)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    assert report["issues"] == [[str(root / "locked"), "unreadable", "cannot list directory: Permission denied"]]
+    assert str(root / "after" / "g") in report["paths"] and str(root / "open" / "f") in report["paths"]
+    assert str(root / "locked") in report["paths"]  # the directory itself is listed; only its contents are not
+
+
+def test_excludes(tmp_path):
+    m = ExcludeMatcher(["*.tmp", "**/.snapshot", "proj*/scratch", "exact/path/file"])
+    assert m.excluded(b"a/b/c.tmp", b"c.tmp")
+    assert m.excluded(b"x/y/.snapshot", b".snapshot") and m.excluded(b".snapshot", b".snapshot")
+    assert m.excluded(b"proj1/scratch", b"scratch") and not m.excluded(b"proj1/sub/scratch", b"scratch")
+    assert m.excluded(b"exact/path/file", b"file") and not m.excluded(b"other/exact/path/file", b"file")
+    assert not m.excluded(b"a/b/c.tmpx", b"c.tmpx")
+    root = tmp_path / "tree"
+    (root / "p/.snapshot/old").mkdir(parents=True)
+    (root / "p/.snapshot/old/f").write_bytes(b"1")
+    (root / "p/keep.dat").write_bytes(b"1")
+    (root / "p/drop.tmp").write_bytes(b"1")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = scan([str(root)], ["*.tmp", "**/.snapshot"], work, ScanSettings(workers=2))
+    names = sorted(e.path[len(os.fsencode(str(root))):] for e in merge_sorted(result.runs))
+    assert names == [b"", b"/p", b"/p/keep.dat"]
+
+
+def test_bad_roots(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(UsageError, match="root does not exist"):
+        scan([str(tmp_path / "missing")], [], tmp_path, ScanSettings(workers=0))
+    with pytest.raises(UsageError, match="root is not a directory"):
+        scan([str(tmp_path / "file")], [], tmp_path, ScanSettings(workers=0))
+
+
+def test_record_files_round_trip_and_merge_in_levels(tmp_path):
+    entries = [Entry(b"/r/%d/\n\xff" % i, EntryKind.FILE, i, i, i, i, 0o100644, 1, 2, 3, i, 1) for i in range(300)]
+    runs = []
+    for k in range(10):
+        chunk = sorted(entries[k::10], key=lambda e: e.key)
+        path = tmp_path / f"run{k}.rec"
+        assert write_records(path, chunk) == 30
+        runs.append(path)
+    assert list(read_records(runs[0])) == sorted(entries[0::10], key=lambda e: e.key)
+    remaining = merge_runs(runs, tmp_path, fan_in=3)
+    assert len(remaining) <= 3
+    assert list(merge_sorted(remaining)) == sorted(entries, key=lambda e: e.key)
