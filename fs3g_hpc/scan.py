@@ -114,23 +114,19 @@ class ExcludeMatcher:
         self._name = re.compile(b"|".join(name_res)) if name_res else None
         self._path = re.compile(b"|".join(path_res)) if path_res else None
 
-    @staticmethod
-    def _translate(pattern: str) -> bytes:
+    # Longest first: `**/` before `**` before `*`.
+    _GLOB_TOKENS = ((b"**/", b"(?:[^/]*/)*"), (b"**", b".*"), (b"*", b"[^/]*"), (b"?", b"[^/]"))
+
+    @classmethod
+    def _translate(cls, pattern: str) -> bytes:
         raw = os.fsencode(pattern)
         out, i = [], 0
         while i < len(raw):
-            if raw[i:i + 3] == b"**/":
-                out.append(b"(?:[^/]*/)*")
-                i += 3
-            elif raw[i:i + 2] == b"**":
-                out.append(b".*")
-                i += 2
-            elif raw[i:i + 1] == b"*":
-                out.append(b"[^/]*")
-                i += 1
-            elif raw[i:i + 1] == b"?":
-                out.append(b"[^/]")
-                i += 1
+            for token, regex in cls._GLOB_TOKENS:
+                if raw.startswith(token, i):
+                    out.append(regex)
+                    i += len(token)
+                    break
             else:
                 out.append(re.escape(raw[i:i + 1]))
                 i += 1
