@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 from enum import IntEnum
 from typing import NoReturn, Sequence
 
 from . import __version__
-from .config import FileKind, Policy, schema_keys, validate_file
+from .config import FileKind, Policy, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
 from .sizes import format_size
 
@@ -80,6 +83,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
+def _cluster_max_array_size() -> tuple[int, str]:
+    """MaxArraySize from the cluster when Slurm answers; else Slurm's default."""
+    from .slurm import commands
+
+    if commands.slurm_available():
+        return commands.max_array_size(), "from scontrol"
+    return 1001, "Slurm not reachable: its default"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .manifest import catalog_path, default_run_dir
+    from .plan import PlanOptions, make_plan
+    from .scan import ScanSettings
+
+    policy = load_policy(args.config)
+    now = datetime.now(timezone.utc)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(policy, now)
+    max_array, source = _cluster_max_array_size()
+    options = PlanOptions(full=args.full, catalog=catalog_path(policy),
+                          scan=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records),
+                          max_array_size=max_array, max_array_size_source=source)
+    summary = make_plan(policy, run_dir, options, now)
+    print("\n".join(summary.lines()))
+    return ExitCode.OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fs3g", description="Back up and restore research filesystems to S3 and Glacier "
                                               "with Slurm job arrays.")
@@ -96,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.add_argument("--list-keys", action="store_true", help="list every policy key with its default and meaning")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="scan a lab's roots and write a run directory of shards",
+                       description="Walk the policy's roots in parallel, compare with the lab's catalog (the last "
+                                   "successful backup), and cut what is new or changed into shards for a job array.")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/<lab>-<time>)")
+    p.add_argument("--full", action="store_true", help="ignore the catalog: plan every file")
+    p.add_argument("--scan-workers", type=_positive, default=len(os.sched_getaffinity(0)), metavar="N",
+                   help="walker processes (default: the CPUs this process may use; 0 walks in-process)")
+    p.add_argument("--scan-run-records", type=_positive, default=100_000, metavar="N",
+                   help="entries each walker holds before spilling a sorted run; memory ≈ workers × N × 300 B")
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

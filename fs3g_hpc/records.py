@@ -2,7 +2,7 @@
 
 One record per filesystem entry: a fixed little-endian header then the path's exact bytes (any byte but NUL: newlines,
 invalid UTF-8 and 4,000-byte paths round-trip unchanged). Files are streams of records compressed with zlib level 1
-(gzip container), read and written one record at a time, so nothing ever holds a whole tree in memory.
+(gzip container), streamed a chunk at a time, so nothing ever holds a whole tree in memory.
 
 Records sort by `sort_key(path)`: the parent directory, then NUL, then the name, so that the direct children of a
 directory are contiguous (small files of one directory stay together) and every writer and reader agrees on one order.
@@ -14,10 +14,9 @@ import gzip
 import heapq
 import os
 import struct
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 FORMAT_VERSION = 1
 _MAGIC = b"FS3GREC1"
@@ -33,8 +32,9 @@ class EntryKind(Enum):
     SPECIAL = 4  # FIFO, socket, device: listed, never opened
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One filesystem entry as the scan saw it (a tuple: cheap to build by the hundred million)."""
+
     path: bytes  # absolute, exact bytes
     kind: EntryKind
     size_bytes: int
@@ -69,20 +69,13 @@ def encode(entry: Entry) -> bytes:
                         len(entry.path)) + entry.path
 
 
-def _read_exact(stream: BinaryIO, n: int, where: str) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise RecordFormatError(f"{where}: truncated record stream")
-    return data
-
-
 class RecordFormatError(ValueError):
     """A record file that is not ours, or is truncated."""
 
 
-def _check_magic(stream: BinaryIO, where: str) -> None:
-    if stream.read(len(_MAGIC)) != _MAGIC:
-        raise RecordFormatError(f"{where}: not an fs3g record file (format {FORMAT_VERSION})")
+_BUFFERED_RECORDS = 4096  # records joined per compressor call: per-call overhead dominates small records
+_READ_CHUNK = 1 << 20
+_KINDS = {k.value: k for k in EntryKind}
 
 
 class RecordWriter:
@@ -95,17 +88,21 @@ class RecordWriter:
         self._raw = os.fdopen(fd, "wb")
         self._stream = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=_COMPRESS_LEVEL, mtime=0)
         self._stream.write(_MAGIC)
+        self._pending: list[bytes] = []
         self.count = 0
 
     def write(self, entry: Entry) -> None:
-        self._stream.write(encode(entry))
+        self._pending.append(encode(entry))
         self.count += 1
+        if len(self._pending) >= _BUFFERED_RECORDS:
+            self._drain()
 
-    def write_encoded(self, encoded: list[bytes]) -> None:
-        self._stream.write(b"".join(encoded))
-        self.count += len(encoded)
+    def _drain(self) -> None:
+        self._stream.write(b"".join(self._pending))
+        self._pending = []
 
     def close(self) -> None:
+        self._drain()
         self._stream.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
@@ -128,54 +125,106 @@ class RecordWriter:
 
 
 def read_records(path: Path) -> Iterator[Entry]:
-    """Stream the records of one file, in file order."""
+    """Stream the records of one file, in file order, decoding a chunk at a time."""
     where = str(path)
+    unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
+    kinds = _KINDS
     with gzip.open(path, "rb") as stream:
-        _check_magic(stream, where)  # type: ignore[arg-type]
-        size = _HEADER.size
+        if stream.read(len(_MAGIC)) != _MAGIC:
+            raise RecordFormatError(f"{where}: not an fs3g record file (format {FORMAT_VERSION})")
+        buffer = b""
         while True:
-            head = stream.read(size)
-            if not head:
+            chunk = stream.read(_READ_CHUNK)
+            if not chunk:
+                if buffer:
+                    raise RecordFormatError(f"{where}: truncated record stream")
                 return
-            if len(head) != size:
-                raise RecordFormatError(f"{where}: truncated record stream")
-            kind, size_bytes, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n = _HEADER.unpack(head)
-            entry_path = _read_exact(stream, n, where)  # type: ignore[arg-type]
-            yield Entry(entry_path, EntryKind(kind), size_bytes, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink)
-
-
-_BATCH = 4096  # records joined per compressor call: per-call overhead dominates small records
+            buffer = buffer + chunk if buffer else chunk
+            pos, end = 0, len(buffer)
+            while pos + header_size <= end:
+                kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n = unpack_from(buffer, pos)
+                stop = pos + header_size + n
+                if stop > end:
+                    break
+                try:
+                    kind_enum = kinds[kind]
+                except KeyError:
+                    raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
+                yield Entry(buffer[pos + header_size:stop], kind_enum, size, mtime, ctime, atime, mode, uid, gid,
+                            dev, ino, nlink)
+                pos = stop
+            buffer = buffer[pos:]
 
 
 def write_records(path: Path, entries: Iterable[Entry]) -> int:
     with RecordWriter(path) as writer:
-        batch: list[bytes] = []
         for entry in entries:
-            batch.append(encode(entry))
-            if len(batch) >= _BATCH:
-                writer.write_encoded(batch)
-                batch = []
-        writer.write_encoded(batch)
+            writer.write(entry)
         return writer.count
 
 
-def merge_sorted(paths: Iterable[Path]) -> Iterator[Entry]:
+KeyFn = Callable[[Entry], bytes]
+
+
+def by_path(entry: Entry) -> bytes:
+    return entry.key
+
+
+def merge_sorted(paths: Iterable[Path], key: KeyFn = by_path) -> Iterator[Entry]:
     """One sorted stream from several sorted record files (open files = len(paths); see `merge_runs`)."""
-    return heapq.merge(*(read_records(p) for p in paths), key=lambda e: e.key)
+    return heapq.merge(*(read_records(p) for p in paths), key=key)
 
 
-def merge_runs(paths: list[Path], work_dir: Path, fan_in: int = 64) -> list[Path]:
+def merge_runs(paths: list[Path], work_dir: Path, key: KeyFn = by_path, fan_in: int = 64) -> list[Path]:
     """Merge sorted runs in groups until at most `fan_in` remain, bounding open files and memory per merge."""
     level = 0
     while len(paths) > fan_in:
         merged: list[Path] = []
         for i in range(0, len(paths), fan_in):
             group = paths[i:i + fan_in]
-            out = work_dir / f"merge-{level}-{i // fan_in}.rec"
-            write_records(out, merge_sorted(group))
+            out = work_dir / f"{group[0].stem}-m{level}-{i // fan_in}.rec"
+            write_records(out, merge_sorted(group, key))
             for p in group:
                 p.unlink()
             merged.append(out)
         paths = merged
         level += 1
     return paths
+
+
+class RunSpiller:
+    """External sort, first half: buffer at most `run_records` entries, then write them sorted as a run file.
+
+    Memory ≈ run_records × ~300 bytes. `sorted_stream(spiller.finish(), ...)` is the second half.
+    """
+
+    def __init__(self, work_dir: Path, tag: str, run_records: int, key: KeyFn = by_path):
+        self.work_dir = work_dir
+        self.tag = tag
+        self.run_records = run_records
+        self.key = key
+        self.buffer: list[Entry] = []
+        self.runs: list[Path] = []
+
+    def add(self, entry: Entry) -> None:
+        self.buffer.append(entry)
+        if len(self.buffer) >= self.run_records:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        self.buffer.sort(key=self.key)
+        path = self.work_dir / f"run-{self.tag}-{len(self.runs):05d}.rec"
+        write_records(path, self.buffer)
+        self.runs.append(path)
+        self.buffer = []
+
+    def finish(self) -> list[Path]:
+        self.flush()
+        return self.runs
+
+
+def sorted_stream(runs: list[Path], work_dir: Path, key: KeyFn = by_path, fan_in: int = 64) -> Iterator[Entry]:
+    """External sort, second half: every entry of `runs` in `key` order, with at most `fan_in` files open."""
+    return merge_sorted(merge_runs(runs, work_dir, key, fan_in), key)

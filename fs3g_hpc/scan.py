@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .errors import Fs3gError, UsageError
-from .records import Entry, EntryKind, write_records
+from .records import Entry, EntryKind, RunSpiller
 
 _POLL_S = 0.2
 
@@ -84,7 +84,7 @@ class ScanCounts:
 
 @dataclass
 class ScanResult:
-    runs: list[Path]  # sorted record files; merge them with records.merge_sorted / merge_runs
+    runs: list[Path]  # sorted record files; records.sorted_stream merges them
     issues_files: list[Path]
     counts: ScanCounts = field(default_factory=ScanCounts)
 
@@ -154,11 +154,7 @@ class _Walker:
     def __init__(self, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, tag: str, run_records: int):
         self.roots = roots
         self.matcher = ExcludeMatcher(excludes)
-        self.work_dir = work_dir
-        self.tag = tag
-        self.run_records = run_records
-        self.buffer: list[Entry] = []
-        self.runs: list[Path] = []
+        self.spiller = RunSpiller(work_dir, tag, run_records)
         self.counts = ScanCounts()
         self.issues_path = work_dir / f"issues-{tag}.jsonl"
         fd = os.open(self.issues_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -180,21 +176,14 @@ class _Walker:
             c.directories += 1
         else:
             c.special += 1
-        self.buffer.append(entry)
-        if len(self.buffer) >= self.run_records:
-            self.flush()
+        self.spiller.add(entry)
 
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        self.buffer.sort(key=lambda e: e.key)
-        path = self.work_dir / f"run-{self.tag}-{len(self.runs):05d}.rec"
-        write_records(path, self.buffer)
-        self.runs.append(path)
-        self.buffer = []
+    @property
+    def runs(self) -> list[Path]:
+        return self.spiller.runs
 
     def finish(self) -> None:
-        self.flush()
+        self.spiller.finish()
         self._issues.close()
 
     def walk_root(self, root_index: int) -> bytes | None:

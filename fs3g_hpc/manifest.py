@@ -1,0 +1,152 @@
+"""Run-directory layout and its files: the plan header, shard record files, the catalog. Owner-only, atomic.
+
+    <run_root>/<lab>/catalog.rec                  the catalog the last successful merge wrote (records, sorted by path)
+    <run_root>/<lab>/<lab>-<UTC time>/            one run directory (0700)
+        plan.json                                 plan header; written last, so its presence means the plan is whole
+        shards/shard-000000.rec ...               one record file per array task
+        deleted.rec                               catalog entries no longer on disk (reported, never deleted from S3)
+        skipped.jsonl                             entries the scan could not take, with the reason
+
+Run directories hold a lab's file names: directories are 0700 and files 0600 whatever the umask.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from itertools import groupby
+from operator import itemgetter
+from typing import Any, Callable, Iterator
+
+from .config import Policy
+from .errors import UsageError
+from .records import Entry, RunSpiller, read_records, sorted_stream, write_records
+
+PLAN_FORMAT_VERSION = 1
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) owner-only; an existing one must be an empty directory."""
+    if path.exists() or path.is_symlink():
+        if path.is_symlink() or not path.is_dir():
+            raise UsageError("run directory exists and is not a directory", path=str(path),
+                             hint="give a new path with --run-dir")
+        if any(path.iterdir()):
+            raise UsageError("run directory exists and is not empty", path=str(path),
+                             hint="give a new or empty directory with --run-dir")
+    else:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        try:
+            for p in reversed(missing):  # parents we create are owner-only too: they name labs and runs
+                p.mkdir(mode=DIR_MODE)
+                p.chmod(DIR_MODE)
+        except OSError as e:
+            raise UsageError(f"cannot create run directory: {e.strerror}", path=str(path)) from e
+    path.chmod(DIR_MODE)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise UsageError("not found", path=str(path), hint="is this a run directory made by `fs3g plan`?") from e
+    except json.JSONDecodeError as e:
+        raise UsageError(f"not valid JSON (line {e.lineno})", path=str(path)) from e
+
+
+def lab_dir(policy: Policy) -> Path:
+    return Path(policy.run_root) / policy.lab.name
+
+
+def catalog_path(policy: Policy) -> Path:
+    return lab_dir(policy) / "catalog.rec"
+
+
+def default_run_dir(policy: Policy, now: datetime) -> Path:
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = lab_dir(policy) / f"{policy.lab.name}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return candidate
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    run_dir: Path
+
+    @property
+    def plan_file(self) -> Path:
+        return self.run_dir / "plan.json"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.run_dir / "shards"
+
+    def shard_file(self, index: int) -> Path:
+        return self.shards_dir / f"shard-{index:06d}.rec"
+
+    @property
+    def deleted_file(self) -> Path:
+        return self.run_dir / "deleted.rec"
+
+    @property
+    def skipped_file(self) -> Path:
+        return self.run_dir / "skipped.jsonl"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for the scan's sorted runs; removed when the plan is written."""
+        return self.run_dir / ".work"
+
+
+def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_dir: Path,
+                   backed_up: Callable[[Entry], bool] = lambda entry: True, run_records: int = 100_000) -> int:
+    """Write the catalog the next plan diffs against; return its entry count.
+
+    new catalog = previous catalog − this run's deleted entries, with every planned entry that `backed_up` accepts
+    replacing (or adding to) the previous record. A planned entry that was not backed up keeps its previous record, so
+    the next plan sees it as changed again. Streams all inputs (an external sort of the shards, then a merge-join).
+    """
+    spiller = RunSpiller(work_dir, "catalog", run_records)
+    for shard in sorted(layout.shards_dir.glob("shard-*.rec")):
+        for entry in read_records(shard):
+            if backed_up(entry):
+                spiller.add(entry)
+    fresh = sorted_stream(spiller.finish(), work_dir)
+    old = read_records(previous) if previous is not None and previous.is_file() else iter(())
+    gone = (e.key for e in read_records(layout.deleted_file)) if layout.deleted_file.is_file() else iter(())
+
+    def merged() -> Iterator[Entry]:
+        next_gone = next(gone, None)
+        tagged = heapq.merge(((e.key, 1, e) for e in old), ((e.key, 0, e) for e in fresh), key=itemgetter(0, 1))
+        for key, group in groupby(tagged, key=itemgetter(0)):
+            first = next(group)  # the fresh record sorts first (tag 0) when both exist
+            while next_gone is not None and next_gone < key:
+                next_gone = next(gone, None)
+            if first[1] == 1 and next_gone == key:
+                continue  # deleted from disk since the last catalog
+            yield first[2]
+
+    target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    return write_records(target, merged())

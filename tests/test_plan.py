@@ -1,0 +1,367 @@
+"""The planner end to end on generated trees: shards, bounds, incremental diff, manifest, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fs3g_hpc.config import load_policy
+from fs3g_hpc.manifest import RunLayout, catalog_path, update_catalog
+from fs3g_hpc.plan import (Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes)
+from fs3g_hpc.records import Entry, EntryKind, read_records
+from fs3g_hpc.scan import ScanSettings
+
+NOBODY = 65534
+
+
+def entry(path: bytes, size: int = 1, mtime: int = 1, kind: EntryKind = EntryKind.FILE, dev: int = 1,
+          ino: int = 0, nlink: int = 1) -> Entry:
+    return Entry(path, kind, size, mtime, mtime, mtime, 0o100644, 0, 0, dev, ino or hash(path) & 0xFFFFFFFF, nlink)
+
+
+# --- pure parts ------------------------------------------------------------------------------------------------------
+
+def test_diff_merge_join():
+    old = sorted([entry(b"/r/a"), entry(b"/r/b", size=5), entry(b"/r/c"), entry(b"/r/z/gone")], key=lambda e: e.key)
+    now = sorted([entry(b"/r/a"), entry(b"/r/b", size=6), entry(b"/r/c", kind=EntryKind.SYMLINK),
+                  entry(b"/r/d"), entry(b"/r/a2", mtime=9)], key=lambda e: e.key)
+    result = {e.path: change for change, e in diff(now, old)}
+    assert result == {b"/r/a": Change.UNCHANGED, b"/r/b": Change.CHANGED, b"/r/c": Change.CHANGED,
+                      b"/r/d": Change.NEW, b"/r/a2": Change.NEW, b"/r/z/gone": Change.DELETED}
+    assert all(c is Change.NEW for c, _ in diff(now, None))
+
+
+def test_shard_assigner_bounds_balance_and_oversize():
+    rng = random.Random(7)
+    settings = ShardSettings(max_files=100, max_bytes=10_000_000)
+    units = []
+    for d in range(40):
+        for f in range(rng.randint(1, 60)):
+            size = rng.choice([10, 1000, 50_000, 2_000_000])
+            units.append([entry(b"/r/d%02d/f%03d" % (d, f), size=size)])
+    units.insert(50, [entry(b"/r/huge", size=25_000_000)])  # over max_bytes: a shard of its own
+    total_files = sum(len(u) for u in units)
+    total_bytes = sum(unit_bytes(u) for u in units)
+    assigner = ShardAssigner(settings, total_files, total_bytes)
+    shards: dict[int, list[list[Entry]]] = {}
+    for unit in units:
+        shards.setdefault(assigner.assign(unit), []).append(unit)
+    assert sorted(shards) == list(range(len(shards)))
+    for index, members in shards.items():
+        files = sum(len(u) for u in members)
+        size = sum(unit_bytes(u) for u in members)
+        if any(e.path == b"/r/huge" for u in members for e in u):
+            assert len(members) == 1
+            continue
+        assert files <= settings.max_files and size <= settings.max_bytes
+    costs = [sum(unit_bytes(u) + len(u) * settings.per_file_cost_bytes for u in m) for i, m in shards.items()
+             if not any(e.path == b"/r/huge" for u in m for e in u)]
+    # Balanced: no ordinary shard carries more than twice the median's work (the last may be a remainder).
+    median = sorted(costs)[len(costs) // 2]
+    assert max(costs[:-1]) <= 2 * median
+
+
+def test_hard_link_group_counts_its_inode_once():
+    group = [entry(b"/r/a", size=1000, ino=5, nlink=3), entry(b"/r/b", size=1000, ino=5, nlink=3),
+             entry(b"/r/c", size=1000, ino=5, nlink=3)]
+    assert unit_bytes(group) == 1000
+
+
+# --- end to end ------------------------------------------------------------------------------------------------------
+
+def build_tree(root: Path) -> dict[bytes, EntryKind]:
+    """~2,000 files in 30 directories, hostile names, symlinks, hard links, a large file and a FIFO."""
+    broot = os.fsencode(str(root))
+    rng = random.Random(3)
+    expected: dict[bytes, EntryKind] = {}
+    for d in range(30):
+        directory = broot + b"/proj%02d" % d
+        os.makedirs(directory)
+        for f in range(rng.randint(20, 120)):
+            path = directory + b"/file%04d.dat" % f
+            with open(path, "wb") as fh:
+                fh.write(b"z" * rng.choice([0, 100, 5000, 150_000]))
+            expected[path] = EntryKind.FILE
+    hostile = broot + b"/hostile"
+    os.makedirs(hostile)
+    for name in (b"new\nline", b"bad-\xff\xfe-utf8", b"L" * 255, b"tab\tand space ", b"back\\slash"):
+        with open(hostile + b"/" + name, "wb") as fh:
+            fh.write(name)
+        expected[hostile + b"/" + name] = EntryKind.FILE
+    deep = hostile + b"/" + b"/".join([b"d" * 200] * 19)
+    os.makedirs(deep)
+    with open(deep + b"/leaf", "wb") as fh:
+        fh.write(b"deep")
+    expected[deep + b"/leaf"] = EntryKind.FILE
+    os.symlink(b"proj00/file0001.dat", broot + b"/link-to-file")
+    os.symlink(b"/no/such/target", broot + b"/dangling")
+    expected[broot + b"/link-to-file"] = expected[broot + b"/dangling"] = EntryKind.SYMLINK
+    os.link(broot + b"/proj01/file0002.dat", broot + b"/proj05/hardlink-a")
+    os.link(broot + b"/proj01/file0002.dat", broot + b"/proj20/hardlink-b")
+    expected[broot + b"/proj05/hardlink-a"] = expected[broot + b"/proj20/hardlink-b"] = EntryKind.FILE
+    with open(broot + b"/big.bin", "wb") as fh:
+        fh.truncate(3 * 1024 * 1024)  # over the test's max_bytes: a shard of its own
+    expected[broot + b"/big.bin"] = EntryKind.FILE
+    os.mkfifo(broot + b"/pipe")
+    return expected
+
+
+def write_policy(tmp: Path, root: Path, **shards) -> Path:
+    bounds = {"max_files": 300, "max_bytes": "2MiB", **shards}
+    path = tmp / "lab.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        lab: {{name: plantest}}
+        roots: [{root}]
+        exclude: ["*.tmp"]
+        s3: {{bucket: fs3g-plan-test}}
+        run_root: {tmp / 'runs'}
+        shards: {{max_files: {bounds['max_files']}, max_bytes: {bounds['max_bytes']}}}
+        """))
+    return path
+
+
+def shard_entries(run_dir: Path) -> list[list[Entry]]:
+    layout = RunLayout(run_dir)
+    header = json.loads(layout.plan_file.read_text())
+    return [list(read_records(layout.shards_dir / s["file"])) for s in header["shards"]]
+
+
+def fs3g(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, dict[bytes, EntryKind], Path]:
+    root = tmp_path / "data"
+    root.mkdir()
+    expected = build_tree(root)
+    return root, expected, write_policy(tmp_path, root)
+
+
+def test_plan_covers_every_file_once_within_bounds(tree, tmp_path):
+    root, expected, policy_file = tree
+    run_dir = tmp_path / "runs" / "first"
+    proc = fs3g("plan", "--config", str(policy_file), "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"plan: {run_dir}\n")
+    assert "skipped 1" in proc.stdout and "arrays 1" in proc.stdout
+
+    shards = shard_entries(run_dir)
+    seen = [e.path for shard in shards for e in shard]
+    assert sorted(seen) == sorted(expected)  # every file and symlink exactly once, names byte for byte
+    assert len(seen) == len(set(seen))
+    by_path = {e.path: e for shard in shards for e in shard}
+    assert all(by_path[p].kind is k for p, k in expected.items())
+    for shard in shards:
+        files, size = len(shard), unit_bytes(shard)
+        if any(e.path.endswith(b"/big.bin") for e in shard):
+            assert len(shard) == 1  # over max_bytes: alone
+        else:
+            assert files <= 300 and size <= 2 * 1024 * 1024
+    broot = os.fsencode(str(root))
+    link_shards = {i for i, shard in enumerate(shards) for e in shard
+                   if e.path in (broot + b"/proj05/hardlink-a", broot + b"/proj20/hardlink-b",
+                                 broot + b"/proj01/file0002.dat")}
+    assert len(link_shards) == 1  # the hard-link group stays together
+    # Small files of one directory stay together: most directories land in one shard.
+    dirs: dict[bytes, set[int]] = {}
+    for i, shard in enumerate(shards):
+        for e in shard:
+            dirs.setdefault(e.path.rpartition(b"/")[0], set()).add(i)
+    assert sum(len(s) > 1 for s in dirs.values()) <= len(shards)
+
+    layout = RunLayout(run_dir)
+    header = json.loads(layout.plan_file.read_text())
+    assert header["shard_count"] == len(shards) and header["lab"] == "plantest"
+    assert header["changes"]["new"]["files"] == len(expected)
+    assert header["planned"]["files"] == len(expected)
+    assert header["policy"]["shards"]["max_files"] == 300 and header["catalog"] is None
+    assert sum(b["files"] for b in header["size_histogram"]) == sum(k is EntryKind.FILE for k in expected.values())
+    assert header["arrays"]["count"] == 1
+    skipped = [json.loads(line) for line in layout.skipped_file.read_text().splitlines()]
+    assert [(s["path"], s["kind"]) for s in skipped] == [(str(root / "pipe"), "special file skipped")]
+    for path in [run_dir, *run_dir.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+    assert not (run_dir / ".work").exists()
+
+
+def test_replan_plans_exactly_what_changed(tree, tmp_path):
+    root, expected, policy_file = tree
+    policy = load_policy(policy_file, environ={})
+    first = tmp_path / "runs" / "first"
+    options = PlanOptions(catalog=catalog_path(policy), scan=ScanSettings(workers=2))
+    make_plan(policy, first, options)
+    work = tmp_path / "catwork"
+    work.mkdir()
+    assert update_catalog(None, RunLayout(first), catalog_path(policy), work) == len(expected)
+
+    nothing = make_plan(policy, tmp_path / "runs" / "nothing", options)
+    assert nothing.header["planned"]["files"] == 0 and nothing.header["shard_count"] == 0
+    assert nothing.header["changes"]["unchanged"]["files"] == len(expected)
+    assert nothing.header["catalog"]["path"] == str(catalog_path(policy))
+
+    touched = [root / "proj03" / "file0001.dat", root / "hostile" / "new\nline"]
+    for path in touched:
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    added = [root / "proj07" / "added-1", root / "proj29" / "added-2"]
+    for path in added:
+        path.write_bytes(b"new")
+    (root / "proj08" / "ignored.tmp").write_bytes(b"excluded")
+    removed = [root / "proj09" / "file0000.dat", root / "proj10" / "file0001.dat"]
+    for path in removed:
+        path.unlink()
+
+    second = tmp_path / "runs" / "second"
+    summary = make_plan(policy, second, options)
+    planned = {e.path for shard in shard_entries(second) for e in shard}
+    assert planned == {os.fsencode(str(p)) for p in touched + added}
+    changes = summary.header["changes"]
+    assert (changes["new"]["files"], changes["changed"]["files"], changes["deleted"]["files"]) == (2, 2, 2)
+    assert changes["unchanged"]["files"] == len(expected) - 4
+    deleted = {e.path for e in read_records(RunLayout(second).deleted_file)}
+    assert deleted == {os.fsencode(str(p)) for p in removed}
+
+    update_catalog(catalog_path(policy), RunLayout(second), catalog_path(policy), work)
+    third = make_plan(policy, tmp_path / "runs" / "third", options)
+    assert third.header["planned"]["files"] == 0
+    assert third.header["changes"]["unchanged"]["files"] == len(expected)  # -2 removed, +2 added
+
+    full = make_plan(policy, tmp_path / "runs" / "full", PlanOptions(full=True, catalog=catalog_path(policy)))
+    assert full.header["planned"]["files"] == len(expected) and full.header["catalog"] is None
+
+
+def test_catalog_keeps_old_record_of_a_file_that_failed(tree, tmp_path):
+    root, expected, policy_file = tree
+    policy = load_policy(policy_file, environ={})
+    options = PlanOptions(catalog=catalog_path(policy), scan=ScanSettings(workers=0))
+    first = tmp_path / "runs" / "first"
+    make_plan(policy, first, options)
+    work = tmp_path / "catwork"
+    work.mkdir()
+    failed = os.fsencode(str(root / "proj02" / "file0003.dat"))
+    update_catalog(None, RunLayout(first), catalog_path(policy), work, backed_up=lambda e: e.path != failed)
+    again = make_plan(policy, tmp_path / "runs" / "again", options)
+    assert {e.path for shard in shard_entries(again.run_dir) for e in shard} == {failed}
+
+
+def test_plan_survives_a_vanishing_file(tree, tmp_path, monkeypatch):
+    root, expected, policy_file = tree
+    policy = load_policy(policy_file, environ={})
+    real_scandir = os.scandir
+    victim = b"file0005.dat"
+
+    class Vanishing:
+        def __init__(self, path):
+            self._it = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            e = next(self._it)
+            if e.name == victim and b"/proj04/" in e.path:
+                os.unlink(e.path)
+            return e
+
+    monkeypatch.setattr(os, "scandir", Vanishing)
+    summary = make_plan(policy, tmp_path / "runs" / "v", PlanOptions(scan=ScanSettings(workers=0)))
+    monkeypatch.undo()
+    skipped = [json.loads(l) for l in RunLayout(summary.run_dir).skipped_file.read_text().splitlines()]
+    assert sorted(s["kind"] for s in skipped) == ["special file skipped", "vanished"]
+    assert summary.header["planned"]["files"] == len(expected) - 1
+
+
+def test_plan_reports_unreadable_directory_as_nobody(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="fs3g-plan-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        root = base / "data"
+        (root / "open").mkdir(parents=True)
+        (root / "open" / "f").write_bytes(b"1")
+        (root / "locked").mkdir()
+        (root / "locked" / "secret").write_bytes(b"2")
+        for p in (root, root / "open"):
+            p.chmod(0o755)
+        (root / "locked").chmod(0o000)
+        runs = base / "runs"
+        runs.mkdir()
+        os.chown(runs, NOBODY, NOBODY)
+        policy = load_policy(write_policy(base, root), environ={})
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                summary = make_plan(policy, runs / "p", PlanOptions(scan=ScanSettings(workers=0)))
+                os.write(w, json.dumps({"planned": summary.header["planned"]["files"],
+                                        "skipped": RunLayout(summary.run_dir).skipped_file.read_text()}).encode())
+                code = 0
+            except BaseException as e:  # noqa: BLE001
+                os.write(w, json.dumps({"error": repr(e)}).encode())
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            report = json.loads(f.read())
+        os.waitpid(pid, 0)
+        assert "error" not in report, report
+        assert report["planned"] == 1
+        skipped = json.loads(report["skipped"])
+        assert (skipped["path"], skipped["kind"]) == (str(root / "locked"), "unreadable")
+    finally:
+        (base / "data" / "locked").chmod(0o755)
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("case", ["missing-root", "root-is-file", "run-dir-not-empty", "run-dir-is-file",
+                                  "bad-config"])
+def test_bad_input_exit_2_one_line(case, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    run_dir = tmp_path / "run"
+    if case == "missing-root":
+        policy = write_policy(tmp_path, tmp_path / "nowhere")
+        expect = f"fs3g: error: {tmp_path / 'nowhere'}: roots: root does not exist (fix roots in the lab policy)"
+    elif case == "root-is-file":
+        (tmp_path / "file").write_bytes(b"")
+        policy = write_policy(tmp_path, tmp_path / "file")
+        expect = f"fs3g: error: {tmp_path / 'file'}: roots: root is not a directory"
+    elif case == "run-dir-not-empty":
+        policy = write_policy(tmp_path, root)
+        run_dir.mkdir()
+        (run_dir / "something").write_bytes(b"")
+        expect = (f"fs3g: error: {run_dir}: run directory exists and is not empty "
+                  "(give a new or empty directory with --run-dir)")
+    elif case == "run-dir-is-file":
+        policy = write_policy(tmp_path, root)
+        run_dir.write_bytes(b"")
+        expect = f"fs3g: error: {run_dir}: run directory exists and is not a directory (give a new path with --run-dir)"
+    else:
+        policy = tmp_path / "lab.yaml"
+        policy.write_text("lab: {name: x}\nroots: [/data]\ns3: {bucket: B}\nrun_root: /r\n")
+        expect = f"{policy}: s3.bucket: bucket name 'B' must be 3 to 63 characters long (line 3)"
+    proc = fs3g("plan", "--config", str(policy), "--run-dir", str(run_dir))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [expect]
+    if case == "run-dir-not-empty":
+        assert sorted(p.name for p in run_dir.iterdir()) == ["something"]  # nothing written into it
