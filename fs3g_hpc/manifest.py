@@ -128,6 +128,8 @@ def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_
     replacing (or adding to) the previous record. A planned entry that was not backed up keeps its previous record, so
     the next plan sees it as changed again. Streams all inputs (an external sort of the shards, then a merge-join).
     """
+    if not layout.plan_file.is_file():
+        raise UsageError("no plan.json: not a complete run directory", path=str(layout.run_dir))
     spiller = RunSpiller(work_dir, "catalog", run_records)
     for shard in sorted(layout.shards_dir.glob("shard-*.rec")):
         for entry in read_records(shard):

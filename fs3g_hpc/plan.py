@@ -9,11 +9,14 @@ record per open run file, whatever the size of the tree.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import struct
-from dataclasses import dataclass, field
+import time
+from bisect import bisect_left
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -27,6 +30,8 @@ from .records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpil
                       write_records)
 from .scan import ScanSettings, check_roots, scan
 from .sizes import GIB, KIB, MIB, TIB, format_size
+
+log = logging.getLogger(__name__)
 
 # What one file costs an array task beyond its bytes (a request round trip, ~3.5 ms of botocore CPU), expressed as
 # bytes at ~100 MB/s per task; used only to balance shards, never as a bound.
@@ -75,7 +80,7 @@ class CatalogError(UsageError):
 def _checked_order(entries: Iterable[Entry], where: str) -> Iterator[Entry]:
     previous = b""
     for entry in entries:
-        key = entry.key
+        key = entry[0]
         if key <= previous and previous:
             raise CatalogError(f"entries out of order at {entry.path!r}", path=where,
                                hint="the catalog is damaged: rerun with --full")
@@ -95,11 +100,11 @@ def diff(scanned: Iterable[Entry], catalog: Iterable[Entry] | None) -> Iterator[
     old_iter = iter(catalog)
     old = next(old_iter, None)
     for entry in scanned:
-        key = entry.key
-        while old is not None and old.key < key:
+        key = entry[0]
+        while old is not None and old[0] < key:
             yield Change.DELETED, old
             old = next(old_iter, None)
-        if old is not None and old.key == key:
+        if old is not None and old[0] == key:
             yield (Change.CHANGED if differs(entry, old) else Change.UNCHANGED), entry
             old = next(old_iter, None)
         else:
@@ -158,20 +163,20 @@ class ShardAssigner:
         self.sealed = False
 
     def assign(self, unit: list[Entry]) -> int:
+        return self.place(len(unit), unit_bytes(unit), unit[0].directory)
+
+    def place(self, files: int, size: int, directory: bytes) -> int:
+        """Shard number for `files` entries of `size` bytes (counted once) from `directory`."""
         s = self.settings
-        n, size = len(unit), unit_bytes(unit)
-        cost = size + n * s.per_file_cost_bytes
-        directory = unit[0].path.rpartition(b"/")[0]
-        if n > s.max_files or size > s.max_bytes:  # alone over a bound: a shard of its own
+        cost = size + files * s.per_file_cost_bytes
+        if files > s.max_files or size > s.max_bytes:  # alone over a bound: a shard of its own
             self._open()
             self.sealed = True
-        else:
-            over_hard = self.files + n > s.max_files or self.bytes + size > s.max_bytes
-            at_target = self.cost >= self.target_cost
-            over_slack = self.cost + cost > self.target_cost * (1 + s.slack)
-            if self.sealed or over_hard or (at_target and (directory != self.directory or over_slack)):
-                self._open()
-        self.files += n
+        elif (self.sealed or self.files + files > s.max_files or self.bytes + size > s.max_bytes
+              or (self.cost >= self.target_cost
+                  and (directory != self.directory or self.cost + cost > self.target_cost * (1 + s.slack)))):
+            self._open()
+        self.files += files
         self.bytes += size
         self.cost += cost
         self.directory = directory
@@ -193,29 +198,16 @@ def _group_hardlinks(entries: Iterable[Entry]) -> Iterator[list[Entry]]:
         yield group
 
 
-@dataclass
-class ClassTotals:
-    files: int = 0
-    bytes: int = 0
+class _Tally:
+    """files and bytes per label; plain lists indexed by position keep the per-entry work in C."""
 
-    def add(self, size: int) -> None:
-        self.files += 1
-        self.bytes += size
+    def __init__(self, labels: Iterable[str]):
+        self.labels = list(labels)
+        self.files = [0] * len(self.labels)
+        self.bytes = [0] * len(self.labels)
 
-
-@dataclass
-class PlanTotals:
-    changes: dict[str, ClassTotals] = field(default_factory=lambda: {c.value: ClassTotals() for c in Change})
-    planned_by_class: dict[str, ClassTotals] = field(
-        default_factory=lambda: {c.value: ClassTotals() for c in EntryClass})
-    histogram: list[ClassTotals] = field(default_factory=lambda: [ClassTotals() for _ in range(len(HISTOGRAM_EDGES) + 1)])
-
-    def add_histogram(self, size: int) -> None:
-        for i, edge in enumerate(HISTOGRAM_EDGES):
-            if size <= edge:
-                self.histogram[i].add(size)
-                return
-        self.histogram[-1].add(size)
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {label: {"files": f, "bytes": b} for label, f, b in zip(self.labels, self.files, self.bytes)}
 
 
 def histogram_labels() -> list[str]:
@@ -285,7 +277,9 @@ def make_plan(policy: Policy, run_dir: Path, options: PlanOptions, now: datetime
 
 def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptions, now: datetime) -> PlanSummary:
     threshold = policy.storage.small_file_threshold_bytes
+    started = time.monotonic()
     result = scan(policy.roots, policy.exclude, work, options.scan)
+    log.info("scan: %d entries in %.1f s", result.counts.entries, time.monotonic() - started)
     catalog_file = None if options.full else options.catalog
     if catalog_file is not None and not catalog_file.is_file():
         catalog_file = None
@@ -293,45 +287,83 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     if catalog_file is not None:
         catalog_stream = _checked_order(read_records(catalog_file), str(catalog_file))
 
-    totals = PlanTotals()
-    scanned = (e for e in sorted_stream(result.runs, work) if uploadable(e))
+    # Positions in the tallies below; the loop compares enum identities only (Enum hashing is a Python call).
+    new, changed, unchanged, deleted_change = Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED
+    file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
+    changes = _Tally(c.value for c in Change)  # new, changed, unchanged, deleted
+    classes = _Tally(c.value for c in EntryClass)  # small, large, symlink
+    histogram = _Tally(histogram_labels())
+    edges = HISTOGRAM_EDGES
+    scanned = (e for e in sorted_stream(result.runs, work) if e[1] is file_kind or e[1] is symlink_kind)
     hardlinks = RunSpiller(work, "hardlinks", options.scan.run_records, key=_hardlink_key)
+    shard_settings = ShardSettings(policy.shards.max_files, policy.shards.max_bytes)
+    # Without a catalog everything scanned is planned, so the scan's totals set the balance target now and shards are
+    # cut in this same pass. With one, planned entries are spilled first and cut once their totals are known (a pass
+    # over what changed, not over the tree).
+    cutter: ShardCutter | None = None
+    planned: RecordWriter | None = None
+    if catalog_stream is None:
+        c = result.counts
+        cutter = ShardCutter(layout, ShardAssigner(shard_settings, c.files + c.symlinks, c.file_bytes), threshold)
+        sink = cutter.add
+    else:
+        planned = RecordWriter(work / "planned.rec")
+        sink = planned.write
     planned_count = planned_bytes = 0
     try:
-        with RecordWriter(work / "planned.rec") as planned, RecordWriter(layout.deleted_file) as deleted:
+        with RecordWriter(layout.deleted_file) as deleted:
             for change, entry in diff(scanned, catalog_stream):
-                totals.changes[change.value].add(entry.size_bytes)
-                if change is Change.DELETED:
+                size = entry[2]
+                slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
+                changes.files[slot] += 1
+                changes.bytes[slot] += size
+                if change is deleted_change:
                     deleted.write(entry)
                     continue
-                if entry.kind is EntryKind.FILE:
-                    totals.add_histogram(entry.size_bytes)
-                if change is Change.UNCHANGED:
+                is_file = entry[1] is file_kind
+                if is_file:
+                    bucket = bisect_left(edges, size)
+                    histogram.files[bucket] += 1
+                    histogram.bytes[bucket] += size
+                if change is unchanged:
                     continue
-                klass = classify(entry, threshold)
-                assert klass is not None  # `scanned` holds uploadable entries only
-                totals.planned_by_class[klass.value].add(entry.size_bytes)
+                klass = (0 if size <= threshold else 1) if is_file else 2
+                classes.files[klass] += 1
+                classes.bytes[klass] += size
                 planned_count += 1
-                if entry.kind is EntryKind.FILE and entry.nlink > 1:
+                if is_file and entry[11] > 1:  # hard-linked: cut at the end with its group
                     hardlinks.add(entry)
                 else:
-                    planned.write(entry)
-                    planned_bytes += entry.size_bytes
+                    sink(entry)
+                    planned_bytes += size
+        log.info("diff: %d planned, %.1f s since start", planned_count, time.monotonic() - started)
+
+        link_file: Path | None = None
+        link_runs = hardlinks.finish()
+        if link_runs:  # one sorted file, read twice: once for the bytes (an inode counts once), once to cut shards
+            link_file = work / "hardlinks.rec"
+            write_records(link_file, sorted_stream(link_runs, work, key=_hardlink_key))
+            planned_bytes += _unique_inode_bytes(read_records(link_file))
+        if planned is not None:
+            planned.close()
+            planned = None
+            cutter = ShardCutter(layout, ShardAssigner(shard_settings, planned_count, planned_bytes), threshold)
+            for entry in read_records(work / "planned.rec"):
+                cutter.add(entry)
+        assert cutter is not None
+        if link_file is not None:
+            for group in _group_hardlinks(read_records(link_file)):
+                cutter.add_group(group)
+        shards = cutter.finish()
     except RecordFormatError as e:
         raise CatalogError(str(e), path=str(catalog_file), hint="rerun with --full") from e
+    finally:
+        if planned is not None:
+            planned.abort()
+        if cutter is not None:
+            cutter.abort()
 
-    link_file: Path | None = None
-    link_runs = hardlinks.finish()
-    if link_runs:  # one sorted file, read twice: once for the bytes (an inode counts once), once to cut shards
-        link_file = work / "hardlinks.rec"
-        write_records(link_file, sorted_stream(link_runs, work, key=_hardlink_key))
-        planned_bytes += _unique_inode_bytes(read_records(link_file))
-
-    assigner = ShardAssigner(ShardSettings(policy.shards.max_files, policy.shards.max_bytes),
-                             planned_count, planned_bytes)
-    units = _units(read_records(work / "planned.rec"), read_records(link_file) if link_file else ())
-    shards = _write_shards(layout, assigner, units, threshold)
-
+    log.info("shards: %d written, %.1f s since start", len(shards), time.monotonic() - started)
     skipped = _copy_issues(result.issues_files, layout.skipped_file)
     arrays = math.ceil(len(shards) / options.max_array_size) if shards else 0
     header = {
@@ -348,10 +380,10 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
             "mtime": datetime.fromtimestamp(catalog_file.stat().st_mtime, timezone.utc).isoformat()},
         "small_file_threshold_bytes": threshold,
         "scan": vars(result.counts),
-        "changes": {k: vars(v) for k, v in totals.changes.items()},
+        "changes": changes.as_dict(),
         "planned": {"files": planned_count, "bytes": planned_bytes},  # hard-linked inodes once
-        "planned_by_class": {k: vars(v) for k, v in totals.planned_by_class.items()},
-        "size_histogram": [{"bucket": label, **vars(b)} for label, b in zip(histogram_labels(), totals.histogram)],
+        "planned_by_class": classes.as_dict(),
+        "size_histogram": [{"bucket": label, **counts} for label, counts in histogram.as_dict().items()],
         "skipped": skipped,
         "shard_bounds": {"max_files": policy.shards.max_files, "max_bytes": policy.shards.max_bytes},
         "shard_count": len(shards),
@@ -372,41 +404,66 @@ def _unique_inode_bytes(entries: Iterable[Entry]) -> int:
     return total
 
 
-def _units(planned: Iterable[Entry], linked: Iterable[Entry]) -> Iterator[list[Entry]]:
-    for entry in planned:
-        yield [entry]
-    yield from _group_hardlinks(linked)
+class ShardCutter:
+    """Numbers entries with a ShardAssigner and writes each shard's record file and summary as it goes."""
 
+    def __init__(self, layout: RunLayout, assigner: ShardAssigner, threshold: int):
+        self.layout = layout
+        self.assigner = assigner
+        self.threshold = threshold
+        self.summaries: list[dict] = []
+        self._writer: RecordWriter | None = None
+        self._current = -1
+        self._info: dict = {}
+        make_private_dir(layout.shards_dir)
 
-def _write_shards(layout: RunLayout, assigner: ShardAssigner, units: Iterable[list[Entry]],
-                  threshold: int) -> list[dict]:
-    make_private_dir(layout.shards_dir)
-    shards: list[dict] = []
-    writer: RecordWriter | None = None
-    current = -1
-    try:
-        for unit in units:
-            index = assigner.assign(unit)
-            if index != current:
-                if writer is not None:
-                    writer.close()
-                writer = RecordWriter(layout.shard_file(index))
-                current = index
-                shards.append({"index": index, "file": layout.shard_file(index).name, "files": 0, "bytes": 0,
-                               **{f"{c.value}_files": 0 for c in EntryClass}})
-            info = shards[-1]
-            info["bytes"] += unit_bytes(unit)
-            for entry in unit:
-                writer.write(entry)  # type: ignore[union-attr]
-                info["files"] += 1
-                info[f"{classify(entry, threshold).value}_files"] += 1  # type: ignore[union-attr]
-        if writer is not None:
-            writer.close()
-            writer = None
-    finally:
-        if writer is not None:
-            writer.abort()
-    return shards
+    def _switch(self, index: int) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        path = self.layout.shard_file(index)
+        self._writer = RecordWriter(path)
+        self._current = index
+        self._info = {"index": index, "file": path.name, "files": 0, "bytes": 0,
+                      **{f"{c.value}_files": 0 for c in EntryClass}}
+        self.summaries.append(self._info)
+
+    def add(self, entry: Entry) -> None:
+        """One entry of the path-ordered stream (not hard-linked)."""
+        size, key = entry[2], entry[0]
+        index = self.assigner.place(1, size, key[:key.rfind(b"\0")])
+        if index != self._current:
+            self._switch(index)
+        self._writer.write(entry)  # type: ignore[union-attr]
+        info = self._info
+        info["files"] += 1
+        info["bytes"] += size
+        if entry[1] is EntryKind.FILE:
+            info["small_files" if size <= self.threshold else "large_files"] += 1
+        else:
+            info["symlink_files"] += 1
+
+    def add_group(self, group: list[Entry]) -> None:
+        """A hard-link group: one shard for all its members."""
+        index = self.assigner.assign(group)
+        if index != self._current:
+            self._switch(index)
+        info = self._info
+        info["bytes"] += unit_bytes(group)
+        for entry in group:
+            self._writer.write(entry)  # type: ignore[union-attr]
+            info["files"] += 1
+            info["small_files" if entry[2] <= self.threshold else "large_files"] += 1
+
+    def finish(self) -> list[dict]:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.summaries
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 def _copy_issues(sources: Iterable[Path], target: Path) -> int:

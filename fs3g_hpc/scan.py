@@ -138,18 +138,23 @@ class ExcludeMatcher:
         return self._path is not None and self._path.match(rel_path) is not None
 
 
+_KIND_BY_FORMAT = {stat.S_IFREG: EntryKind.FILE, stat.S_IFLNK: EntryKind.SYMLINK, stat.S_IFDIR: EntryKind.DIRECTORY}
+
+
 def _kind_of(mode: int) -> EntryKind:
-    if stat.S_ISREG(mode):
-        return EntryKind.FILE
-    if stat.S_ISLNK(mode):
-        return EntryKind.SYMLINK
-    if stat.S_ISDIR(mode):
-        return EntryKind.DIRECTORY
-    return EntryKind.SPECIAL
+    return _KIND_BY_FORMAT.get(stat.S_IFMT(mode), EntryKind.SPECIAL)
+
+
+class SpillError(Fs3gError):
+    """Writing a sorted run failed (e.g. a full disk): fatal, unlike an unreadable directory."""
 
 
 class _Walker:
-    """Walks directories one at a time, buffering entries and spilling sorted runs; used by every worker."""
+    """Walks directories one at a time, buffering entries and spilling sorted runs; used by every worker.
+
+    `walk_dir` is the hot loop of a 200-million-entry plan: it builds entry tuples directly and keeps counters in
+    locals, because every Python-level call per entry costs seconds at that scale.
+    """
 
     def __init__(self, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, tag: str, run_records: int):
         self.roots = roots
@@ -164,26 +169,18 @@ class _Walker:
         self._issues.write(ScanIssue(path, kind, detail).to_json() + "\n")
         self.counts.issues += 1
 
-    def emit(self, entry: Entry) -> None:
-        c = self.counts
-        c.entries += 1
-        if entry.kind is EntryKind.FILE:
-            c.files += 1
-            c.file_bytes += entry.size_bytes
-        elif entry.kind is EntryKind.SYMLINK:
-            c.symlinks += 1
-        elif entry.kind is EntryKind.DIRECTORY:
-            c.directories += 1
-        else:
-            c.special += 1
-        self.spiller.add(entry)
-
     @property
     def runs(self) -> list[Path]:
         return self.spiller.runs
 
+    def _spill(self) -> None:
+        try:
+            self.spiller.flush()
+        except OSError as e:
+            raise SpillError(f"cannot write scan run: {e.strerror or e}", path=str(self.spiller.work_dir)) from e
+
     def finish(self) -> None:
-        self.spiller.finish()
+        self._spill()
         self._issues.close()
 
     def walk_root(self, root_index: int) -> bytes | None:
@@ -197,11 +194,26 @@ class _Walker:
         except OSError as e:
             self.issue(root, IssueKind.UNREADABLE, e.strerror or str(e))
             return None
-        self.emit(Entry.from_stat(root, _kind_of(st.st_mode), st))
-        return root if stat.S_ISDIR(st.st_mode) else None
+        kind = _kind_of(st.st_mode)
+        c = self.counts
+        c.entries += 1
+        c.directories += kind is EntryKind.DIRECTORY
+        c.files += kind is EntryKind.FILE
+        c.file_bytes += st.st_size if kind is EntryKind.FILE else 0
+        c.symlinks += kind is EntryKind.SYMLINK
+        self.spiller.add(Entry.from_stat(root, kind, st))
+        return root if kind is EntryKind.DIRECTORY else None
 
     def walk_dir(self, root_index: int, directory: bytes, push: Callable[[int, bytes], None]) -> None:
-        root_len = len(self.roots[root_index]) + (0 if self.roots[root_index] == b"/" else 1)
+        root = self.roots[root_index]
+        rel_start = len(root) + (0 if root == b"/" else 1)
+        rel_dir = directory[rel_start:] + b"/" if len(directory) > len(root) else b""
+        prefix = directory + b"\0"  # every child's sort key starts with it
+        matcher = self.matcher if self.matcher.patterns else None
+        buffer, limit = self.spiller.buffer, self.spiller.run_records
+        kinds, special, file_kind, dir_kind = _KIND_BY_FORMAT, EntryKind.SPECIAL, EntryKind.FILE, EntryKind.DIRECTORY
+        new, entry_type, ifmt = tuple.__new__, Entry, stat.S_IFMT
+        entries = files = file_bytes = directories = symlinks = specials = 0
         try:
             iterator = os.scandir(directory)
         except FileNotFoundError:
@@ -210,32 +222,50 @@ class _Walker:
         except OSError as e:
             self.issue(directory, IssueKind.UNREADABLE, f"cannot list directory: {e.strerror or e}")
             return
-        with iterator:
-            while True:
-                try:
-                    de = next(iterator)
-                except StopIteration:
-                    break
-                except OSError as e:  # e.g. EIO mid-listing: report, keep what was read
-                    self.issue(directory, IssueKind.UNREADABLE, f"listing stopped: {e.strerror or e}")
-                    break
-                path = de.path
-                if self.matcher.excluded(path[root_len:], de.name):
-                    continue
-                try:
-                    st = de.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    self.issue(path, IssueKind.VANISHED, "vanished during the walk")
-                    continue
-                except OSError as e:
-                    self.issue(path, IssueKind.UNREADABLE, f"cannot stat: {e.strerror or e}")
-                    continue
-                kind = _kind_of(st.st_mode)
-                if kind is EntryKind.SPECIAL:
-                    self.issue(path, IssueKind.SPECIAL, _special_name(st.st_mode))
-                self.emit(Entry.from_stat(path, kind, st))
-                if kind is EntryKind.DIRECTORY:
-                    push(root_index, path)
+        try:
+            with iterator:
+                for de in iterator:
+                    name = de.name
+                    if matcher is not None and matcher.excluded(rel_dir + name, name):
+                        continue
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        self.issue(de.path, IssueKind.VANISHED, "vanished during the walk")
+                        continue
+                    except OSError as e:
+                        self.issue(de.path, IssueKind.UNREADABLE, f"cannot stat: {e.strerror or e}")
+                        continue
+                    mode = st.st_mode
+                    kind = kinds.get(ifmt(mode), special)
+                    entries += 1
+                    if kind is file_kind:
+                        files += 1
+                        file_bytes += st.st_size
+                    elif kind is dir_kind:
+                        directories += 1
+                        push(root_index, de.path)
+                    elif kind is special:
+                        specials += 1
+                        self.issue(de.path, IssueKind.SPECIAL, _special_name(mode))
+                    else:
+                        symlinks += 1
+                    buffer.append(new(entry_type, (prefix + name, kind, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                   st.st_atime_ns, mode, st.st_uid, st.st_gid, st.st_dev, st.st_ino,
+                                                   st.st_nlink)))
+                    if len(buffer) >= limit:
+                        self._spill()  # SpillError is not an OSError: it is never mistaken for a listing error
+                        buffer = self.spiller.buffer
+        except OSError as e:  # e.g. EIO mid-listing: report it, keep what was read
+            self.issue(directory, IssueKind.UNREADABLE, f"listing stopped: {e.strerror or e}")
+        finally:
+            c = self.counts
+            c.entries += entries
+            c.files += files
+            c.file_bytes += file_bytes
+            c.directories += directories
+            c.symlinks += symlinks
+            c.special += specials
 
 
 def _special_name(mode: int) -> str:

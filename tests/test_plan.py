@@ -26,7 +26,7 @@ NOBODY = 65534
 
 def entry(path: bytes, size: int = 1, mtime: int = 1, kind: EntryKind = EntryKind.FILE, dev: int = 1,
           ino: int = 0, nlink: int = 1) -> Entry:
-    return Entry(path, kind, size, mtime, mtime, mtime, 0o100644, 0, 0, dev, ino or hash(path) & 0xFFFFFFFF, nlink)
+    return Entry.of(path, kind, size, mtime, mtime, mtime, 0o100644, 0, 0, dev, ino or hash(path) & 0xFFFFFFFF, nlink)
 
 
 # --- pure parts ------------------------------------------------------------------------------------------------------

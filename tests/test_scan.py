@@ -228,7 +228,7 @@ def test_bad_roots(tmp_path):
 
 
 def test_record_files_round_trip_and_merge_in_levels(tmp_path):
-    entries = [Entry(b"/r/%d/\n\xff" % i, EntryKind.FILE, i, i, i, i, 0o100644, 1, 2, 3, i, 1) for i in range(300)]
+    entries = [Entry.of(b"/r/%d/\n\xff" % i, EntryKind.FILE, i, i, i, i, 0o100644, 1, 2, 3, i, 1) for i in range(300)]
     runs = []
     for k in range(10):
         chunk = sorted(entries[k::10], key=lambda e: e.key)
