@@ -65,10 +65,6 @@ def classify(entry: Entry, small_threshold_bytes: int) -> EntryClass | None:
     return None
 
 
-def uploadable(entry: Entry) -> bool:
-    return entry.kind in (EntryKind.FILE, EntryKind.SYMLINK)
-
-
 def differs(now: Entry, before: Entry) -> bool:
     return now.kind is not before.kind or now.size_bytes != before.size_bytes or now.mtime_ns != before.mtime_ns
 

@@ -17,7 +17,8 @@ import pytest
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import RunLayout, catalog_path, update_catalog
-from fs3g_hpc.plan import (Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes)
+from fs3g_hpc.plan import (Change, EntryClass, PlanOptions, ShardAssigner, ShardSettings, classify, diff, make_plan,
+                            unit_bytes)
 from fs3g_hpc.records import Entry, EntryKind, read_records
 from fs3g_hpc.scan import ScanSettings
 
@@ -69,6 +70,14 @@ def test_shard_assigner_bounds_balance_and_oversize():
     # Balanced: no ordinary shard carries more than twice the median's work (the last may be a remainder).
     median = sorted(costs)[len(costs) // 2]
     assert max(costs[:-1]) <= 2 * median
+
+
+def test_classes_follow_the_original_tool():
+    assert classify(entry(b"/r/a", size=131072), 131072) is EntryClass.SMALL
+    assert classify(entry(b"/r/b", size=131073), 131072) is EntryClass.LARGE
+    assert classify(entry(b"/r/c", kind=EntryKind.SYMLINK), 131072) is EntryClass.SYMLINK
+    assert classify(entry(b"/r/d", kind=EntryKind.DIRECTORY), 131072) is None
+    assert classify(entry(b"/r/e", kind=EntryKind.SPECIAL), 131072) is None
 
 
 def test_hard_link_group_counts_its_inode_once():
@@ -365,3 +374,20 @@ def test_bad_input_exit_2_one_line(case, tmp_path):
     assert proc.stderr.strip().splitlines() == [expect]
     if case == "run-dir-not-empty":
         assert sorted(p.name for p in run_dir.iterdir()) == ["something"]  # nothing written into it
+
+
+def test_arrays_needed_follow_the_clusters_max_array_size(slurm_cluster, tmp_path):
+    """The real test cluster's MaxArraySize (40): 50 shards need 2 arrays."""
+    root = tmp_path / "data"
+    for d in range(10):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(50):
+            (root / f"d{d}" / f"f{f}").write_bytes(b"x")
+    policy = write_policy(tmp_path, root, max_files=10)
+    proc = fs3g("plan", "--config", str(policy), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    header = json.loads((tmp_path / "run" / "plan.json").read_text())
+    max_array = int(slurm_cluster["max_array_size"])
+    assert header["shard_count"] == 50
+    assert header["arrays"] == {"count": -(-50 // max_array), "max_array_size": max_array, "source": "from scontrol"}
+    assert f"arrays {-(-50 // max_array)} (MaxArraySize {max_array}, from scontrol)" in proc.stdout

@@ -1,0 +1,27 @@
+"""Smoke test: the walk/plan benchmark runs end to end on a tiny tree (it asserts nothing about speed)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_walk_runs_end_to_end(tmp_path):
+    results = tmp_path / "walk"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_walk.py"), "--files", "300", "--root", str(tmp_path / "tree"),
+         "--repeats", "1", "--warmup", "0", "--results", str(results),
+         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    commands = report["results"]["commands"]
+    assert set(commands) == {"find", "fpart", "fs3g-plan", "fs3g-replan"}
+    assert all(c["runs"] == 1 for c in commands.values())
+    md = results.with_suffix(".md").read_text()
+    assert "fs3g-plan / find" in md and "fs3g-replan / find" in md
