@@ -15,7 +15,7 @@ import os
 import shutil
 import struct
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -28,7 +28,7 @@ from .errors import UsageError
 from .manifest import PLAN_FORMAT_VERSION, RunLayout, make_private_dir, write_json_atomic
 from .records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, read_records, sorted_stream,
                       write_records)
-from .scan import ScanSettings, check_roots, scan
+from .scan import IssueKind, ScanIssue, ScanSettings, check_roots, scan
 from .sizes import GIB, KIB, MIB, TIB, format_size
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,8 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     else:
         planned = RecordWriter(work / "planned.rec")
         sink = planned.write
-    planned_count = planned_bytes = 0
+    unreachable = _Unreadable.from_issues(result.issues())
+    planned_count = planned_bytes = kept_unreadable = 0
     try:
         with RecordWriter(layout.deleted_file) as deleted:
             for change, entry in diff(scanned, catalog_stream):
@@ -314,7 +315,10 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
                 changes.files[slot] += 1
                 changes.bytes[slot] += size
                 if change is deleted_change:
-                    deleted.write(entry)
+                    if unreachable.covers(entry.path):
+                        kept_unreadable += 1  # not seen, not gone: the catalog keeps it
+                    else:
+                        deleted.write(entry)
                     continue
                 is_file = entry[1] is file_kind
                 if is_file:
@@ -381,6 +385,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         "planned_by_class": classes.as_dict(),
         "size_histogram": [{"bucket": label, **counts} for label, counts in histogram.as_dict().items()],
         "skipped": skipped,
+        "kept_unreadable": kept_unreadable,
         "shard_bounds": {"max_files": policy.shards.max_files, "max_bytes": policy.shards.max_bytes},
         "shard_count": len(shards),
         "shards": shards,
@@ -389,6 +394,26 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     }
     write_json_atomic(layout.plan_file, header)
     return PlanSummary(layout.run_dir, header)
+
+
+class _Unreadable:
+    """Paths the scan could not read. Catalog entries under them are neither seen nor known to be gone, so they are not
+    reported deleted (the catalog keeps them until the path is readable again). Holds one key per unreadable path:
+    a handful in practice, never the tree."""
+
+    def __init__(self, paths: Iterable[bytes]):
+        self._prefixes = sorted(p.rstrip(b"/") + b"/" for p in paths)
+
+    @classmethod
+    def from_issues(cls, issues: Iterable[ScanIssue]) -> "_Unreadable":
+        return cls(i.path for i in issues if i.kind is IssueKind.UNREADABLE)
+
+    def covers(self, path: bytes) -> bool:
+        if not self._prefixes:
+            return False
+        probe = path + b"/"
+        i = bisect_right(self._prefixes, probe) - 1
+        return i >= 0 and probe.startswith(self._prefixes[i])
 
 
 def _unique_inode_bytes(entries: Iterable[Entry]) -> int:

@@ -391,3 +391,33 @@ def test_arrays_needed_follow_the_clusters_max_array_size(slurm_cluster, tmp_pat
     assert header["shard_count"] == 50
     assert header["arrays"] == {"count": -(-50 // max_array), "max_array_size": max_array, "source": "from scontrol"}
     assert f"arrays {-(-50 // max_array)} (MaxArraySize {max_array}, from scontrol)" in proc.stdout
+
+
+def test_entries_under_an_unreadable_directory_are_not_reported_deleted(tree, tmp_path, monkeypatch):
+    root, expected, policy_file = tree
+    policy = load_policy(policy_file, environ={})
+    options = PlanOptions(catalog=catalog_path(policy), scan=ScanSettings(workers=0))
+    first = make_plan(policy, tmp_path / "runs" / "first", options)
+    work = tmp_path / "catwork"
+    work.mkdir()
+    update_catalog(None, RunLayout(first.run_dir), catalog_path(policy), work)
+    locked = os.fsencode(str(root / "proj03"))
+    in_locked = sum(1 for p in expected if p.startswith(locked + b"/"))
+    assert in_locked > 0
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if path == locked:  # what EACCES looks like to the walker (the real one is tested as nobody)
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    second = make_plan(policy, tmp_path / "runs" / "second", options)
+    monkeypatch.undo()
+    assert second.header["kept_unreadable"] == in_locked
+    assert list(read_records(RunLayout(second.run_dir).deleted_file)) == []
+    assert second.header["planned"]["files"] == 0
+    update_catalog(catalog_path(policy), RunLayout(second.run_dir), catalog_path(policy), work)
+    third = make_plan(policy, tmp_path / "runs" / "third", options)  # readable again: all still known
+    assert third.header["planned"]["files"] == 0
+    assert third.header["changes"]["unchanged"]["files"] == len(expected)
