@@ -109,6 +109,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_run_shard(args: argparse.Namespace) -> int:
+    from .shard import ShardStatus, run_shard
+
+    def requeue() -> None:
+        from .slurm import commands
+
+        job = os.environ.get("SLURM_JOB_ID")
+        if job:
+            task = os.environ.get("SLURM_ARRAY_TASK_ID")
+            array = os.environ.get("SLURM_ARRAY_JOB_ID")
+            commands.requeue(f"{array}_{task}" if array and task else job)
+            log.warning("requeued %s before its time limit; the rerun resumes from the journal", job)
+
+    result = run_shard(Path(args.run_dir), args.shard, on_requeue=requeue)
+    print(f"shard {args.shard if args.shard is not None else os.environ.get('SLURM_ARRAY_TASK_ID')}: "
+          f"{result.status}: {result.uploaded:,} uploaded, {result.skipped:,} already done, {result.failed:,} failed"
+          + (f" (stopped by {result.signal_name}; rerun to resume)" if result.signal_name else ""))
+    if result.status == ShardStatus.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return ExitCode.DIFFERENCES if result.status == ShardStatus.FAILED else ExitCode.OK
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -147,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-run-records", type=_positive, default=100_000, metavar="N",
                    help="entries each walker holds before spilling a sorted run; memory ≈ workers × N × 300 B")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run-shard", help="upload one shard of a plan (what each array task runs)",
+                       description="Upload the entries of one shard with the policy the plan recorded. Resumes from "
+                                   "its journal when run again. Exit 0 when every file is backed up, 1 when some "
+                                   "failed (listed in results/shard-N.failures.jsonl), 130 when stopped by a signal.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
+    p.add_argument("--shard", type=_positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
+    p.set_defaults(func=cmd_run_shard)
     return parser
 
 

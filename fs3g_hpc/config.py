@@ -772,6 +772,17 @@ def load_policy(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     return result.policy
 
 
+def policy_from_snapshot(data: Mapping[str, Any], origin: str) -> Policy:
+    """The policy a plan recorded (`policy_to_dict` output), checked like a file; `origin` names it in errors."""
+    doc = _Document(origin, dict(data), {})
+    checker = _Checker([doc])
+    checker.check_structure(Policy, doc.data, (), doc, FileKind.LAB)
+    policy = checker.build(Policy, doc.data, (), require=True)
+    if checker.problems or policy is None:
+        raise ConfigError(checker.sorted_problems() or [Problem(origin, "", "incomplete policy snapshot")])
+    return policy
+
+
 def policy_to_dict(policy: Policy) -> dict:
     """Plain data (enums as values) for snapshots in run directories."""
 

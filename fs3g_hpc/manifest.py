@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+from time import monotonic as time_monotonic
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,3 +153,96 @@ def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_
 
     target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     return write_records(target, merged())
+
+
+def results_dir(layout: RunLayout) -> Path:
+    return layout.run_dir / "results"
+
+
+def journal_file(layout: RunLayout, shard: int) -> Path:
+    return results_dir(layout) / f"shard-{shard:06d}.journal"
+
+
+def shard_result_file(layout: RunLayout, shard: int) -> Path:
+    return results_dir(layout) / f"shard-{shard:06d}.json"
+
+
+def failures_file(layout: RunLayout, shard: int) -> Path:
+    return results_dir(layout) / f"shard-{shard:06d}.failures.jsonl"
+
+
+def _path_text(path: bytes) -> str:
+    return os.fsdecode(path)  # surrogateescape: JSON keeps any byte exact
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload the journal started and did not finish."""
+
+    upload_id: str
+    key: str
+    part_size: int
+    size_bytes: int
+    mtime_ns: int
+
+
+class ShardJournal:
+    """Append-only JSON lines, one per finished file or multipart event, flushed as written (a `kill -9` loses
+    nothing already written) and fsynced every `fsync_interval_s`. Reading it back gives what a rerun may skip.
+
+    Memory: one small record per file of the shard (bounded by `shards.max_files`).
+    """
+
+    def __init__(self, path: Path, fsync_interval_s: float = 2.0):
+        self.path = path
+        self.fsync_interval_s = fsync_interval_s
+        self.done: dict[bytes, tuple[int, int]] = {}  # path -> (size, mtime_ns) backed up
+        self.open_uploads: dict[bytes, OpenUpload] = {}
+        if path.exists():
+            self._load()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._file = os.fdopen(fd, "a", encoding="ascii")
+        self._last_sync = 0.0
+
+    def _load(self) -> None:
+        with open(self.path, encoding="ascii") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill: the work it described is redone
+                path = os.fsencode(record["p"])
+                kind = record["t"]
+                if kind == "done":
+                    self.done[path] = (record["s"], record["m"])
+                    self.open_uploads.pop(path, None)
+                elif kind == "mpu":
+                    self.open_uploads[path] = OpenUpload(record["u"], record["k"], record["ps"], record["s"],
+                                                         record["m"])
+                elif kind == "mpu-end":
+                    self.open_uploads.pop(path, None)
+
+    def _write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        now = time_monotonic()
+        if now - self._last_sync >= self.fsync_interval_s:
+            os.fsync(self._file.fileno())
+            self._last_sync = now
+
+    def record_done(self, path: bytes, size_bytes: int, mtime_ns: int, key: str, tree_hash: str, etag: str,
+                    checksum: str | None) -> None:
+        self._write({"t": "done", "p": _path_text(path), "s": size_bytes, "m": mtime_ns, "k": key, "h": tree_hash,
+                     "e": etag, "c": checksum})
+
+    def record_upload_started(self, path: bytes, upload: OpenUpload) -> None:
+        self._write({"t": "mpu", "p": _path_text(path), "u": upload.upload_id, "k": upload.key,
+                     "ps": upload.part_size, "s": upload.size_bytes, "m": upload.mtime_ns})
+
+    def record_upload_ended(self, path: bytes, upload_id: str, how: str) -> None:
+        self._write({"t": "mpu-end", "p": _path_text(path), "u": upload_id, "how": how})
+
+    def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()

@@ -89,6 +89,14 @@ def path_of(key: bytes) -> bytes:
     return key[:cut] + b"/" + key[cut + 1:]
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+def display_path(path: bytes) -> str:
+    """A path for one log or message line: UTF-8 shown as is, other bytes and control characters escaped."""
+    return path.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
 def encode(entry: Entry) -> bytes:
     # `_value_` is a plain attribute; Enum's `value` is a descriptor call, measurable at 10^8 records.
     return _HEADER.pack(entry[1]._value_, entry[2], entry[3], entry[4], entry[5], entry[6], entry[7], entry[8],

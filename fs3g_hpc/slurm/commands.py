@@ -119,6 +119,11 @@ def submit(script: Path, *, options: Sequence[str] = (), cwd: Path | None = None
     return job_id
 
 
+def requeue(job_id: str) -> None:
+    """Put a running job (or array task, `123_4`) back in the queue; its next run resumes from the journal."""
+    run(["scontrol", "requeue", job_id])
+
+
 def cancel(job_ids: Iterable[str]) -> None:
     ids = list(job_ids)
     if ids:

@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.handlers
 
 from ..config import AddressingStyle, Policy, RetryMode
 from ..errors import UsageError
@@ -61,6 +62,12 @@ def make_s3_client(settings: ClientSettings) -> Any:
         s3={"addressing_style": settings.addressing_style.value},
     )
     try:
-        return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
     except ValueError as e:  # botocore rejects a malformed endpoint URL this way
         raise UsageError(f"cannot use endpoint {settings.endpoint_url!r}: {e}", key="s3.endpoint_url") from e
+    # botocore adds `Expect: 100-continue` to every S3 PUT with a body. SeaweedFS 4.48 answers an empty one with an
+    # interim response that stays in the kept-alive connection: the next request on it reads a stale answer, loses its
+    # headers (no ETag) and waits for the read timeout. Our bodies are in memory and cheap to send again, so the round
+    # trip the header would save on a refused request is not worth it (s5cmd does not send it either).
+    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    return client

@@ -1,0 +1,77 @@
+"""Object metadata, as the original tool wrote it, for any file: pure data, no boto3.
+
+Keys (x-amz-meta-*): mtime, ctime, atime (`SECONDS.NANOSECONDS`), mode (octal), owneruid, groupuid, ownername,
+groupname, sha256hashtree, creator, metadataversion; `fs3g-path-sha256` for a path stored under its hash.
+S3 metadata is ASCII only (botocore refuses anything else before sending), so every value is percent-encoded
+beyond printable ASCII (and `%` itself); plain names come out unchanged.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from functools import lru_cache
+from urllib.parse import quote, unquote
+
+from . import __version__
+from .records import Entry
+
+METADATA_VERSION = "2"
+CREATOR = f"fs3g-hpc/{__version__}"
+TREEHASH_KEY = "sha256hashtree"
+PATH_SHA_KEY = "fs3g-path-sha256"
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def encode_value(text: str) -> str:
+    return quote(text, safe=_SAFE)
+
+
+def decode_value(text: str) -> str:
+    return unquote(text, errors="surrogateescape")
+
+
+def format_ns(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return f"{seconds}.{rest:09d}"
+
+
+def parse_ns(text: str) -> int:
+    seconds, _, fraction = text.partition(".")
+    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def object_metadata(entry: Entry, tree_hash_hex: str | None, path_sha256: str | None = None) -> dict[str, str]:
+    meta = {
+        "mtime": format_ns(entry.mtime_ns),
+        "ctime": format_ns(entry.ctime_ns),
+        "atime": format_ns(entry.atime_ns),
+        "mode": f"{entry.mode:o}",
+        "owneruid": str(entry.uid),
+        "groupuid": str(entry.gid),
+        "ownername": encode_value(user_name(entry.uid)),
+        "groupname": encode_value(group_name(entry.gid)),
+        "creator": CREATOR,
+        "metadataversion": METADATA_VERSION,
+    }
+    if tree_hash_hex is not None:
+        meta[TREEHASH_KEY] = tree_hash_hex
+    if path_sha256 is not None:
+        meta[PATH_SHA_KEY] = path_sha256
+    return meta

@@ -1,0 +1,180 @@
+"""`fs3g run-shard`: one array task. Reads its shard from the run directory, uploads it with the policy the plan
+recorded, keeps a journal for resume, writes its result, and reports progress. Stops cleanly on SIGTERM, SIGINT and
+the pre-timeout SIGUSR1 (saving its state; under Slurm a USR1 requeues the task).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from .config import policy_from_snapshot
+from .errors import UsageError
+from .manifest import (RunLayout, ShardJournal, failures_file, journal_file, read_json, results_dir,
+                       shard_result_file, write_json_atomic)
+from .records import display_path, read_records
+from .sizes import format_size
+from .transfer.client import ClientSettings, make_s3_client
+from .transfer.uploader import FileReport, Outcome, ShardUploader, Totals, UploadSettings
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 10.0
+FAILURE_SAMPLE = 100  # failures kept in the result JSON; all of them are in the failures file
+TTY_INTERVAL_S = 0.5
+
+
+class ShardStatus:
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class ShardRunResult:
+    status: str
+    uploaded: int
+    skipped: int
+    failed: int
+    signal_name: str | None
+
+
+def resolve_shard(run_dir: Path, shard: int | None, environ: dict[str, str]) -> tuple[RunLayout, dict, int]:
+    layout = RunLayout(run_dir)
+    header = read_json(layout.plan_file)
+    if shard is None:
+        task = environ.get("SLURM_ARRAY_TASK_ID")
+        if task is None or not task.isdigit():
+            raise UsageError("no shard given: pass --shard N or run as a Slurm array task (SLURM_ARRAY_TASK_ID)")
+        shard = int(task) + int(environ.get("FS3G_SHARD_OFFSET", "0"))
+    count = header.get("shard_count", 0)
+    if not 0 <= shard < count:
+        raise UsageError(f"shard {shard} does not exist (the plan has {count} shards: 0-{count - 1})",
+                         path=str(layout.plan_file))
+    return layout, header, shard
+
+
+class _Progress:
+    """A line every few seconds in batch jobs, a live line on a terminal."""
+
+    def __init__(self, totals: Totals, shard: int, stream: TextIO):
+        self.totals = totals
+        self.shard = shard
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="fs3g-progress", daemon=True)
+
+    def line(self) -> str:
+        t = self.totals
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = t.bytes_done / elapsed
+        left = max(t.bytes_total - t.bytes_done, 0)
+        eta = time.strftime("%H:%M:%S", time.gmtime(left / rate)) if rate > 0 and left else "--:--:--"
+        return (f"shard {self.shard}: {t.files_done:,}/{t.files_total:,} files, {format_size(t.bytes_done)}/"
+                f"{format_size(t.bytes_total)}, {rate / 1e6:.1f} MB/s, {t.files_failed} failed, ETA {eta}")
+
+    def _loop(self) -> None:
+        interval = TTY_INTERVAL_S if self.tty else PROGRESS_INTERVAL_S
+        while not self.stop.wait(interval):
+            self._emit()
+
+    def _emit(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + self.line()[:200] + "\033[K")
+        else:
+            self.stream.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + self.line() + "\n")
+        self.stream.flush()
+
+    def __enter__(self) -> "_Progress":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._emit()
+        if self.tty:
+            self.stream.write("\n")
+
+
+def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | None = None,
+              on_requeue: Callable[[], None] | None = None, progress_stream: TextIO = sys.stderr) -> ShardRunResult:
+    env = dict(os.environ if environ is None else environ)
+    layout, header, shard = resolve_shard(run_dir, shard, env)
+    policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
+    summary = header["shards"][shard]
+    make_private_dir_ok(results_dir(layout))
+
+    stop = threading.Event()
+    caught: list[str] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        caught.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    totals = Totals(files_total=summary["files"], bytes_total=summary["bytes"])
+    failures: list[FileReport] = []
+    fail_path = failures_file(layout, shard)
+    fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    journal = ShardJournal(journal_file(layout, shard))
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fail_out:
+            lock = threading.Lock()
+
+            def report(item: FileReport) -> None:
+                with lock:
+                    fail_out.write(json.dumps({"path": os.fsdecode(item.path), "outcome": item.outcome.value,
+                                               "detail": item.detail}) + "\n")
+                    fail_out.flush()
+                    if item.outcome is not Outcome.INTERRUPTED:
+                        if len(failures) < FAILURE_SAMPLE:
+                            failures.append(item)
+                        log.warning("%s: %s: %s", display_path(item.path), item.outcome.value, item.detail)
+
+            client = make_s3_client(ClientSettings.from_policy(policy))
+            uploader = ShardUploader(client, UploadSettings.from_policy(policy), journal, stop, report, totals)
+            with _Progress(totals, shard, progress_stream):
+                uploader.run(read_records(layout.shards_dir / summary["file"]))
+            uploader.abort_leftovers(interrupted=stop.is_set())
+    finally:
+        journal.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    interrupted = stop.is_set()
+    status = (ShardStatus.INTERRUPTED if interrupted else ShardStatus.FAILED if totals.files_failed
+              else ShardStatus.DONE)
+    write_json_atomic(shard_result_file(layout, shard), {
+        "shard": shard, "status": status, "signal": caught[0] if caught else None,
+        "files": summary["files"], "bytes": summary["bytes"],
+        "uploaded": totals.files_done - totals.files_skipped, "already_done": totals.files_skipped,
+        "failed": totals.files_failed, "bytes_done": totals.bytes_done,
+        "parts_sent": totals.parts_sent, "parts_reused": totals.parts_reused,
+        "failures_file": fail_path.name,
+        "failures_sample": [{"path": os.fsdecode(f.path), "outcome": f.outcome.value, "detail": f.detail}
+                            for f in failures],
+    })
+    if interrupted and caught and caught[0] == "SIGUSR1" and on_requeue is not None:
+        on_requeue()
+    return ShardRunResult(status, totals.files_done - totals.files_skipped, totals.files_skipped,
+                          totals.files_failed, caught[0] if caught else None)
+
+
+def make_private_dir_ok(path: Path) -> None:
+    """The results directory is shared by every task of the run: create it once, owner-only."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    path.chmod(0o700)

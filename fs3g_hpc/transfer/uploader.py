@@ -1,0 +1,654 @@
+"""The threaded buffered uploader: one shard's entries to S3.
+
+Small files (and symlinks): a pool of `small_workers` threads, each reading a whole file and sending it with one PUT.
+Large files: `large_workers` files in flight; for each, `readers_per_file` reader threads fill that file's buffers with
+consecutive parts (one reader = a strictly sequential read) while a shared pool of upload threads sends full buffers as
+multipart parts, so the disk is read sequentially and the network in parallel.
+
+Memory ceiling (the policy's formula): large files never hold more than
+`large_workers × large_buffers × buffer_size_bytes` in buffers in all (a global byte budget; a file whose parts must
+grow past the buffer size gets fewer, bigger buffers), small files at most `small_workers × small_file_threshold`.
+
+Integrity: every PUT and part carries a CRC32 the server checks; a checksum rejection (a part damaged in flight) is
+sent again from the buffer. A completed multipart object is checked against the composite CRC32 of its parts (or its
+size). The SHA-256 tree hash is computed while reading: in the metadata of single-PUT objects, and as the object tag
+`sha256hashtree` of multipart objects (whose metadata is fixed before the data is read; a tag costs one request and,
+unlike a self-copy, works on archived objects and never rewrites the data).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import math
+import os
+import stat
+import threading
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable
+
+import botocore.exceptions
+
+from ..config import Policy, StorageClass
+from ..keys import KeyClass, ObjectKey, object_key, pathmap_key
+from ..manifest import OpenUpload, ShardJournal
+from ..objectmeta import TREEHASH_KEY, object_metadata
+from ..records import Entry, EntryKind, display_path
+from ..treehash import TreeHasher, leaf_digests
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+S3_MAX_PARTS = 10_000
+S3_MAX_PART_BYTES = 5 * 1024 * MIB
+S3_MAX_OBJECT_BYTES = S3_MAX_PARTS * S3_MAX_PART_BYTES  # 48.8 TiB
+# Codes a server gives for a body that does not match its checksum: the data was damaged on the way, so send again.
+_CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "InvalidChecksum"}
+_RESEND_ATTEMPTS = 3
+
+
+class UploadError(Exception):
+    """One file could not be backed up; the message says why (the shard goes on)."""
+
+
+class FileChanged(UploadError):
+    pass
+
+
+class Interrupted(Exception):
+    """The task was asked to stop; the file's state is saved for a rerun."""
+
+
+class Outcome(Enum):
+    UPLOADED = "uploaded"
+    ALREADY_DONE = "already done"
+    CHANGED = "changed while read"
+    VANISHED = "vanished"
+    UNREADABLE = "unreadable"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    bucket: str
+    prefix: str
+    small_file_threshold_bytes: int
+    large_storage_class: StorageClass
+    small_workers: int
+    large_workers: int
+    large_buffers: int
+    buffer_size_bytes: int
+    readers_per_file: int
+    change_retries: int = 2
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> "UploadSettings":
+        up, storage = policy.uploader, policy.storage
+        large_class = storage.archive_storage_class if storage.upload_large_to_archive else StorageClass.STANDARD
+        return cls(policy.s3.bucket, policy.s3.prefix, storage.small_file_threshold_bytes, large_class,
+                   up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes, up.readers_per_file)
+
+    @property
+    def buffer_budget_bytes(self) -> int:
+        return self.large_workers * self.large_buffers * self.buffer_size_bytes
+
+
+def part_size_for(size_bytes: int, buffer_size_bytes: int) -> int:
+    """The buffer size, grown to ceil(size / 10,000) rounded up to a whole MiB when the file needs more parts."""
+    if size_bytes > S3_MAX_OBJECT_BYTES:
+        raise UploadError(f"{size_bytes} bytes is over S3's largest object ({S3_MAX_OBJECT_BYTES} bytes)")
+    needed = -(-size_bytes // S3_MAX_PARTS)
+    needed = -(-needed // MIB) * MIB
+    return min(max(buffer_size_bytes, needed), S3_MAX_PART_BYTES)
+
+
+def crc32_b64(data: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def composite_crc32(part_checksums: Iterable[str]) -> str:
+    """What S3 reports for a multipart object: the CRC32 of the parts' CRC32s, then `-<parts>`."""
+    raw = [base64.b64decode(c) for c in part_checksums]
+    return f"{crc32_b64(b''.join(raw))}-{len(raw)}"
+
+
+class _Body(io.RawIOBase):
+    """A read-only, seekable view of a buffer, so botocore can send (and re-send) a part without copying it."""
+
+    def __init__(self, view: memoryview):
+        super().__init__()
+        self._view = view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __bool__(self) -> bool:
+        # An empty body must still count as a body: botocore would otherwise frame it differently from its length.
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self._view) - self._pos)
+        buffer[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        data = bytes(self._view[self._pos:end])
+        self._pos = end
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, min(len(self._view), base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+class _ByteBudget:
+    """Bytes of large-file buffers in use across all files: the policy's memory ceiling, enforced."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self._free = total
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event) -> None:
+        with self._cond:
+            while self._free < n:
+                if stop.is_set():
+                    raise Interrupted()
+                self._cond.wait(timeout=0.5)
+            self._free -= n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._free += n
+            self._cond.notify_all()
+
+
+@dataclass
+class Totals:
+    """Counters shared by the workers (under `lock`), read by the progress reporter."""
+
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    parts_sent: int = 0
+    parts_reused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass(frozen=True)
+class FileReport:
+    path: bytes
+    outcome: Outcome
+    detail: str = ""
+
+
+def _client_error_code(e: Exception) -> str:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return str(e.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class ShardUploader:
+    """Uploads the entries of one shard; `run()` returns the per-file problems (successes go to the journal)."""
+
+    def __init__(self, client: Any, settings: UploadSettings, journal: ShardJournal, stop: threading.Event,
+                 report: Callable[[FileReport], None], totals: Totals):
+        self.client = client
+        self.settings = settings
+        self.journal = journal
+        self.stop = stop
+        self.report = report
+        self.totals = totals
+        self.budget = _ByteBudget(settings.buffer_budget_bytes)
+        self._parts = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
+                                         thread_name_prefix="fs3g-part")
+        self._journal_lock = threading.Lock()
+        self._started_uploads: dict[str, tuple[bytes, str]] = {}  # upload id -> (path, key): to abort at the end
+        self._uploads_lock = threading.Lock()
+
+    # -- driver ------------------------------------------------------------------------------------------------------
+
+    def run(self, entries: Iterable[Entry]) -> None:
+        s = self.settings
+        small_slots = threading.Semaphore(s.small_workers * 2)
+        large_slots = threading.Semaphore(s.large_workers)
+        with ThreadPoolExecutor(s.small_workers, thread_name_prefix="fs3g-small") as small_pool, \
+                ThreadPoolExecutor(s.large_workers, thread_name_prefix="fs3g-large") as large_pool:
+            for entry in entries:
+                if self.stop.is_set():
+                    break
+                path = entry.path
+                done = self.journal.done.get(path)
+                if done is not None:
+                    self.totals.add(files_skipped=1, files_done=1, bytes_done=entry.size_bytes)
+                    continue
+                large = entry.kind is EntryKind.FILE and entry.size_bytes > s.small_file_threshold_bytes
+                slots, pool, work = ((large_slots, large_pool, self._large_file) if large
+                                     else (small_slots, small_pool, self._small_entry))
+                while not slots.acquire(timeout=0.5):
+                    if self.stop.is_set():
+                        break
+                else:
+                    future = pool.submit(self._guarded, work, entry)
+                    future.add_done_callback(lambda _f, sem=slots: sem.release())
+        self._parts.shutdown(wait=True)
+
+    def _guarded(self, work: Callable[[Entry], None], entry: Entry) -> None:
+        try:
+            work(entry)
+        except Interrupted:
+            self.report(FileReport(entry.path, Outcome.INTERRUPTED, "stopped before it finished; a rerun resumes"))
+        except FileChanged as e:
+            self._fail(entry, Outcome.CHANGED, str(e))
+        except FileNotFoundError:
+            self._fail(entry, Outcome.VANISHED, "no longer exists")
+        except OSError as e:
+            self._fail(entry, Outcome.UNREADABLE, e.strerror or str(e))
+        except UploadError as e:
+            self._fail(entry, Outcome.FAILED, str(e))
+        except botocore.exceptions.BotoCoreError as e:
+            self._fail(entry, Outcome.FAILED, f"{type(e).__name__}: {e}")
+        except botocore.exceptions.ClientError as e:
+            self._fail(entry, Outcome.FAILED, f"S3 {_client_error_code(e)}: {e}")
+        except Exception as e:  # noqa: BLE001 - one file's bug must not stop the shard; it is reported by name
+            log.exception("unexpected error on %s", display_path(entry.path))
+            self._fail(entry, Outcome.FAILED, f"internal error {type(e).__name__}: {e}")
+
+    def _fail(self, entry: Entry, outcome: Outcome, detail: str) -> None:
+        self.totals.add(files_failed=1)
+        self.report(FileReport(entry.path, outcome, detail))
+
+    def _done(self, entry: Entry, st: os.stat_result, key: str, tree_hash: str, etag: str,
+              checksum: str | None) -> None:
+        with self._journal_lock:
+            self.journal.record_done(entry.path, st.st_size, st.st_mtime_ns, key, tree_hash, etag, checksum)
+        self.totals.add(files_done=1, bytes_done=st.st_size)
+
+    # -- keys and requests ---------------------------------------------------------------------------------------------
+
+    def _key(self, klass: KeyClass, entry: Entry) -> ObjectKey:
+        key = object_key(self.settings.prefix, klass, entry.path)
+        if key.long_path_sha256 is not None:
+            # The exact path of a hashed key, stored beside it so a restore from the bucket alone can rebuild it.
+            body = entry.path
+            self.client.put_object(Bucket=self.settings.bucket, Key=pathmap_key(self.settings.prefix,
+                                                                                key.long_path_sha256),
+                                   Body=body, ChecksumCRC32=crc32_b64(body))
+        return key
+
+    def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> str:
+        """One PUT with our CRC32; a checksum rejection is sent again. Returns the ETag."""
+        checksum = crc32_b64(data)
+        for attempt in range(1, _RESEND_ATTEMPTS + 1):
+            try:
+                response = self.client.put_object(Bucket=self.settings.bucket, Key=key, Body=data,
+                                                  Metadata=metadata, StorageClass=storage_class.value,
+                                                  ChecksumCRC32=checksum)
+            except botocore.exceptions.ClientError as e:
+                if _client_error_code(e) in _CHECKSUM_ERRORS and attempt < _RESEND_ATTEMPTS:
+                    log.warning("%s: damaged in flight (%s), sending again", key, _client_error_code(e))
+                    continue
+                raise
+            echoed = response.get("ChecksumCRC32")
+            if echoed is not None and echoed != checksum:
+                raise UploadError(f"S3 stored CRC32 {echoed}, expected {checksum}")
+            return str(response.get("ETag", "")).strip('"')
+        raise AssertionError("unreachable")
+
+    # -- small files and symlinks --------------------------------------------------------------------------------------
+
+    def _small_entry(self, entry: Entry) -> None:
+        if entry.kind is EntryKind.SYMLINK:
+            self._symlink(entry)
+            return
+        retries = self.settings.change_retries
+        for attempt in range(retries + 1):
+            if self.stop.is_set():
+                raise Interrupted()
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    raise UploadError("no longer a regular file")
+                data = _read_all(fd, before.st_size)
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if _same_version(before, after) and len(data) == after.st_size:
+                break
+            if attempt == retries:
+                raise FileChanged(f"size or mtime changed while it was read ({retries + 1} tries)")
+        klass = KeyClass.SMALL if after.st_size <= self.settings.small_file_threshold_bytes else KeyClass.LARGE
+        self._send_whole(entry, after, data, klass,
+                         StorageClass.STANDARD if klass is KeyClass.SMALL else self.settings.large_storage_class)
+
+    def _send_whole(self, entry: Entry, st: os.stat_result, data: bytes, klass: KeyClass,
+                    storage_class: StorageClass) -> None:
+        hasher = TreeHasher()
+        hasher.update(data)
+        tree = hasher.hexdigest()
+        key = self._key(klass, entry)
+        meta = object_metadata(_as_entry(entry, st), tree, key.long_path_sha256)
+        etag = self._put(key.key, data, meta, storage_class)
+        self._done(entry, st, key.key, tree, etag, crc32_b64(data))
+
+    def _symlink(self, entry: Entry) -> None:
+        target = os.readlink(entry.path)
+        st = os.lstat(entry.path)
+        if not stat.S_ISLNK(st.st_mode):
+            raise UploadError("no longer a symlink")
+        self._send_whole(entry, st, target, KeyClass.SYMLINK, StorageClass.STANDARD)
+
+    # -- large files ---------------------------------------------------------------------------------------------------
+
+    def _large_file(self, entry: Entry) -> None:
+        s = self.settings
+        retries = s.change_retries
+        for attempt in range(retries + 1):
+            if self.stop.is_set():
+                raise Interrupted()
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    raise UploadError("no longer a regular file")
+                size = before.st_size
+                part_size = part_size_for(size, s.buffer_size_bytes)
+                if part_size > self.budget.total:
+                    raise UploadError(
+                        f"needs {part_size}-byte parts but large-file buffers may hold {self.budget.total} bytes in "
+                        "all; raise uploader.large_workers × large_buffers × buffer_size_bytes (and the memory budget)")
+                parts = max(1, math.ceil(size / part_size))
+                per_file_pool = s.large_buffers * s.buffer_size_bytes
+                buffers = max(1, min(parts, per_file_pool // part_size))
+                self.budget.acquire(buffers * part_size, self.stop)
+                try:
+                    if size <= part_size:  # one part: a plain PUT says the same with one request
+                        data = _read_all(fd, size)
+                        after = os.fstat(fd)
+                        if _same_version(before, after) and len(data) == size:
+                            self._send_whole(entry, after, data, KeyClass.LARGE, s.large_storage_class)
+                            return
+                    else:
+                        if self._multipart(entry, fd, before, part_size, buffers):
+                            return
+                finally:
+                    self.budget.release(buffers * part_size)
+            finally:
+                os.close(fd)
+            if attempt == retries:
+                raise FileChanged(f"size or mtime changed while it was read ({retries + 1} tries)")
+
+    def _multipart(self, entry: Entry, fd: int, before: os.stat_result, part_size: int, buffers: int) -> bool:
+        """Send one large file as a multipart upload; False when the file changed while read (caller retries)."""
+        s = self.settings
+        size = before.st_size
+        key = self._key(KeyClass.LARGE, entry)
+        uploaded: dict[int, tuple[str, str | None, int]] = {}
+        upload = self._resumable(entry, key.key, before, part_size)
+        if upload is not None:
+            uploaded = self._list_parts(key.key, upload.upload_id)
+        else:
+            meta = object_metadata(_as_entry(entry, before), None, key.long_path_sha256)
+            response = self.client.create_multipart_upload(Bucket=s.bucket, Key=key.key, Metadata=meta,
+                                                           StorageClass=s.large_storage_class.value,
+                                                           ChecksumAlgorithm="CRC32")
+            upload = OpenUpload(response["UploadId"], key.key, part_size, size, before.st_mtime_ns)
+            with self._journal_lock:
+                self.journal.record_upload_started(entry.path, upload)
+        with self._uploads_lock:
+            self._started_uploads[upload.upload_id] = (entry.path, key.key)
+
+        pipeline = _PartPipeline(self, key.key, upload.upload_id, fd, size, part_size, buffers, uploaded)
+        try:
+            pipeline.run()
+        except Interrupted:
+            with self._uploads_lock:  # kept open on purpose: the rerun continues it
+                self._started_uploads.pop(upload.upload_id, None)
+            raise
+        except BaseException:
+            self._abort(entry.path, key.key, upload.upload_id, "failed")
+            raise
+        after = os.fstat(fd)
+        if not _same_version(before, after):
+            self._abort(entry.path, key.key, upload.upload_id, "changed")
+            return False
+        parts = pipeline.completed_parts()
+        response = self.client.complete_multipart_upload(
+            Bucket=s.bucket, Key=key.key, UploadId=upload.upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag, "ChecksumCRC32": crc}
+                                       for n, etag, crc in parts]})
+        with self._uploads_lock:
+            self._started_uploads.pop(upload.upload_id, None)
+        with self._journal_lock:
+            self.journal.record_upload_ended(entry.path, upload.upload_id, "completed")
+        expected = composite_crc32(crc for _, _, crc in parts)
+        reported = response.get("ChecksumCRC32")
+        if reported is not None and reported != expected:
+            raise UploadError(f"completed object has CRC32 {reported}, expected {expected}")
+        if reported is None:  # the store does not report composite checksums: check the size at least
+            head = self.client.head_object(Bucket=s.bucket, Key=key.key)
+            if head["ContentLength"] != size:
+                raise UploadError(f"completed object has {head['ContentLength']} bytes, expected {size}")
+        tree = pipeline.tree_hash()
+        self.client.put_object_tagging(Bucket=s.bucket, Key=key.key,
+                                       Tagging={"TagSet": [{"Key": TREEHASH_KEY, "Value": tree}]})
+        self._done(entry, after, key.key, tree, str(response.get("ETag", "")).strip('"'), expected)
+        self.totals.add(parts_reused=pipeline.reused)
+        return True
+
+    def _resumable(self, entry: Entry, key: str, st: os.stat_result, part_size: int) -> OpenUpload | None:
+        """The journal's open upload of this file if the file is the one it was started for; else abort it."""
+        upload = self.journal.open_uploads.pop(entry.path, None)
+        if upload is None:
+            return None
+        if (upload.key, upload.size_bytes, upload.mtime_ns, upload.part_size) == (key, st.st_size, st.st_mtime_ns,
+                                                                                  part_size):
+            log.info("%s: resuming multipart upload %s", key, upload.upload_id)
+            return upload
+        self._abort(entry.path, upload.key, upload.upload_id, "file changed since it was started")
+        return None
+
+    def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, str | None, int]]:
+        parts: dict[int, tuple[str, str | None, int]] = {}
+        kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key, "UploadId": upload_id}
+        while True:
+            response = self.client.list_parts(**kwargs)
+            for p in response.get("Parts", []):
+                parts[p["PartNumber"]] = (str(p["ETag"]), p.get("ChecksumCRC32"), p["Size"])
+            if not response.get("IsTruncated"):
+                return parts
+            kwargs["PartNumberMarker"] = response["NextPartNumberMarker"]
+
+    def _abort(self, path: bytes, key: str, upload_id: str, why: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
+        except botocore.exceptions.ClientError as e:
+            if _client_error_code(e) != "NoSuchUpload":
+                raise
+        with self._uploads_lock:
+            self._started_uploads.pop(upload_id, None)
+        with self._journal_lock:
+            self.journal.record_upload_ended(path, upload_id, f"aborted: {why}")
+
+    def abort_leftovers(self, interrupted: bool) -> None:
+        """At the end of a shard: no multipart upload of its files stays open, except (when interrupted) those the
+        journal will resume."""
+        leftovers = dict(self._started_uploads)
+        if not interrupted:
+            leftovers.update({u.upload_id: (p, u.key) for p, u in self.journal.open_uploads.items()})
+        for upload_id, (path, key) in leftovers.items():
+            log.info("aborting leftover multipart upload %s of %s", upload_id, key)
+            self._abort(path, key, upload_id, "left open at the end of the shard")
+
+
+class _PartPipeline:
+    """Reads one file's parts into `buffers` buffers and sends them; parts the server already holds with the same
+    CRC32 (a resumed upload) are read for the tree hash but not sent again."""
+
+    def __init__(self, up: ShardUploader, key: str, upload_id: str, fd: int, size: int, part_size: int,
+                 buffers: int, uploaded: dict[int, tuple[str, str | None, int]]):
+        self.up = up
+        self.key = key
+        self.upload_id = upload_id
+        self.fd = fd
+        self.size = size
+        self.part_size = part_size
+        self.uploaded = uploaded
+        self.free: list[bytearray] = [bytearray(part_size) for _ in range(buffers)]
+        self.free_cond = threading.Condition()
+        self.results: dict[int, tuple[str, str]] = {}
+        self.errors: list[BaseException] = []
+        self.hasher = TreeHasher()
+        self.pending_leaves: dict[int, list[bytes]] = {}
+        self.next_leaf_part = 1
+        self.lock = threading.Lock()
+        self.reused = 0
+
+    def _take_buffer(self) -> bytearray:
+        with self.free_cond:
+            while not self.free:
+                if self.up.stop.is_set() or self.errors:
+                    raise Interrupted() if not self.errors else self.errors[0]
+                self.free_cond.wait(timeout=0.5)
+            return self.free.pop()
+
+    def _give_buffer(self, buffer: bytearray) -> None:
+        with self.free_cond:
+            self.free.append(buffer)
+            self.free_cond.notify()
+
+    def _leaves_in_order(self, number: int, leaves: list[bytes]) -> None:
+        with self.lock:
+            self.pending_leaves[number] = leaves
+            while self.next_leaf_part in self.pending_leaves:
+                self.hasher.add_leaves(self.pending_leaves.pop(self.next_leaf_part))
+                self.next_leaf_part += 1
+
+    def run(self) -> None:
+        up = self.up
+        readers = ThreadPoolExecutor(up.settings.readers_per_file, thread_name_prefix="fs3g-read")
+        sends: list[Future] = []
+        try:
+            reads: list[Future] = []
+            for number, offset in enumerate(range(0, self.size, self.part_size), start=1):
+                if up.stop.is_set():
+                    raise Interrupted()
+                if self.errors:
+                    raise self.errors[0]
+                buffer = self._take_buffer()
+                length = min(self.part_size, self.size - offset)
+                reads.append(readers.submit(self._read_part, number, offset, length, buffer, sends))
+            for f in reads:
+                f.result()
+        finally:
+            readers.shutdown(wait=True)
+            for f in list(sends):
+                f.exception()  # wait; errors are in self.errors
+        if self.errors:
+            raise self.errors[0]
+        if up.stop.is_set() and len(self.results) < -(-self.size // self.part_size):
+            raise Interrupted()
+
+    def _read_part(self, number: int, offset: int, length: int, buffer: bytearray, sends: list[Future]) -> None:
+        view = memoryview(buffer)[:length]
+        got = 0
+        while got < length:  # pread: readers of one file never share a file position
+            n = os.preadv(self.fd, [view[got:]], offset + got)
+            if n == 0:
+                self._give_buffer(buffer)
+                raise FileChanged("file shrank while it was read")
+            got += n
+        self._leaves_in_order(number, leaf_digests(view))
+        checksum = crc32_b64(view)
+        held = self.uploaded.get(number)
+        if held is not None and held[2] == length and (
+                held[1] == checksum if held[1] is not None
+                else held[0].strip('"') == hashlib.md5(view, usedforsecurity=False).hexdigest()):
+            with self.lock:
+                self.results[number] = (held[0], checksum)
+                self.reused += 1
+            self._give_buffer(buffer)
+            return
+        sends.append(self.up._parts.submit(self._send_part, number, view, buffer, checksum))
+
+    def _send_part(self, number: int, view: memoryview, buffer: bytearray, checksum: str) -> None:
+        up = self.up
+        try:
+            for attempt in range(1, _RESEND_ATTEMPTS + 1):
+                try:
+                    response = up.client.upload_part(Bucket=up.settings.bucket, Key=self.key,
+                                                     UploadId=self.upload_id, PartNumber=number, Body=_Body(view),
+                                                     ChecksumCRC32=checksum)
+                    break
+                except botocore.exceptions.ClientError as e:
+                    if _client_error_code(e) in _CHECKSUM_ERRORS and attempt < _RESEND_ATTEMPTS:
+                        log.warning("%s part %d: damaged in flight (%s), sending again", self.key, number,
+                                    _client_error_code(e))
+                        continue
+                    raise
+            echoed = response.get("ChecksumCRC32")
+            if echoed is not None and echoed != checksum:
+                raise UploadError(f"part {number}: S3 stored CRC32 {echoed}, expected {checksum}")
+            with self.lock:
+                self.results[number] = (str(response["ETag"]), checksum)
+            up.totals.add(parts_sent=1)
+        except BaseException as e:  # noqa: BLE001 - handed to the file's thread
+            self.errors.append(e)
+        finally:
+            self._give_buffer(buffer)
+
+    def completed_parts(self) -> list[tuple[int, str, str]]:
+        return [(n, etag, crc) for n, (etag, crc) in sorted(self.results.items())]
+
+    def tree_hash(self) -> str:
+        return self.hasher.hexdigest()
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    remaining = size + 1  # one byte more than expected: a file that grew is noticed
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 8 * MIB))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _same_version(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns and a.st_ino == b.st_ino
+
+
+def _as_entry(entry: Entry, st: os.stat_result) -> Entry:
+    """The entry with the metadata of the version actually read."""
+    return Entry.from_stat(entry.path, entry.kind, st)
