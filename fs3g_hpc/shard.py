@@ -14,9 +14,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
-from .config import policy_from_snapshot
+from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .manifest import (RunLayout, ShardJournal, failures_file, journal_file, read_json, results_dir,
                        shard_result_file, write_json_atomic)
@@ -108,7 +108,9 @@ class _Progress:
 
 
 def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | None = None,
-              on_requeue: Callable[[], None] | None = None, progress_stream: TextIO = sys.stderr) -> ShardRunResult:
+              on_requeue: Callable[[], None] | None = None, progress_stream: TextIO = sys.stderr,
+              client_factory: Callable[[Policy], Any] | None = None) -> ShardRunResult:
+    """Upload one shard. `client_factory` builds the S3 client from the policy (tests add fault-injecting hooks)."""
     env = dict(os.environ if environ is None else environ)
     layout, header, shard = resolve_shard(run_dir, shard, env)
     policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
@@ -142,7 +144,7 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
                             failures.append(item)
                         log.warning("%s: %s: %s", display_path(item.path), item.outcome.value, item.detail)
 
-            client = make_s3_client(ClientSettings.from_policy(policy))
+            client = (client_factory or _default_client)(policy)
             uploader = ShardUploader(client, UploadSettings.from_policy(policy), journal, stop, report, totals)
             with _Progress(totals, shard, progress_stream):
                 uploader.run(read_records(layout.shards_dir / summary["file"]))
@@ -169,6 +171,10 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
         on_requeue()
     return ShardRunResult(status, totals.files_done - totals.files_skipped, totals.files_skipped,
                           totals.files_failed, caught[0] if caught else None)
+
+
+def _default_client(policy: Policy) -> Any:
+    return make_s3_client(ClientSettings.from_policy(policy))
 
 
 def make_private_dir_ok(path: Path) -> None:

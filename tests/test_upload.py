@@ -1,0 +1,416 @@
+"""run-shard against the real endpoints: bytes, metadata, tree hashes, checksums on the wire, faults, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from fs3g_hpc.config import load_policy
+from fs3g_hpc.keys import KeyClass, decode_path, object_key, parse_key, pathmap_key
+from fs3g_hpc.manifest import RunLayout, shard_result_file
+from fs3g_hpc.objectmeta import parse_ns
+from fs3g_hpc.plan import PlanOptions, make_plan
+from fs3g_hpc.scan import ScanSettings
+from fs3g_hpc.shard import run_shard
+from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
+from fs3g_hpc.transfer.uploader import (MIB, S3_MAX_OBJECT_BYTES, S3_MAX_PART_BYTES, UploadError, composite_crc32,
+                                       crc32_b64, part_size_for)
+from fs3g_hpc.treehash import tree_hash_reference
+
+PREFIX = "labs/uptest"
+
+
+def write_policy(tmp: Path, root: Path, bucket, **extra: str) -> Path:
+    storage = extra.pop("storage", "")
+    uploader = extra.pop("uploader", "buffer_size_bytes: 5MiB, large_buffers: 3")
+    path = tmp / "lab.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        lab: {{name: uptest}}
+        roots: [{root}]
+        s3: {{bucket: {bucket.name}, prefix: {PREFIX}, endpoint_url: {bucket.endpoint_url}}}
+        run_root: {tmp / 'runs'}
+        uploader: {{{uploader}, max_attempts: 10}}
+        """) + (f"storage: {{{storage}}}\n" if storage else ""))
+    return path
+
+
+def plan(tmp: Path, policy_file: Path, name: str = "run") -> Path:
+    policy = load_policy(policy_file, environ={})
+    return make_plan(policy, tmp / "runs" / name, PlanOptions(scan=ScanSettings(workers=0))).run_dir
+
+
+def result(run_dir: Path) -> dict:
+    return json.loads(shard_result_file(RunLayout(run_dir), 0).read_text())
+
+
+def fixture_files(root: Path) -> dict[bytes, bytes]:
+    """The sizes the issue names: empty, 1 byte, 131072/131073 (either side of the threshold), multipart, sparse."""
+    rng = random.Random(5)
+    files = {
+        "empty": b"",
+        "one": b"x",
+        "s131072": rng.randbytes(131072),
+        "s131073": rng.randbytes(131073),
+        "multi.bin": rng.randbytes(17 * MIB + 3),  # 4 parts of 5 MiB with the test's small buffers
+    }
+    out = {}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+        out[os.fsencode(str(root / name))] = data
+    sparse = root / "sparse.img"
+    with open(sparse, "wb") as f:
+        f.truncate(11 * MIB)
+        f.seek(7 * MIB)
+        f.write(b"island")
+    out[os.fsencode(str(sparse))] = sparse.read_bytes()
+    return out
+
+
+def get_bytes(bucket, key: str) -> bytes:
+    return bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
+
+
+def test_objects_are_byte_identical_with_metadata_and_tree_hashes(bucket, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    files = fixture_files(root)
+    os.symlink("one", root / "link")
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket))
+    outcome = run_shard(run_dir, 0)
+    assert (outcome.status, outcome.uploaded, outcome.failed) == ("done", len(files) + 1, 0)
+
+    for path, data in files.items():
+        klass = KeyClass.SMALL if len(data) <= 131072 else KeyClass.LARGE
+        key = object_key(PREFIX, klass, path).key
+        assert get_bytes(bucket, key) == data, key
+        head = bucket.client.head_object(Bucket=bucket.name, Key=key)
+        meta = head["Metadata"]
+        st = os.stat(path)
+        assert parse_ns(meta["mtime"]) == st.st_mtime_ns and int(meta["mode"], 8) == st.st_mode
+        assert (meta["owneruid"], meta["groupuid"]) == (str(st.st_uid), str(st.st_gid))
+        assert meta["ownername"] == "root" and meta["creator"].startswith("fs3g-hpc/")
+        expected_tree = tree_hash_reference(data)
+        if len(data) > 5 * MIB:  # multipart: the tree hash is the object's tag
+            tags = bucket.client.get_object_tagging(Bucket=bucket.name, Key=key)["TagSet"]
+            assert tags == [{"Key": "sha256hashtree", "Value": expected_tree}]
+        else:
+            assert meta["sha256hashtree"] == expected_tree
+    assert hashlib.sha256(b"").hexdigest() == tree_hash_reference(b"")
+    link_key = object_key(PREFIX, KeyClass.SYMLINK, os.fsencode(str(root / "link"))).key
+    assert get_bytes(bucket, link_key) == b"one"
+    journal = (RunLayout(run_dir).run_dir / "results" / "shard-000000.journal").read_text().splitlines()
+    assert sum(json.loads(line)["t"] == "done" for line in journal) == len(files) + 1
+    assert bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", []) == []
+
+    again = run_shard(run_dir, 0)  # a rerun finds everything done
+    assert (again.status, again.uploaded, again.skipped) == ("done", 0, len(files) + 1)
+
+
+def test_storage_classes_and_archived_object_refused(tmp_path):
+    """moto is the endpoint with Glacier behaviour: large files straight to GLACIER, GET refused until restored."""
+    from conftest import Bucket, ENDPOINT_VARS, _need  # noqa: E402 - shared helpers
+
+    url = _need(ENDPOINT_VARS["moto"])
+    client = make_s3_client(ClientSettings(endpoint_url=url, region="us-east-1", max_attempts=3))
+    name = f"fs3g-class-{os.getpid()}"
+    client.create_bucket(Bucket=name)
+    bucket = Bucket("moto", url, name, client)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "small").write_bytes(b"s" * 100)
+    (root / "large").write_bytes(os.urandom(300_000))
+    (root / "multi").write_bytes(os.urandom(11 * MIB))
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket, storage="upload_large_to_archive: true"))
+    assert run_shard(run_dir, 0).status == "done"
+    heads = {n: client.head_object(Bucket=name, Key=object_key(PREFIX, k, os.fsencode(str(root / n))).key)
+             for n, k in (("small", KeyClass.SMALL), ("large", KeyClass.LARGE), ("multi", KeyClass.LARGE))}
+    assert heads["small"].get("StorageClass", "STANDARD") == "STANDARD"
+    assert heads["large"]["StorageClass"] == "GLACIER" and heads["multi"]["StorageClass"] == "GLACIER"
+    with pytest.raises(client.exceptions.InvalidObjectState):
+        client.get_object(Bucket=name, Key=object_key(PREFIX, KeyClass.LARGE, os.fsencode(str(root / "large"))).key)
+    for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
+        client.delete_object(Bucket=name, Key=obj["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+def test_hostile_names_round_trip(bucket, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    broot = os.fsencode(str(root))
+    names = [b"new\nline", b"bad-\xff\xfe-utf8", b"per%cent", b"back\\slash", b"tab\tspace ", b"caf\xc3\xa9",
+             b"L" * 255, b"\xff" * 100]
+    paths = []
+    for name in names:
+        with open(broot + b"/" + name, "wb") as f:
+            f.write(name)
+        paths.append(broot + b"/" + name)
+    deep = broot + b"/" + b"/".join([b"d" * 200] * 6)
+    os.makedirs(deep)
+    with open(deep + b"/leaf", "wb") as f:
+        f.write(b"deep")
+    paths.append(deep + b"/leaf")
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket))
+    outcome = run_shard(run_dir, 0)
+    assert (outcome.status, outcome.failed) == ("done", 0)
+    listed = {}
+    for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=PREFIX + "/"):
+        for obj in page.get("Contents", []):
+            listed[obj["Key"]] = obj["Size"]
+    decoded = set()
+    for key in listed:
+        if key.startswith(f"{PREFIX}/pathmap/"):
+            continue
+        klass, path, digest = parse_key(PREFIX, key)
+        if path is None:  # hashed long key: the exact path is in the pathmap object
+            path = get_bytes(bucket, pathmap_key(PREFIX, digest))
+            assert hashlib.sha256(path).hexdigest() == digest
+        decoded.add(path)
+    assert decoded == set(paths)
+    assert object_key(PREFIX, KeyClass.SMALL, broot + b"/" + b"L" * 255).long_path_sha256 is None
+    escaped = object_key(PREFIX, KeyClass.SMALL, broot + b"/" + b"\xff" * 100)  # 300 bytes once escaped
+    assert escaped.long_path_sha256 is not None
+    assert get_bytes(bucket, escaped.key) == b"\xff" * 100
+    too_long = object_key(PREFIX, KeyClass.SMALL, deep + b"/leaf")  # over 1,024 bytes
+    assert too_long.long_path_sha256 is not None and get_bytes(bucket, too_long.key) == b"deep"
+    assert decode_path("x/new%0Aline%FF") == b"/x/new\nline\xff"
+
+
+def _with_hooks(register):
+    def factory(policy):
+        client = make_s3_client(ClientSettings.from_policy(policy))
+        register(client)
+        return client
+    return factory
+
+
+def test_part_damaged_in_flight_is_sent_again(tmp_path):
+    """SeaweedFS checks the CRC32: a body altered after the checksum was computed is refused, then sent again."""
+    from conftest import Bucket, ENDPOINT_VARS, _need  # noqa: E402
+
+    url = _need(ENDPOINT_VARS["seaweedfs"])
+    client = make_s3_client(ClientSettings(endpoint_url=url, max_attempts=3))
+    name = f"fs3g-damage-{os.getpid()}"
+    client.create_bucket(Bucket=name)
+    bucket = Bucket("seaweedfs", url, name, client)
+    root = tmp_path / "data"
+    root.mkdir()
+    data = os.urandom(12 * MIB)
+    (root / "big").write_bytes(data)
+    (root / "small").write_bytes(b"tiny")
+    damaged = []
+
+    def damage_once(request, **_):
+        if damaged or request.body is None:
+            return
+        raw = request.body.read() if hasattr(request.body, "read") else bytes(request.body)
+        if hasattr(request.body, "seek"):
+            request.body.seek(0)
+        request.body = bytes([raw[0] ^ 0xFF]) + raw[1:]
+        damaged.append(request.url)
+
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket))
+    factory = _with_hooks(lambda c: c.meta.events.register("before-send.s3.UploadPart", damage_once))
+    outcome = run_shard(run_dir, 0, client_factory=factory)
+    assert len(damaged) == 1
+    assert (outcome.status, outcome.failed) == ("done", 0)
+    assert get_bytes(bucket, object_key(PREFIX, KeyClass.LARGE, os.fsencode(str(root / "big"))).key) == data
+    for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
+        client.delete_object(Bucket=name, Key=obj["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, **_):
+        yield self._body
+
+
+def test_injected_503s_still_upload_everything(bucket, tmp_path):
+    """20 % of requests answered 503 SlowDown before they reach the server: retries carry every file through."""
+    root = tmp_path / "data"
+    root.mkdir()
+    files = {}
+    for i in range(60):
+        data = os.urandom(random.Random(i).randint(0, 4000))
+        (root / f"f{i:03d}").write_bytes(data)
+        files[root / f"f{i:03d}"] = data
+    big = os.urandom(16 * MIB)
+    (root / "big").write_bytes(big)
+    rng = random.Random(42)
+    lock = threading.Lock()
+    injected = []
+
+    def slow_down(request, **_):
+        with lock:
+            hit = rng.random() < 0.2
+        if hit:
+            injected.append(request.url)
+            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _Raw(body))
+        return None
+
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket))
+    outcome = run_shard(run_dir, 0, client_factory=_with_hooks(
+        lambda c: c.meta.events.register("before-send.s3", slow_down)))
+    assert len(injected) > 10
+    assert (outcome.status, outcome.uploaded, outcome.failed) == ("done", 61, 0)
+    for path, data in files.items():
+        assert get_bytes(bucket, object_key(PREFIX, KeyClass.SMALL, os.fsencode(str(path))).key) == data
+    assert get_bytes(bucket, object_key(PREFIX, KeyClass.LARGE, os.fsencode(str(root / "big"))).key) == big
+
+
+def test_vanished_and_changed_files_are_reported_and_the_shard_goes_on(bucket, tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(5):
+        (root / f"keep{i}").write_bytes(b"k" * i)
+    (root / "gone").write_bytes(b"soon gone")
+    (root / "growing").write_bytes(b"g" * 1000)
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket))
+    (root / "gone").unlink()
+    import fs3g_hpc.transfer.uploader as uploader
+
+    real_read_all = uploader._read_all
+
+    def read_and_grow(fd, size):  # every read of `growing` sees the file change under it
+        data = real_read_all(fd, size)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/growing"):
+            with open(root / "growing", "ab") as f:
+                f.write(b"+")
+        return data
+
+    monkeypatch.setattr(uploader, "_read_all", read_and_grow)
+    outcome = run_shard(run_dir, 0)
+    assert (outcome.status, outcome.uploaded, outcome.failed) == ("failed", 5, 2)
+    failures = [json.loads(line) for line in
+                (run_dir / "results" / "shard-000000.failures.jsonl").read_text().splitlines()]
+    assert sorted((Path(f["path"]).name, f["outcome"]) for f in failures) == [
+        ("gone", "vanished"), ("growing", "changed while read")]
+    done = result(run_dir)
+    assert done["status"] == "failed" and done["failed"] == 2
+    # Never recorded as backed up:
+    journal = (run_dir / "results" / "shard-000000.journal").read_text()
+    assert "growing" not in journal and "gone" not in journal
+
+
+def test_cli_exit_codes_and_shard_from_slurm_env(bucket, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a").write_bytes(b"a")
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket))
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "run-shard", str(run_dir)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "done: 1 uploaded" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "fs3g_hpc", "run-shard", str(run_dir), "--shard", "7"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (f"fs3g: error: {run_dir / 'plan.json'}: shard 7 does not exist "
+                                  "(the plan has 1 shards: 0-0)")
+    (root / "a").unlink()
+    (root / "b").write_bytes(b"b")
+    run2 = plan(tmp_path, write_policy(tmp_path, root, bucket), "second")
+    (root / "b").unlink()
+    failed = subprocess.run([sys.executable, "-m", "fs3g_hpc", "run-shard", str(run2), "--shard", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "1 failed" in failed.stdout
+
+
+def _parts_on_server(client, bucket: str, key: str, upload_id: str) -> int:
+    return len(client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", []))
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_mid_multipart_then_rerun_sends_no_part_twice(how, tmp_path):
+    """A real kill of the task while a multipart upload is half sent; the rerun continues the same upload."""
+    from conftest import Bucket, ENDPOINT_VARS, _need  # noqa: E402
+
+    url = _need(ENDPOINT_VARS["seaweedfs"])
+    client = make_s3_client(ClientSettings(endpoint_url=url, max_attempts=3))
+    name = f"fs3g-kill-{how.lower()}-{os.getpid()}"
+    client.create_bucket(Bucket=name)
+    bucket = Bucket("seaweedfs", url, name, client)
+    root = tmp_path / "data"
+    root.mkdir()
+    data = os.urandom(5 * MIB) * 40  # 40 parts of 5 MiB (repeated content keeps the test fast to write)
+    (root / "huge").write_bytes(data)
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket, uploader="buffer_size_bytes: 5MiB, large_buffers: 2"))
+    key = object_key(PREFIX, KeyClass.LARGE, os.fsencode(str(root / "huge"))).key
+    proc = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "run-shard", str(run_dir), "--shard", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = run_dir / "results" / "shard-000000.journal"
+    upload_id = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if upload_id is None and journal.exists():
+            for line in journal.read_text().splitlines():
+                record = json.loads(line)
+                if record["t"] == "mpu":
+                    upload_id = record["u"]
+        if upload_id is not None and _parts_on_server(client, name, key, upload_id) >= 4:
+            break
+        time.sleep(0.02)
+    assert upload_id is not None, proc.communicate()
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=60)
+    held = _parts_on_server(client, name, key, upload_id)
+    assert 4 <= held < 40, f"killed too late to test a resume: {held} parts"
+    if how == "SIGTERM":
+        assert proc.returncode == 130 and "stopped by SIGTERM" in out
+        assert result(run_dir)["status"] == "interrupted"
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket=name).get("Uploads", [])] == [upload_id]
+
+    again = run_shard(run_dir, 0)
+    assert (again.status, again.uploaded, again.failed) == ("done", 1, 0)
+    summary = result(run_dir)
+    assert summary["parts_reused"] == held  # every part the server held was kept...
+    assert summary["parts_sent"] == 40 - held  # ...and only the others were sent: none twice
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+    assert hashlib.sha256(get_bytes(bucket, key)).digest() == hashlib.sha256(data).digest()
+    tags = client.get_object_tagging(Bucket=name, Key=key)["TagSet"]
+    assert tags == [{"Key": "sha256hashtree", "Value": tree_hash_reference(data)}]
+    client.delete_object(Bucket=name, Key=key)
+    client.delete_bucket(Bucket=name)
+
+
+# --- pure rules -------------------------------------------------------------------------------------------------------
+
+def test_part_size_rule_up_to_the_largest_object():
+    buffer = 40 * MIB
+    assert part_size_for(0, buffer) == buffer
+    assert part_size_for(390 * 1024 * MIB, buffer) == buffer  # 10,000 × 40 MiB = 390.6 GiB: the old cap
+    assert part_size_for(400 * 1024 * MIB, buffer) == 41 * MIB  # past it, parts grow instead of failing
+    assert part_size_for(10_000 * buffer, buffer) == buffer
+    over = 10_000 * buffer + 1
+    assert part_size_for(over, buffer) == 41 * MIB  # grown to whole MiB
+    for size in (10**12, 5 * 2**40, 20 * 2**40, S3_MAX_OBJECT_BYTES - 1, S3_MAX_OBJECT_BYTES):
+        part = part_size_for(size, buffer)
+        assert part % MIB == 0 and 5 * MIB <= part <= S3_MAX_PART_BYTES
+        assert -(-size // part) <= 10_000, size
+    assert part_size_for(S3_MAX_OBJECT_BYTES, buffer) == S3_MAX_PART_BYTES
+    with pytest.raises(UploadError, match="largest object"):
+        part_size_for(S3_MAX_OBJECT_BYTES + 1, buffer)
+
+
+def test_composite_checksum_matches_s3s_rule():
+    parts = [b"a" * 10, b"b" * 7]
+    assert composite_crc32([crc32_b64(p) for p in parts]).endswith("-2")
+    assert composite_crc32([crc32_b64(b"x")]) != crc32_b64(b"x")
