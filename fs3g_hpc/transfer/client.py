@@ -7,6 +7,7 @@ from botocore's chain (environment, profile, instance role); nothing here reads 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.handlers
 
+from .. import __version__
 from ..config import AddressingStyle, Policy, RetryMode
 from ..errors import UsageError
 
@@ -60,6 +62,11 @@ def make_s3_client(settings: ClientSettings) -> Any:
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         s3={"addressing_style": settings.addressing_style.value},
+        # A fixed user agent: botocore otherwise rebuilds and sanitises its own on every request (~0.5 ms of CPU,
+        # a sixth of a small PUT), and the S3 access logs then name the tool.
+        user_agent=f"fs3g-hpc/{__version__}",
+        # Our requests are built by this package, not by users: botocore's per-request parameter walk is pure cost.
+        parameter_validation=False,
     )
     try:
         client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
@@ -70,4 +77,35 @@ def make_s3_client(settings: ClientSettings) -> Any:
     # headers (no ETag) and waits for the read timeout. Our bodies are in memory and cheap to send again, so the round
     # trip the header would save on a refused request is not worth it (s5cmd does not send it either).
     client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    _cache_endpoints(client)
     return client
+
+
+def _cache_endpoints(client: Any) -> None:
+    """Resolve each (operation, bucket) endpoint once instead of once per request.
+
+    S3's endpoint ruleset takes the object key as a parameter, so botocore's own cache misses on every new key and
+    evaluates the whole ruleset again (about 1 ms of CPU per request, a third of a small PUT). The endpoint of our
+    requests depends on the bucket and the client's settings, never on the key: our keys are not ARNs. A bucket in
+    another region than `s3.region` then fails with S3's redirect error instead of being followed.
+    """
+    resolver = getattr(client, "_ruleset_resolver", None)
+    if resolver is None or not hasattr(resolver, "construct_endpoint"):
+        return  # another botocore: keep its behaviour
+    resolve = resolver.construct_endpoint
+    cache: dict[tuple[str, str | None], Any] = {}
+    lock = threading.Lock()
+
+    def construct_endpoint(operation_model: Any, call_args: Any, request_context: Any) -> Any:
+        bucket = (call_args or {}).get("Bucket")
+        cache_key = (operation_model.name, bucket if isinstance(bucket, str) else None)
+        with lock:
+            hit = cache.get(cache_key)
+        if hit is not None:
+            return hit
+        endpoint = resolve(operation_model, call_args, request_context)
+        with lock:
+            cache[cache_key] = endpoint
+        return endpoint
+
+    resolver.construct_endpoint = construct_endpoint
