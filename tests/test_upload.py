@@ -381,8 +381,10 @@ def test_killed_mid_multipart_then_rerun_sends_no_part_twice(how, tmp_path):
     again = run_shard(run_dir, 0)
     assert (again.status, again.uploaded, again.failed) == ("done", 1, 0)
     summary = result(run_dir)
-    assert summary["parts_reused"] == held  # every part the server held was kept...
-    assert summary["parts_sent"] == 40 - held  # ...and only the others were sent: none twice
+    # Every part the server held was kept (a part still arriving when the task died may have landed since)...
+    assert summary["parts_reused"] >= held
+    # ...and only the others were sent, once each: 40 parts in all.
+    assert summary["parts_reused"] + summary["parts_sent"] == 40
     assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
     assert hashlib.sha256(get_bytes(bucket, key)).digest() == hashlib.sha256(data).digest()
     tags = client.get_object_tagging(Bucket=name, Key=key)["TagSet"]
