@@ -9,7 +9,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -67,3 +67,30 @@ def shared_tmp(tmp_path: Path) -> Path:
     """A directory compute nodes can see (the test node is this machine), private to its owner."""
     tmp_path.chmod(0o700)
     return tmp_path
+
+
+def vanishing_scandir(should_vanish: Callable[[os.DirEntry], bool]) -> Callable[[Any], Any]:
+    """A stand-in for os.scandir that lists a directory, then deletes an entry just before handing it out:
+    the race of a file removed between the listing and its lstat, made deterministic."""
+    real_scandir = os.scandir
+
+    class Vanishing:
+        def __init__(self, path: Any):
+            self._it = real_scandir(path)
+
+        def __enter__(self) -> "Vanishing":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._it.close()
+
+        def __iter__(self) -> "Vanishing":
+            return self
+
+        def __next__(self) -> os.DirEntry:
+            entry = next(self._it)
+            if should_vanish(entry):
+                os.unlink(entry.path)
+            return entry
+
+    return Vanishing

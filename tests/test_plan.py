@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import vanishing_scandir
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import RunLayout, catalog_path, update_catalog
@@ -267,29 +268,9 @@ def test_catalog_keeps_old_record_of_a_file_that_failed(tree, tmp_path):
 def test_plan_survives_a_vanishing_file(tree, tmp_path, monkeypatch):
     root, expected, policy_file = tree
     policy = load_policy(policy_file, environ={})
-    real_scandir = os.scandir
-    victim = b"file0005.dat"
+    vanishing = vanishing_scandir(lambda e: e.name == b"file0005.dat" and b"/proj04/" in e.path)
 
-    class Vanishing:
-        def __init__(self, path):
-            self._it = real_scandir(path)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._it.close()
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            e = next(self._it)
-            if e.name == victim and b"/proj04/" in e.path:
-                os.unlink(e.path)
-            return e
-
-    monkeypatch.setattr(os, "scandir", Vanishing)
+    monkeypatch.setattr(os, "scandir", vanishing)
     summary = make_plan(policy, tmp_path / "runs" / "v", PlanOptions(scan=ScanSettings(workers=0)))
     monkeypatch.undo()
     skipped = [json.loads(l) for l in RunLayout(summary.run_dir).skipped_file.read_text().splitlines()]

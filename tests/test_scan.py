@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import vanishing_scandir
 
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.records import Entry, EntryKind, merge_runs, merge_sorted, read_records, sort_key, write_records
@@ -107,30 +108,7 @@ def test_vanishing_file_is_reported_and_the_walk_goes_on(tmp_path, monkeypatch):
     (root / "sub").mkdir(parents=True)
     for name in ("a", "vanish", "z"):
         (root / "sub" / name).write_bytes(b"data")
-    real_scandir = os.scandir
-
-    class Vanishing:
-        """Lists the directory, then deletes `vanish` just before handing its entry out."""
-
-        def __init__(self, path):
-            self._it = real_scandir(path)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._it.close()
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            entry = next(self._it)
-            if entry.name == b"vanish":
-                os.unlink(entry.path)
-            return entry
-
-    monkeypatch.setattr(os, "scandir", Vanishing)
+    monkeypatch.setattr(os, "scandir", vanishing_scandir(lambda e: e.name == b"vanish"))
     work = tmp_path / "work"
     work.mkdir()
     result = scan([str(root)], [], work, ScanSettings(workers=0))

@@ -333,11 +333,8 @@ class ShardUploader:
         for attempt in range(retries + 1):
             if self.stop.is_set():
                 raise Interrupted()
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd, before = _open_regular(entry.path)
             try:
-                before = os.fstat(fd)
-                if not stat.S_ISREG(before.st_mode):
-                    raise UploadError("no longer a regular file")
                 data = _read_all(fd, before.st_size)
                 after = os.fstat(fd)
             finally:
@@ -375,11 +372,8 @@ class ShardUploader:
         for attempt in range(retries + 1):
             if self.stop.is_set():
                 raise Interrupted()
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd, before = _open_regular(entry.path)
             try:
-                before = os.fstat(fd)
-                if not stat.S_ISREG(before.st_mode):
-                    raise UploadError("no longer a regular file")
                 size = before.st_size
                 part_size = part_size_for(size, s.buffer_size_bytes)
                 if part_size > self.budget.total:
@@ -631,6 +625,16 @@ class _PartPipeline:
 
     def tree_hash(self) -> str:
         return self.hasher.hexdigest()
+
+
+def _open_regular(path: bytes) -> tuple[int, os.stat_result]:
+    """Open without following a symlink that replaced the file since the plan; it must still be a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UploadError("no longer a regular file")
+    return fd, st
 
 
 def _read_all(fd: int, size: int) -> bytes:
