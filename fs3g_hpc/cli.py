@@ -131,6 +131,18 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
     return ExitCode.DIFFERENCES if result.status == ShardStatus.FAILED else ExitCode.OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import describe_failures, merge_run
+
+    report = merge_run(Path(args.run_dir))
+    print("\n".join(report.lines()))
+    if not report.ok:
+        print("\n".join(describe_failures(report.run_dir)))
+        print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge again")
+        return ExitCode.DIFFERENCES
+    return ExitCode.OK
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -177,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
     p.add_argument("--shard", type=_positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
     p.set_defaults(func=cmd_run_shard)
+
+    p = sub.add_parser("merge", help="verify a run against the bucket, write the catalog and report.json",
+                       description="Check every planned entry: journaled by its shard and listed in the bucket with "
+                                   "the recorded size and ETag. Writes report.json, summary.txt, failures.jsonl and "
+                                   "the lab's catalog. Exit 0 only when every planned entry is verified.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
+    p.set_defaults(func=cmd_merge)
     return parser
 
 

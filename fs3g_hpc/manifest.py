@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .config import Policy
 from .errors import UsageError
@@ -121,24 +121,20 @@ class RunLayout:
         return self.run_dir / ".work"
 
 
-def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_dir: Path,
-                   backed_up: Callable[[Entry], bool] = lambda entry: True, run_records: int = 100_000) -> int:
+def write_catalog(previous: Path | None, backed_up: Iterable[Entry], deleted_file: Path | None, target: Path,
+                  work_dir: Path, run_records: int = 100_000) -> int:
     """Write the catalog the next plan diffs against; return its entry count.
 
-    new catalog = previous catalog − this run's deleted entries, with every planned entry that `backed_up` accepts
-    replacing (or adding to) the previous record. A planned entry that was not backed up keeps its previous record, so
-    the next plan sees it as changed again. Streams all inputs (an external sort of the shards, then a merge-join).
+    new catalog = previous catalog − `deleted_file`'s entries, with every `backed_up` entry (any order) replacing or
+    adding to the previous record. A planned entry that was not backed up keeps its previous record, so the next plan
+    sees it as changed again. Streams everything: an external sort of `backed_up`, then a merge-join.
     """
-    if not layout.plan_file.is_file():
-        raise UsageError("no plan.json: not a complete run directory", path=str(layout.run_dir))
     spiller = RunSpiller(work_dir, "catalog", run_records)
-    for shard in sorted(layout.shards_dir.glob("shard-*.rec")):
-        for entry in read_records(shard):
-            if backed_up(entry):
-                spiller.add(entry)
+    for entry in backed_up:
+        spiller.add(entry)
     fresh = sorted_stream(spiller.finish(), work_dir)
     old = read_records(previous) if previous is not None and previous.is_file() else iter(())
-    gone = (e.key for e in read_records(layout.deleted_file)) if layout.deleted_file.is_file() else iter(())
+    gone = (e.key for e in read_records(deleted_file)) if deleted_file and deleted_file.is_file() else iter(())
 
     def merged() -> Iterator[Entry]:
         next_gone = next(gone, None)
@@ -153,6 +149,16 @@ def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_
 
     target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     return write_records(target, merged())
+
+
+def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_dir: Path,
+                   backed_up: Callable[[Entry], bool] = lambda entry: True, run_records: int = 100_000) -> int:
+    """`write_catalog` with the run's planned entries that `backed_up` accepts, as the plan recorded them."""
+    if not layout.plan_file.is_file():
+        raise UsageError("no plan.json: not a complete run directory", path=str(layout.run_dir))
+    entries = (e for shard in sorted(layout.shards_dir.glob("shard-*.rec")) for e in read_records(shard)
+               if backed_up(e))
+    return write_catalog(previous, entries, layout.deleted_file, target, work_dir, run_records)
 
 
 def results_dir(layout: RunLayout) -> Path:
@@ -173,6 +179,34 @@ def failures_file(layout: RunLayout, shard: int) -> Path:
 
 def _path_text(path: bytes) -> str:
     return os.fsdecode(path)  # surrogateescape: JSON keeps any byte exact
+
+
+@dataclass(frozen=True)
+class DoneRecord:
+    """What the uploader recorded for one backed-up file: the version it read and the object it wrote."""
+
+    size_bytes: int
+    mtime_ns: int
+    key: str
+    etag: str
+    tree_hash: str
+
+
+def read_done_records(path: Path) -> dict[bytes, DoneRecord]:
+    """The journal's finished files (one shard's worth: bounded by `shards.max_files`)."""
+    done: dict[bytes, DoneRecord] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="ascii") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("t") == "done":
+                done[os.fsencode(record["p"])] = DoneRecord(record["s"], record["m"], record["k"], record["e"],
+                                                            record["h"])
+    return done
 
 
 @dataclass(frozen=True)

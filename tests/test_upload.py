@@ -433,3 +433,55 @@ def test_file_whose_parts_exceed_the_memory_budget_is_reported_not_buffered(buck
     failure = json.loads((run_dir / "results" / "shard-000000.failures.jsonl").read_text())
     assert failure["outcome"] == "failed" and "needs 6291456-byte parts" in failure["detail"]
     assert "large_buffers" in failure["detail"]
+
+
+def test_merge_verifies_against_the_bucket_and_writes_the_catalog(bucket, tmp_path):
+    """Two shards, one never run: the merge fails its files by name; after the rerun all verify, exit 0, and the
+    next plan finds nothing to do. A journaled object missing from the bucket is caught too."""
+    from fs3g_hpc.manifest import catalog_path
+    from fs3g_hpc.merge import merge_run
+
+    root = tmp_path / "data"
+    for d in range(4):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(10):
+            (root / f"d{d}" / f"f{f}").write_bytes(os.urandom(f * 100))
+    policy_file = write_policy(tmp_path, root, bucket)
+    policy_file.write_text(policy_file.read_text() + "shards: {max_files: 20}\n")
+    run_dir = plan(tmp_path, policy_file)
+    assert json.loads((run_dir / "plan.json").read_text())["shard_count"] == 2
+    assert run_shard(run_dir, 0).status == "done"
+
+    first = merge_run(run_dir)
+    assert not first.ok
+    assert (first.data["verified"]["files"], first.data["failed"]["files"]) == (20, 20)
+    assert first.data["shard_states"] == {"done": 1, "never reported": 1}
+    reasons = {json.loads(l)["reason"] for l in (run_dir / "failures.jsonl").read_text().splitlines()}
+    assert reasons == {"not backed up: shard 1 never reported"}
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "merge", str(run_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and "failed    20 files" in proc.stdout and "to retry" in proc.stdout
+
+    assert run_shard(run_dir, 1).status == "done"
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "merge", str(run_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((run_dir / "report.json").read_text())
+    assert (report["verified"]["files"], report["failed"]["files"], report["catalog"]["entries"]) == (40, 0, 40)
+    policy = load_policy(policy_file, environ={})
+    assert catalog_path(policy).is_file()
+    again = make_plan(policy, tmp_path / "runs" / "again",
+                      PlanOptions(catalog=catalog_path(policy), scan=ScanSettings(workers=0)))
+    assert again.header["planned"]["files"] == 0
+
+    (root / "d0" / "f3").write_bytes(b"changed!")
+    third = make_plan(policy, tmp_path / "runs" / "third",
+                      PlanOptions(catalog=catalog_path(policy), scan=ScanSettings(workers=0)))
+    assert third.header["planned"]["files"] == 1
+    assert run_shard(third.run_dir, 0).status == "done"
+    key = object_key(PREFIX, KeyClass.SMALL, os.fsencode(str(root / "d0" / "f3"))).key
+    bucket.client.delete_object(Bucket=bucket.name, Key=key)  # lost after the upload
+    lost = merge_run(third.run_dir)
+    assert lost.data["failed"]["files"] == 1
+    reason = json.loads((third.run_dir / "failures.jsonl").read_text())["reason"]
+    assert reason == f"journaled as backed up but {key} is not in the bucket"

@@ -1,0 +1,220 @@
+"""`fs3g merge RUN_DIR`: verify every planned entry against the bucket, write the catalog and the report.
+
+An entry counts as backed up only when its shard's journal recorded it AND the bucket lists its object with the
+recorded size and ETag. A shard that never wrote its result (killed, timed out, node lost) has every entry it did not
+journal counted as failed. Verification lists each key directory once (in parallel), so it costs one request per
+directory and per 1,000 keys, never one per object.
+
+Memory: one shard's journal and one directory's listing at a time per worker (both bounded by `shards.max_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__
+from .config import Policy, policy_from_snapshot
+from .keys import LONG_DIR
+from .manifest import (DoneRecord, RunLayout, catalog_path, failures_file, journal_file, make_private_dir,
+                       read_done_records, read_json, shard_result_file, write_catalog, write_json_atomic)
+from .records import Entry, display_path, read_records, write_records
+from .sizes import format_size
+from .transfer.client import ClientSettings, make_s3_client
+from .transfer.lister import ListedObject, head, list_directory
+
+log = logging.getLogger(__name__)
+
+LIST_THREADS = 16
+
+
+@dataclass
+class Count:
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.files += 1
+        self.bytes += size
+
+
+@dataclass
+class MergeReport:
+    run_dir: Path
+    data: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.data["failed"]["files"] == 0
+
+    def lines(self) -> list[str]:
+        d = self.data
+        return [
+            f"merge: {self.run_dir}",
+            f"  planned   {d['planned']['files']:,} files {format_size(d['planned']['bytes'])}",
+            f"  verified  {d['verified']['files']:,} files {format_size(d['verified']['bytes'])} in the bucket",
+            f"  unchanged {d['unchanged']['files']:,} (not planned); deleted {d['deleted']['files']:,}; "
+            f"skipped {d['skipped']:,}",
+            f"  failed    {d['failed']['files']:,} files {format_size(d['failed']['bytes'])}"
+            + (f" (see {d['failures_file']})" if d["failed"]["files"] else ""),
+            f"  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
+            f"  catalog   {d['catalog']['path']} ({d['catalog']['entries']:,} entries)",
+        ]
+
+
+def _shard_state(layout: RunLayout, index: int) -> str:
+    path = shard_result_file(layout, index)
+    if not path.exists():
+        return "never reported"
+    return str(json.loads(path.read_text()).get("status", "unknown"))
+
+
+def _failure_reasons(layout: RunLayout, index: int) -> dict[bytes, str]:
+    reasons: dict[bytes, str] = {}
+    path = failures_file(layout, index)
+    if path.exists():
+        for line in path.read_text(encoding="ascii").splitlines():
+            item = json.loads(line)
+            reasons[os.fsencode(item["path"])] = f"{item['outcome']}: {item['detail']}"
+    return reasons
+
+
+def _directory(key: str) -> str:
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = None) -> MergeReport:
+    layout = RunLayout(run_dir)
+    header = read_json(layout.plan_file)
+    policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
+    client = (client_factory or (lambda p: make_s3_client(ClientSettings.from_policy(p))))(policy)
+    bucket = policy.s3.bucket
+    work = make_private_dir(layout.run_dir / ".merge-work")
+    planned, verified, failed = Count(), Count(), Count()
+    states: dict[str, int] = defaultdict(int)
+    verified_entries: list[Path] = []
+    fail_path = layout.run_dir / "failures.jsonl"
+    fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fail_out, ThreadPoolExecutor(LIST_THREADS) as pool:
+            def fail(entry: Entry, shard: int, reason: str) -> None:
+                failed.add(entry.size_bytes)
+                fail_out.write(json.dumps({"path": os.fsdecode(entry.path), "shard": shard, "reason": reason}) + "\n")
+
+            for summary in header["shards"]:
+                index = summary["index"]
+                state = _shard_state(layout, index)
+                states[state] += 1
+                done = read_done_records(journal_file(layout, index))
+                listed = _list_keys(client, bucket, (r.key for r in done.values()), pool)
+                reasons = _failure_reasons(layout, index) if len(done) < summary["files"] else {}
+                good: list[Entry] = []
+                for entry in read_records(layout.shards_dir / summary["file"]):
+                    planned.add(entry.size_bytes)
+                    record = done.get(entry.path)
+                    if record is None:
+                        fail(entry, index, reasons.get(entry.path) or (
+                            f"not backed up: shard {index} {state}" if state != "done" else "not backed up"))
+                        continue
+                    obj = listed.get(record.key)
+                    problem = _mismatch(record, obj)
+                    if problem:
+                        fail(entry, index, problem)
+                        continue
+                    verified.add(record.size_bytes)
+                    # The catalog keeps the version that was read, which may be newer than the planned one.
+                    good.append(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns))
+                if good:
+                    verified_entries.append(_spill(work, index, good))
+        catalog = catalog_path(policy)
+        entries = write_catalog(catalog if catalog.is_file() else None, _stream(verified_entries),
+                                layout.deleted_file, catalog, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    changes = header["changes"]
+    data = {
+        "tool_version": __version__,
+        "merged": datetime.now(timezone.utc).isoformat(),
+        "lab": header["lab"],
+        "run_dir": str(layout.run_dir),
+        "planned": vars(planned),
+        "verified": vars(verified),
+        "uploaded": vars(verified),
+        "unchanged": changes["unchanged"],
+        "deleted": changes["deleted"],
+        "skipped": header["skipped"],
+        "failed": vars(failed),
+        "failures_file": fail_path.name,
+        "shard_states": dict(states),
+        "shards": [{"index": s["index"], "state": _shard_state(layout, s["index"])} for s in header["shards"]],
+        "catalog": {"path": str(catalog), "entries": entries},
+    }
+    write_json_atomic(layout.run_dir / "report.json", data)
+    report = MergeReport(layout.run_dir, data)
+    text_fd = os.open(layout.run_dir / "summary.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(text_fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(report.lines()) + "\n")
+    if failed.files:
+        log.warning("%d files not backed up; first reasons in %s", failed.files, fail_path)
+    return report
+
+
+def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:
+    if obj is None:
+        return f"journaled as backed up but {record.key} is not in the bucket"
+    if obj.size_bytes != record.size_bytes:
+        return f"{record.key} holds {obj.size_bytes} bytes, expected {record.size_bytes}"
+    if record.etag and obj.etag != record.etag:
+        return f"{record.key} has ETag {obj.etag}, expected {record.etag}"
+    return None
+
+
+def _list_keys(client: Any, bucket: str, keys: Iterator[str], pool: ThreadPoolExecutor) -> dict[str, ListedObject]:
+    """What the bucket holds for `keys`: each directory listed once, in parallel; hashed long keys by HEAD."""
+    directories: set[str] = set()
+    long_keys: list[str] = []
+    for key in keys:
+        if f"/{LONG_DIR}/" in key:
+            long_keys.append(key)
+        else:
+            directories.add(_directory(key))
+    found: dict[str, ListedObject] = {}
+    for listing in pool.map(lambda d: list_directory(client, bucket, d), sorted(directories)):
+        found.update(listing)
+    for key, obj in zip(long_keys, pool.map(lambda k: head(client, bucket, k), long_keys)):
+        if obj is not None:
+            found[key] = obj
+    return found
+
+
+def _spill(work: Path, index: int, entries: list[Entry]) -> Path:
+    path = work / f"verified-{index:06d}.rec"
+    write_records(path, entries)
+    return path
+
+
+def _stream(paths: list[Path]) -> Iterator[Entry]:
+    for path in paths:
+        yield from read_records(path)
+
+
+def describe_failures(run_dir: Path, limit: int = 10) -> list[str]:
+    path = run_dir / "failures.jsonl"
+    lines = []
+    if path.exists():
+        with open(path, encoding="ascii") as f:
+            for i, line in enumerate(f):
+                if i >= limit:
+                    break
+                item = json.loads(line)
+                lines.append(f"  {display_path(os.fsencode(item['path']))}: {item['reason']}")
+    return lines
