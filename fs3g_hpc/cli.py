@@ -124,7 +124,7 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
 
     result = run_shard(Path(args.run_dir), args.shard, on_requeue=requeue)
     print(f"shard {args.shard if args.shard is not None else os.environ.get('SLURM_ARRAY_TASK_ID')}: "
-          f"{result.status}: {result.uploaded:,} uploaded, {result.skipped:,} already done, {result.failed:,} failed"
+          f"{result.status.value}: {result.uploaded:,} uploaded, {result.skipped:,} already done, {result.failed:,} failed"
           + (f" (stopped by {result.signal_name}; rerun to resume)" if result.signal_name else ""))
     if result.status == ShardStatus.INTERRUPTED:
         return ExitCode.INTERRUPTED

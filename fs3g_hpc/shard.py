@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -32,7 +33,7 @@ FAILURE_SAMPLE = 100  # failures kept in the result JSON; all of them are in the
 TTY_INTERVAL_S = 0.5
 
 
-class ShardStatus:
+class ShardStatus(str, Enum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
@@ -40,7 +41,7 @@ class ShardStatus:
 
 @dataclass(frozen=True)
 class ShardRunResult:
-    status: str
+    status: ShardStatus
     uploaded: int
     skipped: int
     failed: int
@@ -115,7 +116,7 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
     layout, header, shard = resolve_shard(run_dir, shard, env)
     policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
     summary = header["shards"][shard]
-    make_private_dir_ok(results_dir(layout))
+    _ensure_private_dir(results_dir(layout))
 
     stop = threading.Event()
     caught: list[str] = []
@@ -158,7 +159,7 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
     status = (ShardStatus.INTERRUPTED if interrupted else ShardStatus.FAILED if totals.files_failed
               else ShardStatus.DONE)
     write_json_atomic(shard_result_file(layout, shard), {
-        "shard": shard, "status": status, "signal": caught[0] if caught else None,
+        "shard": shard, "status": status.value, "signal": caught[0] if caught else None,
         "files": summary["files"], "bytes": summary["bytes"],
         "uploaded": totals.files_done - totals.files_skipped, "already_done": totals.files_skipped,
         "failed": totals.files_failed, "bytes_done": totals.bytes_done,
@@ -177,7 +178,7 @@ def _default_client(policy: Policy) -> Any:
     return make_s3_client(ClientSettings.from_policy(policy))
 
 
-def make_private_dir_ok(path: Path) -> None:
+def _ensure_private_dir(path: Path) -> None:
     """The results directory is shared by every task of the run: create it once, owner-only."""
     try:
         path.mkdir(mode=0o700)

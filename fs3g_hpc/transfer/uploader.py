@@ -573,22 +573,27 @@ class _PartPipeline:
             raise Interrupted()
 
     def _read_part(self, number: int, offset: int, length: int, buffer: bytearray, sends: list[Future]) -> None:
-        view = memoryview(buffer)[:length]
-        got = 0
-        while got < length:  # pread: readers of one file never share a file position
-            n = os.preadv(self.fd, [view[got:]], offset + got)
-            if n == 0:
-                self._give_buffer(buffer)
-                raise FileChanged("file shrank while it was read")
-            got += n
-        self._leaves_in_order(number, leaf_digests(view))
-        checksum = crc32_b64(view)
-        held = self.uploaded.get(number)
-        if held is not None and held[2] == length and (
+        try:
+            view = memoryview(buffer)[:length]
+            got = 0
+            while got < length:  # pread: readers of one file never share a file position
+                n = os.preadv(self.fd, [view[got:]], offset + got)
+                if n == 0:
+                    raise FileChanged("file shrank while it was read")
+                got += n
+            self._leaves_in_order(number, leaf_digests(view))
+            checksum = crc32_b64(view)
+            held = self.uploaded.get(number)
+            reuse = held is not None and held[2] == length and (
                 held[1] == checksum if held[1] is not None
-                else held[0].strip('"') == hashlib.md5(view, usedforsecurity=False).hexdigest()):
+                else held[0].strip('"') == hashlib.md5(view, usedforsecurity=False).hexdigest())
+        except BaseException as e:  # the buffer goes back, and the file's thread stops waiting for one
+            self.errors.append(e)
+            self._give_buffer(buffer)
+            raise
+        if reuse:
             with self.lock:
-                self.results[number] = (held[0], checksum)
+                self.results[number] = (held[0], checksum)  # type: ignore[index]
                 self.reused += 1
             self._give_buffer(buffer)
             return
