@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import NoReturn, Sequence
 
 from . import __version__
@@ -106,6 +106,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                           max_array_size=max_array, max_array_size_source=source)
     summary = make_plan(policy, run_dir, options, now)
     print("\n".join(summary.lines()))
+    args.planned_run_dir = str(summary.run_dir)
     return ExitCode.OK
 
 
@@ -141,6 +142,64 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge again")
         return ExitCode.DIFFERENCES
     return ExitCode.OK
+
+
+class Executor(Enum):
+    SLURM = "slurm"
+    LOCAL = "local"
+    AUTO = "auto"
+
+
+def _fs3g_argv() -> list[str]:
+    """How jobs call this same fs3g: this interpreter (a venv on the shared filesystem) with -m."""
+    return [sys.executable, "-m", "fs3g_hpc"]
+
+
+def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
+    from .manifest import RunLayout, read_json
+    from .config import policy_from_snapshot
+    from .slurm import commands
+
+    layout = RunLayout(run_dir)
+    header = read_json(layout.plan_file)
+    policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
+    count = header["shard_count"]
+    if executor is Executor.AUTO:
+        executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
+    if count == 0:
+        print("nothing to upload; merging to record the catalog")
+    if executor is Executor.LOCAL:
+        from .localexec import run_locally
+
+        return run_locally(run_dir, count, _fs3g_argv(), max(1, len(os.sched_getaffinity(0))))
+    from .slurm.submit import submit_backup, wait_for_job
+
+    submitted = submit_backup(policy, run_dir, count, _fs3g_argv())
+    print(f"submitted: arrays {', '.join(submitted.array_ids)}; merge {submitted.merge_id} (afterany); "
+          f"logs in {run_dir / 'logs'}")
+    if not wait:
+        print(f"follow with: fs3g status {run_dir}   (or squeue -j {submitted.merge_id})")
+        return ExitCode.OK
+    state = wait_for_job(submitted.merge_id, timeout_s=7 * 86400)
+    report = run_dir / "report.json"
+    if not report.exists():
+        raise Fs3gError(f"merge job {submitted.merge_id} ended {state.value} without writing {report}",
+                        hint=f"see {run_dir / 'logs'}")
+    data = read_json(report)
+    print(f"merge {submitted.merge_id} {state.value}: {data['verified']['files']:,} verified, "
+          f"{data['failed']['files']:,} failed")
+    return ExitCode.OK if data["failed"]["files"] == 0 else ExitCode.DIFFERENCES
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    return _submit(Path(args.run_dir), Executor(args.executor), args.wait)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    args.run_dir = None
+    cmd_plan(args)
+    run_dir = Path(args.planned_run_dir)
+    return _submit(run_dir, Executor(args.executor), args.wait)
 
 
 def _positive(text: str) -> int:
@@ -196,6 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the lab's catalog. Exit 0 only when every planned entry is verified.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("submit", help="run a planned backup: shard arrays, then the merge",
+                       description="Submit one job array per MaxArraySize shards and, right away, the merge with "
+                                   "afterany on every array (slurm); or run the shards as local processes and then "
+                                   "the merge (local). auto picks slurm when `scontrol ping` answers.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
+    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value)
+    p.add_argument("--wait", action="store_true", help="wait for the merge and exit with its verdict")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("backup", help="plan, then submit (the main job)",
+                       description="`fs3g plan` into a new run directory under the policy's run root, then "
+                                   "`fs3g submit` it.")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--full", action="store_true", help="ignore the catalog: back up every file")
+    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value)
+    p.add_argument("--wait", action="store_true", help="wait for the merge and exit with its verdict")
+    p.set_defaults(func=cmd_backup, scan_workers=len(os.sched_getaffinity(0)), scan_run_records=100_000)
     return parser
 
 

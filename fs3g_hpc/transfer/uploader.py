@@ -633,8 +633,15 @@ class _PartPipeline:
 
 
 def _open_regular(path: bytes) -> tuple[int, os.stat_result]:
-    """Open without following a symlink that replaced the file since the plan; it must still be a regular file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """Open without following a symlink that replaced the file since the plan; it must still be a regular file.
+
+    O_NOATIME (allowed to the owner and to root) keeps the backup from changing the atime it records and restores.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_NOATIME)
+    except PermissionError:
+        fd = os.open(path, flags)
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

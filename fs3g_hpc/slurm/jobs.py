@@ -1,0 +1,59 @@
+"""The jobs of a backup run, as pure data: one array per `MaxArraySize` shards, then a merge that waits for all.
+
+Job scripts `exec` fs3g, so the pre-timeout signal (`--signal=B:USR1@N`, sent to the batch shell) reaches the task
+itself; the task saves its state and requeues (`--requeue`), and the rerun resumes from the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..config import Policy
+from .render import JobSpec, policy_directives
+
+# Seconds of warning before the time limit: enough for in-flight parts to finish and the journal to be saved.
+PRE_TIMEOUT_SIGNAL_S = 180
+
+
+@dataclass(frozen=True)
+class ArrayChunk:
+    offset: int  # first shard of this array
+    count: int
+
+
+def array_chunks(shard_count: int, max_array_size: int) -> list[ArrayChunk]:
+    """Split a plan into arrays Slurm accepts: task ids 0..max_array_size-1, shard = offset + task id."""
+    if max_array_size < 1:
+        raise ValueError("MaxArraySize must be >= 1")
+    return [ArrayChunk(offset, min(max_array_size, shard_count - offset))
+            for offset in range(0, shard_count, max_array_size)]
+
+
+def shard_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequence[str]) -> JobSpec:
+    throttle = min(policy.slurm.array_parallelism, chunk.count)
+    return JobSpec(
+        job_name=f"fs3g-{policy.lab.name}-shards",
+        description=f"backup shards {chunk.offset}-{chunk.offset + chunk.count - 1} of {run_dir.name}",
+        commands=[["exec", *fs3g, "run-shard", str(run_dir)]],
+        output_path=f"{run_dir}/logs/shard-%A_%a.out",
+        array=f"0-{chunk.count - 1}%{throttle}",
+        directives=[*policy_directives(policy.slurm), ("requeue", None),
+                    ("signal", f"B:USR1@{PRE_TIMEOUT_SIGNAL_S}")],
+        environment={"FS3G_SHARD_OFFSET": str(chunk.offset)},
+        extra_options=policy.slurm.extra_sbatch_options,
+    )
+
+
+def merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
+    # afterany: the merge must run even when tasks fail (afterok would leave it pending for ever).
+    return JobSpec(
+        job_name=f"fs3g-{policy.lab.name}-merge",
+        description=f"verify {run_dir.name} and write its report and catalog",
+        commands=[["exec", *fs3g, "merge", str(run_dir)]],
+        output_path=f"{run_dir}/logs/merge-%j.out",
+        dependency="afterany:" + ":".join(array_ids),
+        directives=[*policy_directives(policy.slurm)],
+        extra_options=policy.slurm.extra_sbatch_options,
+    )

@@ -1,0 +1,72 @@
+"""Submitting a planned run to Slurm: the shard arrays, then the merge with `afterany` on every array, right away
+(a dependency on a job Slurm has already forgotten would count as satisfied)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..config import Policy
+from ..errors import ServiceError
+from . import commands
+from .commands import JobState
+from .jobs import array_chunks, merge_job, shard_array_job
+from .render import JobSpec, render_job_script
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    array_ids: list[str]
+    merge_id: str
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _write_script(path: Path, spec: JobSpec) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(render_job_script(spec))
+    return path
+
+
+def submit_backup(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
+                  max_array_size: int | None = None) -> SubmittedRun:
+    jobs = _private_dir(run_dir / "jobs")
+    _private_dir(run_dir / "logs")
+    limit = max_array_size or commands.max_array_size()
+    array_ids = []
+    for chunk in array_chunks(shard_count, limit):
+        script = _write_script(jobs / f"shards-{chunk.offset:06d}.sbatch", shard_array_job(policy, run_dir, chunk,
+                                                                                            fs3g))
+        array_ids.append(commands.submit(script, cwd=run_dir))
+    merge_script = _write_script(jobs / "merge.sbatch", merge_job(policy, run_dir, array_ids, fs3g))
+    merge_id = commands.submit(merge_script, cwd=run_dir)
+    record = {"arrays": array_ids, "merge": merge_id, "submitted": time.time(), "max_array_size": limit}
+    fd = os.open(jobs / "submitted.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        json.dump(record, f)
+    log.info("submitted arrays %s and merge %s", ", ".join(array_ids), merge_id)
+    return SubmittedRun(array_ids, merge_id)
+
+
+def wait_for_job(job_id: str, *, timeout_s: float, poll_s: float = 3.0) -> JobState:
+    """Poll accounting until the job has finished; its final state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        records = [r for r in commands.accounting([job_id]) if r.job_id == job_id]
+        if records and records[0].state.finished:
+            return records[0].state
+        time.sleep(poll_s)
+    raise ServiceError(f"job {job_id} has not finished after {timeout_s:.0f} s",
+                       hint=f"follow it with `squeue -j {job_id}` and `sacct -j {job_id}`")
