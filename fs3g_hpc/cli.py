@@ -202,6 +202,51 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return _submit(run_dir, Executor(args.executor), args.wait)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .config import load_policy
+    from .demo import make_sample_tree, moto_server, write_demo_policy
+    from .manifest import catalog_path
+    from .plan import PlanOptions, make_plan
+    from .scan import ScanSettings
+    from .transfer.client import ClientSettings, ensure_bucket, make_s3_client
+
+    base = Path(args.dir).resolve()
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    count = make_sample_tree(base / "data")
+    print(f"demo: sample tree {base / 'data'} ({count} files and links)")
+    with contextlib.ExitStack() as stack:
+        endpoint = args.endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        fresh_endpoint = endpoint is None
+        if endpoint is None:
+            endpoint = stack.enter_context(moto_server(base / "moto.log"))
+            # moto accepts any credentials; these dummy ones live only in this process's environment and its children.
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "fs3g-demo")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "fs3g-demo")
+            print(f"demo: started a moto server at {endpoint} (stopped at the end)")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        policy_file = base / "lab.yaml"
+        write_demo_policy(policy_file, base / "data", base / "runs", endpoint, args.bucket)
+        policy = load_policy(policy_file, environ={})
+        ensure_bucket(make_s3_client(ClientSettings.from_policy(policy)), policy.s3.bucket)
+        max_array, source = _cluster_max_array_size() if args.executor != Executor.LOCAL.value else (1001, "local")
+        # A moto server started here is empty: whatever the catalog says, everything must go again.
+        summary = make_plan(policy, _default_demo_run(policy), PlanOptions(
+            full=fresh_endpoint, catalog=catalog_path(policy), scan=ScanSettings(workers=len(os.sched_getaffinity(0))),
+            max_array_size=max_array, max_array_size_source=source))
+        print("\n".join(summary.lines()))
+        code = _submit(summary.run_dir, Executor(args.executor), wait=True)
+        print(f"demo: run directory {summary.run_dir} (report.json, summary.txt); policy {policy_file}")
+        return code
+
+
+def _default_demo_run(policy: Policy) -> Path:
+    from .manifest import default_run_dir
+
+    return default_run_dir(policy, datetime.now(timezone.utc))
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -273,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value)
     p.add_argument("--wait", action="store_true", help="wait for the merge and exit with its verdict")
     p.set_defaults(func=cmd_backup, scan_workers=len(os.sched_getaffinity(0)), scan_run_records=100_000)
+
+    p = sub.add_parser("demo", help="a whole backup of a sample tree on this machine",
+                       description="Generate a sample tree, start a loopback moto server (unless --endpoint or "
+                                   "AWS_ENDPOINT_URL names one), back the tree up on the local executor (or Slurm), "
+                                   "verify it, print the report. Leaves nothing running.")
+    p.add_argument("--dir", default="fs3g-demo", help="where the tree, policy and runs go (default ./fs3g-demo)")
+    p.add_argument("--endpoint", help="use this S3 endpoint instead of a local moto server")
+    p.add_argument("--bucket", default="fs3g-demo", help="bucket to use (created when missing)")
+    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.LOCAL.value)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

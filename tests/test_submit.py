@@ -125,3 +125,23 @@ def test_backup_command_local_executor_incremental(bucket, shared_tmp):
     assert "planned  2 entries" in second.stdout and "verified  2 files" in second.stdout
     catalog = list(read_records(catalog_path(load_policy(policy, environ={}))))
     assert len(catalog) == files + 1
+
+
+def test_demo_runs_to_a_verified_report_and_leaves_nothing_running(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "demo", "--dir", str(tmp_path / "demo")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verified  304 files" in proc.stdout and "failed    0 files" in proc.stdout
+    port = proc.stdout.split("moto server at http://127.0.0.1:")[1].split()[0]
+    import socket
+
+    with socket.socket() as s:  # the demo's moto server is gone
+        assert s.connect_ex(("127.0.0.1", int(port))) != 0
+    report = json.loads(next((tmp_path / "demo" / "runs" / "demo").glob("demo-*/report.json")).read_text())
+    assert report["verified"]["files"] == 304
+    again = subprocess.run([sys.executable, "-m", "fs3g_hpc", "demo", "--dir", str(tmp_path / "demo")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    # A new moto server is empty: the second demo backs everything up again, and verifies it.
+    assert again.returncode == 0 and "new 304" in again.stdout and "verified  304 files" in again.stdout

@@ -109,3 +109,12 @@ def _cache_endpoints(client: Any) -> None:
         return endpoint
 
     resolver.construct_endpoint = construct_endpoint
+
+
+def ensure_bucket(client: Any, bucket: str) -> None:
+    """Create `bucket` unless it exists (used by the demo and tests, never by backups: a lab's bucket is made by its
+    site, with its own policies)."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError:
+        client.create_bucket(Bucket=bucket)
