@@ -65,3 +65,18 @@ def test_policy_directives_round_mem_up_to_mib():
 def test_unsafe_values_are_refused(spec, fragment):
     with pytest.raises(RenderError, match=fragment):
         render_job_script(spec)
+
+
+def test_golden_backup_jobs():
+    """The shard array and merge scripts a backup submits, for the example genomics policy."""
+    from pathlib import Path as P
+
+    from fs3g_hpc.config import load_policy
+    from fs3g_hpc.resources import DataDir, data_dir
+    from fs3g_hpc.slurm.jobs import ArrayChunk, merge_job, shard_array_job
+
+    policy = load_policy(data_dir(DataDir.CONFIGS) / "lab-genomics.yaml", environ={})
+    run_dir = P("/scratch/fs3g/runs/genomics/genomics-20261126T000000Z")
+    fs3g = ["/shared/venvs/fs3g/bin/python", "-m", "fs3g_hpc"]
+    check_golden("shards.sbatch", render_job_script(shard_array_job(policy, run_dir, ArrayChunk(40, 25), fs3g)))
+    check_golden("merge.sbatch", render_job_script(merge_job(policy, run_dir, ["101", "102"], fs3g)))

@@ -145,3 +145,36 @@ def test_demo_runs_to_a_verified_report_and_leaves_nothing_running(tmp_path):
                            capture_output=True, text=True, timeout=600)
     # A new moto server is empty: the second demo backs everything up again, and verifies it.
     assert again.returncode == 0 and "new 304" in again.stdout and "verified  304 files" in again.stdout
+
+
+def test_backup_sbatch_template_works_as_shipped(slurm_cluster, bucket, shared_tmp):
+    """`sbatch slurm_templates/backup.sbatch LAB.yaml`: the driver plans and submits; the merge verifies."""
+    from fs3g_hpc.resources import DataDir, data_file
+    from fs3g_hpc.slurm import commands
+
+    if bucket.endpoint_name != "seaweedfs":
+        return
+    tmp = shared_tmp
+    root = tmp / "data"
+    files = make_tree(root, 4, 30)
+    policy = write_policy(tmp, "driver", root, bucket, max_files=50)
+    template = data_file(DataDir.SLURM_TEMPLATES, "backup.sbatch")
+    env_bin = str(Path(sys.executable).parent)
+    fs3g_wrapper = tmp / "fs3g"
+    fs3g_wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m fs3g_hpc \"$@\"\n")
+    fs3g_wrapper.chmod(0o700)
+    proc = subprocess.run(["sbatch", "--parsable", f"--chdir={tmp}", str(template), str(policy)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "FS3G": str(fs3g_wrapper), "PATH": f"{env_bin}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    driver = proc.stdout.strip().split(";")[0]
+    records = commands.wait_for_accounting([driver], expected_records=1, timeout_s=300)
+    log = (tmp / f"fs3g-backup-driver-{driver}.out").read_text()
+    assert records[0].state.value == "COMPLETED", log
+    run_dir = Path(log.split("plan: ")[1].split()[0])
+    merge = json.loads((run_dir / "jobs" / "submitted.json").read_text())["merge"]
+    from fs3g_hpc.slurm.submit import wait_for_job
+
+    assert wait_for_job(merge, timeout_s=300).value == "COMPLETED"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert (report["verified"]["files"], report["failed"]["files"]) == (files, 0)
