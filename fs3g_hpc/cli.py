@@ -247,6 +247,29 @@ def _default_demo_run(policy: Policy) -> Path:
     return default_run_dir(policy, datetime.now(timezone.utc))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import describe, runs_of_lab
+
+    if (args.run_dir is None) == (args.config is None):
+        raise UsageError("give a RUN_DIR or --config LAB.yaml")
+    slurm_states = None
+    from .slurm import commands
+
+    if commands.slurm_available():
+        slurm_states = commands.array_task_states
+    if args.run_dir is not None:
+        runs = [Path(args.run_dir)]
+    else:
+        from .manifest import lab_dir
+
+        runs = runs_of_lab(lab_dir(load_policy(args.config)))
+        if not runs:
+            print("no runs yet")
+    for run in runs:
+        print("\n".join(describe(run, slurm_states)))
+    return ExitCode.OK
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -318,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value)
     p.add_argument("--wait", action="store_true", help="wait for the merge and exit with its verdict")
     p.set_defaults(func=cmd_backup, scan_workers=len(os.sched_getaffinity(0)), scan_run_records=100_000)
+
+    p = sub.add_parser("status", help="where a run (or every run of a lab) stands",
+                       description="Per shard: pending, running, done, failed, interrupted, or its Slurm state "
+                                   "(from sacct); files and bytes done, rate, ETA; the merge's verdict when there is "
+                                   "one.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory")
+    p.add_argument("--config", metavar="LAB.yaml", help="every run under the lab's run root")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="a whole backup of a sample tree on this machine",
                        description="Generate a sample tree, start a loopback moto server (unless --endpoint or "

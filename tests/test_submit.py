@@ -178,3 +178,22 @@ def test_backup_sbatch_template_works_as_shipped(slurm_cluster, bucket, shared_t
     assert wait_for_job(merge, timeout_s=300).value == "COMPLETED"
     report = json.loads((run_dir / "report.json").read_text())
     assert (report["verified"]["files"], report["failed"]["files"]) == (files, 0)
+
+
+def test_status_follows_a_run(bucket, shared_tmp):
+    tmp = shared_tmp
+    root = tmp / "data"
+    make_tree(root, 2, 15)
+    lab = f"status{bucket.endpoint_name}"
+    policy = write_policy(tmp, lab, root, bucket, max_files=10)
+    run_dir = plan_dir(tmp, policy, f"{lab}/st")  # under <run_root>/<lab>, where --config looks
+    proc = fs3g("status", str(run_dir))
+    assert proc.returncode == 0 and "0/30 files" in proc.stdout and "shards: pending 3" in proc.stdout
+    assert fs3g("run-shard", str(run_dir), "--shard", "1").returncode == 0
+    proc = fs3g("status", str(run_dir))
+    assert "10/30 files" in proc.stdout and "shards: done 1, pending 2" in proc.stdout
+    assert "shard 0: pending, 0/10 files" in proc.stdout
+    assert fs3g("submit", str(run_dir), "--executor", "local").returncode == 0
+    proc = fs3g("status", "--config", str(policy))
+    assert "30/30 files" in proc.stdout and "merged: 30 verified, 0 failed" in proc.stdout
+    assert fs3g("status").returncode == 2

@@ -162,6 +162,20 @@ def accounting(job_ids: Iterable[str]) -> list[TaskRecord]:
     return records
 
 
+def array_task_states(array_ids: list[str]) -> dict[int, str]:
+    """Shard number -> Slurm state for the tasks of a run's arrays (array k's task t is shard offset_k + t, where
+    the offsets are recorded by the submission; here arrays are consecutive and full but the last)."""
+    states: dict[int, str] = {}
+    offset = 0
+    for array_id in array_ids:
+        tasks = {r.array_task_id: r.state.value for r in accounting([array_id])
+                 if r.array_job_id == array_id and r.array_task_id is not None}
+        for task, state in tasks.items():
+            states[offset + task] = state
+        offset += max(tasks, default=-1) + 1
+    return states
+
+
 def wait_for_accounting(job_ids: Sequence[str], *, expected_records: int, timeout_s: float = 120.0,
                         poll_s: float = 1.0) -> list[TaskRecord]:
     """Poll sacct until `expected_records` records exist and all have finished (records lag 1-4 s behind jobs)."""
