@@ -133,15 +133,42 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .merge import describe_failures, merge_run
+    from .manifest import RunLayout, write_json_atomic
+    from .merge import describe_failures, failed_file, may_retry, merge_run
+    from .plan import make_retry_plan
 
     report = merge_run(Path(args.run_dir))
     print("\n".join(report.lines()))
-    if not report.ok:
-        print("\n".join(describe_failures(report.run_dir)))
-        print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge again")
+    if report.ok:
+        return ExitCode.OK
+    print("\n".join(describe_failures(report.run_dir)))
+    if args.retry_executor == "none" or not may_retry(report):
+        print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge "
+              "again" + ("" if args.retry_executor == "none" else
+                         f" (the policy's {report.data['retry_rounds']} automatic retries are used up)"))
         return ExitCode.DIFFERENCES
-    return ExitCode.OK
+    retry = make_retry_plan(report.run_dir, failed_file(RunLayout(report.run_dir)))
+    print(f"  retry {retry.header['retry_round']}: {retry.header['planned']['files']:,} files in "
+          f"{retry.header['shard_count']} shards: {retry.run_dir}")
+    record: dict = {"run_dir": str(retry.run_dir), "round": retry.header["retry_round"]}
+    if args.retry_executor == "local":
+        from .localexec import run_locally
+
+        code = run_locally(retry.run_dir, retry.header["shard_count"], _fs3g_argv(),
+                           max(1, len(os.sched_getaffinity(0))))
+        record["exit"] = code
+        write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
+        return code
+    from .config import policy_from_snapshot
+    from .slurm.submit import submit_backup
+
+    policy = policy_from_snapshot(retry.header["policy"], f"{retry.run_dir}/plan.json: policy")
+    submitted = submit_backup(policy, retry.run_dir, retry.header["shard_count"], _fs3g_argv())
+    record["merge_job"] = submitted.merge_id
+    write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
+    print(f"  retry submitted: arrays {', '.join(submitted.array_ids)}; merge {submitted.merge_id}")
+    return ExitCode.DIFFERENCES
+
 
 
 class Executor(Enum):
@@ -180,15 +207,21 @@ def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
     if not wait:
         print(f"follow with: fs3g status {run_dir}   (or squeue -j {submitted.merge_id})")
         return ExitCode.OK
-    state = wait_for_job(submitted.merge_id, timeout_s=7 * 86400)
-    report = run_dir / "report.json"
-    if not report.exists():
-        raise Fs3gError(f"merge job {submitted.merge_id} ended {state.value} without writing {report}",
-                        hint=f"see {run_dir / 'logs'}")
-    data = read_json(report)
-    print(f"merge {submitted.merge_id} {state.value}: {data['verified']['files']:,} verified, "
-          f"{data['failed']['files']:,} failed")
-    return ExitCode.OK if data["failed"]["files"] == 0 else ExitCode.DIFFERENCES
+    merge_id, current = submitted.merge_id, run_dir
+    while True:  # follow the merge, and the retries it submits, to the last verdict
+        state = wait_for_job(merge_id, timeout_s=7 * 86400)
+        report = current / "report.json"
+        if not report.exists():
+            raise Fs3gError(f"merge job {merge_id} ended {state.value} without writing {report}",
+                            hint=f"see {current / 'logs'}")
+        data = read_json(report)
+        print(f"merge {merge_id} {state.value}: {data['verified']['files']:,} verified, "
+              f"{data['failed']['files']:,} failed")
+        retry = data.get("retry")
+        if data["failed"]["files"] == 0 or not retry or "merge_job" not in retry:
+            return ExitCode.OK if data["failed"]["files"] == 0 else ExitCode.DIFFERENCES
+        merge_id, current = retry["merge_job"], Path(retry["run_dir"])
+        print(f"following retry {retry['round']}: merge {merge_id}")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -322,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the recorded size and ETag. Writes report.json, summary.txt, failures.jsonl and "
                                    "the lab's catalog. Exit 0 only when every planned entry is verified.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
+    p.add_argument("--retry-executor", choices=["none", "local", "slurm"], default="none",
+                   help="on failure, run exactly what failed again (RUN_DIR/retry-N, with its own merge), up to the "
+                        "policy's retry_rounds (default: none, print how to retry)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("submit", help="run a planned backup: shard arrays, then the merge",

@@ -422,6 +422,8 @@ class Policy:
     shards: ShardBounds = section(ShardBounds, doc="how the planner cuts work into array tasks")
     uploader: UploaderSettings = section(UploaderSettings, doc="threads and buffers of each array task")
     memory_budget_bytes: int = setting(size(64 * MIB), default=2 * GIB, doc="memory one uploader may use")
+    retry_rounds: int = setting(integer(0, 10), default=2,
+                                doc="times a failed merge resubmits exactly what failed, with its own merge")
     slurm: SlurmSettings = section(SlurmSettings, doc="how jobs are submitted")
     restore: RestoreSettings = section(RestoreSettings, doc="restore defaults")
     run_root: str = setting(absolute_path(slurm_safe=True), doc="shared directory for run directories")

@@ -37,4 +37,5 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
                     failed.append(item[0])
                     log.warning("shard %d exited %d (log: %s)", item[0], code, logs / f"shard-local-{item[0]}.out")
         time.sleep(0.1)
-    return subprocess.run([*fs3g, "merge", str(run_dir)], stdin=subprocess.DEVNULL).returncode
+    return subprocess.run([*fs3g, "merge", str(run_dir), "--retry-executor", "local"],
+                          stdin=subprocess.DEVNULL).returncode

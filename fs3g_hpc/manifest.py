@@ -209,6 +209,11 @@ def read_done_records(path: Path) -> dict[bytes, DoneRecord]:
     return done
 
 
+def read_open_uploads(path: Path) -> dict[bytes, "OpenUpload"]:
+    """Multipart uploads the journal started and did not end (a task killed or stopped mid-file)."""
+    return _parse_journal(path)[1] if path.exists() else {}
+
+
 @dataclass(frozen=True)
 class OpenUpload:
     """A multipart upload the journal started and did not finish."""
@@ -218,6 +223,28 @@ class OpenUpload:
     part_size: int
     size_bytes: int
     mtime_ns: int
+
+
+def _parse_journal(path: Path) -> tuple[dict[bytes, tuple[int, int]], dict[bytes, "OpenUpload"]]:
+    """(done files -> (size, mtime_ns), multipart uploads started and not ended) from a shard journal."""
+    done: dict[bytes, tuple[int, int]] = {}
+    open_uploads: dict[bytes, OpenUpload] = {}
+    with open(path, encoding="ascii") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: the work it described is redone
+            file_path = os.fsencode(record["p"])
+            kind = record["t"]
+            if kind == "done":
+                done[file_path] = (record["s"], record["m"])
+                open_uploads.pop(file_path, None)
+            elif kind == "mpu":
+                open_uploads[file_path] = OpenUpload(record["u"], record["k"], record["ps"], record["s"], record["m"])
+            elif kind == "mpu-end":
+                open_uploads.pop(file_path, None)
+    return done, open_uploads
 
 
 class ShardJournal:
@@ -233,28 +260,10 @@ class ShardJournal:
         self.done: dict[bytes, tuple[int, int]] = {}  # path -> (size, mtime_ns) backed up
         self.open_uploads: dict[bytes, OpenUpload] = {}
         if path.exists():
-            self._load()
+            self.done, self.open_uploads = _parse_journal(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._file = os.fdopen(fd, "a", encoding="ascii")
         self._last_sync = 0.0
-
-    def _load(self) -> None:
-        with open(self.path, encoding="ascii") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill: the work it described is redone
-                path = os.fsencode(record["p"])
-                kind = record["t"]
-                if kind == "done":
-                    self.done[path] = (record["s"], record["m"])
-                    self.open_uploads.pop(path, None)
-                elif kind == "mpu":
-                    self.open_uploads[path] = OpenUpload(record["u"], record["k"], record["ps"], record["s"],
-                                                         record["m"])
-                elif kind == "mpu-end":
-                    self.open_uploads.pop(path, None)
 
     def _write(self, record: dict) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -25,11 +25,12 @@ from . import __version__
 from .config import Policy, policy_from_snapshot
 from .keys import LONG_DIR
 from .manifest import (DoneRecord, RunLayout, catalog_path, failures_file, journal_file, make_private_dir,
-                       read_done_records, read_json, shard_result_file, write_catalog, write_json_atomic)
-from .records import Entry, display_path, read_records, write_records
+                       read_done_records, read_json, read_open_uploads, shard_result_file, write_catalog,
+                       write_json_atomic)
+from .records import Entry, RecordWriter, display_path, read_records, write_records
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
-from .transfer.lister import ListedObject, head, list_directory
+from .transfer.lister import ListedObject, abort_upload, head, list_directory
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,11 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     fail_path = layout.run_dir / "failures.jsonl"
     fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fail_out, ThreadPoolExecutor(LIST_THREADS) as pool:
+        with os.fdopen(fd, "w", encoding="ascii") as fail_out, ThreadPoolExecutor(LIST_THREADS) as pool, \
+                RecordWriter(failed_file(layout)) as failed_records:
             def fail(entry: Entry, shard: int, reason: str) -> None:
                 failed.add(entry.size_bytes)
+                failed_records.write(entry)  # what a retry plan is cut from
                 fail_out.write(json.dumps({"path": os.fsdecode(entry.path), "shard": shard, "reason": reason}) + "\n")
 
             for summary in header["shards"]:
@@ -114,6 +117,9 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 state = _shard_state(layout, index)
                 states[state] += 1
                 done = read_done_records(journal_file(layout, index))
+                if state != "done":  # no rerun of this shard will resume them: a retry is a new run
+                    for upload in read_open_uploads(journal_file(layout, index)).values():
+                        abort_upload(client, bucket, upload.key, upload.upload_id)
                 listed = _list_keys(client, bucket, (r.key for r in done.values()), pool)
                 reasons = _failure_reasons(layout, index) if len(done) < summary["files"] else {}
                 good: list[Entry] = []
@@ -157,6 +163,8 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         "shard_states": dict(states),
         "shards": [{"index": s["index"], "state": _shard_state(layout, s["index"])} for s in header["shards"]],
         "catalog": {"path": str(catalog), "entries": entries},
+        "retry_round": header.get("retry_round", 0),
+        "retry_rounds": policy.retry_rounds,
     }
     write_json_atomic(layout.run_dir / "report.json", data)
     report = MergeReport(layout.run_dir, data)
@@ -166,6 +174,14 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     if failed.files:
         log.warning("%d files not backed up; first reasons in %s", failed.files, fail_path)
     return report
+
+
+def failed_file(layout: RunLayout) -> Path:
+    return layout.run_dir / "failed.rec"
+
+
+def may_retry(report: MergeReport) -> bool:
+    return not report.ok and report.data["retry_round"] < report.data["retry_rounds"]
 
 
 def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:

@@ -497,3 +497,39 @@ def _copy_issues(sources: Iterable[Path], target: Path) -> int:
                     out.write(line)
                     count += 1
     return count
+
+
+def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = None) -> PlanSummary:
+    """A run of exactly what `parent`'s merge failed: `parent/retry-N`, cut into shards like any plan."""
+    from .config import policy_from_snapshot
+    from .manifest import read_json
+
+    now = now or datetime.now(timezone.utc)
+    parent_header = read_json(RunLayout(parent).plan_file)
+    policy = policy_from_snapshot(parent_header["policy"], f"{RunLayout(parent).plan_file}: policy")
+    round_ = parent_header.get("retry_round", 0) + 1
+    root_run = Path(parent_header.get("retry_of") or parent)
+    layout = RunLayout(make_private_dir(parent / f"retry-{round_}"))
+    threshold = policy.storage.small_file_threshold_bytes
+    files = sum(1 for _ in read_records(failed_entries))
+    size = sum(e.size_bytes for e in read_records(failed_entries))
+    cutter = ShardCutter(layout, ShardAssigner(ShardSettings(policy.shards.max_files, policy.shards.max_bytes),
+                                               files, size), threshold)
+    try:
+        for entry in read_records(failed_entries):
+            cutter.add(entry)
+        shards = cutter.finish()
+    finally:
+        cutter.abort()
+    write_records(layout.deleted_file, ())
+    layout.skipped_file.touch(mode=0o600)
+    zero = {"files": 0, "bytes": 0}
+    header = {**parent_header, "created": now.isoformat(), "retry_of": str(root_run), "retry_round": round_,
+              "full": False, "catalog": parent_header.get("catalog"), "skipped": 0, "kept_unreadable": 0,
+              "changes": {"new": zero, "changed": {"files": files, "bytes": size}, "unchanged": zero,
+                          "deleted": zero},
+              "planned": {"files": files, "bytes": size}, "shard_count": len(shards), "shards": shards,
+              "arrays": {**parent_header["arrays"],
+                         "count": math.ceil(len(shards) / parent_header["arrays"]["max_array_size"])}}
+    write_json_atomic(layout.plan_file, header)
+    return PlanSummary(layout.run_dir, header)

@@ -125,6 +125,8 @@ def test_backup_command_local_executor_incremental(bucket, shared_tmp):
     assert "planned  2 entries" in second.stdout and "verified  2 files" in second.stdout
     catalog = list(read_records(catalog_path(load_policy(policy, environ={}))))
     assert len(catalog) == files + 1
+    # The cancelled task's half-sent upload was aborted by the merge: the retry is a new run, not a resume.
+    assert bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", []) == []
 
 
 def test_demo_runs_to_a_verified_report_and_leaves_nothing_running(tmp_path):
@@ -197,3 +199,44 @@ def test_status_follows_a_run(bucket, shared_tmp):
     proc = fs3g("status", "--config", str(policy))
     assert "30/30 files" in proc.stdout and "merged: 30 verified, 0 failed" in proc.stdout
     assert fs3g("status").returncode == 2
+
+
+def test_task_cancelled_mid_run_is_reported_and_completed_by_the_retry(slurm_cluster, bucket, shared_tmp):
+    """scancel one array task while it uploads: the afterany merge reports its files, submits a retry of exactly
+    those with its own merge, and `--wait` follows it to a verified end."""
+    import time
+
+    from fs3g_hpc.slurm import commands
+
+    if bucket.endpoint_name != "seaweedfs":
+        return
+    tmp = shared_tmp
+    root = tmp / "data"
+    files = make_tree(root, 3, 20)
+    (root / "proj00" / "big.bin").write_bytes(os.urandom(1024 * 1024) * 300)  # keeps shard 0 busy for a while
+    policy = write_policy(tmp, "cancel", root, bucket, max_files=25)
+    policy.write_text(policy.read_text().replace("array_parallelism: 16", "array_parallelism: 1")
+                      + "uploader: {buffer_size_bytes: 5MiB, large_buffers: 2, large_workers: 1}\n")
+    run_dir = plan_dir(tmp, policy, "cancel-run")
+    submit = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "submit", str(run_dir), "--executor", "slurm",
+                               "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = run_dir / "results" / "shard-000000.journal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and '"t":"mpu"' in journal.read_text()):
+        time.sleep(0.05)
+    array = json.loads((run_dir / "jobs" / "submitted.json").read_text())["arrays"][0]
+    commands.cancel([f"{array}_0"])
+    out, err = submit.communicate(timeout=900)
+    assert submit.returncode == 0, out + err
+    first = json.loads((run_dir / "report.json").read_text())
+    assert first["failed"]["files"] >= 1 and first["retry"]["round"] == 1
+    failures = [json.loads(l) for l in (run_dir / "failures.jsonl").read_text().splitlines()]
+    # scancel sends SIGTERM: the task saved its state, and the merge names every file it did not finish.
+    assert {f["shard"] for f in failures} == {0}
+    assert all(f["reason"].startswith(("interrupted", "not backed up: shard 0")) for f in failures), failures
+    retry_dir = Path(first["retry"]["run_dir"])
+    final = json.loads((retry_dir / "report.json").read_text())
+    assert final["failed"]["files"] == 0 and final["verified"]["files"] == first["failed"]["files"]
+    assert "following retry 1" in out
+    catalog = list(read_records(catalog_path(load_policy(policy, environ={}))))
+    assert len(catalog) == files + 1

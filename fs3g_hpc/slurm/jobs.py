@@ -51,7 +51,7 @@ def merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Seq
     return JobSpec(
         job_name=f"fs3g-{policy.lab.name}-merge",
         description=f"verify {run_dir.name} and write its report and catalog",
-        commands=[["exec", *fs3g, "merge", str(run_dir)]],
+        commands=[["exec", *fs3g, "merge", str(run_dir), "--retry-executor", "slurm"]],
         output_path=f"{run_dir}/logs/merge-%j.out",
         dependency="afterany:" + ":".join(array_ids),
         directives=[*policy_directives(policy.slurm)],

@@ -39,3 +39,12 @@ def head(client: Any, bucket: str, key: str) -> ListedObject | None:
         raise
     return ListedObject(response["ContentLength"], str(response["ETag"]).strip('"'),
                         response.get("StorageClass", "STANDARD"))
+
+
+def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    """Abort a multipart upload; one already gone is fine."""
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except botocore.exceptions.ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            raise
