@@ -73,6 +73,13 @@ def test_backup_through_slurm_arrays_matches_the_local_executor(slurm_cluster, b
     report = json.loads((run_dir / "report.json").read_text())
     assert report["verified"]["files"] == files and report["shard_states"] == {"done": header["shard_count"]}
 
+    # Incremental through the cluster: change three files, back up again: exactly those go.
+    for name in ("proj00/f0001.dat", "proj10/f0050.dat", "proj29/f0099.dat"):
+        (root / name).write_bytes(b"changed " + name.encode())
+    proc = fs3g("backup", "--config", str(slurm_policy), "--executor", "slurm", "--wait", timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "planned  3 entries" in proc.stdout and "3 verified, 0 failed" in proc.stdout
+
     local_policy = write_policy(tmp, "vialocal", root, bucket, max_files=500)
     local_dir = plan_dir(tmp, local_policy, "local-run")
     proc = fs3g("submit", str(local_dir), "--executor", "local", timeout=900)
@@ -240,3 +247,37 @@ def test_task_cancelled_mid_run_is_reported_and_completed_by_the_retry(slurm_clu
     assert "following retry 1" in out
     catalog = list(read_records(catalog_path(load_policy(policy, environ={}))))
     assert len(catalog) == files + 1
+
+
+def test_pre_timeout_signal_requeues_the_task_which_resumes(slurm_cluster, bucket, shared_tmp):
+    """USR1 (what --signal=B:USR1@180 sends before the time limit) mid-upload: the task saves its journal and
+    requeues itself; its next run resumes the same multipart upload and the merge verifies everything."""
+    import time
+
+    from fs3g_hpc.slurm import commands
+
+    if bucket.endpoint_name != "seaweedfs":
+        return
+    tmp = shared_tmp
+    root = tmp / "data"
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(1024 * 1024) * 300)
+    (root / "small.txt").write_bytes(b"small")
+    policy = write_policy(tmp, "requeue", root, bucket, max_files=25)
+    policy.write_text(policy.read_text() + "uploader: {buffer_size_bytes: 5MiB, large_buffers: 2, large_workers: 1}\n")
+    run_dir = plan_dir(tmp, policy, "requeue-run")
+    submit = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "submit", str(run_dir), "--executor", "slurm",
+                               "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = run_dir / "results" / "shard-000000.journal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and '"t":"mpu"' in journal.read_text()):
+        time.sleep(0.05)
+    array = json.loads((run_dir / "jobs" / "submitted.json").read_text())["arrays"][0]
+    commands.run(["scancel", "--batch", "--signal=USR1", f"{array}_0"])
+    out, err = submit.communicate(timeout=900)
+    assert submit.returncode == 0, out + err
+    report = json.loads((run_dir / "report.json").read_text())
+    assert (report["verified"]["files"], report["failed"]["files"]) == (2, 0) and "retry" not in report
+    result = json.loads((run_dir / "results" / "shard-000000.json").read_text())
+    assert result["status"] == "done" and result["parts_reused"] >= 1  # the requeued run resumed the upload
+    assert "requeued" in (run_dir / "logs" / f"shard-{array}_0.out").read_text()

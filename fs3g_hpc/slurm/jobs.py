@@ -39,8 +39,9 @@ def shard_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequ
         commands=[["exec", *fs3g, "run-shard", str(run_dir)]],
         output_path=f"{run_dir}/logs/shard-%A_%a.out",
         array=f"0-{chunk.count - 1}%{throttle}",
+        # append: a requeued task's log keeps what its earlier runs said.
         directives=[*policy_directives(policy.slurm), ("requeue", None),
-                    ("signal", f"B:USR1@{PRE_TIMEOUT_SIGNAL_S}")],
+                    ("signal", f"B:USR1@{PRE_TIMEOUT_SIGNAL_S}"), ("open-mode", "append")],
         environment={"FS3G_SHARD_OFFSET": str(chunk.offset)},
         extra_options=policy.slurm.extra_sbatch_options,
     )
