@@ -313,6 +313,12 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value,
+                   help="slurm, local, or auto (slurm when `scontrol ping` answers)")
+    p.add_argument("--wait", action="store_true", help="wait for the merge (and its retries) and exit with the verdict")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fs3g", description="Back up and restore research filesystems to S3 and Glacier "
                                               "with Slurm job arrays.")
@@ -365,8 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "afterany on every array (slurm); or run the shards as local processes and then "
                                    "the merge (local). auto picks slurm when `scontrol ping` answers.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `fs3g plan`")
-    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value)
-    p.add_argument("--wait", action="store_true", help="wait for the merge and exit with its verdict")
+    _add_executor_arguments(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("backup", help="plan, then submit (the main job)",
@@ -374,8 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "`fs3g submit` it.")
     p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
     p.add_argument("--full", action="store_true", help="ignore the catalog: back up every file")
-    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value)
-    p.add_argument("--wait", action="store_true", help="wait for the merge and exit with its verdict")
+    _add_executor_arguments(p)
     p.set_defaults(func=cmd_backup, scan_workers=len(os.sched_getaffinity(0)), scan_run_records=100_000)
 
     p = sub.add_parser("status", help="where a run (or every run of a lab) stands",
