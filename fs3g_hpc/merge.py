@@ -66,7 +66,7 @@ class MergeReport:
             f"skipped {d['skipped']:,}",
             f"  failed    {d['failed']['files']:,} files {format_size(d['failed']['bytes'])}"
             + (f" (see {d['failures_file']})" if d["failed"]["files"] else ""),
-            f"  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
+            "  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
             f"  catalog   {d['catalog']['path']} ({d['catalog']['entries']:,} entries)",
         ]
 

@@ -26,7 +26,6 @@ import math
 import os
 import stat
 import threading
-import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
