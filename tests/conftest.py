@@ -33,22 +33,39 @@ class Bucket:
     client: Any
 
 
-@pytest.fixture(params=sorted(ENDPOINT_VARS), ids=sorted(ENDPOINT_VARS))
-def bucket(request: pytest.FixtureRequest) -> Iterator[Bucket]:
-    """A fresh, empty bucket on each loopback endpoint; removed afterwards."""
+def _fresh_bucket(endpoint_name: str) -> Iterator[Bucket]:
+    """A fresh, empty bucket on one loopback endpoint; emptied and removed afterwards."""
     from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
 
-    url = _need(ENDPOINT_VARS[request.param])
+    url = _need(ENDPOINT_VARS[endpoint_name])
     client = make_s3_client(ClientSettings(endpoint_url=url, region="us-east-1", max_attempts=3))
     name = f"fs3g-test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
-    yield Bucket(request.param, url, name, client)
+    yield Bucket(endpoint_name, url, name, client)
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=name):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
             client.delete_objects(Bucket=name, Delete={"Objects": keys})
     client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(params=sorted(ENDPOINT_VARS), ids=sorted(ENDPOINT_VARS))
+def bucket(request: pytest.FixtureRequest) -> Iterator[Bucket]:
+    """A fresh bucket on each loopback endpoint in turn."""
+    yield from _fresh_bucket(request.param)
+
+
+@pytest.fixture
+def seaweed_bucket() -> Iterator[Bucket]:
+    """SeaweedFS only: the endpoint that verifies checksums and reports composite ones."""
+    yield from _fresh_bucket("seaweedfs")
+
+
+@pytest.fixture
+def moto_bucket() -> Iterator[Bucket]:
+    """moto only: the endpoint with Glacier behaviour."""
+    yield from _fresh_bucket("moto")
 
 
 @pytest.fixture

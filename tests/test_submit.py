@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from fs3g_hpc.config import load_policy
@@ -48,14 +49,24 @@ def plan_dir(tmp: Path, policy: Path, name: str) -> Path:
     return run_dir
 
 
+def submit_and_wait_for_multipart(run_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`fs3g submit --wait` in the background, returned once shard 0 has started its multipart upload."""
+    submit = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "submit", str(run_dir), "--executor", "slurm",
+                               "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = run_dir / "results" / "shard-000000.journal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and '"t":"mpu"' in journal.read_text()):
+        time.sleep(0.05)
+    return submit, json.loads((run_dir / "jobs" / "submitted.json").read_text())["arrays"][0]
+
+
 def test_array_chunks_follow_max_array_size():
     assert [(c.offset, c.count) for c in array_chunks(95, 40)] == [(0, 40), (40, 40), (80, 15)]
     assert [(c.offset, c.count) for c in array_chunks(3, 1001)] == [(0, 3)]
 
 
-def test_backup_through_slurm_arrays_matches_the_local_executor(slurm_cluster, bucket, shared_tmp):
-    if bucket.endpoint_name != "seaweedfs":  # one endpoint is enough for the cluster path; moto covers classes
-        return
+def test_backup_through_slurm_arrays_matches_the_local_executor(slurm_cluster, seaweed_bucket, shared_tmp):
+    bucket = seaweed_bucket  # one endpoint is enough for the cluster path
     tmp = shared_tmp
     tmp.chmod(0o755)
     root = tmp / "data"
@@ -95,9 +106,8 @@ def test_backup_through_slurm_arrays_matches_the_local_executor(slurm_cluster, b
                 assert secret not in path.read_bytes(), path
 
 
-def test_more_shards_than_max_array_size_run_as_several_arrays_under_one_merge(slurm_cluster, bucket, shared_tmp):
-    if bucket.endpoint_name != "seaweedfs":
-        return
+def test_more_shards_than_max_array_size_run_as_several_arrays_under_one_merge(slurm_cluster, seaweed_bucket, shared_tmp):
+    bucket = seaweed_bucket  # one endpoint is enough for the cluster path
     tmp = shared_tmp
     root = tmp / "data"
     files = make_tree(root, 10, 50)
@@ -156,13 +166,12 @@ def test_demo_runs_to_a_verified_report_and_leaves_nothing_running(tmp_path):
     assert again.returncode == 0 and "new 304" in again.stdout and "verified  304 files" in again.stdout
 
 
-def test_backup_sbatch_template_works_as_shipped(slurm_cluster, bucket, shared_tmp):
+def test_backup_sbatch_template_works_as_shipped(slurm_cluster, seaweed_bucket, shared_tmp):
     """`sbatch slurm_templates/backup.sbatch LAB.yaml`: the driver plans and submits; the merge verifies."""
     from fs3g_hpc.resources import DataDir, data_file
     from fs3g_hpc.slurm import commands
 
-    if bucket.endpoint_name != "seaweedfs":
-        return
+    bucket = seaweed_bucket  # one endpoint is enough for the cluster path
     tmp = shared_tmp
     root = tmp / "data"
     files = make_tree(root, 4, 30)
@@ -208,15 +217,12 @@ def test_status_follows_a_run(bucket, shared_tmp):
     assert fs3g("status").returncode == 2
 
 
-def test_task_cancelled_mid_run_is_reported_and_completed_by_the_retry(slurm_cluster, bucket, shared_tmp):
+def test_task_cancelled_mid_run_is_reported_and_completed_by_the_retry(slurm_cluster, seaweed_bucket, shared_tmp):
     """scancel one array task while it uploads: the afterany merge reports its files, submits a retry of exactly
     those with its own merge, and `--wait` follows it to a verified end."""
-    import time
-
     from fs3g_hpc.slurm import commands
 
-    if bucket.endpoint_name != "seaweedfs":
-        return
+    bucket = seaweed_bucket  # one endpoint is enough for the cluster path
     tmp = shared_tmp
     root = tmp / "data"
     files = make_tree(root, 3, 20)
@@ -225,13 +231,7 @@ def test_task_cancelled_mid_run_is_reported_and_completed_by_the_retry(slurm_clu
     policy.write_text(policy.read_text().replace("array_parallelism: 16", "array_parallelism: 1")
                       + "uploader: {buffer_size_bytes: 5MiB, large_buffers: 2, large_workers: 1}\n")
     run_dir = plan_dir(tmp, policy, "cancel-run")
-    submit = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "submit", str(run_dir), "--executor", "slurm",
-                               "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    journal = run_dir / "results" / "shard-000000.journal"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (journal.exists() and '"t":"mpu"' in journal.read_text()):
-        time.sleep(0.05)
-    array = json.loads((run_dir / "jobs" / "submitted.json").read_text())["arrays"][0]
+    submit, array = submit_and_wait_for_multipart(run_dir)
     commands.cancel([f"{array}_0"])
     out, err = submit.communicate(timeout=900)
     assert submit.returncode == 0, out + err
@@ -249,15 +249,12 @@ def test_task_cancelled_mid_run_is_reported_and_completed_by_the_retry(slurm_clu
     assert len(catalog) == files + 1
 
 
-def test_pre_timeout_signal_requeues_the_task_which_resumes(slurm_cluster, bucket, shared_tmp):
+def test_pre_timeout_signal_requeues_the_task_which_resumes(slurm_cluster, seaweed_bucket, shared_tmp):
     """USR1 (what --signal=B:USR1@180 sends before the time limit) mid-upload: the task saves its journal and
     requeues itself; its next run resumes the same multipart upload and the merge verifies everything."""
-    import time
-
     from fs3g_hpc.slurm import commands
 
-    if bucket.endpoint_name != "seaweedfs":
-        return
+    bucket = seaweed_bucket  # one endpoint is enough for the cluster path
     tmp = shared_tmp
     root = tmp / "data"
     root.mkdir()
@@ -266,13 +263,7 @@ def test_pre_timeout_signal_requeues_the_task_which_resumes(slurm_cluster, bucke
     policy = write_policy(tmp, "requeue", root, bucket, max_files=25)
     policy.write_text(policy.read_text() + "uploader: {buffer_size_bytes: 5MiB, large_buffers: 2, large_workers: 1}\n")
     run_dir = plan_dir(tmp, policy, "requeue-run")
-    submit = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "submit", str(run_dir), "--executor", "slurm",
-                               "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    journal = run_dir / "results" / "shard-000000.journal"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (journal.exists() and '"t":"mpu"' in journal.read_text()):
-        time.sleep(0.05)
-    array = json.loads((run_dir / "jobs" / "submitted.json").read_text())["arrays"][0]
+    submit, array = submit_and_wait_for_multipart(run_dir)
     commands.run(["scancel", "--batch", "--signal=USR1", f"{array}_0"])
     out, err = submit.communicate(timeout=900)
     assert submit.returncode == 0, out + err

@@ -118,15 +118,9 @@ def test_objects_are_byte_identical_with_metadata_and_tree_hashes(bucket, tmp_pa
     assert (again.status, again.uploaded, again.skipped) == ("done", 0, len(files) + 1)
 
 
-def test_storage_classes_and_archived_object_refused(tmp_path):
+def test_storage_classes_and_archived_object_refused(moto_bucket, tmp_path):
     """moto is the endpoint with Glacier behaviour: large files straight to GLACIER, GET refused until restored."""
-    from conftest import Bucket, ENDPOINT_VARS, _need  # noqa: E402 - shared helpers
-
-    url = _need(ENDPOINT_VARS["moto"])
-    client = make_s3_client(ClientSettings(endpoint_url=url, region="us-east-1", max_attempts=3))
-    name = f"fs3g-class-{os.getpid()}"
-    client.create_bucket(Bucket=name)
-    bucket = Bucket("moto", url, name, client)
+    bucket, client, name = moto_bucket, moto_bucket.client, moto_bucket.name
     root = tmp_path / "data"
     root.mkdir()
     (root / "small").write_bytes(b"s" * 100)
@@ -140,9 +134,6 @@ def test_storage_classes_and_archived_object_refused(tmp_path):
     assert heads["large"]["StorageClass"] == "GLACIER" and heads["multi"]["StorageClass"] == "GLACIER"
     with pytest.raises(client.exceptions.InvalidObjectState):
         client.get_object(Bucket=name, Key=object_key(PREFIX, KeyClass.LARGE, os.fsencode(str(root / "large"))).key)
-    for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
-        client.delete_object(Bucket=name, Key=obj["Key"])
-    client.delete_bucket(Bucket=name)
 
 
 def test_hostile_names_round_trip(bucket, tmp_path):
@@ -195,15 +186,9 @@ def _with_hooks(register):
     return factory
 
 
-def test_part_damaged_in_flight_is_sent_again(tmp_path):
+def test_part_damaged_in_flight_is_sent_again(seaweed_bucket, tmp_path):
     """SeaweedFS checks the CRC32: a body altered after the checksum was computed is refused, then sent again."""
-    from conftest import Bucket, ENDPOINT_VARS, _need  # noqa: E402
-
-    url = _need(ENDPOINT_VARS["seaweedfs"])
-    client = make_s3_client(ClientSettings(endpoint_url=url, max_attempts=3))
-    name = f"fs3g-damage-{os.getpid()}"
-    client.create_bucket(Bucket=name)
-    bucket = Bucket("seaweedfs", url, name, client)
+    bucket = seaweed_bucket
     root = tmp_path / "data"
     root.mkdir()
     data = os.urandom(12 * MIB)
@@ -226,9 +211,6 @@ def test_part_damaged_in_flight_is_sent_again(tmp_path):
     assert len(damaged) == 1
     assert (outcome.status, outcome.failed) == ("done", 0)
     assert get_bytes(bucket, object_key(PREFIX, KeyClass.LARGE, os.fsencode(str(root / "big"))).key) == data
-    for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
-        client.delete_object(Bucket=name, Key=obj["Key"])
-    client.delete_bucket(Bucket=name)
 
 
 class _Raw:
@@ -336,15 +318,9 @@ def _parts_on_server(client, bucket: str, key: str, upload_id: str) -> int:
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_killed_mid_multipart_then_rerun_sends_no_part_twice(how, tmp_path):
+def test_killed_mid_multipart_then_rerun_sends_no_part_twice(how, seaweed_bucket, tmp_path):
     """A real kill of the task while a multipart upload is half sent; the rerun continues the same upload."""
-    from conftest import Bucket, ENDPOINT_VARS, _need  # noqa: E402
-
-    url = _need(ENDPOINT_VARS["seaweedfs"])
-    client = make_s3_client(ClientSettings(endpoint_url=url, max_attempts=3))
-    name = f"fs3g-kill-{how.lower()}-{os.getpid()}"
-    client.create_bucket(Bucket=name)
-    bucket = Bucket("seaweedfs", url, name, client)
+    bucket, client, name = seaweed_bucket, seaweed_bucket.client, seaweed_bucket.name
     root = tmp_path / "data"
     root.mkdir()
     data = os.urandom(5 * MIB) * 40  # 40 parts of 5 MiB (repeated content keeps the test fast to write)
@@ -388,8 +364,6 @@ def test_killed_mid_multipart_then_rerun_sends_no_part_twice(how, tmp_path):
     assert hashlib.sha256(get_bytes(bucket, key)).digest() == hashlib.sha256(data).digest()
     tags = client.get_object_tagging(Bucket=name, Key=key)["TagSet"]
     assert tags == [{"Key": "sha256hashtree", "Value": tree_hash_reference(data)}]
-    client.delete_object(Bucket=name, Key=key)
-    client.delete_bucket(Bucket=name)
 
 
 # --- pure rules -------------------------------------------------------------------------------------------------------
