@@ -20,7 +20,6 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
     logs.mkdir(mode=0o700, exist_ok=True)
     pending = list(range(shard_count))
     running: list[tuple[int, subprocess.Popen]] = []
-    failed = []
     while pending or running:
         while pending and len(running) < parallel:
             shard = pending.pop(0)
@@ -33,8 +32,7 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
             code = item[1].poll()
             if code is not None:
                 running.remove(item)
-                if code != 0:
-                    failed.append(item[0])
+                if code != 0:  # the merge reports its files; the log says why
                     log.warning("shard %d exited %d (log: %s)", item[0], code, logs / f"shard-local-{item[0]}.out")
         time.sleep(0.1)
     return subprocess.run([*fs3g, "merge", str(run_dir), "--retry-executor", "local"],

@@ -194,19 +194,7 @@ class DoneRecord:
 
 def read_done_records(path: Path) -> dict[bytes, DoneRecord]:
     """The journal's finished files (one shard's worth: bounded by `shards.max_files`)."""
-    done: dict[bytes, DoneRecord] = {}
-    if not path.exists():
-        return done
-    with open(path, encoding="ascii") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("t") == "done":
-                done[os.fsencode(record["p"])] = DoneRecord(record["s"], record["m"], record["k"], record["e"],
-                                                            record["h"])
-    return done
+    return _parse_journal(path)[0] if path.exists() else {}
 
 
 def read_open_uploads(path: Path) -> dict[bytes, "OpenUpload"]:
@@ -225,9 +213,9 @@ class OpenUpload:
     mtime_ns: int
 
 
-def _parse_journal(path: Path) -> tuple[dict[bytes, tuple[int, int]], dict[bytes, "OpenUpload"]]:
-    """(done files -> (size, mtime_ns), multipart uploads started and not ended) from a shard journal."""
-    done: dict[bytes, tuple[int, int]] = {}
+def _parse_journal(path: Path) -> tuple[dict[bytes, DoneRecord], dict[bytes, "OpenUpload"]]:
+    """(finished files, multipart uploads started and not ended) from a shard journal."""
+    done: dict[bytes, DoneRecord] = {}
     open_uploads: dict[bytes, OpenUpload] = {}
     with open(path, encoding="ascii") as f:
         for line in f:
@@ -238,7 +226,7 @@ def _parse_journal(path: Path) -> tuple[dict[bytes, tuple[int, int]], dict[bytes
             file_path = os.fsencode(record["p"])
             kind = record["t"]
             if kind == "done":
-                done[file_path] = (record["s"], record["m"])
+                done[file_path] = DoneRecord(record["s"], record["m"], record["k"], record["e"], record["h"])
                 open_uploads.pop(file_path, None)
             elif kind == "mpu":
                 open_uploads[file_path] = OpenUpload(record["u"], record["k"], record["ps"], record["s"], record["m"])
@@ -257,7 +245,7 @@ class ShardJournal:
     def __init__(self, path: Path, fsync_interval_s: float = 2.0):
         self.path = path
         self.fsync_interval_s = fsync_interval_s
-        self.done: dict[bytes, tuple[int, int]] = {}  # path -> (size, mtime_ns) backed up
+        self.done: dict[bytes, DoneRecord] = {}  # files already backed up
         self.open_uploads: dict[bytes, OpenUpload] = {}
         if path.exists():
             self.done, self.open_uploads = _parse_journal(path)

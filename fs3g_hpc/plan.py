@@ -511,8 +511,10 @@ def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = N
     root_run = Path(parent_header.get("retry_of") or parent)
     layout = RunLayout(make_private_dir(parent / f"retry-{round_}"))
     threshold = policy.storage.small_file_threshold_bytes
-    files = sum(1 for _ in read_records(failed_entries))
-    size = sum(e.size_bytes for e in read_records(failed_entries))
+    files = size = 0
+    for entry in read_records(failed_entries):  # totals first: the assigner balances against them
+        files += 1
+        size += entry.size_bytes
     cutter = ShardCutter(layout, ShardAssigner(ShardSettings(policy.shards.max_files, policy.shards.max_bytes),
                                                files, size), threshold)
     try:
