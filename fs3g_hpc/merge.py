@@ -137,7 +137,8 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                         continue
                     verified.add(record.size_bytes)
                     # The catalog keeps the version that was read, which may be newer than the planned one.
-                    good.append(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns))
+                    good.append(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
+                                               tree_hash=bytes.fromhex(record.tree_hash)))
                 if good:
                     verified_entries.append(_spill(work, index, good))
         catalog = catalog_path(policy)

@@ -19,10 +19,13 @@ from pathlib import Path
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-FORMAT_VERSION = 1
-_MAGIC = b"FS3GREC1"
-# kind, size, mtime_ns, ctime_ns, atime_ns, mode, uid, gid, dev, ino, nlink, key length (then the key)
-_HEADER = struct.Struct("<BQqqqIIIQQII")
+FORMAT_VERSION = 2
+_MAGIC = b"FS3GREC2"
+_MAGIC_V1 = b"FS3GREC1"  # before the tree hash: still read, never written
+# kind, size, mtime_ns, ctime_ns, atime_ns, mode, uid, gid, dev, ino, nlink, key length, hash length
+# (then the key, then the hash: empty in scans and shards, the 32-byte SHA-256 tree hash in the catalog)
+_HEADER = struct.Struct("<BQqqqIIIQQIIB")
+_HEADER_V1 = struct.Struct("<BQqqqIIIQQII")
 _COMPRESS_LEVEL = 1
 
 
@@ -52,17 +55,18 @@ class Entry(NamedTuple):
     dev: int
     ino: int
     nlink: int
+    tree_hash: bytes = b""  # the SHA-256 tree hash of what was backed up (catalog records only)
 
     @classmethod
     def of(cls, path: bytes, kind: EntryKind, size_bytes: int, mtime_ns: int, ctime_ns: int, atime_ns: int,
            mode: int, uid: int, gid: int, dev: int, ino: int, nlink: int) -> "Entry":
         return _new(cls, (sort_key(path), kind, size_bytes, mtime_ns, ctime_ns, atime_ns, mode, uid, gid, dev, ino,
-                          nlink))
+                          nlink, b""))
 
     @classmethod
     def from_stat(cls, path: bytes, kind: EntryKind, st: os.stat_result) -> "Entry":
         return _new(cls, (sort_key(path), kind, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns,
-                          st.st_mode, st.st_uid, st.st_gid, st.st_dev, st.st_ino, st.st_nlink))
+                          st.st_mode, st.st_uid, st.st_gid, st.st_dev, st.st_ino, st.st_nlink, b""))
 
     @property
     def path(self) -> bytes:
@@ -100,7 +104,7 @@ def display_path(path: bytes) -> str:
 def encode(entry: Entry) -> bytes:
     # `_value_` is a plain attribute; Enum's `value` is a descriptor call, measurable at 10^8 records.
     return _HEADER.pack(entry[1]._value_, entry[2], entry[3], entry[4], entry[5], entry[6], entry[7], entry[8],
-                        entry[9], entry[10], entry[11], len(entry[0])) + entry[0]
+                        entry[9], entry[10], entry[11], len(entry[0]), len(entry[12])) + entry[0] + entry[12]
 
 
 class RecordFormatError(ValueError):
@@ -161,11 +165,14 @@ class RecordWriter:
 def read_records(path: Path) -> Iterator[Entry]:
     """Stream the records of one file, in file order, decoding a chunk at a time."""
     where = str(path)
-    unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
     kinds = _KINDS
     with gzip.open(path, "rb") as stream:
-        if stream.read(len(_MAGIC)) != _MAGIC:
+        magic = stream.read(len(_MAGIC))
+        if magic not in (_MAGIC, _MAGIC_V1):
             raise RecordFormatError(f"{where}: not an fs3g record file (format {FORMAT_VERSION})")
+        v1 = magic == _MAGIC_V1
+        header = _HEADER_V1 if v1 else _HEADER
+        unpack_from, header_size = header.unpack_from, header.size
         buffer = b""
         while True:
             chunk = stream.read(_READ_CHUNK)
@@ -176,16 +183,21 @@ def read_records(path: Path) -> Iterator[Entry]:
             buffer = buffer + chunk if buffer else chunk
             pos, end = 0, len(buffer)
             while pos + header_size <= end:
-                kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n = unpack_from(buffer, pos)
-                stop = pos + header_size + n
+                if v1:
+                    kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n = unpack_from(buffer, pos)
+                    h = 0
+                else:
+                    kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h = unpack_from(buffer, pos)
+                key_end = pos + header_size + n
+                stop = key_end + h
                 if stop > end:
                     break
                 try:
                     kind_enum = kinds[kind]
                 except KeyError:
                     raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
-                yield _new(Entry, (buffer[pos + header_size:stop], kind_enum, size, mtime, ctime, atime, mode, uid,
-                                   gid, dev, ino, nlink))
+                yield _new(Entry, (buffer[pos + header_size:key_end], kind_enum, size, mtime, ctime, atime, mode, uid,
+                                   gid, dev, ino, nlink, buffer[key_end:stop] if h else b""))
                 pos = stop
             buffer = buffer[pos:]
 
