@@ -16,7 +16,7 @@ from enum import Enum, IntEnum
 from typing import NoReturn, Sequence
 
 from . import __version__
-from .config import FileKind, Policy, load_policy, schema_keys, validate_file
+from .config import FileKind, Policy, RestoreTier, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
 from .sizes import format_size
 
@@ -171,6 +171,39 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    import json
+
+    from .transfer.lifecycle import apply_bucket_policy, read_state
+
+    policy = load_policy(args.config)
+    if args.policy_action == "show":
+        state = read_state(policy)
+        if args.json:
+            print(json.dumps(state.to_json(), indent=2, default=str))
+        else:
+            print(state.text())
+            if state.differs:
+                print(f"to write it: fs3g policy apply --config {args.config}")
+        return ExitCode.DIFFERENCES if state.differs else ExitCode.OK
+    result = apply_bucket_policy(policy, dry_run=args.dry_run)
+    print(result.text)
+    return ExitCode.OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import JsonReport, TextReport, compare_tree
+    from .scan import ScanSettings
+
+    policy = load_policy(args.config)
+    report = (JsonReport if args.json else TextReport)(sys.stdout, args.limit)
+    summary = compare_tree(policy, args.paths, check_sha256=args.check_sha256, against_bucket=args.against_bucket,
+                           workers=args.workers, out=report,
+                           scan_settings=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records))
+    report.finish(summary)
+    return ExitCode.OK if summary.ok else ExitCode.DIFFERENCES
+
+
 class Executor(Enum):
     SLURM = "slurm"
     LOCAL = "local"
@@ -233,6 +266,150 @@ def cmd_backup(args: argparse.Namespace) -> int:
     cmd_plan(args)
     run_dir = Path(args.planned_run_dir)
     return _submit(run_dir, Executor(args.executor), args.wait)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .config import RestoreTier
+    from .restore import RestoreRequest, default_restore_dir, prepare_restore
+
+    policy = load_policy(args.config)
+    tier = RestoreTier(args.tier) if args.tier else policy.restore.tier
+    # Resolved here: the jobs that write it run in another working directory.
+    dest = Path(args.dest or policy.restore.destination).absolute()
+    run_dir = Path(args.run_dir) if args.run_dir else default_restore_dir(policy, datetime.now(timezone.utc))
+    request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite)
+    layout, header = prepare_restore(policy, request, run_dir)
+    print(f"restore {layout.run_dir}: {header['planned']['files']:,} files "
+          f"{format_size(header['planned']['bytes'])} in {header['shard_count']} shards from {header['source']} "
+          f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"] else ""))
+    return _run_restore(layout.run_dir, Executor(args.executor), args.wait)
+
+
+def _run_restore(run_dir: Path, executor: Executor, wait: bool) -> int:
+    import time
+
+    from .restore import StageVerdict, load_header, record_chain, stage
+    from .slurm import commands
+
+    layout, header, policy = load_header(run_dir)
+    if executor is Executor.AUTO:
+        executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
+    if executor is Executor.SLURM:
+        from .slurm.submit import submit_restore_stage
+
+        job = submit_restore_stage(policy, run_dir, _fs3g_argv())
+        record_chain(layout, stage_job=job)
+        print(f"submitted: poll job {job} (requests Glacier restores, then resubmits itself with --begin every "
+              f"{policy.restore.poll_interval_s} s until the objects are ready, then the download array and merge); "
+              f"logs in {run_dir / 'logs'}")
+        if not wait:
+            print(f"follow with: fs3g status {run_dir}   (or squeue -n fs3g-{policy.lab.name}-restore-poll)")
+            return ExitCode.OK
+        return _follow_restore(run_dir)
+    while True:
+        report = stage(run_dir)
+        if report.verdict is not StageVerdict.WAITING:
+            break
+        print(f"{report.pending:,} objects still being restored from Glacier; next poll in "
+              f"{policy.restore.poll_interval_s} s (Ctrl-C stops; the same command later resumes)")
+        time.sleep(policy.restore.poll_interval_s)
+    from .localexec import run_locally
+
+    return run_locally(run_dir, header["shard_count"], _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
+                       shard_command="restore-shard", merge_args=["restore-merge", str(run_dir)])
+
+
+def _follow_restore(run_dir: Path, timeout_s: float = 7 * 86400, poll_s: float = 3.0) -> int:
+    """Follow a restore's chain of poll jobs to its merge, and exit with the merge's verdict."""
+    import time
+
+    from .manifest import read_json
+    from .restore import RestoreLayout
+    from .slurm import commands
+    from .slurm.submit import wait_for_job
+
+    layout = RestoreLayout(run_dir)
+    deadline = time.monotonic() + timeout_s
+    seen_finished: str | None = None
+    while time.monotonic() < deadline:
+        chain = read_json(layout.chain_file)
+        if "merge" in chain:
+            state = wait_for_job(chain["merge"], timeout_s=max(deadline - time.monotonic(), 1))
+            if not layout.report_file.exists():
+                raise Fs3gError(f"restore merge job {chain['merge']} ended {state.value} without a report",
+                                hint=f"see {run_dir / 'logs'}")
+            data = read_json(layout.report_file)
+            print(f"restore merge {chain['merge']} {state.value}: {data['restored']['files']:,} restored, "
+                  f"{data['already_present']:,} already present, {data['failed']['files']:,} failed, "
+                  f"{data['refused']:,} refused")
+            return ExitCode.OK if data["failed"]["files"] == 0 and data["refused"] == 0 else ExitCode.DIFFERENCES
+        last = chain["stages"][-1]
+        records = [r for r in commands.accounting([last]) if r.job_id == last]
+        if records and records[0].state.finished:
+            if seen_finished == last:  # ended, and a re-read of the chain shows nothing after it
+                raise Fs3gError(f"restore poll job {last} ended {records[0].state.value} without scheduling the "
+                                "next step", hint=f"see {run_dir / 'logs'}; rerun with fs3g restore-stage {run_dir} "
+                                                  "--executor slurm")
+            seen_finished = last
+        time.sleep(poll_s)
+    raise Fs3gError(f"restore {run_dir} has not finished after {timeout_s:.0f} s", hint=f"fs3g status {run_dir}")
+
+
+def cmd_restore_stage(args: argparse.Namespace) -> int:
+    from .restore import StageVerdict, load_header, record_chain, stage
+
+    report = stage(Path(args.run_dir))
+    print(f"stage: {report.requested:,} Glacier restore requests so far; {report.pending:,} objects in progress "
+          f"after poll {report.polls}: {report.verdict.value}")
+    if args.executor == "none":
+        return ExitCode.OK
+    from .slurm.submit import submit_restore_download, submit_restore_stage
+
+    layout, header, policy = load_header(Path(args.run_dir))
+    if report.verdict is StageVerdict.WAITING:
+        job = submit_restore_stage(policy, layout.run_dir, _fs3g_argv(), begin_in_s=policy.restore.poll_interval_s)
+        record_chain(layout, stage_job=job)
+        print(f"next poll: job {job}, begins in {policy.restore.poll_interval_s} s")
+        return ExitCode.OK
+    if report.verdict is StageVerdict.GAVE_UP:
+        print(f"wait limit reached: downloading what is ready; {report.pending:,} objects will be reported not ready")
+    submitted = submit_restore_download(policy, layout.run_dir, header["shard_count"], _fs3g_argv())
+    record_chain(layout, arrays=submitted.array_ids, merge_job=submitted.merge_id)
+    print(f"submitted: restore arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id}")
+    return ExitCode.OK
+
+
+def cmd_restore_shard(args: argparse.Namespace) -> int:
+    from .restore import ShardState, restore_shard
+
+    def requeue() -> None:
+        from .slurm import commands
+
+        task, array = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+        if job:
+            commands.requeue(job)
+
+    result = restore_shard(Path(args.run_dir), args.shard, on_requeue=requeue)
+    print(f"restore shard: {result.state.value}: {result.restored:,} restored, {result.present:,} already present, "
+          f"{result.failed:,} failed" + (f" (stopped by {result.signal_name}; rerun to resume)"
+                                         if result.signal_name else ""))
+    if result.state is ShardState.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return ExitCode.DIFFERENCES if result.state is ShardState.FAILED else ExitCode.OK
+
+
+def cmd_restore_merge(args: argparse.Namespace) -> int:
+    from .restore import describe_failures, merge_restore
+
+    report = merge_restore(Path(args.run_dir))
+    print("\n".join(report.lines()))
+    if report.ok:
+        return ExitCode.OK
+    print("\n".join(describe_failures(report.run_dir)))
+    print(f"  to finish: fix what is listed, then run the same `fs3g restore` again: it skips files already "
+          f"restored and verified")
+    return ExitCode.DIFFERENCES
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -382,6 +559,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_arguments(p)
     p.set_defaults(func=cmd_backup, scan_workers=len(os.sched_getaffinity(0)), scan_run_records=100_000)
 
+    p = sub.add_parser("compare", help="what differs between the filesystem and its backup",
+                       description="Compare the policy's roots (or PATHs inside them) with the lab's catalog, or with "
+                                   "the bucket itself (--against-bucket), by size and mtime, or also by SHA-256 tree "
+                                   "hash (--check-sha256). One line per discrepancy: CATEGORY CLASS PATH, then a "
+                                   "table. Exit 0 when nothing differs, 1 when something does, 2 for bad input.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="subtrees to compare (default: the policy's roots)")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--check-sha256", action="store_true",
+                   help="also read every file that looks unchanged and compare its SHA-256 tree hash")
+    p.add_argument("--against-bucket", action="store_true",
+                   help="list the bucket (and HEAD objects for their mtime) instead of reading the catalog")
+    p.add_argument("--workers", type=_positive, default=8, metavar="N",
+                   help="files hashed / objects read at once (default 8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines and a table")
+    p.add_argument("--limit", type=_positive, default=None, metavar="N",
+                   help="print at most N discrepancies (the counts stay complete)")
+    p.add_argument("--scan-workers", type=_positive, default=len(os.sched_getaffinity(0)), metavar="N",
+                   help="walker processes (default: the CPUs this process may use; 0 walks in-process)")
+    p.add_argument("--scan-run-records", type=_positive, default=100_000, metavar="N",
+                   help="entries each walker holds before spilling a sorted run; memory ≈ workers × N × 300 B")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("restore", help="restore paths from S3/Glacier as cluster jobs",
+                       description="Select the backed-up files under PATH (from the catalog; from bucket listings "
+                                   "when there is none), request Glacier restores, wait for them in a poll job that "
+                                   "resubmits itself with --begin (no node held), download in a job array, verify "
+                                   "each file's SHA-256 tree hash, and put mtime, mode, symlinks (and ownership as "
+                                   "root) back. Exit 0 when everything is restored, 1 otherwise.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="backed-up absolute paths (default: the policy's roots)")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--dest", metavar="DIR", help="destination (default: the policy's restore.destination, "
+                                                 "./glacierrestore); files go to DIR/<path relative to PATH>")
+    p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
+    p.add_argument("--days", type=_positive, metavar="N", help="days the restored copies stay readable")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
+    p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/restore-<time>)")
+    _add_executor_arguments(p)
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--executor", choices=["slurm", "none"], default="none",
+                   help="slurm: resubmit itself with --begin while waiting, then submit the download (default: "
+                        "none, poll once and print)")
+    p.set_defaults(func=cmd_restore_stage)
+
+    p = sub.add_parser("restore-shard", help="download and verify one shard of a restore (each array task)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--shard", type=_positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
+    p.set_defaults(func=cmd_restore_shard)
+
+    p = sub.add_parser("restore-merge", help="write a restore's report.json")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_restore_merge)
+
     p = sub.add_parser("status", help="where a run (or every run of a lab) stands",
                        description="Per shard: pending, running, done, failed, interrupted, or its Slurm state "
                                    "(from sacct); files and bytes done, rate, ETA; the merge's verdict when there is "
@@ -389,6 +621,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory")
     p.add_argument("--config", metavar="LAB.yaml", help="every run under the lab's run root")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("policy", help="the bucket lifecycle rules a lab policy implies: show or apply them",
+                       description="A lab owns two lifecycle rules (IDs fs3g-<lab>-...): [PREFIX/]largefile/ moves "
+                                   "to storage.archive_storage_class after storage.lifecycle_days, and incomplete "
+                                   "multipart uploads under [PREFIX/] are aborted after 7 days. Rules that are not "
+                                   "the lab's are always kept.")
+    actions = p.add_subparsers(dest="policy_action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    q = actions.add_parser("show", help="compare the lab's rules with the bucket's (exit 1 when they differ)",
+                           description="Print the desired and current rules and the difference. Never writes. "
+                                       "Exit 0 when the bucket matches the policy, 1 when it differs.")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--json", action="store_true", help='print {"desired", "current", "diff"} as JSON')
+    q.set_defaults(func=cmd_policy)
+    q = actions.add_parser("apply", help="write the lab's rules, keeping every other rule",
+                           description="Write the lab's rules beside every rule that is not the lab's, remove the "
+                                       "lab's stale rules, read the result back, and print what changed.")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    q.set_defaults(func=cmd_policy)
 
     p = sub.add_parser("demo", help="a whole backup of a sample tree on this machine",
                        description="Generate a sample tree, start a loopback moto server (unless --endpoint or "

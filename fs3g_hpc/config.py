@@ -410,6 +410,13 @@ class RestoreSettings:
     tier: RestoreTier = setting(choice(RestoreTier), default=RestoreTier.BULK, doc="Glacier retrieval tier")
     days: int = setting(integer(1, 30_000), default=7, doc="days a restored copy stays readable")
     destination: str = setting(string(), default="glacierrestore", doc="where restores go (relative to the cwd)")
+    poll_interval_s: int = setting(integer(1, 86_400), default=900,
+                                   doc="seconds between readiness polls while Glacier restores are in progress")
+    wait_limit_s: int = setting(integer(60, 30 * 86_400), default=4 * 86_400,
+                                doc="give up waiting for Glacier restores after this many seconds (files not ready "
+                                    "are reported failed)")
+    download_workers: int = setting(integer(1, 1024), default=16,
+                                    doc="threads of each restore task (whole small objects, parts of large ones)")
 
 
 @dataclass(frozen=True, kw_only=True)

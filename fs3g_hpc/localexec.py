@@ -14,8 +14,10 @@ from typing import Sequence
 log = logging.getLogger(__name__)
 
 
-def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: int) -> int:
-    """Run every shard (at most `parallel` at once), then the merge; the merge's exit code."""
+def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: int, *,
+                shard_command: str = "run-shard", merge_args: Sequence[str] | None = None) -> int:
+    """Run every shard (at most `parallel` at once), then the merge; the merge's exit code. The defaults run a
+    backup; a restore passes its own shard command and merge."""
     logs = run_dir / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
     pending = list(range(shard_count))
@@ -25,7 +27,7 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
             shard = pending.pop(0)
             fd = os.open(logs / f"shard-local-{shard}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as out:
-                proc = subprocess.Popen([*fs3g, "run-shard", str(run_dir), "--shard", str(shard)],
+                proc = subprocess.Popen([*fs3g, shard_command, str(run_dir), "--shard", str(shard)],
                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             running.append((shard, proc))
         for item in list(running):
@@ -35,5 +37,5 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
                 if code != 0:  # the merge reports its files; the log says why
                     log.warning("shard %d exited %d (log: %s)", item[0], code, logs / f"shard-local-{item[0]}.out")
         time.sleep(0.1)
-    return subprocess.run([*fs3g, "merge", str(run_dir), "--retry-executor", "local"],
-                          stdin=subprocess.DEVNULL).returncode
+    merge = ["merge", str(run_dir), "--retry-executor", "local"] if merge_args is None else list(merge_args)
+    return subprocess.run([*fs3g, *merge], stdin=subprocess.DEVNULL).returncode

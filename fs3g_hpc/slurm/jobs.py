@@ -32,12 +32,21 @@ def array_chunks(shard_count: int, max_array_size: int) -> list[ArrayChunk]:
 
 
 def shard_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequence[str]) -> JobSpec:
+    return _array_job(policy, run_dir, chunk, [*fs3g, "run-shard", str(run_dir)], "shards", "backup shards")
+
+
+def restore_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequence[str]) -> JobSpec:
+    return _array_job(policy, run_dir, chunk, [*fs3g, "restore-shard", str(run_dir)], "restore", "restore shards")
+
+
+def _array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, argv: Sequence[str], name: str,
+               what: str) -> JobSpec:
     throttle = min(policy.slurm.array_parallelism, chunk.count)
     return JobSpec(
-        job_name=f"fs3g-{policy.lab.name}-shards",
-        description=f"backup shards {chunk.offset}-{chunk.offset + chunk.count - 1} of {run_dir.name}",
-        commands=[["exec", *fs3g, "run-shard", str(run_dir)]],
-        output_path=f"{run_dir}/logs/shard-%A_%a.out",
+        job_name=f"fs3g-{policy.lab.name}-{name}",
+        description=f"{what} {chunk.offset}-{chunk.offset + chunk.count - 1} of {run_dir.name}",
+        commands=[["exec", *argv]],
+        output_path=f"{run_dir}/logs/{'shard' if name == 'shards' else name}-%A_%a.out",
         array=f"0-{chunk.count - 1}%{throttle}",
         # append: a requeued task's log keeps what its earlier runs said.
         directives=[*policy_directives(policy.slurm), ("requeue", None),
@@ -58,3 +67,34 @@ def merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Seq
         directives=[*policy_directives(policy.slurm)],
         extra_options=policy.slurm.extra_sbatch_options,
     )
+
+
+def restore_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
+    return JobSpec(
+        job_name=f"fs3g-{policy.lab.name}-restore-merge",
+        description=f"report on restore {run_dir.name}",
+        commands=[["exec", *fs3g, "restore-merge", str(run_dir)]],
+        output_path=f"{run_dir}/logs/merge-%j.out",
+        dependency=("afterany:" + ":".join(array_ids)) if array_ids else None,
+        directives=[*_small_job_directives(policy)],
+        extra_options=policy.slurm.extra_sbatch_options,
+    )
+
+
+def restore_stage_job(policy: Policy, run_dir: Path, fs3g: Sequence[str]) -> JobSpec:
+    """The poll job: requests Glacier restores, checks readiness, and either submits the download or submits itself
+    again with --begin (so waiting for Glacier holds no node)."""
+    return JobSpec(
+        job_name=f"fs3g-{policy.lab.name}-restore-poll",
+        description=f"request and poll Glacier restores of {run_dir.name}",
+        commands=[["exec", *fs3g, "restore-stage", str(run_dir), "--executor", "slurm"]],
+        output_path=f"{run_dir}/logs/stage-%j.out",
+        directives=[*_small_job_directives(policy)],
+        extra_options=policy.slurm.extra_sbatch_options,
+    )
+
+
+def _small_job_directives(policy: Policy) -> list[tuple[str, str | None]]:
+    """Listing and polling need one CPU and little memory, whatever the policy gives the transfer tasks."""
+    pairs = [(k, v) for k, v in policy_directives(policy.slurm) if k not in ("cpus-per-task", "mem")]
+    return [*pairs, ("cpus-per-task", "1"), ("mem", "1024M")]

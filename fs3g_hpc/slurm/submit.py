@@ -15,7 +15,8 @@ from ..config import Policy
 from ..errors import ServiceError
 from . import commands
 from .commands import JobState
-from .jobs import array_chunks, merge_job, shard_array_job
+from .jobs import (array_chunks, merge_job, restore_array_job, restore_merge_job, restore_stage_job,
+                   shard_array_job)
 from .render import JobSpec, render_job_script
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,34 @@ def submit_backup(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequenc
     with os.fdopen(fd, "w", encoding="ascii") as f:
         json.dump(record, f)
     log.info("submitted arrays %s and merge %s", ", ".join(array_ids), merge_id)
+    return SubmittedRun(array_ids, merge_id)
+
+
+def submit_restore_stage(policy: Policy, run_dir: Path, fs3g: Sequence[str], *, begin_in_s: int | None = None) -> str:
+    """The poll job of a restore, now or `begin_in_s` seconds from now (`--begin=now+N`: pending, holding no node)."""
+    jobs = _private_dir(run_dir / "jobs")
+    _private_dir(run_dir / "logs")
+    script = jobs / "stage.sbatch"
+    if not script.exists():
+        _write_script(script, restore_stage_job(policy, run_dir, fs3g))
+    options = [f"--begin=now+{begin_in_s}"] if begin_in_s else []
+    return commands.submit(script, options=options, cwd=run_dir)
+
+
+def submit_restore_download(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
+                            max_array_size: int | None = None) -> SubmittedRun:
+    """The restore's download arrays, then its merge (afterany on every array)."""
+    jobs = _private_dir(run_dir / "jobs")
+    _private_dir(run_dir / "logs")
+    limit = max_array_size or commands.max_array_size()
+    array_ids = []
+    for chunk in array_chunks(shard_count, limit):
+        script = _write_script(jobs / f"restore-{chunk.offset:06d}.sbatch",
+                               restore_array_job(policy, run_dir, chunk, fs3g))
+        array_ids.append(commands.submit(script, cwd=run_dir))
+    merge_id = commands.submit(_write_script(jobs / "restore-merge.sbatch",
+                                             restore_merge_job(policy, run_dir, array_ids, fs3g)), cwd=run_dir)
+    log.info("submitted restore arrays %s and merge %s", ", ".join(array_ids), merge_id)
     return SubmittedRun(array_ids, merge_id)
 
 

@@ -7,6 +7,8 @@ from botocore's chain (environment, profile, instance role); nothing here reads 
 
 from __future__ import annotations
 
+import importlib
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +80,27 @@ def make_s3_client(settings: ClientSettings) -> Any:
     # trip the header would save on a refused request is not worth it (s5cmd does not send it either).
     client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
     _cache_endpoints(client)
+    _site_hook(client)
     return client
+
+
+HOOK_ENV = "FS3G_BOTOCORE_HOOK"
+
+
+def _site_hook(client: Any) -> None:
+    """`$FS3G_BOTOCORE_HOOK=module:function` is called with every client made: a site's way to register botocore
+    event handlers (extra headers, auditing) in every job, and the tests' way to inject faults into jobs they do not
+    run themselves. Like PYTHONPATH, it runs code chosen by whoever sets the environment, nothing more."""
+    spec = os.environ.get(HOOK_ENV)
+    if not spec:
+        return
+    module_name, _, function_name = spec.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), function_name or "install")
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"{HOOK_ENV}={spec!r}: cannot load it: {e}", hint=f"unset {HOOK_ENV} or fix its module path"
+                         ) from e
+    hook(client)
 
 
 def _cache_endpoints(client: Any) -> None:

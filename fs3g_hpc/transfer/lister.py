@@ -4,7 +4,7 @@ rare hashed long-path keys, which live in one flat directory shared by the whole
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import botocore.exceptions
 
@@ -27,6 +27,18 @@ def list_directory(client: Any, bucket: str, directory: str) -> dict[str, Listed
                                            obj.get("StorageClass", "STANDARD"))
         if not page.get("IsTruncated"):
             return out
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, ListedObject]]:
+    """Every object under `prefix`, recursively, in key order, one page (1,000 keys) in memory at a time."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = client.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", []):
+            yield obj["Key"], ListedObject(obj["Size"], str(obj["ETag"]).strip('"'), obj.get("StorageClass", "STANDARD"))
+        if not page.get("IsTruncated"):
+            return
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 

@@ -1,0 +1,172 @@
+"""Reading objects back: Glacier restore requests, readiness checks, whole and ranged GETs.
+
+Only S3 calls live here; where the bytes go (the destination, its safety rules) is `restore.py`'s business.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Iterator
+
+import botocore.exceptions
+
+from ..objectmeta import TREEHASH_KEY
+from .lister import ListedObject
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class RequestOutcome(Enum):
+    REQUESTED = "requested"  # 202: a new restore started
+    IN_PROGRESS = "in-progress"  # 409 RestoreAlreadyInProgress
+    READY = "ready"  # 200: a restored copy exists already
+    NOT_ARCHIVED = "not-archived"  # the object is readable as it is
+    MISSING = "missing"
+
+
+class NotRestored(Exception):
+    """GET refused: the object is in an archive class and no restored copy is available."""
+
+
+class ObjectMissing(Exception):
+    pass
+
+
+def _code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def request_restore(client: Any, bucket: str, key: str, days: int, tier: str) -> RequestOutcome:
+    """Ask for a temporary copy of an archived object; asking again is harmless (409 or 200)."""
+    try:
+        response = client.restore_object(Bucket=bucket, Key=key,
+                                         RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}})
+    except botocore.exceptions.ClientError as e:
+        code = _code(e)
+        if code == "RestoreAlreadyInProgress":
+            return RequestOutcome.IN_PROGRESS
+        if code == "InvalidObjectState":  # STANDARD and the like: nothing to restore
+            return RequestOutcome.NOT_ARCHIVED
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return RequestOutcome.MISSING
+        raise
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return RequestOutcome.READY if status == 200 else RequestOutcome.REQUESTED
+
+
+_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
+
+
+def restore_header_ready(header: str | None) -> bool | None:
+    """The `x-amz-restore` header: True restored, False in progress, None never requested."""
+    if not header:
+        return None
+    match = _ONGOING.search(header)
+    return None if match is None else match.group(1) == "false"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    obj: ListedObject
+    ready: bool | None  # None: the listing did not say (the endpoint ignores RestoreStatus): ask by HEAD
+
+
+def list_with_restore_status(client: Any, bucket: str, directory: str) -> dict[str, Readiness]:
+    """One listing per 1,000 keys with `RestoreStatus` where the endpoint supports it."""
+    out: dict[str, Readiness] = {}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": directory, "Delimiter": "/",
+                              "OptionalObjectAttributes": ["RestoreStatus"]}
+    while True:
+        page = client.list_objects_v2(**kwargs)
+        for item in page.get("Contents", []):
+            status = item.get("RestoreStatus")  # absent: never requested, or an endpoint that ignores the option
+            if status is None:
+                ready = None
+            elif status.get("IsRestoreInProgress"):
+                ready = False
+            else:
+                ready = True if status.get("RestoreExpiryDate") else None
+            out[item["Key"]] = Readiness(ListedObject(item["Size"], str(item["ETag"]).strip('"'),
+                                                      item.get("StorageClass", "STANDARD")), ready)
+        if not page.get("IsTruncated"):
+            return out
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    size_bytes: int
+    etag: str
+    storage_class: str
+    metadata: dict[str, str]
+    restore_ready: bool | None
+
+
+def head_object(client: Any, bucket: str, key: str) -> ObjectHead | None:
+    try:
+        r = client.head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as e:
+        if _code(e) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return ObjectHead(r["ContentLength"], str(r["ETag"]).strip('"'), r.get("StorageClass", "STANDARD"),
+                      dict(r.get("Metadata", {})), restore_header_ready(r.get("Restore")))
+
+
+@dataclass(frozen=True)
+class WholeObject:
+    data: bytes
+    etag: str
+    metadata: dict[str, str]
+
+
+def _get(client: Any, **kwargs: Any) -> Any:
+    try:
+        return client.get_object(**kwargs)
+    except botocore.exceptions.ClientError as e:
+        code = _code(e)
+        if code == "InvalidObjectState":
+            raise NotRestored(f"{kwargs['Key']} is archived and not restored (yet)") from e
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise ObjectMissing(f"{kwargs['Key']} is not in the bucket") from e
+        raise
+
+
+def get_whole(client: Any, bucket: str, key: str) -> WholeObject:
+    """A small object in one request; held in memory (at most the small-file threshold)."""
+    r = _get(client, Bucket=bucket, Key=key)
+    with r["Body"] as body:
+        data = body.read()
+    return WholeObject(data, str(r["ETag"]).strip('"'), dict(r.get("Metadata", {})))
+
+
+def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
+    """The bytes [start, start+length) in pieces of at most CHUNK_BYTES; IfMatch keeps every range on one version."""
+    r = _get(client, Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", IfMatch=etag)
+    with r["Body"] as body:
+        while True:
+            piece = body.read(CHUNK_BYTES)
+            if not piece:
+                return
+            yield piece
+
+
+def tree_hash_tag(client: Any, bucket: str, key: str) -> str | None:
+    """The tree hash a multipart upload left as a tag (its metadata was fixed before the hash was known)."""
+    try:
+        tags = client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+    except botocore.exceptions.ClientError as e:
+        if _code(e) in ("InvalidObjectState", "NotImplemented", "NoSuchTagSet", "AccessDenied"):
+            return None
+        raise
+    return next((t["Value"] for t in tags if t.get("Key") == TREEHASH_KEY), None)
+
+
+def get_text(client: Any, bucket: str, key: str) -> bytes | None:
+    """A small helper object (a long path's pathmap); None when it is not there."""
+    try:
+        return get_whole(client, bucket, key).data
+    except ObjectMissing:
+        return None

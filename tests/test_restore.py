@@ -1,0 +1,309 @@
+"""Restores: path safety, the local executor on both endpoints, crafted keys, a full disk, and a Glacier restore on
+the Slurm cluster whose poll job re-schedules itself with --begin."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import botocore.exceptions
+import pytest
+
+from fs3g_hpc.manifest import catalog_path
+from fs3g_hpc.config import load_policy
+from fs3g_hpc.records import read_records
+from fs3g_hpc.restore import Destination, Refused, Selection, unsafe_reason
+from fs3g_hpc.treehash import tree_hash
+
+from conftest import REPO
+
+MIB = 1024 * 1024
+T0 = 1_600_000_000_123_456_789  # mtimes with nanoseconds, to see them come back exactly
+
+
+def fs3g(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def make_tree(root: Path, *, newline_names: bool) -> None:
+    """Small files, large ones (single PUT and multipart), symlinks, odd modes and hostile names."""
+    r = os.fsencode(root)
+    os.makedirs(r + b"/proj/deep/er", exist_ok=True)
+    os.makedirs(r + b"/weird", exist_ok=True)
+    files = {
+        b"/proj/a.txt": b"alpha\n",
+        b"/proj/empty": b"",
+        b"/proj/deep/er/b.bin": os.urandom(70_000),
+        b"/proj/large-single.bin": os.urandom(300 * 1024),  # over the 128 KiB threshold, one PUT
+        b"/proj/large-multi.bin": os.urandom(11 * MIB + 12345),  # three 5 MiB parts
+        b"/weird/with space": b"space",
+        b"/weird/tab\there": b"tab",
+        b"/weird/back\\slash%41": b"percent and backslash",
+        b"/weird/\xff\xfeinvalid-utf8": b"latin",
+        b"/weird/" + b"n" * 250: b"long name",
+    }
+    if newline_names:
+        files[b"/weird/new\nline"] = b"newline"
+    for i, (rel, data) in enumerate(sorted(files.items())):
+        path = r + rel
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, (0o640, 0o755, 0o600, 0o444)[i % 4])
+        os.utime(path, ns=(T0 + i, T0 + 1000 * i))
+    os.symlink(b"../a.txt", r + b"/proj/deep/rel-link")
+    os.symlink(b"/etc/passwd", r + b"/weird/abs-link")
+    os.symlink(b"does/not/exist", r + b"/weird/dangling")
+    os.utime(r + b"/proj/deep/rel-link", ns=(T0, T0 + 77), follow_symlinks=False)
+
+
+def assert_same_tree(src: Path, dst: Path) -> int:
+    """Every file and symlink of src is in dst with the same bytes, mtime (ns) and mode; returns the count."""
+    count = 0
+    s = os.fsencode(src)
+    for directory, dirs, names in os.walk(s):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(directory, d))]:
+            a = os.path.join(directory, name)
+            b = os.fsencode(dst) + a[len(s):]
+            sa, sb = os.lstat(a), os.lstat(b)
+            assert stat.S_IFMT(sa.st_mode) == stat.S_IFMT(sb.st_mode), a
+            if stat.S_ISLNK(sa.st_mode):
+                assert os.readlink(a) == os.readlink(b), a
+            else:
+                assert open(a, "rb").read() == open(b, "rb").read(), a
+                assert stat.S_IMODE(sa.st_mode) == stat.S_IMODE(sb.st_mode), a
+            assert sa.st_mtime_ns == sb.st_mtime_ns, a
+            count += 1
+    return count
+
+
+def write_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        lab: {{name: {name}}}
+        roots: [{root}]
+        s3: {{bucket: {bucket.name}, prefix: labs/{name}, endpoint_url: {bucket.endpoint_url}}}
+        run_root: {tmp / 'runs'}
+        shards: {{max_files: 6}}
+        uploader: {{buffer_size_bytes: 5MiB, large_buffers: 4}}
+        slurm: {{time_limit: "10", cpus_per_task: 1, mem_bytes: 3GiB, array_parallelism: 16}}
+        memory_budget_bytes: 2GiB
+        """) + textwrap.dedent(extra))
+    return path
+
+
+def backup(policy: Path) -> None:
+    proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- pure parts ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("relative", [b"../x", b"a/../../x", b"/abs", b"a//b", b".", b"a/./b", b"a\0b", b"", b"a/"])
+def test_unsafe_relative_paths_are_named(relative):
+    assert unsafe_reason(relative)
+
+
+def test_selection_maps_below_the_requested_directory_and_refuses_escapes():
+    one = Selection(["/data/lab/proj"])
+    assert one.relative(b"/data/lab/proj/a/b") == b"a/b"
+    assert one.covers(b"/data/lab/proj/x") and not one.covers(b"/data/lab/project/x")
+    with pytest.raises(Refused):
+        one.relative(b"/data/lab/proj/../../../etc/passwd")
+    with pytest.raises(Refused):
+        one.relative(b"/data/lab/proj/a//b")
+    single_file = Selection(["/data/lab/proj/file.txt"])
+    assert single_file.relative(b"/data/lab/proj/file.txt") == b"file.txt"
+    several = Selection(["/data/lab/a", "/data/lab/b/c"])
+    assert several.relative(b"/data/lab/b/c/x") == b"b/c/x"
+    assert Selection(["/"]).relative(b"/etc/x") == b"etc/x"
+
+
+def test_destination_never_follows_a_symlink_it_finds(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "sub").symlink_to(outside)
+    d = Destination(dest)
+    try:
+        with pytest.raises(Refused):
+            d.parent(b"sub/file")
+        fd, name = d.parent(b"new/dir/file")
+        os.close(fd)
+        assert name == b"file" and (dest / "new" / "dir").is_dir()
+    finally:
+        d.close()
+    assert list(outside.iterdir()) == []
+
+
+# -- local executor, both endpoints ---------------------------------------------------------------------------------------
+
+def test_local_restore_round_trip_then_skip_then_overwrite(bucket, tmp_path):
+    root = tmp_path / "data"
+    make_tree(root, newline_names=bucket.endpoint_name != "moto")  # moto cannot store keys with a newline
+    policy = write_policy(tmp_path, "rst", root, bucket)
+    backup(policy)
+    # The catalog carries each file's tree hash: what restore and compare --check-sha256 verify against.
+    records = {e.path: e for e in read_records(catalog_path(load_policy(policy)))}
+    big = os.fsencode(root) + b"/proj/large-multi.bin"
+    assert records[big].tree_hash.hex() == tree_hash(open(big, "rb").read())
+
+    dest = tmp_path / "restored"
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    count = assert_same_tree(root, dest)
+    run = max((tmp_path / "runs" / "rst").glob("restore-*"))
+    report = json.loads((run / "report.json").read_text())
+    assert report["restored"]["files"] == count == report["planned"]["files"]
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+
+    # The same restore again: nothing downloaded, everything found in place.
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = json.loads((max((tmp_path / "runs" / "rst").glob("restore-*")) / "report.json").read_text())
+    assert again["restored"]["files"] == 0 and again["already_present"] == count
+
+    # A changed file is not overwritten without --overwrite; it is named; the others stay restored.
+    changed = dest / "proj" / "a.txt"
+    changed.write_bytes(b"local edit\n")
+    proc = fs3g("restore", "--config", str(policy), str(root / "proj"), "--dest", str(dest / "proj"),
+                "--executor", "local")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "a.txt" in proc.stdout and "--overwrite" in proc.stdout
+    assert changed.read_bytes() == b"local edit\n"
+    proc = fs3g("restore", "--config", str(policy), str(root / "proj"), "--dest", str(dest / "proj"),
+                "--executor", "local", "--overwrite")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_tree(root, dest)
+    assert not list(dest.rglob(".fs3g-restore-*"))
+
+
+def test_restore_of_a_subdirectory_goes_below_the_destination(seaweed_bucket, tmp_path):
+    root = tmp_path / "data"
+    make_tree(root, newline_names=True)
+    policy = write_policy(tmp_path, "sub", root, seaweed_bucket)
+    backup(policy)
+    dest = tmp_path / "only-deep"
+    proc = fs3g("restore", "--config", str(policy), str(root / "proj" / "deep"), "--dest", str(dest),
+                "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in dest.rglob("*")) == ["b.bin", "er", "rel-link"]
+    assert_same_tree(root / "proj" / "deep", dest)
+
+
+# -- crafted keys --------------------------------------------------------------------------------------------------------
+
+def test_crafted_keys_from_the_bucket_are_refused_and_nothing_is_written_outside(moto_bucket, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    policy = write_policy(tmp_path, "craft", root, moto_bucket)
+    prefix = f"labs/craft/smallfile{root}"
+    data = b"payload"
+    meta = {"mtime": "1600000000.000000000", "mode": "100644", "sha256hashtree": tree_hash(data)}
+    keys = {
+        f"{prefix}/ok/fine.txt": True,
+        f"{prefix}/%2E%2E/%2E%2E/escaped-encoded": False,  # %2E%2E decodes to ..
+        f"{prefix}/a/../../../escaped-raw": False,
+        f"{prefix}//etc/empty-segment": False,
+        f"{prefix}/ok/./dot": False,
+    }
+    for key in keys:
+        moto_bucket.client.put_object(Bucket=moto_bucket.name, Key=key, Body=data, Metadata=meta)
+    arena = tmp_path / "arena"
+    dest = arena / "dest"
+    arena.mkdir()
+    # No catalog for this lab: the restore selects from the bucket listing.
+    assert not catalog_path(load_policy(policy)).exists()
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = max((tmp_path / "runs" / "craft").glob("restore-*"))
+    refused = [json.loads(line) for line in (run / "refused.jsonl").read_text().splitlines()]
+    assert len(refused) == 4, refused
+    assert json.loads((run / "report.json").read_text())["refused"] == 4
+    assert (dest / "ok" / "fine.txt").read_bytes() == data
+    written = sorted(str(p.relative_to(arena)) for p in arena.rglob("*"))
+    assert written == ["dest", "dest/ok", "dest/ok/fine.txt"]
+    assert not (tmp_path / "escaped-raw").exists() and not (tmp_path / "escaped-encoded").exists()
+
+
+# -- a full disk -------------------------------------------------------------------------------------------------------
+
+def test_full_disk_gives_a_clear_error_and_leaves_no_partial_file(seaweed_bucket, tmp_path):
+    assert os.geteuid() == 0, "this test mounts a small tmpfs: run it as root (CI does)"
+    root = tmp_path / "data"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "big.bin").write_bytes(os.urandom(3 * MIB))
+    for i in range(5):
+        (root / "d" / f"s{i}").write_bytes(os.urandom(1000))
+    policy = write_policy(tmp_path, "full", root, seaweed_bucket)
+    backup(policy)
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(dest)], check=True)
+    try:
+        proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        run = max((tmp_path / "runs" / "full").glob("restore-*"))
+        failures = [json.loads(line) for line in (run / "failures.jsonl").read_text().splitlines()]
+        big = [f for f in failures if f["path"].endswith("big.bin")]
+        assert big and "no space left" in big[0]["reason"], failures
+        assert not (dest / "d" / "big.bin").exists()
+        assert not list(dest.rglob(".fs3g-restore-*"))
+    finally:
+        subprocess.run(["umount", str(dest)], check=True)
+
+
+# -- Glacier on the cluster -----------------------------------------------------------------------------------------------
+
+def test_deep_archive_restore_through_slurm_polls_with_begin_until_ready(slurm_cluster, moto_bucket, shared_tmp):
+    root = shared_tmp / "data"
+    make_tree(root, newline_names=False)
+    policy = write_policy(shared_tmp, "glac", root, moto_bucket, """\
+        storage: {archive_storage_class: DEEP_ARCHIVE, upload_large_to_archive: true}
+        restore: {tier: Standard, days: 2, poll_interval_s: 5}
+        """)
+    backup(policy)
+    large = [o for o in moto_bucket.client.list_objects_v2(Bucket=moto_bucket.name, Prefix="labs/glac/largefile/")
+             ["Contents"]]
+    assert len(large) == 2 and {o["StorageClass"] for o in large} == {"DEEP_ARCHIVE"}
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        moto_bucket.client.get_object(Bucket=moto_bucket.name, Key=large[0]["Key"])
+    assert refused.value.response["Error"]["Code"] == "InvalidObjectState"
+
+    proc = fs3g("restore", "--config", str(policy), "--tier", "Expedited", "--executor", "slurm")
+    assert proc.returncode == 2 and "Expedited" in proc.stderr and "\n" not in proc.stderr.strip()
+
+    hooks = shared_tmp / "hooks"
+    hooks.mkdir()
+    env = {**os.environ, "FS3G_BOTOCORE_HOOK": "restore_hooks:install", "FS3G_TEST_HOOK_DIR": str(hooks),
+           "FS3G_TEST_IN_PROGRESS_POLLS": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+    dest = shared_tmp / "restored"
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "slurm", "--wait", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_tree(root, dest)
+
+    requested = [json.loads(line)["key"] for line in (hooks / "restore-keys.jsonl").read_text().splitlines()]
+    assert sorted(requested) == sorted(o["Key"] for o in large)  # once per archived object, never again
+    run = max((shared_tmp / "runs" / "glac").glob("restore-*"))
+    chain = json.loads((run / "jobs" / "chain.json").read_text())
+    assert len(chain["stages"]) == 3, chain  # two polls saw "in progress", the third found them ready
+    # Every poll after the first was deferred with --begin: eligible later than submitted, holding no node meanwhile.
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(chain["stages"]),
+                          "--format=JobID,JobName,Submit,Eligible,State"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {line.split("|")[0]: line.split("|") for line in out.splitlines()}
+    for job in chain["stages"][1:]:
+        _, name, submitted, eligible, state = rows[job]
+        assert name == "fs3g-glac-restore-poll" and state == "COMPLETED"
+        assert eligible > submitted, rows[job]
+    report = json.loads((run / "report.json").read_text())
+    assert report["stage"]["requested"] == 2 and report["stage"]["polls"] == 3
+    # Served after the restore.
+    assert moto_bucket.client.get_object(Bucket=moto_bucket.name, Key=large[0]["Key"])["ContentLength"] > 0
