@@ -55,7 +55,46 @@ def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, st
     return lines
 
 
+def describe_restore(run_dir: Path) -> list[str]:
+    """A restore run: its Glacier stage (requests, polls, objects in progress), then its download shards."""
+    header = read_json(run_dir / "restore.json")
+    stage_file = run_dir / "stage" / "state.json"
+    stage = read_json(stage_file) if stage_file.exists() else None
+    chain_file = run_dir / "jobs" / "chain.json"
+    chain = read_json(chain_file) if chain_file.exists() else {}
+    planned = header["planned"]
+    out = [f"{run_dir}: restore of {planned['files']:,} files {format_size(planned['bytes'])} -> "
+           f"{header['destination']}"]
+    if stage is None:
+        out.append("  glacier: not staged yet" + (f" (poll job {chain['stages'][-1]})" if chain.get("stages") else ""))
+    else:
+        waiting = f", next poll job {chain['stages'][-1]}" if stage["verdict"] == "waiting" and chain.get("stages") else ""
+        out.append(f"  glacier: {stage['requested']:,} restore requests, {stage['pending']:,} objects in progress "
+                   f"after {stage['polls']} polls ({stage['verdict']}{waiting})")
+    counts: dict[str, int] = {}
+    restored = 0
+    for shard in header["shards"]:
+        result = run_dir / "results" / f"shard-{shard['index']:06d}.json"
+        if result.exists():
+            data = json.loads(result.read_text())
+            state = data["status"]
+            restored += data["restored"] + data["already_present"]
+        else:
+            state = "pending"
+        counts[state] = counts.get(state, 0) + 1
+    out.append(f"  shards: {restored:,}/{planned['files']:,} files in place; "
+               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    report = run_dir / "report.json"
+    if report.exists():
+        data = json.loads(report.read_text())
+        out.append(f"  merged: {data['restored']['files']:,} restored, {data['already_present']:,} already present, "
+                   f"{data['failed']['files']:,} failed, {data['refused']:,} refused")
+    return out
+
+
 def describe(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None) -> list[str]:
+    if (run_dir / "restore.json").is_file():
+        return describe_restore(run_dir)
     layout = RunLayout(run_dir)
     lines = shard_states(run_dir, slurm_states)
     files_done = sum(s.files_done for s in lines)
@@ -91,4 +130,6 @@ def describe(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] 
 
 
 def runs_of_lab(lab_dir: Path) -> list[Path]:
-    return sorted(p for p in lab_dir.iterdir() if (p / "plan.json").is_file()) if lab_dir.is_dir() else []
+    if not lab_dir.is_dir():
+        return []
+    return sorted(p for p in lab_dir.iterdir() if (p / "plan.json").is_file() or (p / "restore.json").is_file())
