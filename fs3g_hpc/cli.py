@@ -655,7 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    return run_parser(build_parser(), argv)
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, run the chosen command, and turn every outcome into one of our exit codes (fs3g and
+    fasts3plusglacier alike)."""
     try:
         args = parser.parse_args(argv)
         _configure_logging(args.verbose)
