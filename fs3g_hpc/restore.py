@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import stat
 import threading
@@ -303,6 +304,8 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
         raise UsageError("DEEP_ARCHIVE has no Expedited retrieval", key="restore.tier",
                          hint="use --tier Standard (<= 12 h) or Bulk (<= 48 h)")
     selection = Selection(request.paths or policy.roots)
+    if request.destination.exists() and not request.destination.is_dir():
+        raise UsageError("the destination exists and is not a directory", path=str(request.destination))
     now = now or datetime.now(timezone.utc)
     layout = RestoreLayout(make_private_dir(run_dir))
     make_private_dir(layout.shards_dir)
@@ -329,6 +332,10 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
     except BaseException:
         cutter.abort()
         raise
+    if not shards and not refused:
+        shutil.rmtree(layout.run_dir, ignore_errors=True)
+        raise UsageError(f"nothing is backed up under {', '.join(map(os.fsdecode, selection.requests))}",
+                         path=source, hint="check the paths: they are the absolute paths the backup saw")
     header = {
         "format": RESTORE_FORMAT_VERSION,
         "tool_version": __version__,
@@ -631,18 +638,11 @@ class _ShardRestorer:
 
     def run(self, entries: Iterable[Entry]) -> None:
         workers = self.policy.restore.download_workers
-        in_flight: set[Future] = set()
+        slots = threading.BoundedSemaphore(2 * workers)  # bounded: never the whole shard queued at once
         with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-restore") as files:
             for entry in entries:
-                while len(in_flight) >= 2 * workers:  # bounded: never the whole shard queued at once
-                    finished = next(iter(f for f in list(in_flight) if f.done()), None)
-                    if finished is None:
-                        time.sleep(0.005)
-                        continue
-                    in_flight.discard(finished)
-                in_flight.add(files.submit(self._guarded, entry))
-            for future in list(in_flight):
-                future.result()
+                slots.acquire()
+                files.submit(self._guarded, entry).add_done_callback(lambda _f: slots.release())
 
     def _guarded(self, entry: Entry) -> None:
         if self.halted:
