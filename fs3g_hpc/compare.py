@@ -1,0 +1,796 @@
+"""`fs3g compare`: what differs between the filesystem and its backup, by class and category.
+
+Both sides are streams sorted by `records.sort_key`, merge-joined one entry at a time:
+
+- the filesystem: the parallel scan's sorted runs (`scan.scan` + `records.sorted_stream`) in a private work directory
+  that is removed afterwards;
+- the backup: the lab's catalog (already sorted), or, with `against_bucket`, a recursive listing of the lab's key
+  prefixes spilled into sorted runs (S3 lists keys in UTF-8 byte order of the *encoded* key, which is not our order).
+
+Pairs whose size and kind agree may need a check that costs I/O (a HEAD for the mtime in bucket mode, reading the file
+for its SHA-256 tree hash with `check_sha256`): those run in a pool of `workers` threads, at most a bounded window of
+them in flight, and their results are emitted in join order, so the output is deterministic and memory stays bounded
+by the scan's `workers × run_records` records plus the window, whatever the size of the tree or the bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
+
+from .config import Policy
+from .errors import UsageError
+from .keys import LONG_DIR, KeyClass, encode_path, object_key, parse_key, pathmap_key
+from .manifest import catalog_path, lab_dir
+from .objectmeta import TREEHASH_KEY, format_ns, parse_ns
+from .plan import EntryClass, _checked_order, _Unreadable, classify
+from .records import (Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records,
+                      sorted_stream)
+from .scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
+from .sizes import MIB, format_size
+from .treehash import TreeHasher
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 8
+READ_PIECE_BYTES = 1 * MIB
+PENDING_CHECKS_PER_WORKER = 8  # checks queued beyond those running: keeps the pool busy, memory bounded
+PATHMAP_MAX_BYTES = 64 * 1024  # a pathmap object holds one path (PATH_MAX is 4,096 bytes)
+_ISSUES_LOGGED = 20
+
+
+class Category(Enum):
+    MISSING_IN_S3 = "missing-in-s3"  # on disk, not backed up
+    CHANGED = "changed"  # on both sides, but size, mtime (or the SHA-256 tree hash) differ
+    ONLY_IN_S3 = "only-in-s3"  # backed up, gone from disk
+    CANNOT_CHECK = "cannot-check"  # on both sides, but one side could not be read: never silently passed
+
+
+class Against(Enum):
+    CATALOG = "catalog"
+    BUCKET = "bucket"
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    category: Category
+    klass: EntryClass
+    path: bytes
+    detail: str = ""
+
+    def line(self) -> str:
+        """`<category> <class> <path>`, then a tab and the detail when there is one (the path may hold spaces;
+        display_path escapes tabs and newlines, so the tab is unambiguous)."""
+        text = f"{self.category.value} {self.klass.value} {display_path(self.path)}"
+        return f"{text}\t{self.detail}" if self.detail else text
+
+    def to_json(self) -> dict[str, str]:
+        # fsdecode (surrogateescape) + json's \udcXX escapes keep any byte sequence exact, as scan.ScanIssue does.
+        return {"category": self.category.value, "class": self.klass.value, "path": os.fsdecode(self.path),
+                "display_path": display_path(self.path), "detail": self.detail}
+
+
+def _zero_counts() -> dict[EntryClass, dict[Category, int]]:
+    return {k: {c: 0 for c in Category} for k in EntryClass}
+
+
+@dataclass
+class CompareSummary:
+    against: Against
+    source: str  # the catalog file, or s3://bucket/prefix
+    check_sha256: bool
+    paths: tuple[bytes, ...]
+    counts: dict[EntryClass, dict[Category, int]] = field(default_factory=_zero_counts)
+    local_entries: int = 0  # files and symlinks on disk, in the compared subtrees
+    backed_up_entries: int = 0  # entries of the catalog or objects of the bucket, in the compared subtrees
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    object_requests: int = 0  # HEAD, GetObjectTagging and GET requests (listings not counted)
+    unreadable: int = 0  # directories or entries the scan could not read
+
+    def add(self, d: Discrepancy) -> None:
+        self.counts[d.klass][d.category] += 1
+
+    def total(self, category: Category | None = None) -> int:
+        return sum(n for per in self.counts.values() for c, n in per.items() if category in (None, c))
+
+    @property
+    def ok(self) -> bool:
+        return self.total() == 0
+
+    def table_lines(self) -> list[str]:
+        what = "size + mtime" + (" + SHA-256 tree hash" if self.check_sha256 else "")
+        cats = list(Category)
+        width = max(len(c.value) for c in cats)
+        lines = [f"compare: {', '.join(display_path(p) for p in self.paths)}",
+                 f"  against {self.against.value} {self.source} ({what})",
+                 "  " + f"{'':8}" + "".join(f"{c.value:>{width + 2}}" for c in cats)]
+        for klass in EntryClass:
+            lines.append("  " + f"{klass.value:8}" + "".join(f"{self.counts[klass][c]:>{width + 2},}" for c in cats))
+        lines.append("  " + f"{'total':8}" + "".join(f"{self.total(c):>{width + 2},}" for c in cats))
+        hashed = (f"; hashed {self.hashed_files:,} files ({format_size(self.hashed_bytes)})"
+                  if self.check_sha256 else "")
+        lines.append(f"  compared {self.local_entries:,} entries on disk with {self.backed_up_entries:,} backed up"
+                     f"{hashed}; {self.object_requests:,} object requests")
+        if self.unreadable:
+            lines.append(f"  unreadable on disk: {self.unreadable:,} (their backed-up entries are cannot-check)")
+        lines.append("  result: no discrepancy" if self.ok else f"  result: {self.total():,} discrepancies")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "against": self.against.value, "source": self.source, "check_sha256": self.check_sha256,
+            "paths": [os.fsdecode(p) for p in self.paths],
+            "counts": {k.value: {c.value: n for c, n in per.items()} for k, per in self.counts.items()},
+            "totals": {c.value: self.total(c) for c in Category}, "discrepancies": self.total(),
+            "local_entries": self.local_entries, "backed_up_entries": self.backed_up_entries,
+            "hashed_files": self.hashed_files, "hashed_bytes": self.hashed_bytes,
+            "object_requests": self.object_requests, "unreadable": self.unreadable, "ok": self.ok,
+        }
+
+
+# --- the subtrees compared -------------------------------------------------------------------------------------------
+
+def is_under(path: bytes, top: bytes) -> bool:
+    """`path` is `top` or inside it, at a component boundary (/data/ab is not under /data/a)."""
+    if top == b"/":
+        return path.startswith(b"/")
+    return path == top or (path.startswith(top) and path[len(top):len(top) + 1] == b"/")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The compared subtrees: absolute, normalised, none inside another, each with the policy root that holds it."""
+
+    paths: tuple[bytes, ...]
+    roots: tuple[bytes, ...]  # roots[i] holds paths[i]
+    is_dir: tuple[bool, ...]
+
+    def covers(self, path: bytes) -> bool:
+        return any(is_under(path, p) for p in self.paths)
+
+
+def resolve_scope(policy: Policy, paths: Sequence[str | bytes]) -> Scope:
+    """PATHs (default: the policy's roots) checked before any work: each must exist and lie under a root (exit 2)."""
+    roots = [os.fsencode(os.path.normpath(r)) for r in policy.roots]
+    if not paths:
+        check_roots(policy.roots)  # a missing root is bad input, named
+        chosen = list(roots)
+    else:
+        chosen = []
+        for raw in paths:
+            path = os.path.abspath(os.fsencode(raw))
+            if not any(is_under(path, r) for r in roots):
+                raise UsageError(f"not under any root of the policy ({', '.join(display_path(r) for r in roots)})",
+                                 path=display_path(path), hint="give a path inside one of the policy's roots")
+            chosen.append(path)
+    kept: list[bytes] = []
+    for path in sorted(set(chosen)):  # a parent sorts before its children: drop what an earlier PATH covers
+        if not any(is_under(path, k) for k in kept):
+            kept.append(path)
+    dirs = []
+    for path in kept:
+        try:
+            dirs.append(stat.S_ISDIR(os.lstat(path).st_mode))
+        except FileNotFoundError as e:
+            raise UsageError("no such file or directory", path=display_path(path),
+                             hint="give an existing path (what is gone from disk shows up as only-in-s3 when you "
+                                  "compare its parent directory)") from e
+        except OSError as e:
+            raise UsageError(f"cannot read: {e.strerror}", path=display_path(path)) from e
+    holders = tuple(next(r for r in roots if is_under(p, r)) for p in kept)
+    return Scope(tuple(kept), holders, tuple(dirs))
+
+
+class SubtreeExcluder:
+    """The policy's excludes, applied as a backup from the policy's roots would, when the walk starts lower down.
+
+    `scan.scan` matches excludes against the path relative to the directory it walks, so for a PATH inside a root the
+    walk gets only the name patterns (which do not depend on where the walk starts); path patterns are applied here
+    against the path relative to the true root, with every ancestor checked (an excluded directory hides its whole
+    subtree). Entries of one directory are contiguous in sort order, so its verdict is computed once.
+    """
+
+    def __init__(self, patterns: Sequence[str], roots: Sequence[bytes]):
+        self.name_patterns = tuple(p for p in patterns if "/" not in p.strip("/"))
+        path_patterns = [p for p in patterns if "/" in p.strip("/")]
+        self._full = ExcludeMatcher(patterns)
+        self._paths = ExcludeMatcher(path_patterns) if path_patterns else None
+        self._roots = tuple(roots)
+        self._last_dir: bytes | None = None
+        self._last_dir_excluded = False
+
+    def _relative(self, path: bytes) -> bytes | None:
+        for root in self._roots:
+            if is_under(path, root):
+                return path[len(root):].lstrip(b"/")
+        return None
+
+    def path_excluded(self, path: bytes) -> bool:
+        """Whether a PATH (or a directory between its root and it) is excluded by any pattern."""
+        rel = self._relative(path)
+        if not rel:
+            return False
+        parts = rel.split(b"/")
+        return any(self._full.excluded(b"/".join(parts[:i + 1]), parts[i]) for i in range(len(parts)))
+
+    def keep(self, entry: Entry) -> bool:
+        if self._paths is None:
+            return True
+        directory = entry.directory
+        if directory != self._last_dir:
+            self._last_dir = directory
+            rel = self._relative(directory) or b""
+            parts = rel.split(b"/") if rel else []
+            self._last_dir_excluded = any(self._paths.excluded(b"/".join(parts[:i + 1]), parts[i])
+                                          for i in range(len(parts)))
+        if self._last_dir_excluded:
+            return False
+        rel = self._relative(entry.path) or b""
+        return not self._paths.excluded(rel, rel.rpartition(b"/")[2])
+
+
+# --- the pure parts: join and verdicts -------------------------------------------------------------------------------
+
+Pair = tuple[Entry | None, Entry | None]
+
+
+def join(local: Iterable[Entry], remote: Iterable[Entry]) -> Iterator[Pair]:
+    """Merge-join two streams sorted by key (`records.sort_key`): (local, remote) with None on the side that lacks it.
+    The same logic as `plan.diff`, keeping both records of a pair (the catalog's holds the tree hash)."""
+    remote_iter = iter(remote)
+    other = next(remote_iter, None)
+    for entry in local:
+        key = entry[0]
+        while other is not None and other[0] < key:
+            yield None, other
+            other = next(remote_iter, None)
+        if other is not None and other[0] == key:
+            yield entry, other
+            other = next(remote_iter, None)
+        else:
+            yield entry, None
+    while other is not None:
+        yield None, other
+        other = next(remote_iter, None)
+
+
+_KIND_NAMES = {EntryKind.FILE: "file", EntryKind.SYMLINK: "symlink", EntryKind.DIRECTORY: "directory",
+               EntryKind.SPECIAL: "special file"}
+
+
+def quick_verdict(local: Entry, remote: Entry, klass: EntryClass, *, mtime_known: bool) -> Discrepancy | None:
+    """What a pair's records alone say: changed by kind, size, or (when the remote side knows it) mtime.
+    None means "no difference seen yet"; a further check may still find one."""
+    if local.kind is not remote.kind:
+        return Discrepancy(Category.CHANGED, klass, local.path,
+                           f"was a {_KIND_NAMES[remote.kind]}, now a {_KIND_NAMES[local.kind]}")
+    if local.size_bytes != remote.size_bytes:
+        return Discrepancy(Category.CHANGED, klass, local.path, f"size {remote.size_bytes} -> {local.size_bytes}")
+    if mtime_known and local.mtime_ns != remote.mtime_ns:
+        return Discrepancy(Category.CHANGED, klass, local.path,
+                           f"mtime {format_ns(remote.mtime_ns)} -> {format_ns(local.mtime_ns)}")
+    return None
+
+
+# --- bucket listings as records --------------------------------------------------------------------------------------
+
+_KEY_CLASSES = (KeyClass.SMALL, KeyClass.LARGE, KeyClass.SYMLINK)
+_ENTRY_CLASS = {KeyClass.SMALL: EntryClass.SMALL, KeyClass.LARGE: EntryClass.LARGE, KeyClass.SYMLINK: EntryClass.SYMLINK}
+_KEY_CLASS = {v: k for k, v in _ENTRY_CLASS.items()}
+
+
+def listed_entry(path: bytes, klass: KeyClass, size_bytes: int) -> Entry:
+    """An object of the listing as a record, so it sorts and spills like the scan's. The key class travels in the
+    `dev` field (listings carry no mtime: 0 until a HEAD reads the metadata)."""
+    kind = EntryKind.SYMLINK if klass is KeyClass.SYMLINK else EntryKind.FILE
+    return Entry.of(path, kind, size_bytes, 0, 0, 0, 0, 0, 0, _KEY_CLASSES.index(klass), 0, 0)
+
+
+def listed_class(entry: Entry) -> KeyClass:
+    return _KEY_CLASSES[entry.dev]
+
+
+def newest_per_path(entries: Iterable[Entry], pick: Callable[[list[Entry]], Entry]) -> Iterator[Entry]:
+    """One entry per path from a sorted stream; a path under several key classes (the size crossed the threshold
+    between backups) is decided by `pick`."""
+    group: list[Entry] = []
+    for entry in entries:
+        if group and entry[0] != group[0][0]:
+            yield group[0] if len(group) == 1 else pick(group)
+            group = []
+        group.append(entry)
+    if group:
+        yield group[0] if len(group) == 1 else pick(group)
+
+
+# --- reading the local side ------------------------------------------------------------------------------------------
+
+class NotComparable(Exception):
+    """A file that could not be hashed as the version the scan saw; the message says why."""
+
+
+def local_tree_hash(entry: Entry, piece_bytes: int = READ_PIECE_BYTES,
+                    stop: threading.Event | None = None) -> tuple[str, int]:
+    """(hex tree hash, bytes read) of what the uploader would store: the file's data, or a symlink's target bytes.
+    `stop` ends a long read early (Ctrl-C must not wait for a terabyte file)."""
+    path = entry.path
+    if entry.kind is EntryKind.SYMLINK:
+        target = os.readlink(path)
+        hasher = TreeHasher()
+        hasher.update(target)
+        return hasher.hexdigest(), len(target)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_NOATIME)  # a compare must not change the atime the next backup records
+    except PermissionError:
+        fd = os.open(path, flags)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotComparable("no longer a regular file")
+        if (before.st_size, before.st_mtime_ns) != (entry.size_bytes, entry.mtime_ns):
+            raise NotComparable("changed during the compare; run it again")
+        hasher = TreeHasher()
+        buffer = bytearray(piece_bytes)
+        view = memoryview(buffer)
+        total = 0
+        while True:
+            n = os.readv(fd, [buffer])
+            if n == 0:
+                break
+            if stop is not None and stop.is_set():
+                raise NotComparable("interrupted")
+            hasher.update(view[:n])  # hashlib releases the GIL on large updates: the workers hash in parallel
+            total += n
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or total != before.st_size:
+            raise NotComparable("changed while it was read; run the compare again")
+        return hasher.hexdigest(), total
+    finally:
+        os.close(fd)
+
+
+# --- ordered output from parallel checks -----------------------------------------------------------------------------
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class InOrder:
+    """Emits discrepancies in join order although checks finish in any order. At most `window` items wait (a
+    check blocks the join once the window is full), so memory is bounded whatever the tree."""
+
+    def __init__(self, emit: Callable[[Discrepancy], None], window: int):
+        self._emit = emit
+        self._window = window
+        self._pending: deque[Discrepancy | Future] = deque()
+
+    def ready(self, item: Discrepancy | None) -> None:
+        if item is None:
+            return
+        if self._pending:
+            self._pending.append(item)
+        else:
+            self._emit(item)
+
+    def later(self, future: Future) -> None:
+        self._pending.append(future)
+        self._drain(wait=False)
+
+    def _drain(self, wait: bool) -> None:
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if isinstance(head, Future):
+                if not head.done() and not wait and len(pending) <= self._window:
+                    return
+                result = head.result()  # a bug in a check surfaces here, in the caller's thread
+                pending.popleft()
+                if result is not None:
+                    self._emit(result)
+            else:
+                pending.popleft()
+                self._emit(head)
+
+    def finish(self) -> None:
+        self._drain(wait=True)
+
+
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], U], items: Iterable[T], window: int
+                ) -> Iterator[tuple[T, U]]:
+    """(item, fn(item)) in input order, at most `window` calls in flight."""
+    pending: deque[tuple[T, Future]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            first, future = pending.popleft()
+            yield first, future.result()
+    while pending:
+        first, future = pending.popleft()
+        yield first, future.result()
+
+
+# --- the checks that cost I/O ----------------------------------------------------------------------------------------
+
+class _Checker:
+    """The per-pair work that runs in the pool: HEAD for the mtime (bucket mode), the stored and local tree hashes
+    (check_sha256). Anything unreadable becomes a cannot-check discrepancy with the reason, never a pass."""
+
+    def __init__(self, *, against: Against, check_sha256: bool, policy: Policy, client: Callable[[], Any],
+                 summary: CompareSummary):
+        self.against = against
+        self.check_sha256 = check_sha256
+        self.bucket = policy.s3.bucket
+        self.prefix = policy.s3.prefix
+        self._client = client
+        self._summary = summary
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def count(self, requests: int = 0, hashed_bytes: int = -1) -> None:
+        with self._lock:
+            self._summary.object_requests += requests
+            if hashed_bytes >= 0:
+                self._summary.hashed_files += 1
+                self._summary.hashed_bytes += hashed_bytes
+
+    def __call__(self, local: Entry, remote: Entry, klass: EntryClass) -> Discrepancy | None:
+        from .transfer.objects import ObjectAccessError
+
+        def cannot(reason: str) -> Discrepancy:
+            return Discrepancy(Category.CANNOT_CHECK, klass, local.path, reason)
+
+        try:
+            if self.against is Against.BUCKET:
+                key = object_key(self.prefix, listed_class(remote), remote.path).key
+                info = self._head(key)
+                if info is None:
+                    return cannot("object gone from the bucket since it was listed")
+                mtime_text = info.metadata.get("mtime")
+                if mtime_text is None:
+                    return cannot("object has no mtime metadata (not written by fs3g?)")
+                try:
+                    stored_mtime_ns = parse_ns(mtime_text)
+                except ValueError:
+                    return cannot(f"object has an unreadable mtime {mtime_text!r}")
+                if stored_mtime_ns != local.mtime_ns:
+                    return Discrepancy(Category.CHANGED, klass, local.path,
+                                       f"mtime {format_ns(stored_mtime_ns)} -> {format_ns(local.mtime_ns)}")
+                if not self.check_sha256:
+                    return None
+                stored = info.metadata.get(TREEHASH_KEY) or self._tag(key, info.storage_class)
+            elif remote.tree_hash:
+                stored = remote.tree_hash.hex()
+            else:  # a catalog written before records held the hash: ask the bucket
+                stored = self._stored_hash(remote, klass)
+                if stored == "":
+                    return cannot("the catalog lists it but the bucket has no object for it")
+            if not stored:
+                return cannot("no SHA-256 tree hash stored with the object")
+            digest, read_bytes = local_tree_hash(local, stop=self.stop)
+            self.count(hashed_bytes=read_bytes)
+            if digest != stored.strip().lower():
+                return Discrepancy(Category.CHANGED, klass, local.path, "SHA-256 tree hash differs")
+            return None
+        except ObjectAccessError as e:
+            return cannot(e.message)
+        except NotComparable as e:
+            return cannot(str(e))
+        except FileNotFoundError:
+            return cannot("vanished during the compare")
+        except OSError as e:
+            return cannot(f"cannot read: {e.strerror or e}")
+
+    def _head(self, key: str) -> Any:
+        from .transfer.objects import head_object
+
+        self.count(requests=1)
+        return head_object(self._client(), self.bucket, key)
+
+    def _tag(self, key: str, storage_class: str) -> str | None:
+        from .transfer.objects import ObjectAccessError, object_tag
+
+        self.count(requests=1)
+        try:
+            return object_tag(self._client(), self.bucket, key, TREEHASH_KEY)
+        except ObjectAccessError as e:
+            where = f" (object in {storage_class})" if storage_class not in ("STANDARD", "") else ""
+            raise ObjectAccessError(f"tree hash tag unreadable: {e.message}{where}", code=e.code) from e
+
+    def _stored_hash(self, remote: Entry, klass: EntryClass) -> str | None:
+        """The stored hash of a catalog entry's object; "" when there is no object. A file whose class changed with
+        the threshold since its backup is looked up under the other file class too."""
+        classes = [_KEY_CLASS[klass]]
+        if klass is not EntryClass.SYMLINK:
+            classes.append(KeyClass.LARGE if klass is EntryClass.SMALL else KeyClass.SMALL)
+        for key_class in classes:
+            key = object_key(self.prefix, key_class, remote.path).key
+            info = self._head(key)
+            if info is not None:
+                return info.metadata.get(TREEHASH_KEY) or self._tag(key, info.storage_class)
+        return ""
+
+
+# --- the two sides as sorted streams ---------------------------------------------------------------------------------
+
+def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettings,
+                  summary: CompareSummary) -> tuple[Iterator[Entry], _Unreadable]:
+    excluder = SubtreeExcluder(policy.exclude, scope.roots)
+    directories: list[str] = []
+    singles: list[Entry] = []  # PATHs that are files or symlinks: a handful, given on the command line
+    for path, is_dir in zip(scope.paths, scope.is_dir):
+        if excluder.path_excluded(path):
+            log.info("%s is excluded by the policy: nothing on disk to compare", display_path(path))
+            continue
+        if is_dir:
+            directories.append(os.fsdecode(path))
+            continue
+        st = os.lstat(path)
+        kind = EntryKind.SYMLINK if stat.S_ISLNK(st.st_mode) else EntryKind.FILE if stat.S_ISREG(st.st_mode) else None
+        if kind is not None:
+            singles.append(Entry.from_stat(path, kind, st))
+    unreadable = _Unreadable(())
+    streams: list[Iterable[Entry]] = [sorted(singles, key=by_key)]
+    if directories:
+        result = scan(directories, excluder.name_patterns, work, settings)
+        issues = [i for i in result.issues() if i.kind is IssueKind.UNREADABLE]
+        for issue in issues[:_ISSUES_LOGGED]:
+            log.warning("%s: %s", display_path(issue.path), issue.detail)
+        if len(issues) > _ISSUES_LOGGED:
+            log.warning("... and %d more unreadable entries", len(issues) - _ISSUES_LOGGED)
+        summary.unreadable = len(issues)
+        unreadable = _Unreadable(i.path for i in issues)
+        streams.append(sorted_stream(result.runs, work))
+    file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
+    merged = heapq.merge(*streams, key=by_key)
+    return (e for e in merged if (e[1] is file_kind or e[1] is symlink_kind) and excluder.keep(e)), unreadable
+
+
+def _catalog_stream(catalog: Path, scope: Scope) -> Iterator[Entry]:
+    file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
+    for entry in _checked_order(read_records(catalog), str(catalog)):
+        if (entry[1] is file_kind or entry[1] is symlink_kind) and scope.covers(entry.path):
+            yield entry
+
+
+def _join_key(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_records: int,
+                   pool: ThreadPoolExecutor, window: int, checker: _Checker,
+                   emit: Callable[[Discrepancy], None]) -> Iterator[Entry]:
+    """Every object of the lab under the compared subtrees, as records in sort-key order, one per path."""
+    from .transfer.objects import head_listed, list_tree, read_small_object
+
+    bucket, prefix = policy.s3.bucket, policy.s3.prefix
+    spiller = RunSpiller(work, "bucket", run_records)
+    for key_class in _KEY_CLASSES:
+        for path, is_dir in zip(scope.paths, scope.is_dir):
+            encoded = encode_path(path)
+            base = _join_key(prefix, key_class.value, encoded)
+            if not is_dir:
+                listed = head_listed(client, bucket, object_key(prefix, key_class, path).key)
+                checker.count(requests=1)
+                if listed is not None:
+                    spiller.add(listed_entry(path, key_class, listed.size_bytes))
+            for key, listed in list_tree(client, bucket, base + "/"):
+                _, key_path, _ = parse_key(prefix, key)
+                if key_path is not None:  # hashed long keys come from their own listing below
+                    spiller.add(listed_entry(key_path, key_class, listed.size_bytes))
+
+        def path_of_long_key(item: tuple[str, Any]) -> bytes | None:
+            digest = parse_key(prefix, item[0])[2] or ""
+            checker.count(requests=1)
+            return read_small_object(client, bucket, pathmap_key(prefix, digest), PATHMAP_MAX_BYTES)
+
+        long_dir = _join_key(prefix, key_class.value, LONG_DIR) + "/"
+        for (key, listed), path in bounded_map(pool, path_of_long_key, list_tree(client, bucket, long_dir), window):
+            digest = parse_key(prefix, key)[2] or ""
+            if path is None or hashlib.sha256(path).hexdigest() != digest:
+                why = "has no pathmap object" if path is None else "has a pathmap object for another path"
+                emit(Discrepancy(Category.CANNOT_CHECK, _ENTRY_CLASS[key_class], key.encode(),
+                                 f"hashed long-path key {why}: cannot tell which file it holds"))
+            elif scope.covers(path):
+                spiller.add(listed_entry(path, key_class, listed.size_bytes))
+
+    def newest(group: list[Entry]) -> Entry:
+        from .transfer.objects import head_object
+
+        def age(entry: Entry) -> tuple[int, int]:
+            checker.count(requests=1)
+            info = head_object(client, bucket, object_key(prefix, listed_class(entry), entry.path).key)
+            if info is None:
+                return (-1, -1)
+            try:
+                mtime_ns = parse_ns(info.metadata.get("mtime", "0"))
+            except ValueError:
+                mtime_ns = 0
+            return (info.last_modified_ns, mtime_ns)
+
+        return max(group, key=age)
+
+    return newest_per_path(sorted_stream(spiller.finish(), work), newest)
+
+
+# --- the library entry point -----------------------------------------------------------------------------------------
+
+def _private_work_dir(base: Path) -> Path:
+    """A fresh owner-only directory under `base` (created owner-only when missing) for the sorted runs."""
+    try:
+        missing = [p for p in (base, *base.parents) if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir(mode=0o700)
+        return Path(tempfile.mkdtemp(prefix=".compare-", dir=base))
+    except OSError as e:
+        raise UsageError(f"cannot create a work directory: {e.strerror or e}", path=str(base),
+                         hint="check run_root in the policy (compare keeps its sorted runs there)") from e
+
+
+def _entry_class(entry: Entry, threshold_bytes: int) -> EntryClass:
+    klass = classify(entry, threshold_bytes)
+    assert klass is not None, "both streams hold files and symlinks only"
+    return klass
+
+
+def _default_client(policy: Policy, workers: int) -> Any:
+    from .transfer.client import ClientSettings, make_s3_client
+
+    return make_s3_client(ClientSettings.from_policy(policy, max_pool_connections=max(10, workers)))
+
+
+def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha256: bool = False,
+                 against_bucket: bool = False, workers: int = DEFAULT_WORKERS,
+                 out: Callable[[Discrepancy], None], client_factory: Callable[[Policy], Any] | None = None,
+                 scan_settings: ScanSettings | None = None, work_root: Path | None = None) -> CompareSummary:
+    """Compare the policy's roots (or `paths` inside them) with the backup; `out` gets every discrepancy, in
+    sort-key order (hashed long keys without a pathmap first), from this thread. Raises UsageError for bad input
+    (a PATH outside the roots or missing, no catalog in catalog mode) before any work."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    scope = resolve_scope(policy, paths)
+    against = Against.BUCKET if against_bucket else Against.CATALOG
+    catalog = catalog_path(policy)
+    if against is Against.CATALOG and not catalog.is_file():
+        raise UsageError("no catalog: this lab has no completed backup yet", path=str(catalog),
+                         hint="run `fs3g backup --config LAB.yaml` first, or compare with --against-bucket")
+    prefix = policy.s3.prefix
+    source = (str(catalog) if against is Against.CATALOG
+              else f"s3://{policy.s3.bucket}/{prefix + '/' if prefix else ''}")
+    summary = CompareSummary(against, source, check_sha256, scope.paths)
+    settings = scan_settings or ScanSettings(workers=len(os.sched_getaffinity(0)))
+    factory = client_factory or (lambda p: _default_client(p, workers))
+    client_lock = threading.Lock()
+    client_box: list[Any] = []
+
+    def client() -> Any:  # made once, on first use: a catalog with every hash never talks to S3
+        with client_lock:
+            if not client_box:
+                client_box.append(factory(policy))
+            return client_box[0]
+
+    def emit(d: Discrepancy) -> None:
+        summary.add(d)
+        out(d)
+
+    window = workers * PENDING_CHECKS_PER_WORKER
+    work = _private_work_dir(work_root or lab_dir(policy))
+    try:
+        # The scan forks its walkers: it runs before any thread of ours exists.
+        local, unreadable = _local_stream(policy, scope, work, settings, summary)
+        with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-compare") as pool:
+            checker = _Checker(against=against, check_sha256=check_sha256, policy=policy, client=client,
+                               summary=summary)
+            if against is Against.BUCKET:
+                remote = _bucket_stream(client(), policy, scope, work, settings.run_records, pool, window, checker,
+                                        emit)
+            else:
+                remote = _catalog_stream(catalog, scope)
+            threshold = policy.storage.small_file_threshold_bytes
+            in_order = InOrder(emit, window)
+            deferred = against is Against.BUCKET or check_sha256
+            try:
+                for here, there in join(local, remote):
+                    if there is not None:
+                        summary.backed_up_entries += 1
+                    if here is None:
+                        assert there is not None
+                        klass = (_ENTRY_CLASS[listed_class(there)] if against is Against.BUCKET
+                                 else _entry_class(there, threshold))
+                        if unreadable.covers(there.path):
+                            in_order.ready(Discrepancy(Category.CANNOT_CHECK, klass, there.path,
+                                                       "not readable on disk (see the warnings)"))
+                        else:
+                            in_order.ready(Discrepancy(Category.ONLY_IN_S3, klass, there.path))
+                        continue
+                    summary.local_entries += 1
+                    klass = _entry_class(here, threshold)
+                    if there is None:
+                        in_order.ready(Discrepancy(Category.MISSING_IN_S3, klass, here.path))
+                        continue
+                    verdict = quick_verdict(here, there, klass, mtime_known=against is Against.CATALOG)
+                    if verdict is not None:
+                        in_order.ready(verdict)
+                    elif deferred:
+                        in_order.later(pool.submit(checker, here, there, klass))
+                in_order.finish()
+            except RecordFormatError as e:
+                if against is not Against.CATALOG:
+                    raise
+                raise UsageError(str(e), path=str(catalog),
+                                 hint="the catalog is damaged: run `fs3g backup --full`, or use --against-bucket") \
+                    from e
+            except BaseException:
+                checker.stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+# --- output ----------------------------------------------------------------------------------------------------------
+
+class TextReport:
+    """One line per discrepancy as it comes (at most `limit`), then the summary table."""
+
+    def __init__(self, stream: TextIO, limit: int | None = None):
+        self.stream = stream
+        self.limit = limit
+        self.shown = 0
+        self.hidden = 0
+
+    def __call__(self, d: Discrepancy) -> None:
+        if self.limit is not None and self.shown >= self.limit:
+            self.hidden += 1
+            return
+        self.stream.write(d.line() + "\n")
+        self.shown += 1
+
+    def finish(self, summary: CompareSummary) -> None:
+        if self.hidden:
+            self.stream.write(f"... {self.hidden:,} more not shown (--limit {self.limit})\n")
+        self.stream.write("\n".join(summary.table_lines()) + "\n")
+        self.stream.flush()
+
+
+class JsonReport:
+    """One JSON object, written as it goes: {"discrepancies": [...], "shown", "not_shown", "summary"}."""
+
+    def __init__(self, stream: TextIO, limit: int | None = None):
+        self.stream = stream
+        self.limit = limit
+        self.shown = 0
+        self.hidden = 0
+
+    def _open(self) -> None:
+        if self.shown == 0:
+            self.stream.write('{"discrepancies": [')
+
+    def __call__(self, d: Discrepancy) -> None:
+        if self.limit is not None and self.shown >= self.limit:
+            self.hidden += 1
+            return
+        self._open()
+        self.stream.write(("\n " if self.shown == 0 else ",\n ") + json.dumps(d.to_json()))
+        self.shown += 1
+
+    def finish(self, summary: CompareSummary) -> None:
+        self._open()
+        self.stream.write(f'\n], "shown": {self.shown}, "not_shown": {self.hidden}, '
+                          f'"summary": {json.dumps(summary.to_json())}}}\n')
+        self.stream.flush()
