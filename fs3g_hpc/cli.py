@@ -196,6 +196,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .scan import ScanSettings
 
     policy = load_policy(args.config)
+    if args.executor is not None:
+        return _compare_as_jobs(policy, args)
+    if args.wait or args.run_dir:
+        raise UsageError("--wait and --run-dir go with --executor (a compare whose hashes a job array reads)")
     report = (JsonReport if args.json else TextReport)(sys.stdout, args.limit)
     summary = compare_tree(policy, args.paths, check_sha256=args.check_sha256, against_bucket=args.against_bucket,
                            workers=args.workers, out=report,
@@ -266,6 +270,79 @@ def cmd_backup(args: argparse.Namespace) -> int:
     cmd_plan(args)
     run_dir = Path(args.planned_run_dir)
     return _submit(run_dir, Executor(args.executor), args.wait)
+
+
+def _compare_as_jobs(policy: Policy, args: argparse.Namespace) -> int:
+    from .comparejob import default_compare_dir, prepare_compare
+    from .scan import ScanSettings
+    from .slurm import commands
+
+    if not args.check_sha256:
+        raise UsageError("--executor is for --check-sha256 (reading the files is what a job array spreads); "
+                         "drop it to compare by size and mtime here")
+    if args.json:
+        raise UsageError("--json is not available with --executor yet: the merge writes report.json")
+    executor = Executor(args.executor)
+    if executor is Executor.AUTO:
+        executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
+    run_dir = Path(args.run_dir) if args.run_dir else default_compare_dir(policy, datetime.now(timezone.utc))
+    layout, header = prepare_compare(policy, args.paths, run_dir, against_bucket=args.against_bucket,
+                                     workers=args.workers,
+                                     scan_settings=ScanSettings(workers=args.scan_workers,
+                                                                run_records=args.scan_run_records))
+    print(f"compare {layout.run_dir}: {header['summary']['discrepancies']:,} discrepancies found without reading "
+          f"files; {header['to_hash']['files']:,} files ({format_size(header['to_hash']['bytes'])}) to hash in "
+          f"{header['shard_count']} shards")
+    if executor is Executor.LOCAL:
+        from .localexec import run_locally
+
+        return run_locally(layout.run_dir, header["shard_count"], _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
+                           shard_command="compare-shard", merge_args=["compare-merge", str(layout.run_dir)])
+    from .slurm.submit import submit_compare, wait_for_job
+
+    submitted = submit_compare(policy, layout.run_dir, header["shard_count"], _fs3g_argv())
+    print(f"submitted: arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id} (afterany); "
+          f"the verdict goes to {layout.text_file} and {layout.report_file}")
+    if not args.wait:
+        return ExitCode.OK
+    state = wait_for_job(submitted.merge_id, timeout_s=7 * 86400)
+    if not layout.report_file.exists():
+        raise Fs3gError(f"compare merge job {submitted.merge_id} ended {state.value} without a report",
+                        hint=f"see {layout.run_dir / 'logs'}")
+    _print_limited(layout.text_file, args.limit)
+    from .manifest import read_json
+
+    return ExitCode.OK if read_json(layout.report_file)["ok"] else ExitCode.DIFFERENCES
+
+
+def _print_limited(path: Path, limit: int | None) -> None:
+    """A report file's lines; with a limit, that many discrepancy lines and then the table (which starts at
+    `compare:`)."""
+    shown = 0
+    with open(path, encoding="ascii") as f:
+        table = False
+        for line in f:
+            table = table or line.startswith("compare: ")
+            if table or limit is None or shown < limit:
+                sys.stdout.write(line)
+                shown += not table
+
+
+def cmd_compare_shard(args: argparse.Namespace) -> int:
+    from .comparejob import compare_shard
+
+    counts = compare_shard(Path(args.run_dir), args.shard)
+    print(f"compare shard: {counts['files']:,} files hashed ({format_size(counts['hashed_bytes'])}), "
+          f"{counts['changed']:,} changed, {counts['cannot_check']:,} cannot check")
+    return ExitCode.OK
+
+
+def cmd_compare_merge(args: argparse.Namespace) -> int:
+    from .comparejob import write_report_text
+
+    summary, text = write_report_text(Path(args.run_dir))
+    _print_limited(text, None)
+    return ExitCode.OK if summary.ok else ExitCode.DIFFERENCES
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -407,8 +484,8 @@ def cmd_restore_merge(args: argparse.Namespace) -> int:
     if report.ok:
         return ExitCode.OK
     print("\n".join(describe_failures(report.run_dir)))
-    print(f"  to finish: fix what is listed, then run the same `fs3g restore` again: it skips files already "
-          f"restored and verified")
+    print("  to finish: fix what is listed, then run the same `fs3g restore` again: it skips files already "
+          "restored and verified")
     return ExitCode.DIFFERENCES
 
 
@@ -579,7 +656,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="walker processes (default: the CPUs this process may use; 0 walks in-process)")
     p.add_argument("--scan-run-records", type=_positive, default=100_000, metavar="N",
                    help="entries each walker holds before spilling a sorted run; memory ≈ workers × N × 300 B")
+    p.add_argument("--executor", choices=[e.value for e in Executor], default=None,
+                   help="with --check-sha256: read and hash the files in a job array (slurm), or in local "
+                        "processes (local), instead of in this process; the rest of the compare runs here")
+    p.add_argument("--wait", action="store_true", help="with --executor: wait for the array's merge and print it")
+    p.add_argument("--run-dir", metavar="DIR", help="with --executor: new or empty run directory (default: "
+                                                    "<run_root>/<lab>/compare-<time>)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("compare-shard", help="hash one shard of a compare run (each array task)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--shard", type=_positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
+    p.set_defaults(func=cmd_compare_shard)
+
+    p = sub.add_parser("compare-merge", help="add a compare run's hash checks together and print the verdict")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_compare_merge)
 
     p = sub.add_parser("restore", help="restore paths from S3/Glacier as cluster jobs",
                        description="Select the backed-up files under PATH (from the catalog; from bucket listings "

@@ -59,6 +59,10 @@ class Category(Enum):
     CANNOT_CHECK = "cannot-check"  # on both sides, but one side could not be read: never silently passed
 
 
+# (local entry, stored tree hash in hex, class): a file whose tree hash is to be read elsewhere.
+HashSink = Callable[["Entry", str, "EntryClass"], None]
+
+
 class Against(Enum):
     CATALOG = "catalog"
     BUCKET = "bucket"
@@ -431,8 +435,9 @@ class _Checker:
     (check_sha256). Anything unreadable becomes a cannot-check discrepancy with the reason, never a pass."""
 
     def __init__(self, *, against: Against, check_sha256: bool, policy: Policy, client: Callable[[], Any],
-                 summary: CompareSummary):
+                 summary: CompareSummary, hash_sink: HashSink | None = None):
         self.against = against
+        self.hash_sink = hash_sink
         self.check_sha256 = check_sha256
         self.bucket = policy.s3.bucket
         self.prefix = policy.s3.prefix
@@ -481,6 +486,9 @@ class _Checker:
                     return cannot("the catalog lists it but the bucket has no object for it")
             if not stored:
                 return cannot("no SHA-256 tree hash stored with the object")
+            if self.hash_sink is not None:  # hashed later, by an array task
+                self.hash_sink(local, stored.strip().lower(), klass)
+                return None
             digest, read_bytes = local_tree_hash(local, stop=self.stop)
             self.count(hashed_bytes=read_bytes)
             if digest != stored.strip().lower():
@@ -656,10 +664,14 @@ def _default_client(policy: Policy, workers: int) -> Any:
 def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha256: bool = False,
                  against_bucket: bool = False, workers: int = DEFAULT_WORKERS,
                  out: Callable[[Discrepancy], None], client_factory: Callable[[Policy], Any] | None = None,
-                 scan_settings: ScanSettings | None = None, work_root: Path | None = None) -> CompareSummary:
+                 scan_settings: ScanSettings | None = None, work_root: Path | None = None,
+                 hash_sink: HashSink | None = None) -> CompareSummary:
     """Compare the policy's roots (or `paths` inside them) with the backup; `out` gets every discrepancy, in
     sort-key order (hashed long keys without a pathmap first), from this thread. Raises UsageError for bad input
-    (a PATH outside the roots or missing, no catalog in catalog mode) before any work."""
+    (a PATH outside the roots or missing, no catalog in catalog mode) before any work.
+
+    With `hash_sink` (and check_sha256), files that need their tree hash read are handed to it, with the stored
+    hash, instead of being read here (from pool threads: it must be thread-safe): a job array reads them."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     scope = resolve_scope(policy, paths)
@@ -694,7 +706,7 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
         local, unreadable = _local_stream(policy, scope, work, settings, summary)
         with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-compare") as pool:
             checker = _Checker(against=against, check_sha256=check_sha256, policy=policy, client=client,
-                               summary=summary)
+                               summary=summary, hash_sink=hash_sink)
             if against is Against.BUCKET:
                 remote = _bucket_stream(client(), policy, scope, work, settings.run_records, pool, window, checker,
                                         emit)

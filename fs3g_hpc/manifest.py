@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .config import Policy
 from .errors import UsageError
-from .records import Entry, RunSpiller, read_records, sorted_stream, write_records
+from .records import Entry, RecordWriter, RunSpiller, read_records, sorted_stream, write_records
 
 PLAN_FORMAT_VERSION = 1
 DIR_MODE = 0o700
@@ -159,6 +159,44 @@ def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_
     entries = (e for shard in sorted(layout.shards_dir.glob("shard-*.rec")) for e in read_records(shard)
                if backed_up(e))
     return write_catalog(previous, entries, layout.deleted_file, target, work_dir, run_records)
+
+
+class SequentialShardCutter:
+    """Shards in arrival order, each closed at `max_files` entries or before passing `max_bytes` (a single larger
+    entry gets a shard of its own): restores and hash checks, whose entries need no directory grouping."""
+
+    def __init__(self, shards_dir: Path, max_files: int, max_bytes: int):
+        self.shards_dir, self.max_files, self.max_bytes = shards_dir, max_files, max_bytes
+        self.shards: list[dict] = []
+        self._writer: RecordWriter | None = None
+
+    def add(self, entry: Entry) -> None:
+        current = self.shards[-1] if self.shards else None
+        if self._writer is None or current is None or current["files"] >= self.max_files or (
+                current["files"] and current["bytes"] + entry.size_bytes > self.max_bytes):
+            self._close()
+            index = len(self.shards)
+            path = self.shards_dir / f"shard-{index:06d}.rec"
+            self._writer = RecordWriter(path)
+            current = {"index": index, "file": path.name, "files": 0, "bytes": 0}
+            self.shards.append(current)
+        self._writer.write(entry)
+        current["files"] += 1
+        current["bytes"] += entry.size_bytes
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> list[dict]:
+        self._close()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
 
 def results_dir(layout: RunLayout) -> Path:

@@ -42,9 +42,9 @@ from . import __version__
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_from_snapshot, policy_to_dict
 from .errors import Fs3gError, UsageError
 from .keys import LONG_DIR, KeyClass, object_key, parse_key, pathmap_key
-from .manifest import catalog_path, lab_dir, make_private_dir, read_json, write_json_atomic
+from .manifest import SequentialShardCutter, catalog_path, lab_dir, make_private_dir, read_json, write_json_atomic
 from .objectmeta import TREEHASH_KEY, parse_ns
-from .records import Entry, EntryKind, RecordWriter, display_path, read_records
+from .records import Entry, EntryKind, display_path, read_records
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.downloader import (NotRestored, ObjectMissing, RequestOutcome, get_range, get_text, get_whole,
@@ -218,41 +218,6 @@ def _append_json(path: Path, record: dict) -> None:
 
 # -- selection and shards ---------------------------------------------------------------------------------------------
 
-class _ShardCutter:
-    def __init__(self, layout: RestoreLayout, max_files: int, max_bytes: int):
-        self.layout, self.max_files, self.max_bytes = layout, max_files, max_bytes
-        self.shards: list[dict] = []
-        self.writer: RecordWriter | None = None
-        self.files = self.bytes = 0
-
-    def add(self, entry: Entry) -> None:
-        if self.writer is None or self.files >= self.max_files or (self.files and
-                                                                    self.bytes + entry.size_bytes > self.max_bytes):
-            self._close()
-            index = len(self.shards)
-            self.writer = RecordWriter(self.layout.shard_file(index))
-            self.shards.append({"index": index, "file": self.layout.shard_file(index).name, "files": 0, "bytes": 0})
-            self.files = self.bytes = 0
-        self.writer.write(entry)
-        self.files += 1
-        self.bytes += entry.size_bytes
-        self.shards[-1]["files"] = self.files
-        self.shards[-1]["bytes"] = self.bytes
-
-    def _close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    def finish(self) -> list[dict]:
-        self._close()
-        return self.shards
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-
-
 def _from_catalog(catalog: Path, selection: Selection) -> Iterator[Entry]:
     for entry in read_records(catalog):
         if entry.kind in _FILE_KINDS and selection.covers(entry.path):
@@ -310,7 +275,7 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
     layout = RestoreLayout(make_private_dir(run_dir))
     make_private_dir(layout.shards_dir)
     catalog = catalog_path(policy)
-    cutter = _ShardCutter(layout, policy.shards.max_files, policy.shards.max_bytes)
+    cutter = SequentialShardCutter(layout.shards_dir, policy.shards.max_files, policy.shards.max_bytes)
     refused = 0
     try:
         if catalog.is_file():

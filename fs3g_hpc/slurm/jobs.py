@@ -39,6 +39,11 @@ def restore_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Se
     return _array_job(policy, run_dir, chunk, [*fs3g, "restore-shard", str(run_dir)], "restore", "restore shards")
 
 
+def compare_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequence[str]) -> JobSpec:
+    return _array_job(policy, run_dir, chunk, [*fs3g, "compare-shard", str(run_dir)], "compare",
+                      "SHA-256 checks, shards")
+
+
 def _array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, argv: Sequence[str], name: str,
                what: str) -> JobSpec:
     throttle = min(policy.slurm.array_parallelism, chunk.count)
@@ -70,10 +75,21 @@ def merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Seq
 
 
 def restore_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
+    return _report_job(policy, run_dir, array_ids, [*fs3g, "restore-merge", str(run_dir)], "restore-merge",
+                       f"report on restore {run_dir.name}")
+
+
+def compare_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
+    return _report_job(policy, run_dir, array_ids, [*fs3g, "compare-merge", str(run_dir)], "compare-merge",
+                       f"report on compare {run_dir.name}")
+
+
+def _report_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], argv: Sequence[str], name: str,
+                description: str) -> JobSpec:
     return JobSpec(
-        job_name=f"fs3g-{policy.lab.name}-restore-merge",
-        description=f"report on restore {run_dir.name}",
-        commands=[["exec", *fs3g, "restore-merge", str(run_dir)]],
+        job_name=f"fs3g-{policy.lab.name}-{name}",
+        description=description,
+        commands=[["exec", *argv]],
         output_path=f"{run_dir}/logs/merge-%j.out",
         dependency=("afterany:" + ":".join(array_ids)) if array_ids else None,
         directives=[*_small_job_directives(policy)],

@@ -9,14 +9,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..config import Policy
 from ..errors import ServiceError
 from . import commands
 from .commands import JobState
-from .jobs import (array_chunks, merge_job, restore_array_job, restore_merge_job, restore_stage_job,
-                   shard_array_job)
+from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, restore_array_job,
+                   restore_merge_job, restore_stage_job, shard_array_job)
 from .render import JobSpec, render_job_script
 
 log = logging.getLogger(__name__)
@@ -75,17 +75,31 @@ def submit_restore_stage(policy: Policy, run_dir: Path, fs3g: Sequence[str], *, 
 def submit_restore_download(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
                             max_array_size: int | None = None) -> SubmittedRun:
     """The restore's download arrays, then its merge (afterany on every array)."""
+    return _arrays_then_report(policy, run_dir, shard_count, fs3g, restore_array_job, restore_merge_job, "restore",
+                               max_array_size)
+
+
+def submit_compare(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
+                   max_array_size: int | None = None) -> SubmittedRun:
+    """The SHA-256 check arrays of a compare, then its merge (afterany on every array)."""
+    return _arrays_then_report(policy, run_dir, shard_count, fs3g, compare_array_job, compare_merge_job, "compare",
+                               max_array_size)
+
+
+def _arrays_then_report(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
+                        array_job: Callable[[Policy, Path, ArrayChunk, Sequence[str]], JobSpec],
+                        report_job: Callable[[Policy, Path, Sequence[str], Sequence[str]], JobSpec], name: str,
+                        max_array_size: int | None) -> SubmittedRun:
     jobs = _private_dir(run_dir / "jobs")
     _private_dir(run_dir / "logs")
     limit = max_array_size or commands.max_array_size()
     array_ids = []
     for chunk in array_chunks(shard_count, limit):
-        script = _write_script(jobs / f"restore-{chunk.offset:06d}.sbatch",
-                               restore_array_job(policy, run_dir, chunk, fs3g))
+        script = _write_script(jobs / f"{name}-{chunk.offset:06d}.sbatch", array_job(policy, run_dir, chunk, fs3g))
         array_ids.append(commands.submit(script, cwd=run_dir))
-    merge_id = commands.submit(_write_script(jobs / "restore-merge.sbatch",
-                                             restore_merge_job(policy, run_dir, array_ids, fs3g)), cwd=run_dir)
-    log.info("submitted restore arrays %s and merge %s", ", ".join(array_ids), merge_id)
+    merge_id = commands.submit(_write_script(jobs / f"{name}-merge.sbatch",
+                                             report_job(policy, run_dir, array_ids, fs3g)), cwd=run_dir)
+    log.info("submitted %s arrays %s and merge %s", name, ", ".join(array_ids), merge_id)
     return SubmittedRun(array_ids, merge_id)
 
 

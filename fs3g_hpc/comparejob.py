@@ -1,0 +1,224 @@
+"""`fs3g compare --check-sha256 --executor slurm|local`: the tree hashes of a large tree read by a job array.
+
+    <run_root>/<lab>/compare-<UTC time>/          one compare run (0700)
+        compare.json                              header: policy snapshot, the coordinator's summary, shards
+        found.jsonl                               what the coordinator decided itself (missing, changed by
+                                                  size/mtime, only in S3, cannot check)
+        shards/shard-N.rec                        files to hash: the local entry, with the stored tree hash
+        results/shard-N.jsonl|json                what each array task found, and its counts
+        report.json, discrepancies.txt            written by the merge
+
+The coordinator (the submitting process) does the streamed merge-join of `compare.compare_tree` once and hands every
+file that needs its hash read to the shards instead of reading it; each array task reads and hashes its shard; the
+merge adds the tasks' findings to the coordinator's and writes the verdict. Reading is what costs at petabyte scale
+(SHA-256 runs at ~1.4 GB/s per core), so that is what the array spreads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from . import __version__
+from .compare import (Against, Category, CompareSummary, Discrepancy, NotComparable, TextReport, compare_tree,
+                      local_tree_hash)
+from .config import Policy, policy_from_snapshot, policy_to_dict
+from .errors import UsageError
+from .manifest import SequentialShardCutter, lab_dir, make_private_dir, read_json, write_json_atomic
+from .plan import EntryClass, classify
+from .records import Entry, read_records
+from .scan import ScanSettings
+
+
+@dataclass(frozen=True)
+class CompareLayout:
+    run_dir: Path
+
+    @property
+    def header_file(self) -> Path:
+        return self.run_dir / "compare.json"
+
+    @property
+    def found_file(self) -> Path:
+        return self.run_dir / "found.jsonl"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.run_dir / "shards"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.run_dir / "results"
+
+    def shard_file(self, index: int) -> Path:
+        return self.shards_dir / f"shard-{index:06d}.rec"
+
+    def shard_found(self, index: int) -> Path:
+        return self.results_dir / f"shard-{index:06d}.jsonl"
+
+    def shard_result(self, index: int) -> Path:
+        return self.results_dir / f"shard-{index:06d}.json"
+
+    @property
+    def report_file(self) -> Path:
+        return self.run_dir / "report.json"
+
+    @property
+    def text_file(self) -> Path:
+        return self.run_dir / "discrepancies.txt"
+
+
+def default_compare_dir(policy: Policy, now: datetime) -> Path:
+    base = lab_dir(policy) / f"compare-{now.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return candidate
+
+
+def _private_file(path: Path, mode: str = "w") -> TextIO:
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC), 0o600), mode,
+                encoding="ascii")
+
+
+def _discrepancy_of(item: dict) -> Discrepancy:
+    return Discrepancy(Category(item["category"]), EntryClass(item["class"]), os.fsencode(item["path"]),
+                       item.get("detail", ""))
+
+
+def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, against_bucket: bool, workers: int,
+                    scan_settings: ScanSettings | None = None,
+                    client_factory: Callable[[Policy], Any] | None = None) -> tuple[CompareLayout, dict]:
+    """Join both sides once, record what needs no reading, and cut the files to hash into shards."""
+    layout = CompareLayout(make_private_dir(run_dir))
+    make_private_dir(layout.shards_dir)
+    cutter = SequentialShardCutter(layout.shards_dir, policy.shards.max_files, policy.shards.max_bytes)
+    lock = threading.Lock()
+
+    def to_hash(local: Entry, stored_hex: str, _klass: EntryClass) -> None:
+        with lock:  # called from the compare's pool threads
+            cutter.add(local._replace(tree_hash=bytes.fromhex(stored_hex)))
+
+    with _private_file(layout.found_file) as found:
+        try:
+            summary = compare_tree(policy, paths, check_sha256=True, against_bucket=against_bucket, workers=workers,
+                                   out=lambda d: found.write(json.dumps(d.to_json()) + "\n"),
+                                   client_factory=client_factory, scan_settings=scan_settings, hash_sink=to_hash)
+            shards = cutter.finish()
+        except BaseException:
+            cutter.abort()
+            raise
+    header = {
+        "tool_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(),
+        "lab": policy.lab.name,
+        "summary": summary.to_json(),
+        "shard_count": len(shards),
+        "to_hash": {"files": sum(s["files"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+        "shards": shards,
+        "policy": policy_to_dict(policy),
+    }
+    write_json_atomic(layout.header_file, header)
+    return layout, header
+
+
+def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | None = None) -> dict:
+    """Read and hash one shard's files; write what differs. Rerunning it redoes the shard (it only reads)."""
+    layout = CompareLayout(run_dir)
+    header = read_json(layout.header_file)
+    policy = policy_from_snapshot(header["policy"], f"{layout.header_file}: policy")
+    env = dict(os.environ if environ is None else environ)
+    if shard is None:
+        task = env.get("SLURM_ARRAY_TASK_ID")
+        if task is None or not task.isdigit():
+            raise UsageError("no shard given: pass --shard N or run as a Slurm array task (SLURM_ARRAY_TASK_ID)")
+        shard = int(task) + int(env.get("FS3G_SHARD_OFFSET", "0"))
+    if not 0 <= shard < header["shard_count"]:
+        raise UsageError(f"shard {shard} does not exist (the compare has {header['shard_count']} shards)")
+    try:
+        layout.results_dir.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    threshold = policy.storage.small_file_threshold_bytes
+    counts = {"files": 0, "hashed_bytes": 0, "changed": 0, "cannot_check": 0}
+    with _private_file(layout.shard_found(shard)) as out:
+        for entry in read_records(layout.shard_file(shard)):
+            klass = classify(entry, threshold) or EntryClass.SMALL
+            counts["files"] += 1
+            try:
+                digest, read_bytes = local_tree_hash(entry)
+                counts["hashed_bytes"] += read_bytes
+                found = (None if digest == entry.tree_hash.hex() else
+                         Discrepancy(Category.CHANGED, klass, entry.path, "SHA-256 tree hash differs"))
+            except NotComparable as e:
+                found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, str(e))
+            except FileNotFoundError:
+                found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, "vanished during the compare")
+            except OSError as e:
+                found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, f"cannot read: {e.strerror or e}")
+            if found is not None:
+                counts["changed" if found.category is Category.CHANGED else "cannot_check"] += 1
+                out.write(json.dumps(found.to_json()) + "\n")
+    write_json_atomic(layout.shard_result(shard), {"shard": shard, "status": "done", **counts})
+    return counts
+
+
+def _summary_from_json(data: dict) -> CompareSummary:
+    summary = CompareSummary(Against(data["against"]), data["source"], data["check_sha256"],
+                             tuple(os.fsencode(p) for p in data["paths"]))
+    for klass, per in data["counts"].items():
+        for category, n in per.items():
+            summary.counts[EntryClass(klass)][Category(category)] = n
+    for name in ("local_entries", "backed_up_entries", "hashed_files", "hashed_bytes", "object_requests",
+                 "unreadable"):
+        setattr(summary, name, data[name])
+    return summary
+
+
+def merge_compare(run_dir: Path, out: Callable[[Discrepancy], None]) -> CompareSummary:
+    """The coordinator's findings plus every task's; a task that never reported leaves its files cannot-check."""
+    layout = CompareLayout(run_dir)
+    header = read_json(layout.header_file)
+    summary = _summary_from_json(header["summary"])
+    threshold = policy_from_snapshot(header["policy"], f"{layout.header_file}: policy"
+                                     ).storage.small_file_threshold_bytes
+
+    def emit(d: Discrepancy) -> None:
+        summary.add(d)
+        out(d)
+
+    with open(layout.found_file, encoding="ascii") as f:
+        for line in f:
+            out(_discrepancy_of(json.loads(line)))  # already counted by the coordinator
+    for shard in header["shards"]:
+        index = shard["index"]
+        if not layout.shard_result(index).exists():
+            for entry in read_records(layout.shard_file(index)):
+                emit(Discrepancy(Category.CANNOT_CHECK, classify(entry, threshold) or EntryClass.SMALL, entry.path,
+                                 f"its hash check (shard {index}) never reported"))
+            continue
+        result = read_json(layout.shard_result(index))
+        summary.hashed_files += result["files"]
+        summary.hashed_bytes += result["hashed_bytes"]
+        with open(layout.shard_found(index), encoding="ascii") as f:
+            for line in f:
+                emit(_discrepancy_of(json.loads(line)))
+    write_json_atomic(layout.report_file, {"tool_version": __version__, "merged": datetime.now(
+        timezone.utc).isoformat(), "run_dir": str(run_dir), **summary.to_json()})
+    return summary
+
+
+def write_report_text(run_dir: Path) -> tuple[CompareSummary, Path]:
+    """Merge, writing the discrepancy lines and the table to discrepancies.txt (owner-only)."""
+    layout = CompareLayout(run_dir)
+    with _private_file(layout.text_file) as text:
+        report = TextReport(text)
+        summary = merge_compare(run_dir, report)
+        report.finish(summary)
+    return summary, layout.text_file
