@@ -357,7 +357,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite)
     layout, header = prepare_restore(policy, request, run_dir)
     print(f"restore {layout.run_dir}: {header['planned']['files']:,} files "
-          f"{format_size(header['planned']['bytes'])} in {header['shard_count']} shards from {header['source']} "
+          f"{format_size(header['planned']['bytes'])} in {header['shard_count']} "
+          f"shard{'' if header['shard_count'] == 1 else 's'} from {header['source']} "
           f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"] else ""))
     return _run_restore(layout.run_dir, Executor(args.executor), args.wait)
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
 from .config import Policy
 from .errors import UsageError
 from .keys import LONG_DIR, KeyClass, encode_path, object_key, parse_key, pathmap_key
-from .manifest import catalog_path, lab_dir
+from .manifest import catalog_path, catalog_target_mismatch, lab_dir
 from .objectmeta import TREEHASH_KEY, format_ns, parse_ns
 from .plan import EntryClass, _checked_order, _Unreadable, classify
 from .records import (Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records,
@@ -680,6 +680,9 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
     if against is Against.CATALOG and not catalog.is_file():
         raise UsageError("no catalog: this lab has no completed backup yet", path=str(catalog),
                          hint="run `fs3g backup --config LAB.yaml` first, or compare with --against-bucket")
+    moved = catalog_target_mismatch(policy) if against is Against.CATALOG else None
+    if moved:
+        raise UsageError(moved, path=str(catalog), hint="compare with --against-bucket, or back up with --full first")
     prefix = policy.s3.prefix
     source = (str(catalog) if against is Against.CATALOG
               else f"s3://{policy.s3.bucket}/{prefix + '/' if prefix else ''}")

@@ -82,6 +82,37 @@ def catalog_path(policy: Policy) -> Path:
     return lab_dir(policy) / "catalog.rec"
 
 
+def catalog_target_path(policy: Policy) -> Path:
+    return lab_dir(policy) / "catalog-target.json"
+
+
+def _target(policy: Policy) -> dict:
+    return {"bucket": policy.s3.bucket, "prefix": policy.s3.prefix, "endpoint_url": policy.s3.endpoint_url}
+
+
+def _describe_target(target: dict) -> str:
+    where = f"s3://{target['bucket']}/{target['prefix'] + '/' if target['prefix'] else ''}"
+    return where + (f" at {target['endpoint_url']}" if target.get("endpoint_url") else "")
+
+
+def record_catalog_target(policy: Policy) -> None:
+    """Note where the catalog's objects are (written with the catalog): a catalog says what one bucket holds."""
+    write_json_atomic(catalog_target_path(policy), _target(policy))
+
+
+def catalog_target_mismatch(policy: Policy) -> str | None:
+    """Why the lab's catalog does not describe the policy's bucket and prefix (they changed since it was written),
+    or None when it does (or when the catalog predates this record)."""
+    path = catalog_target_path(policy)
+    if not path.is_file():
+        return None
+    recorded = read_json(path)
+    if recorded == _target(policy):
+        return None
+    return (f"the catalog describes {_describe_target(recorded)}, but the policy now names "
+            f"{_describe_target(_target(policy))}")
+
+
 def default_run_dir(policy: Policy, now: datetime) -> Path:
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = lab_dir(policy) / f"{policy.lab.name}-{stamp}"

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 from . import __version__
 from .config import Policy, policy_from_snapshot
 from .keys import LONG_DIR
-from .manifest import (DoneRecord, RunLayout, catalog_path, failures_file, journal_file, make_private_dir,
+from .manifest import (DoneRecord, RunLayout, catalog_path, catalog_target_mismatch, failures_file, journal_file,
+                       make_private_dir, record_catalog_target,
                        read_done_records, read_json, read_open_uploads, shard_result_file, write_catalog,
                        write_json_atomic)
 from .records import Entry, RecordWriter, display_path, read_records, write_records
@@ -142,8 +143,10 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 if good:
                     verified_entries.append(_spill(work, index, good))
         catalog = catalog_path(policy)
-        entries = write_catalog(catalog if catalog.is_file() else None, _stream(verified_entries),
-                                layout.deleted_file, catalog, work)
+        # A catalog of another bucket or prefix (the policy moved) is not the starting point of this one.
+        previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
+        entries = write_catalog(previous, _stream(verified_entries), layout.deleted_file, catalog, work)
+        record_catalog_target(policy)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

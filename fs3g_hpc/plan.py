@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 from . import __version__
 from .config import Policy, policy_to_dict
 from .errors import UsageError
-from .manifest import PLAN_FORMAT_VERSION, RunLayout, make_private_dir, write_json_atomic
+from .manifest import PLAN_FORMAT_VERSION, RunLayout, catalog_target_mismatch, make_private_dir, write_json_atomic
 from .records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, read_records, sorted_stream,
                       write_records)
 from .scan import IssueKind, ScanIssue, ScanSettings, check_roots, scan
@@ -273,12 +273,18 @@ def make_plan(policy: Policy, run_dir: Path, options: PlanOptions, now: datetime
 
 def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptions, now: datetime) -> PlanSummary:
     threshold = policy.storage.small_file_threshold_bytes
+    if not options.full and options.catalog is not None and options.catalog.is_file():
+        moved = catalog_target_mismatch(policy)
+        if moved:
+            raise UsageError(moved, path=str(options.catalog),
+                             hint="an incremental backup would skip files the new place lacks: run with --full")
     started = time.monotonic()
     result = scan(policy.roots, policy.exclude, work, options.scan)
     log.info("scan: %d entries in %.1f s", result.counts.entries, time.monotonic() - started)
     catalog_file = None if options.full else options.catalog
     if catalog_file is not None and not catalog_file.is_file():
         catalog_file = None
+
     catalog_stream = None
     if catalog_file is not None:
         catalog_stream = _checked_order(read_records(catalog_file), str(catalog_file))

@@ -42,13 +42,15 @@ from . import __version__
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_from_snapshot, policy_to_dict
 from .errors import Fs3gError, UsageError
 from .keys import LONG_DIR, KeyClass, object_key, parse_key, pathmap_key
-from .manifest import SequentialShardCutter, catalog_path, lab_dir, make_private_dir, read_json, write_json_atomic
+from .manifest import (SequentialShardCutter, catalog_path, catalog_target_mismatch, lab_dir, make_private_dir,
+                       read_json, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
 from .records import Entry, EntryKind, display_path, read_records
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
-from .transfer.downloader import (NotRestored, ObjectMissing, RequestOutcome, get_range, get_text, get_whole,
-                                  head_object, list_with_restore_status, request_restore, tree_hash_tag)
+from .transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, RequestOutcome, WholeObject, get_range,
+                                  get_text, get_whole, head_object, list_with_restore_status, request_restore,
+                                  tree_hash_tag)
 from .transfer.lister import iter_objects
 from .transfer.uploader import part_size_for
 from .treehash import LEAF_BYTES, TreeHasher
@@ -278,7 +280,10 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
     cutter = SequentialShardCutter(layout.shards_dir, policy.shards.max_files, policy.shards.max_bytes)
     refused = 0
     try:
-        if catalog.is_file():
+        moved = catalog_target_mismatch(policy) if catalog.is_file() else None
+        if moved:
+            log.warning("%s: selecting from the bucket listing instead", moved)
+        if catalog.is_file() and not moved:
             source = f"catalog {catalog}"
             entries = _from_catalog(catalog, selection)
         else:
@@ -558,6 +563,8 @@ class _ShardRestorer:
         self.tally = _Tally()
         self.lock = threading.Lock()
         self.parts = ThreadPoolExecutor(policy.restore.download_workers, thread_name_prefix="fs3g-part")
+        self.direct = DirectGetter(client, policy.uploader.max_attempts)
+        self.errors: list[BaseException] = []
         stage_file = layout.stage_file(shard)
         self.stage_refused: dict[str, str] = read_json(stage_file).get("refused", {}) if stage_file.exists() else {}
         self.journal_path = layout.journal(shard)
@@ -604,10 +611,22 @@ class _ShardRestorer:
     def run(self, entries: Iterable[Entry]) -> None:
         workers = self.policy.restore.download_workers
         slots = threading.BoundedSemaphore(2 * workers)  # bounded: never the whole shard queued at once
+
+        def finished(future: Future) -> None:
+            slots.release()
+            error = future.exception()
+            if error is not None:  # _guarded reports every file's failure; this is ours (e.g. the journal's disk)
+                self.errors.append(error)
+                self.stop.set()
+
         with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-restore") as files:
             for entry in entries:
+                if self.errors:
+                    break
                 slots.acquire()
-                files.submit(self._guarded, entry).add_done_callback(lambda _f: slots.release())
+                files.submit(self._guarded, entry).add_done_callback(finished)
+        if self.errors:
+            raise self.errors[0]
 
     def _guarded(self, entry: Entry) -> None:
         if self.halted:
@@ -676,13 +695,17 @@ class _ShardRestorer:
     def _whole(self, entry: Entry, key: str, klass: KeyClass, dir_fd: int, name: bytes,
                present: os.stat_result | None) -> None:
         try:
-            obj = get_whole(self.client, self.bucket, key)
+            obj = self._get_whole(key)
         except ObjectMissing:
             if klass is KeyClass.SYMLINK:
                 raise
             # The small-file threshold may have changed since this file was backed up.
-            key = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
-            obj = get_whole(self.client, self.bucket, key)
+            other = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
+            try:
+                obj = self._get_whole(other)
+            except ObjectMissing:
+                raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
+            key = other
         meta = FileMeta.of(obj.metadata, entry)
         symlink = klass is KeyClass.SYMLINK
         if self._same_as(present, len(obj.data), meta, symlink) and (
@@ -718,6 +741,11 @@ class _ShardRestorer:
                 _unlink_quietly(dir_fd, tmp)
                 raise
         self._record(entry, Outcome.RESTORED, size=len(obj.data), mtime_ns=meta.mtime_ns or 0)
+
+    def _get_whole(self, key: str) -> WholeObject:
+        if self.direct.available:
+            return self.direct.get_whole(self.bucket, key)
+        return get_whole(self.client, self.bucket, key)
 
     def _large(self, entry: Entry, key: str, dir_fd: int, name: bytes, present: os.stat_result | None) -> None:
         head = head_object(self.client, self.bucket, key)
@@ -783,7 +811,9 @@ class _ShardRestorer:
         leaf = hashlib.sha256()
         fill = 0
         offset = start
-        for piece in get_range(self.client, self.bucket, key, start, length, etag):
+        pieces = (self.direct.get_range(self.bucket, key, start, length, etag) if self.direct.available
+                  else get_range(self.client, self.bucket, key, start, length, etag))
+        for piece in pieces:
             _pwrite_all(fd, piece, offset, self.dest.root)
             offset += len(piece)
             view = memoryview(piece)
@@ -948,7 +978,8 @@ class RestoreReport:
             f"  restored  {d['restored']['files']:,} files {format_size(d['restored']['bytes'])} (verified by "
             "SHA-256 tree hash)",
             f"  present   {d['already_present']:,} already restored (skipped)",
-            f"  glacier   {d['stage']['requested']:,} restore requests, {d['stage']['polls']} polls",
+            *([f"  glacier   {d['stage']['requested']:,} restore requests, {d['stage']['polls']} polls"]
+              if d["stage"]["requested"] else []),
             f"  refused   {d['refused']:,}" + (" (see refused.jsonl)" if d["refused"] else ""),
             f"  failed    {d['failed']['files']:,}" + (" (see failures.jsonl)" if d["failed"]["files"] else ""),
             "  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),

@@ -314,3 +314,23 @@ def test_deep_archive_restore_through_slurm_polls_with_begin_until_ready(slurm_c
     assert report["stage"]["requested"] == 2 and report["stage"]["polls"] == 3
     # Served after the restore.
     assert moto_bucket.client.get_object(Bucket=moto_bucket.name, Key=large[0]["Key"])["ContentLength"] > 0
+
+
+def test_direct_get_maps_archive_missing_and_changed_objects(moto_bucket):
+    from fs3g_hpc.transfer.downloader import DirectGetter, DownloadError, NotRestored, ObjectMissing
+
+    c, name = moto_bucket.client, moto_bucket.name
+    c.put_object(Bucket=name, Key="cold", Body=b"x" * 10, StorageClass="DEEP_ARCHIVE")
+    c.put_object(Bucket=name, Key="warm", Body=b"0123456789", Metadata={"mtime": "1.000000002"})
+    getter = DirectGetter(c, max_attempts=2)
+    assert getter.available
+    whole = getter.get_whole(name, "warm")
+    assert (whole.data, whole.metadata["mtime"]) == (b"0123456789", "1.000000002")
+    etag = c.head_object(Bucket=name, Key="warm")["ETag"].strip('"')
+    assert b"".join(getter.get_range(name, "warm", 2, 5, etag)) == b"23456"
+    with pytest.raises(NotRestored):
+        getter.get_whole(name, "cold")
+    with pytest.raises(ObjectMissing):
+        getter.get_whole(name, "nothing-here")
+    with pytest.raises(DownloadError, match="412"):  # another version than the one the ranges started on
+        b"".join(getter.get_range(name, "warm", 0, 5, "0" * 32))

@@ -5,12 +5,15 @@ Only S3 calls live here; where the bytes go (the destination, its safety rules) 
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Iterator
 
 import botocore.exceptions
+from botocore.awsrequest import AWSRequest
 
 from ..objectmeta import TREEHASH_KEY
 from .lister import ListedObject
@@ -170,3 +173,83 @@ def get_text(client: Any, bucket: str, key: str) -> bytes | None:
         return get_whole(client, bucket, key).data
     except ObjectMissing:
         return None
+
+
+_ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_RETRY_STATUS = (500, 502, 503, 504)
+PRESIGN_EXPIRY_S = 900
+
+
+class DirectGetter:
+    """GETs without botocore's per-request pipeline: a presigned URL (made by the client, so endpoint, addressing
+    style, region and credentials are the client's) sent on the client's own HTTP session (its TLS settings, proxies
+    and connection pool).
+
+    botocore spends ~2.5 ms of CPU on each small GET building, signing and parsing (header dicts, case-insensitive
+    lookups, timestamp parsing); presigning costs ~0.1 ms and the raw GET ~0.7 ms, so a restore of small files goes
+    ~2.5x faster. Retries follow the client's attempt budget: connection errors and 5xx, with jittered backoff, before
+    any byte of the body is consumed. URLs carry a signature valid for PRESIGN_EXPIRY_S and are never logged by us.
+    """
+
+    def __init__(self, client: Any, max_attempts: int):
+        self.client = client
+        self.max_attempts = max(1, max_attempts)
+        endpoint = getattr(client, "_endpoint", None)
+        self.session = getattr(endpoint, "http_session", None)
+
+    @property
+    def available(self) -> bool:
+        return self.session is not None and hasattr(self.session, "send")
+
+    def _send(self, bucket: str, key: str, headers: dict[str, str], stream: bool = False) -> Any:
+        url = self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                 ExpiresIn=PRESIGN_EXPIRY_S)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                request = AWSRequest(method="GET", url=url, headers=headers, stream_output=stream)
+                response = self.session.send(request.prepare())
+            except botocore.exceptions.HTTPClientError:
+                if attempt == self.max_attempts:
+                    raise
+            else:
+                if response.status_code < 300:
+                    return response
+                body = response.content
+                match = _ERROR_CODE.search(body)
+                code = match.group(1).decode("ascii", "replace") if match else str(response.status_code)
+                if response.status_code not in _RETRY_STATUS or attempt == self.max_attempts:
+                    if code == "InvalidObjectState":
+                        raise NotRestored(f"{key} is archived and not restored (yet)")
+                    if code in ("NoSuchKey", "404") or response.status_code == 404:
+                        raise ObjectMissing(f"{key} is not in the bucket")
+                    raise DownloadError(f"GET {key}: HTTP {response.status_code} {code}")
+            time.sleep(min(20.0, 0.1 * 2 ** attempt) * random.random())
+        raise AssertionError("unreachable")
+
+    def get_whole(self, bucket: str, key: str) -> WholeObject:
+        response = self._send(bucket, key, {})
+        data = response.content
+        headers = response.headers
+        length = headers.get("Content-Length")
+        if length is not None and int(length) != len(data):
+            raise DownloadError(f"GET {key}: {len(data)} bytes received, {length} announced")
+        metadata = {name[11:].lower(): value for name, value in headers.items()
+                    if name.lower().startswith("x-amz-meta-")}
+        return WholeObject(data, str(headers.get("ETag", "")).strip('"'), metadata)
+
+    def get_range(self, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
+        response = self._send(bucket, key, {"Range": f"bytes={start}-{start + length - 1}", "If-Match": f'"{etag}"'},
+                              stream=True)
+        raw = response.raw
+        try:
+            while True:
+                piece = raw.read(CHUNK_BYTES)
+                if not piece:
+                    return
+                yield piece
+        finally:
+            raw.release_conn()
+
+
+class DownloadError(Exception):
+    pass

@@ -1,0 +1,552 @@
+#!/usr/bin/env python3
+"""Download (restore) benchmark: `fs3g restore` beside s5cmd cp and aws s3 cp, against SeaweedFS.
+
+    python3 benchmarks/bench_download.py [--scenario small|large|all] [--repeats 5] [--warmup 1]
+                                         [--fs3g "python3 -m fs3g_hpc"] [--peers s5cmd,s5cmd-16,aws] [--smoke]
+
+Scenarios (the seeded data sets of bench_upload.py, generated once under benchmarks/data/ and reused):
+- small: the 5,000 files of 1–16 KiB (benchmarks/data/upload-small-5k/);
+- large: the 1 GiB file (benchmarks/data/upload-large-1g/file.bin).
+--smoke: 50 small files and a 20 MiB "large" file, 1 repeat, no warm-up (for a quick test).
+
+Setup, once per scenario and outside every timed span: a fresh bucket on SeaweedFS, a lab policy
+(`roots: [DATASET]`, `s3: {bucket, prefix: bench, endpoint_url}`, `run_root` in a temporary directory, every other
+setting at its default: shards.max_files 100,000, so the small tree is one shard and restores as one process;
+small_file_threshold_bytes 128 KiB; restore.download_workers 16), then `FS3G backup --config P --executor local
+--wait`, so the objects carry fs3g's key layout (bench/smallfile/<abs path>, bench/largefile/<abs path>) and the
+lab has a catalog.
+
+Timed commands (stdout to /dev/null), each into a fresh, empty destination directory {dest} per run:
+- fs3g:        FS3G restore --config P --dest {dest} --executor local --run-dir {run_dir}/restore
+               (everything a user runs: selection from the catalog, the readiness check, the shard process, the
+               merge; --run-dir only keeps the run directory in the per-run temporary directory)
+- fs3g-shard:  FS3G restore-shard {run_dir}/restore --shard 0, on a run directory prepared untimed by the same calls
+               `fs3g restore` makes before it starts the shard (prepare_restore, then stage), through
+               `PYTHON -c` with the interpreter of --fs3g (so only when --fs3g is "PYTHON... -m fs3g_hpc")
+- s5cmd:       s5cmd --endpoint-url URL --log error cp 's3://BUCKET/bench/smallfile/*' {dest}/   (largefile/ for large)
+- s5cmd-16:    the same with --numworkers 16
+- aws:         aws --endpoint-url URL s3 cp --recursive --only-show-errors s3://BUCKET/bench/ {dest}/
+
+After every run, outside the timed span: the SeaweedFS process's CPU during the run (from /proc), then the
+destination is checked: exactly the dataset's files (at the path each tool derives from the key: DEST/<relative
+path> for fs3g, DEST/<key after bench/smallfile/> for s5cmd, DEST/<key after bench/> for aws), each with the
+dataset's size and MD5, and nothing else; anything missing, short, different or extra raises. For fs3g the
+restored mtimes are counted too (reported, not required). The destination is then removed and the page cache's
+dirty pages written back (`sync`), so no run's writeback lands in the next run.
+
+Results: benchmarks/results/download-latest.md and .json (--results; download-smoke with --smoke), with the
+machine, the command line, every sample and ours/peer ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SMALL_FILES, SMOKE_LARGE_BYTES,  # noqa: E402
+                          SMOKE_SMALL_FILES, MiB, _run_text, check_dataset, delete_prefix, ensure_peers,
+                          fill, generate_large, generate_small, proc_cpu_s, s3_client, s5cmd_binary, services_env,
+                          size_tag, weed_pid, write_atomic)
+from harness import (CommandFailed, SetupHook, default_command_line, machine_info, ratios,  # noqa: E402
+                     render_markdown, run_alternating)
+
+PEERS = ("s5cmd", "s5cmd-16", "aws")
+OURS = ("fs3g", "fs3g-shard")
+PREFIX = "bench"
+SMALL_THRESHOLD = 128 * 1024  # the policy default (storage.small_file_threshold_bytes): which key class a file gets
+
+# What `fs3g restore` does before it starts the shard processes (cli.cmd_restore, then _run_restore's stage loop),
+# run untimed to prepare the run directory that fs3g-shard times.
+PREPARE = """\
+import sys
+from pathlib import Path
+from fs3g_hpc.config import load_policy
+from fs3g_hpc.restore import RestoreRequest, StageVerdict, prepare_restore, stage
+policy = load_policy(sys.argv[1])
+request = RestoreRequest((), Path(sys.argv[2]).absolute(), policy.restore.tier, policy.restore.days, False)
+layout, header = prepare_restore(policy, request, Path(sys.argv[3]))
+report = stage(layout.run_dir)
+if report.verdict is not StageVerdict.READY or header["shard_count"] != 1:
+    sys.exit(f"prepared run: verdict {report.verdict.value}, {header['shard_count']} shards (need ready and 1)")
+"""
+
+
+class RestoreIncomplete(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"bench_download: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------- setup
+
+
+def lab_policy(src: Path, bucket: str, endpoint: str, run_root: Path) -> str:
+    q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
+    return (f"lab: {{name: bench}}\n"
+            f"roots: [{q(str(src))}]\n"
+            f"s3: {{bucket: {q(bucket)}, prefix: {q(PREFIX)}, endpoint_url: {q(endpoint)}}}\n"
+            f"run_root: {q(str(run_root))}\n")
+
+
+@contextlib.contextmanager
+def scratch_bucket(s3: Any) -> Iterator[str]:
+    """One bucket per scenario, emptied and removed at the end whatever happens."""
+    bucket = f"bench-download-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=bucket)
+    try:
+        yield bucket
+    finally:
+        try:
+            delete_prefix(s3, bucket, "")
+            s3.delete_bucket(Bucket=bucket)
+        except Exception as e:  # noqa: BLE001 - report, never mask the benchmark's own error
+            log(f"could not remove bucket {bucket}: {e}")
+
+
+def list_keys(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = o["Size"]
+    return out
+
+
+def key_class(size: int) -> str:
+    return "smallfile" if size <= SMALL_THRESHOLD else "largefile"
+
+
+def backed_up_keys(s3: Any, bucket: str, src: Path, manifest: list[dict[str, Any]]) -> tuple[dict[str, str], list[str]]:
+    """The key of every dataset file (rel -> key), and any other object under the prefix (aws downloads those too).
+
+    The dataset's names are plain ASCII, so a key is PREFIX/<class>/<absolute path without its leading />."""
+    listed = list_keys(s3, bucket, f"{PREFIX}/")
+    keys: dict[str, str] = {}
+    for f in manifest:
+        key = f"{PREFIX}/{key_class(f['size'])}/{str(src).lstrip('/')}/{f['path']}"
+        if listed.get(key) != f["size"]:
+            found = "missing" if key not in listed else f"of size {listed[key]}"
+            raise RestoreIncomplete(f"after the backup, {key} is {found} (expected {f['size']} bytes): fs3g's key "
+                                    "layout is not what this benchmark maps")
+        keys[f["path"]] = key
+    others = sorted(set(listed) - set(keys.values()))
+    return keys, others
+
+
+def backup(fs3g: list[str], policy: Path, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([*fs3g, "backup", "--config", str(policy), "--executor", "local", "--wait"],
+                          capture_output=True, text=True, env=env, cwd=REPO, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RestoreIncomplete(f"backup for the benchmark failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                                f"{proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------------- verification
+
+
+def md5_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def verify_dest(dest: Path, expected: dict[str, dict[str, Any]], allowed_extra: set[str]) -> dict[str, Any]:
+    """expected: destination-relative path -> manifest entry. Every one must be a regular file with the entry's size
+    and MD5; nothing else may be there except allowed_extra (objects outside the dataset that a tool copies too)."""
+    found: dict[str, os.stat_result] = {}
+    for dirpath, dirnames, names in os.walk(dest):
+        for name in names + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = os.path.join(dirpath, name)
+            found[os.path.relpath(p, dest)] = os.lstat(p)
+    problems: list[str] = []
+    mtime_ok = 0
+    for rel, f in expected.items():
+        st = found.get(rel)
+        if st is None:
+            problems.append(f"{rel}: missing")
+            continue
+        if not os.path.isfile(dest / rel) or os.path.islink(dest / rel):
+            problems.append(f"{rel}: not a regular file")
+            continue
+        if st.st_size != f["size"]:
+            problems.append(f"{rel}: size {st.st_size} != {f['size']}")
+            continue
+        digest = md5_file(dest / rel)
+        if digest != f["md5"]:
+            problems.append(f"{rel}: MD5 {digest} != {f['md5']}")
+        if st.st_mtime_ns == MTIME * 1_000_000_000:
+            mtime_ok += 1
+    extra = sorted(set(found) - set(expected) - allowed_extra)
+    if extra:
+        problems.append(f"{len(extra)} unexpected file(s), e.g. {extra[:3]}")
+    if problems:
+        raise RestoreIncomplete(f"{len(problems)} problem(s) in {dest} ({len(found)} files, {len(expected)} "
+                                f"expected): " + "; ".join(problems[:5]))
+    return {"files": len(expected), "verified": len(expected), "extra_allowed": len(set(found) - set(expected)),
+            "mtime_restored": mtime_ok}
+
+
+# ------------------------------------------------------------------------------------------------------- commands
+
+
+def fs3g_python(fs3g: list[str]) -> list[str] | None:
+    """The interpreter part of "PYTHON... -m fs3g_hpc", or None when --fs3g is something else."""
+    if len(fs3g) >= 3 and fs3g[-2:] == ["-m", "fs3g_hpc"]:
+        return fs3g[:-2]
+    return None
+
+
+def build_commands(tools: dict[str, str], endpoint: str, bucket: str, klass: str, peers: list[str],
+                   fs3g: list[str] | None, policy: Path, shard_row: bool) -> dict[str, list[str]]:
+    s5 = [tools["s5cmd"], "--endpoint-url", endpoint, "--log", "error"]
+    src = f"s3://{bucket}/{PREFIX}/{klass}/*"
+    all_peers = {
+        "s5cmd": [*s5, "cp", src, "{dest}/"],
+        "s5cmd-16": [*s5, "--numworkers", "16", "cp", src, "{dest}/"],
+        "aws": [tools["aws"], "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--only-show-errors",
+                f"s3://{bucket}/{PREFIX}/", "{dest}/"],
+    }
+    commands: dict[str, list[str]] = {}
+    if fs3g:
+        commands["fs3g"] = [*fs3g, "restore", "--config", str(policy), "--dest", "{dest}", "--executor", "local",
+                            "--run-dir", "{run_dir}/restore"]
+        if shard_row:
+            commands["fs3g-shard"] = [*fs3g, "restore-shard", "{run_dir}/restore", "--shard", "0"]
+    commands.update({name: all_peers[name] for name in PEERS if name in peers})
+    return commands
+
+
+def dest_layout(name: str, klass: str, keys: dict[str, str], manifest: list[dict[str, Any]],
+                others: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Where each dataset file lands under the destination for this command, and the allowed extra paths."""
+    if name in OURS:
+        return {f["path"]: f for f in manifest}, set()
+    strip = f"{PREFIX}/{klass}/" if name.startswith("s5cmd") else f"{PREFIX}/"
+    expected = {keys[f["path"]][len(strip):]: f for f in manifest}
+    extra = {k[len(strip):] for k in others} if name == "aws" else set()
+    return expected, extra
+
+
+def make_hook(name: str, *, klass: str, keys: dict[str, str], others: list[str], manifest: list[dict[str, Any]],
+              prepare: list[str] | None, policy: Path, env: dict[str, str], tmp_parent: Path | None,
+              server_pid: int | None, records: list[dict[str, Any]]) -> SetupHook:
+    """Per run: a fresh run_dir with an empty dest (and, for fs3g-shard, the prepared restore run); after the run,
+    outside the timed span: the server's CPU, the check of the destination, removal and sync."""
+    expected, allowed = dest_layout(name, klass, keys, manifest, others)
+
+    @contextlib.contextmanager
+    def hook(argv: list[str]) -> Iterator[list[str]]:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"fs3g-bench-download-{name}-", dir=tmp_parent))
+        dest = run_dir / "dest"
+        dest.mkdir()
+        ok = False
+        try:
+            if prepare is not None:
+                proc = subprocess.run([*prepare, "-c", PREPARE, str(policy), str(dest), str(run_dir / "restore")],
+                                      capture_output=True, text=True, env=env, cwd=REPO,
+                                      stdin=subprocess.DEVNULL)
+                if proc.returncode != 0:
+                    raise RestoreIncomplete(f"preparing the restore run for {name} failed:\n{proc.stderr[-2000:]}")
+            cpu0 = proc_cpu_s(server_pid)
+            yield fill(argv, {"dest": str(dest), "run_dir": str(run_dir)})
+            cpu1 = proc_cpu_s(server_pid)
+            ok = True
+        finally:
+            try:
+                if ok:
+                    rec = {"server_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
+                    rec.update(verify_dest(dest, expected, allowed))
+                    records.append(rec)
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                os.sync()  # the deleted files' dirty pages are dropped; anything else is written now, untimed
+
+    return hook
+
+
+# ------------------------------------------------------------------------------------------------------- running
+
+
+def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], env: dict[str, str], endpoint: str,
+                 args: argparse.Namespace, server_pid: int | None) -> dict[str, Any]:
+    src = Path(data["root"])
+    manifest = data["manifest"]
+    klass = key_class(max(f["size"] for f in manifest))
+    if any(key_class(f["size"]) != klass for f in manifest):
+        raise RuntimeError(f"{src}: files of both key classes; a scenario must be one class")
+    s3 = s3_client(endpoint, env)
+    setup_dir = Path(tempfile.mkdtemp(prefix=f"fs3g-bench-download-{scenario}-setup-", dir=args.tmp_dir))
+    try:
+        with scratch_bucket(s3) as bucket:
+            policy = setup_dir / "lab.yaml"
+            policy.write_text(lab_policy(src, bucket, endpoint, setup_dir / "runs"))
+            log(f"{scenario}: backing up {data['files']:,} files, {data['total_bytes']:,} bytes from {src} into "
+                f"bucket {bucket} with fs3g (untimed)")
+            backup_s = backup(args.fs3g_argv, policy, env)
+            keys, others = backed_up_keys(s3, bucket, src, manifest)
+            log(f"{scenario}: backup took {backup_s:.1f} s; {len(keys):,} dataset objects, {len(others)} other(s) "
+                f"under {PREFIX}/")
+            commands = build_commands(tools, endpoint, bucket, klass, args.peers, args.fs3g_argv, policy,
+                                      args.shard_row)
+            records: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
+            prepare = fs3g_python(args.fs3g_argv)
+            setup = {name: make_hook(name, klass=klass, keys=keys, others=others, manifest=manifest,
+                                     prepare=prepare if name == "fs3g-shard" else None, policy=policy, env=env,
+                                     tmp_parent=args.tmp_dir, server_pid=server_pid, records=records[name])
+                     for name in commands}
+            results = run_alternating(commands, repeats=args.repeats, warmup=args.warmup, env=env, cwd=REPO,
+                                      setup=setup)
+    finally:
+        shutil.rmtree(setup_dir, ignore_errors=True)
+    for name, c in results["commands"].items():
+        runs = c["warmup_samples"] + c["samples"]
+        for sample, rec in zip(runs, records[name]):
+            sample["server_cpu_s"] = rec["server_cpu_s"]
+            sample["verified"] = {k: rec[k] for k in ("files", "verified", "extra_allowed", "mtime_restored")}
+        cpus = [s["server_cpu_s"] for s in c["samples"] if s.get("server_cpu_s") is not None]
+        c["server_cpu_s"] = ({"median": statistics.median(cpus), "min": min(cpus), "max": max(cpus)}
+                             if cpus else None)
+        c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
+        c["files_per_s"] = data["files"] / c["wall_s"]["median"]
+    ours = [n for n in commands if n in OURS]
+    peers = [n for n in commands if n not in OURS]
+    return {"scenario": scenario, "results": results, "key_class": klass, "backup_s": backup_s,
+            "other_objects": others,
+            "ratios": [ratios(results, o, p) for o in ours for p in peers],
+            "dataset": {k: v for k, v in data.items() if k != "manifest"}}
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str, command_line: str) -> str:
+    m = machine
+    lines = [
+        "# Download (restore) benchmark (SeaweedFS on loopback)",
+        "",
+        f"Machine: nproc {m['nproc']} ({m['cpu_model'] or 'unknown CPU'}), {m['mem_total_gib']} GiB RAM "
+        f"(MemTotal), {m['kernel']}, {m['python']}, {m['date']}.",
+        "",
+        note,
+        "",
+        "Reproduce (from the repository root, with `eval \"$(.ci/services env)\"`):",
+        "",
+        f"    {command_line}",
+        "",
+        "Summary (medians; server CPU = SeaweedFS process CPU during the run, read from /proc):",
+        "",
+        "| scenario | command | wall s | CPU s | peak RSS MiB | server CPU s | MiB/s | files/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        one_file = run["dataset"]["files"] == 1
+        for name, c in run["results"]["commands"].items():
+            srv = c["server_cpu_s"]["median"] if c.get("server_cpu_s") else None
+            lines.append(f"| {run['scenario']} | {name} | {_fmt(c['wall_s']['median'], 3)} | "
+                         f"{_fmt(c['cpu_s']['median'], 3)} | {_fmt(c['peak_rss_mib']['median'], 1)} | "
+                         f"{_fmt(srv)} | {_fmt(c['throughput_mib_s'], 1)} | "
+                         f"{'–' if one_file else _fmt(c['files_per_s'], 0)} |")
+    if any(run["ratios"] for run in runs):
+        lines += ["", "Ratios of medians, ours / peer (below 1 means ours is lower):", "",
+                  "| scenario | ours / peer | wall | CPU | peak RSS |", "| --- | --- | ---: | ---: | ---: |"]
+        for run in runs:
+            for r in run["ratios"]:
+                lines.append(f"| {run['scenario']} | {r['ours']} / {r['peer']} | {_fmt(r['wall'])} | "
+                             f"{_fmt(r['cpu'])} | {_fmt(r['peak_rss'])} |")
+    for run in runs:
+        d = run["dataset"]
+        title = (f"Scenario {run['scenario']}: {d['files']:,} file(s), {d['total_bytes']:,} bytes "
+                 f"({d['root']}, backed up untimed in {run['backup_s']:.1f} s)")
+        md = render_markdown(run["results"], title, "", m, command_line, run["ratios"])
+        body = md.split("\n")
+        body[0] = "#" + body[0]
+        keep = [body[0], ""] + body[body.index("    " + command_line) + 2:]
+        keep = [line.replace("`{run_dir}` is a fresh temporary directory per run",
+                             "`{run_dir}` is a fresh temporary directory per run, `{dest}` an empty directory in it")
+                for line in keep]
+        lines += ["", *keep]
+        while lines and lines[-1] == "":
+            lines.pop()
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def peer_versions(tools: dict[str, str], weed_exe: str | None) -> dict[str, str]:
+    v = {"s5cmd": _run_text([tools["s5cmd"], "version"]), "aws": _run_text([tools["aws"], "--version"])}
+    pins = _run_text([str(PEER_VENV / "bin" / "pip"), "list", "--format=freeze", "--disable-pip-version-check"])
+    v["pypi"] = ", ".join(line for line in pins.splitlines() if line.split("==")[0] in ("awscli", "s5cmd"))
+    if weed_exe:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            v["seaweedfs"] = _run_text([weed_exe, "version"]).splitlines()[0]
+    return v
+
+
+def fs3g_source() -> dict[str, Any]:
+    """The commit of the checkout the benchmark runs from, and whether fs3g_hpc/ differs from it (read-only git)."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=30)
+        if head.returncode == 0:
+            out["commit"] = head.stdout.strip()
+            st = subprocess.run(["git", "-C", str(REPO), "--no-optional-locks", "status", "--porcelain", "--",
+                                 "fs3g_hpc"], capture_output=True, text=True, timeout=30)
+            out["fs3g_hpc_modified"] = [line[3:] for line in st.stdout.splitlines()]
+    return out
+
+
+def peer_tools(install: bool) -> dict[str, str]:
+    """aws and s5cmd from the peers' venv (bench_upload installs them, and rclone, when something is missing)."""
+    aws = PEER_VENV / "bin" / "aws"
+    s5 = s5cmd_binary()
+    if aws.exists() and s5 is not None:
+        return {"aws": str(aws), "s5cmd": str(s5), "rclone": shutil.which("rclone") or "rclone"}
+    return ensure_peers(install)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
+    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
+    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"tiny data ({SMOKE_SMALL_FILES} small files, a {SMOKE_LARGE_BYTES // MiB} MiB file), "
+                         "1 repeat, no warm-up")
+    ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
+    ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
+    ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
+                    help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root); it also '
+                         "makes the untimed backup")
+    ap.add_argument("--no-shard-row", dest="shard_row", action="store_false",
+                    help="do not time fs3g restore-shard on its own")
+    ap.add_argument("--endpoint", help="S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)")
+    ap.add_argument("--tmp-dir", type=Path, help="parent of the per-run {run_dir} (default: system temp)")
+    ap.add_argument("--results", type=Path,
+                    help="report path without suffix (default benchmarks/results/download-latest, "
+                         "or download-smoke with --smoke); .md and .json are written")
+    ap.add_argument("--data-dir", type=Path, default=DATA, help="where the data sets live (default benchmarks/data)")
+    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
+    ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers")
+    ap.add_argument("--note", default="", help="free text added to the report")
+    args = ap.parse_args(argv)
+
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
+    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
+    n_large = args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)
+    results_base = args.results or HERE / "results" / ("download-smoke" if args.smoke else "download-latest")
+    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(args.peers) - set(PEERS))
+    if unknown:
+        ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
+    args.fs3g_argv = shlex.split(args.fs3g)
+    if not args.fs3g_argv:
+        ap.error("--fs3g is empty (fs3g makes the backup every scenario restores)")
+    if args.shard_row and fs3g_python(args.fs3g_argv) is None:
+        log(f"--fs3g {args.fs3g!r} is not 'PYTHON -m fs3g_hpc': the fs3g-shard row (which prepares its run through "
+            "that Python) is left out")
+        args.shard_row = False
+    if args.tmp_dir:
+        args.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        senv = services_env()
+        tools = peer_tools(install=not args.no_install)
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        log(str(e))
+        return 2
+    endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
+    region = senv.get("AWS_DEFAULT_REGION", "us-east-1")
+    env = {**os.environ, **senv, "AWS_DEFAULT_REGION": region}
+    server_pid = weed_pid()
+    weed_exe = None
+    if server_pid is not None:
+        with contextlib.suppress(OSError):
+            weed_exe = os.readlink(f"/proc/{server_pid}/exe")
+    versions = peer_versions(tools, weed_exe)
+    log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
+
+    scenarios = ["small", "large"] if args.scenario == "all" else [args.scenario]
+    source_at_start = fs3g_source()
+    runs = []
+    try:
+        for sc in scenarios:
+            if sc == "small":
+                root = args.data_dir / f"upload-small-{size_tag(n_small)}"
+                data = generate_small(root, n_small, args.seed, replace=args.replace_data)
+            else:
+                root = args.data_dir / f"upload-large-{size_tag(n_large, 'bytes')}"
+                data = generate_large(root, n_large, args.seed, replace=args.replace_data)
+            check_dataset(root, data)
+            how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
+            log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+            runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
+                                     server_pid=server_pid))
+    except (FileExistsError, RestoreIncomplete, CommandFailed) as e:
+        log(f"{type(e).__name__}: {e}")
+        return 1
+
+    note = (f"Endpoint {endpoint}: SeaweedFS ({versions.get('seaweedfs', 'unknown version')}, `weed mini` from "
+            "`.ci/services`) on the same 2-core machine, so the server's CPU competes with the client's. Per "
+            "scenario, untimed: one bucket, the dataset backed up into it by `fs3g backup --executor local --wait` "
+            f"(keys `{PREFIX}/smallfile/<path>` or `{PREFIX}/largefile/<path>`, the lab's catalog written). Every "
+            "run downloads into a fresh empty directory on the same disk; after each run (untimed) every file is "
+            "checked (size and MD5, nothing missing, nothing extra), then the directory is removed and `sync` "
+            "runs, so writeback never spills into the next run. fs3g fsyncs each large file before renaming it "
+            "into place (inside its timed span); the peers do not. fs3g restores mtime and mode; the peers do "
+            "not. fs3g's policy keeps the defaults (one shard of up to 100,000 files, restore.download_workers "
+            "16). "
+            + ("One untimed warm-up round first. " if args.warmup else "No warm-up round. ")
+            + "Peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if k != "seaweedfs") + ".")
+    if args.note:
+        note += " " + args.note
+    first = shutil.which(args.fs3g_argv[0])
+    with contextlib.suppress(OSError, TypeError):
+        if first and open(first, "rb").read(2) == b"#!":
+            note += (f" `{args.fs3g_argv[0]}` is a script ({first}, e.g. a pyenv shim), not the interpreter: its "
+                     "start-up is in every fs3g and fs3g-shard sample (pass --fs3g \"/path/to/python3 -m fs3g_hpc\" "
+                     "to leave it out).")
+    source = {"at_start": source_at_start, "at_end": fs3g_source()}
+    if source["at_end"] != source_at_start:
+        note += (" The fs3g checkout changed while the benchmark ran (see fs3g_source in the JSON): samples may mix "
+                 "versions.")
+    elif source_at_start.get("commit"):
+        changed = source_at_start["fs3g_hpc_modified"]
+        note += (f" fs3g from commit {source_at_start['commit'][:12]}"
+                 + (f" with local changes in {', '.join(changed)}" if changed else "") + ".")
+    machine = machine_info()
+    cmdline = default_command_line()
+    md = render_report(runs, machine, note, cmdline)
+    doc = {"title": "Download benchmark", "machine": machine, "machine_note": note, "command_line": cmdline,
+           "endpoint": endpoint, "fs3g": args.fs3g, "fs3g_source": source, "versions": versions, "smoke": args.smoke,
+           "scenarios": runs}
+    write_atomic(Path(f"{results_base}.md"), md)
+    write_atomic(Path(f"{results_base}.json"), json.dumps(doc, indent=2) + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
