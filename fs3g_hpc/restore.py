@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 RESTORE_FORMAT_VERSION = 1
 LIST_THREADS = 16
+JOURNAL_FLUSH_INTERVAL_S = 1.0
 _FILE_KINDS = (EntryKind.FILE, EntryKind.SYMLINK)
 
 
@@ -568,6 +569,7 @@ class _ShardRestorer:
         stage_file = layout.stage_file(shard)
         self.stage_refused: dict[str, str] = read_json(stage_file).get("refused", {}) if stage_file.exists() else {}
         self.journal_path = layout.journal(shard)
+        self.journal_flushed_s = 0.0
         self.done = self._read_journal()
         self.journal = open(os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
                             encoding="ascii")
@@ -599,7 +601,11 @@ class _ShardRestorer:
                 else:
                     self.tally.present += 1
                 self.journal.write(json.dumps({"p": os.fsdecode(entry.path), "s": size, "m": mtime_ns}) + "\n")
-                self.journal.flush()
+                now = time.monotonic()
+                if now - self.journal_flushed_s >= JOURNAL_FLUSH_INTERVAL_S:
+                    # A record lost to a kill only means that file is checked again (and found in place).
+                    self.journal.flush()
+                    self.journal_flushed_s = now
                 return
             if outcome is not Outcome.INTERRUPTED:
                 self.tally.failed += 1
@@ -609,22 +615,30 @@ class _ShardRestorer:
             self.failures.flush()
 
     def run(self, entries: Iterable[Entry]) -> None:
-        workers = self.policy.restore.download_workers
-        slots = threading.BoundedSemaphore(2 * workers)  # bounded: never the whole shard queued at once
+        """`download_workers` threads take entries from the shard in turn: no queue, no future per file (at 5,000
+        small files a second, each synchronisation object costs measurable CPU in futex calls)."""
+        source = iter(entries)
+        take = threading.Lock()
 
-        def finished(future: Future) -> None:
-            slots.release()
-            error = future.exception()
-            if error is not None:  # _guarded reports every file's failure; this is ours (e.g. the journal's disk)
-                self.errors.append(error)
-                self.stop.set()
+        def work() -> None:
+            while not self.errors:
+                with take:
+                    entry = next(source, None)
+                if entry is None:
+                    return
+                try:
+                    self._guarded(entry)
+                except BaseException as e:  # _guarded reports every file's failure; this one is ours (the journal's disk)
+                    self.errors.append(e)
+                    self.stop.set()
+                    return
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-restore") as files:
-            for entry in entries:
-                if self.errors:
-                    break
-                slots.acquire()
-                files.submit(self._guarded, entry).add_done_callback(finished)
+        threads = [threading.Thread(target=work, name=f"fs3g-restore-{i}", daemon=True)
+                   for i in range(self.policy.restore.download_workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         if self.errors:
             raise self.errors[0]
 
