@@ -65,8 +65,9 @@ from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SMALL_FILES, SMOK
                           SMOKE_SMALL_FILES, MiB, _run_text, check_dataset, delete_prefix, ensure_peers,
                           fill, generate_large, generate_small, proc_cpu_s, s3_client, s5cmd_binary, services_env,
                           size_tag, weed_pid, write_atomic)
+from bench_upload import render_report as render_upload_report  # noqa: E402
 from harness import (CommandFailed, SetupHook, default_command_line, machine_info, ratios,  # noqa: E402
-                     render_markdown, run_alternating)
+                     run_alternating)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -341,55 +342,10 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str, command_line: str) -> str:
-    m = machine
-    lines = [
-        "# Download (restore) benchmark (SeaweedFS on loopback)",
-        "",
-        f"Machine: nproc {m['nproc']} ({m['cpu_model'] or 'unknown CPU'}), {m['mem_total_gib']} GiB RAM "
-        f"(MemTotal), {m['kernel']}, {m['python']}, {m['date']}.",
-        "",
-        note,
-        "",
-        "Reproduce (from the repository root, with `eval \"$(.ci/services env)\"`):",
-        "",
-        f"    {command_line}",
-        "",
-        "Summary (medians; server CPU = SeaweedFS process CPU during the run, read from /proc):",
-        "",
-        "| scenario | command | wall s | CPU s | peak RSS MiB | server CPU s | MiB/s | files/s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for run in runs:
-        one_file = run["dataset"]["files"] == 1
-        for name, c in run["results"]["commands"].items():
-            srv = c["server_cpu_s"]["median"] if c.get("server_cpu_s") else None
-            lines.append(f"| {run['scenario']} | {name} | {_fmt(c['wall_s']['median'], 3)} | "
-                         f"{_fmt(c['cpu_s']['median'], 3)} | {_fmt(c['peak_rss_mib']['median'], 1)} | "
-                         f"{_fmt(srv)} | {_fmt(c['throughput_mib_s'], 1)} | "
-                         f"{'–' if one_file else _fmt(c['files_per_s'], 0)} |")
-    if any(run["ratios"] for run in runs):
-        lines += ["", "Ratios of medians, ours / peer (below 1 means ours is lower):", "",
-                  "| scenario | ours / peer | wall | CPU | peak RSS |", "| --- | --- | ---: | ---: | ---: |"]
-        for run in runs:
-            for r in run["ratios"]:
-                lines.append(f"| {run['scenario']} | {r['ours']} / {r['peer']} | {_fmt(r['wall'])} | "
-                             f"{_fmt(r['cpu'])} | {_fmt(r['peak_rss'])} |")
-    for run in runs:
-        d = run["dataset"]
-        title = (f"Scenario {run['scenario']}: {d['files']:,} file(s), {d['total_bytes']:,} bytes "
-                 f"({d['root']}, backed up untimed in {run['backup_s']:.1f} s)")
-        md = render_markdown(run["results"], title, "", m, command_line, run["ratios"])
-        body = md.split("\n")
-        body[0] = "#" + body[0]
-        keep = [body[0], ""] + body[body.index("    " + command_line) + 2:]
-        keep = [line.replace("`{run_dir}` is a fresh temporary directory per run",
-                             "`{run_dir}` is a fresh temporary directory per run, `{dest}` an empty directory in it")
-                for line in keep]
-        lines += ["", *keep]
-        while lines and lines[-1] == "":
-            lines.pop()
-    return "\n".join(lines).rstrip("\n") + "\n"
-
+    return render_upload_report(
+        runs, machine, note, command_line, title="Download (restore) benchmark (SeaweedFS on loopback)",
+        ratio_summary=True, scenario_note=lambda run: f", backed up untimed in {run['backup_s']:.1f} s",
+        placeholders="`{run_dir}` is a fresh temporary directory per run, `{dest}` an empty directory in it")
 
 def peer_versions(tools: dict[str, str], weed_exe: str | None) -> dict[str, str]:
     v = {"s5cmd": _run_text([tools["s5cmd"], "version"]), "aws": _run_text([tools["aws"], "--version"])}

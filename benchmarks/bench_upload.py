@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -545,10 +545,15 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str, command_line: str) -> str:
+def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str, command_line: str, *,
+                  title: str = "Upload benchmark (SeaweedFS on loopback)", ratio_summary: bool = False,
+                  scenario_note: Callable[[dict[str, Any]], str] = lambda run: "",
+                  placeholders: str = "") -> str:
+    """The report of one or more scenarios; the download benchmark shares it (with a ratio summary at the top, a
+    note per scenario and its own placeholders described)."""
     m = machine
     lines = [
-        "# Upload benchmark (SeaweedFS on loopback)",
+        f"# {title}",
         "",
         f"Machine: nproc {m['nproc']} ({m['cpu_model'] or 'unknown CPU'}), {m['mem_total_gib']} GiB RAM "
         f"(MemTotal), {m['kernel']}, {m['python']}, {m['date']}.",
@@ -572,16 +577,25 @@ def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str
                          f"{_fmt(c['cpu_s']['median'], 3)} | {_fmt(c['peak_rss_mib']['median'], 1)} | "
                          f"{_fmt(srv)} | {_fmt(c['throughput_mib_s'], 1)} | "
                          f"{'–' if one_file else _fmt(c['files_per_s'], 0)} |")
+    if ratio_summary and any(run["ratios"] for run in runs):
+        lines += ["", "Ratios of medians, ours / peer (below 1 means ours is lower):", "",
+                  "| scenario | ours / peer | wall | CPU | peak RSS |", "| --- | --- | ---: | ---: | ---: |"]
+        for run in runs:
+            for r in run["ratios"]:
+                lines.append(f"| {run['scenario']} | {r['ours']} / {r['peer']} | {_fmt(r['wall'])} | "
+                             f"{_fmt(r['cpu'])} | {_fmt(r['peak_rss'])} |")
     for run in runs:
         d = run["dataset"]
         title = (f"Scenario {run['scenario']}: {d['files']:,} file(s), {d['total_bytes']:,} bytes "
-                 f"({d['root']})")
+                 f"({d['root']}{scenario_note(run)})")
         # The harness's per-run table, one heading level down.
         md = render_markdown(run["results"], title, "", m, command_line, run["ratios"])
         body = md.split("\n")
         body[0] = "#" + body[0]
         # Drop the machine and reproduce lines repeated from the top of the report.
         keep = [body[0], ""] + body[body.index("    " + command_line) + 2:]
+        if placeholders:
+            keep = [line.replace("`{run_dir}` is a fresh temporary directory per run", placeholders) for line in keep]
         lines += ["", *keep]
         while lines and lines[-1] == "":
             lines.pop()

@@ -110,20 +110,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _requeue_this_task() -> None:
+    """Put this Slurm job (or array task) back in the queue; its rerun resumes from the journal."""
+    from .slurm import commands
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        commands.requeue(f"{array}_{task}" if array and task else job)
+        log.warning("requeued %s before its time limit; the rerun resumes from the journal", job)
+
+
 def cmd_run_shard(args: argparse.Namespace) -> int:
     from .shard import ShardStatus, run_shard
 
-    def requeue() -> None:
-        from .slurm import commands
-
-        job = os.environ.get("SLURM_JOB_ID")
-        if job:
-            task = os.environ.get("SLURM_ARRAY_TASK_ID")
-            array = os.environ.get("SLURM_ARRAY_JOB_ID")
-            commands.requeue(f"{array}_{task}" if array and task else job)
-            log.warning("requeued %s before its time limit; the rerun resumes from the journal", job)
-
-    result = run_shard(Path(args.run_dir), args.shard, on_requeue=requeue)
+    result = run_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
     print(f"shard {args.shard if args.shard is not None else os.environ.get('SLURM_ARRAY_TASK_ID')}: "
           f"{result.status.value}: {result.uploaded:,} uploaded, {result.skipped:,} already done, {result.failed:,} failed"
           + (f" (stopped by {result.signal_name}; rerun to resume)" if result.signal_name else ""))
@@ -460,15 +462,7 @@ def cmd_restore_stage(args: argparse.Namespace) -> int:
 def cmd_restore_shard(args: argparse.Namespace) -> int:
     from .restore import ShardState, restore_shard
 
-    def requeue() -> None:
-        from .slurm import commands
-
-        task, array = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_JOB_ID")
-        job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
-        if job:
-            commands.requeue(job)
-
-    result = restore_shard(Path(args.run_dir), args.shard, on_requeue=requeue)
+    result = restore_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
     print(f"restore shard: {result.state.value}: {result.restored:,} restored, {result.present:,} already present, "
           f"{result.failed:,} failed" + (f" (stopped by {result.signal_name}; rerun to resume)"
                                          if result.signal_name else ""))

@@ -29,7 +29,7 @@ from .compare import (Against, Category, CompareSummary, Discrepancy, NotCompara
                       local_tree_hash)
 from .config import Policy, policy_from_snapshot, policy_to_dict
 from .errors import UsageError
-from .manifest import SequentialShardCutter, lab_dir, make_private_dir, read_json, write_json_atomic
+from .manifest import SequentialShardCutter, default_run_dir, make_private_dir, read_json, write_json_atomic
 from .plan import EntryClass, classify
 from .records import Entry, read_records
 from .scan import ScanSettings
@@ -74,12 +74,7 @@ class CompareLayout:
 
 
 def default_compare_dir(policy: Policy, now: datetime) -> Path:
-    base = lab_dir(policy) / f"compare-{now.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    candidate, n = base, 1
-    while candidate.exists():
-        candidate = base.with_name(f"{base.name}-{n}")
-        n += 1
-    return candidate
+    return default_run_dir(policy, now, "compare")
 
 
 def _private_file(path: Path, mode: str = "w") -> TextIO:

@@ -113,9 +113,10 @@ def catalog_target_mismatch(policy: Policy) -> str | None:
             f"{_describe_target(_target(policy))}")
 
 
-def default_run_dir(policy: Policy, now: datetime) -> Path:
+def default_run_dir(policy: Policy, now: datetime, kind: str | None = None) -> Path:
+    """`<run_root>/<lab>/<kind>-<UTC time>` (kind: the lab's name for backups, `restore`, `compare`), made unique."""
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = lab_dir(policy) / f"{policy.lab.name}-{stamp}"
+    base = lab_dir(policy) / f"{kind or policy.lab.name}-{stamp}"
     candidate, n = base, 1
     while candidate.exists():
         candidate = base.with_name(f"{base.name}-{n}")

@@ -27,7 +27,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import stat
 import threading
 import time
@@ -42,10 +41,11 @@ from . import __version__
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_from_snapshot, policy_to_dict
 from .errors import Fs3gError, UsageError
 from .keys import LONG_DIR, KeyClass, object_key, parse_key, pathmap_key
-from .manifest import (SequentialShardCutter, catalog_path, catalog_target_mismatch, lab_dir, make_private_dir,
-                       read_json, write_json_atomic)
+from .manifest import (SequentialShardCutter, catalog_path, catalog_target_mismatch, default_run_dir,
+                       make_private_dir, read_json, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
 from .records import Entry, EntryKind, display_path, read_records
+from .signals import StopOnSignals
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, RequestOutcome, WholeObject, get_range,
@@ -184,13 +184,7 @@ class RestoreLayout:
 
 
 def default_restore_dir(policy: Policy, now: datetime) -> Path:
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = lab_dir(policy) / f"restore-{stamp}"
-    candidate, n = base, 1
-    while candidate.exists():
-        candidate = base.with_name(f"{base.name}-{n}")
-        n += 1
-    return candidate
+    return default_run_dir(policy, now, "restore")
 
 
 def load_header(run_dir: Path) -> tuple[RestoreLayout, dict, Policy]:
@@ -935,42 +929,31 @@ def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] |
     layout, header, policy = load_header(run_dir)
     shard = resolve_restore_shard(header, shard, env)
     _private_subdir(layout.results_dir)
-    stop = threading.Event()
-    caught: list[str] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        caught.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
-        try:
-            dest = Destination(Path(header["destination"]))
-        except OSError as e:
-            raise UsageError(f"cannot use the destination: {e.strerror}", path=header["destination"]) from e
-        try:
+        dest = Destination(Path(header["destination"]))
+    except OSError as e:
+        raise UsageError(f"cannot use the destination: {e.strerror}", path=header["destination"]) from e
+    try:
+        with StopOnSignals() as signals:
             restorer = _ShardRestorer((client_factory or _default_client)(policy), policy, header, layout, shard,
-                                      stop, dest)
+                                      signals.stop, dest)
             try:
                 restorer.run(read_records(layout.shard_file(shard)))
             finally:
                 restorer.close()
-        finally:
-            dest.close()
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        dest.close()
     tally = restorer.tally
-    interrupted = bool(caught)
+    interrupted = signals.first is not None
     state = ShardState.INTERRUPTED if interrupted else ShardState.FAILED if tally.failed else ShardState.DONE
     write_json_atomic(layout.result(shard), {
-        "shard": shard, "status": state.value, "signal": caught[0] if caught else None,
+        "shard": shard, "status": state.value, "signal": signals.first,
         "files": header["shards"][shard]["files"], "restored": tally.restored, "already_present": tally.present,
         "failed": tally.failed, "bytes_restored": tally.bytes_restored,
     })
-    if interrupted and caught[0] == "SIGUSR1" and on_requeue is not None:
+    if signals.first == "SIGUSR1" and on_requeue is not None:
         on_requeue()
-    return ShardResult(state, tally.restored, tally.present, tally.failed, caught[0] if caught else None)
+    return ShardResult(state, tally.restored, tally.present, tally.failed, signals.first)
 
 
 # -- merge ------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from .errors import UsageError
 from .manifest import (RunLayout, ShardJournal, failures_file, journal_file, read_json, results_dir,
                        shard_result_file, write_json_atomic)
 from .records import display_path, read_records
+from .signals import StopOnSignals
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.uploader import FileReport, Outcome, ShardUploader, Totals, UploadSettings
@@ -118,21 +118,15 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
     summary = header["shards"][shard]
     _ensure_private_dir(results_dir(layout))
 
-    stop = threading.Event()
-    caught: list[str] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        caught.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    signals = StopOnSignals()
+    stop, caught = signals.stop, signals.caught
     totals = Totals(files_total=summary["files"], bytes_total=summary["bytes"])
     failures: list[FileReport] = []
     fail_path = failures_file(layout, shard)
     fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     journal = ShardJournal(journal_file(layout, shard))
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fail_out:
+        with signals, os.fdopen(fd, "w", encoding="ascii") as fail_out:
             lock = threading.Lock()
 
             def report(item: FileReport) -> None:
@@ -152,8 +146,6 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
             uploader.abort_leftovers(interrupted=stop.is_set())
     finally:
         journal.close()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
     interrupted = stop.is_set()
     status = (ShardStatus.INTERRUPTED if interrupted else ShardStatus.FAILED if totals.files_failed
