@@ -347,6 +347,69 @@ def cmd_compare_merge(args: argparse.Namespace) -> int:
     return ExitCode.OK if summary.ok else ExitCode.DIFFERENCES
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    import tempfile
+
+    from .estimate import estimate, load_prices, render, tally
+    from .manifest import RunLayout, catalog_path, lab_dir, read_json
+    from .plan import PlanOptions, make_plan
+    from .records import read_records
+    from .resources import DataDir, data_file
+    from .scan import ScanSettings
+
+    policy = load_policy(args.config)
+    region = args.region or policy.s3.region or "us-east-1"
+    prices = load_prices(Path(args.pricing) if args.pricing else data_file(DataDir.CONFIGS, "pricing.yaml"), region)
+    wanted = [os.fsencode(os.path.normpath(os.path.abspath(p))) for p in args.paths]
+
+    def selected(entries):  # PATHs restrict the estimate, matched at component boundaries
+        for e in entries:
+            path = e.path
+            if not wanted or any(path == w or path.startswith(w.rstrip(b"/") + b"/") for w in wanted):
+                yield e
+
+    def shard_entries(run_dir: Path):
+        layout = RunLayout(run_dir)
+        header = read_json(layout.plan_file)
+        return header, (e for s in header["shards"] for e in read_records(layout.shards_dir / s["file"]))
+
+    scratch = None
+    try:
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            scope = f"plan {run_dir}"
+        else:  # a fresh scan: a full plan into a private scratch directory, removed afterwards
+            lab = lab_dir(policy)
+            lab.mkdir(mode=0o700, parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=".estimate-", dir=lab))
+            run_dir = scratch / "plan"
+            make_plan(policy, run_dir, PlanOptions(full=True, catalog=None, scan=ScanSettings(
+                workers=len(os.sched_getaffinity(0))), max_array_size=1001, max_array_size_source="estimate"))
+            scope = f"a fresh scan of {', '.join(policy.roots)}"
+        header, entries = shard_entries(run_dir)
+        upload = tally(selected(entries), policy, prices)
+        catalog = catalog_path(policy)
+        if header.get("full", True) or not catalog.is_file():
+            stored = upload
+        else:  # an incremental plan sends the changes; the bucket holds the catalog's files
+            stored = tally(selected(read_records(catalog)), policy, prices)
+            scope += "; storage and restore from the catalog"
+        if wanted:
+            scope += f"; under {', '.join(os.fsdecode(w) for w in wanted)}"
+        result = estimate(upload, stored, policy, prices)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"scope": scope, "upload": vars(upload), "stored": vars(stored), **result.to_json()},
+                         indent=1))
+    else:
+        print("\n".join(render(result, upload, stored, scope)))
+    return ExitCode.OK
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from .config import RestoreTier
     from .restore import RestoreRequest, default_restore_dir, prepare_restore
@@ -700,6 +763,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore-merge", help="write a restore's report.json")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(func=cmd_restore_merge)
+
+    p = sub.add_parser("estimate", help="what a backup, its storage and a restore cost, before anything moves",
+                       description="Request counts (PUT, LIST, HEAD), lifecycle transitions, monthly storage by class "
+                                   "(with Glacier's per-object overhead and minimum sizes), restore cost and time per "
+                                   "tier, and early-deletion exposure, from a plan (--run-dir) or a fresh scan, with "
+                                   "the prices of configs/pricing.yaml (dated, per region).")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="only files under these paths")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--run-dir", metavar="DIR", help="a plan made by `fs3g plan` (default: scan the roots now)")
+    p.add_argument("--region", help="price region (default: the policy's s3.region, else us-east-1)")
+    p.add_argument("--pricing", metavar="FILE", help="price table (default: the shipped configs/pricing.yaml)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("status", help="where a run (or every run of a lab) stands",
                        description="Per shard: pending, running, done, failed, interrupted, or its Slurm state "

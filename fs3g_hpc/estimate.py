@@ -1,0 +1,303 @@
+"""`fs3g estimate`: what a backup and its storage cost, from a plan, before the first byte moves. Pure: no S3, no Slurm.
+
+Inputs: the entries of a plan (every planned file, streamed from its shards) and the policy (classes, part size,
+lifecycle), and a dated price table (`configs/pricing.yaml`, per region). Outputs, in the table's currency:
+
+- upload requests: one PUT per small file and symlink; a large file is one PUT when it fits one part, else a
+  multipart upload (create + one per part + complete) and the PUT of its tree-hash tag; the pathmap PUT of a hashed
+  long path; PUTs are priced by the class they write into;
+- verification: one LIST per key directory and shard (and per 1,000 keys), one HEAD per hashed long key;
+- lifecycle transitions: one per large object moved by the rule (none when large files are uploaded straight into
+  the archive class);
+- monthly storage by class: small files and symlinks in STANDARD; large files in the archive class, each billed at
+  least the class's minimum object size, plus the per-object overhead of GLACIER and DEEP_ARCHIVE (8 KB at the
+  STANDARD rate and 32 KB at the archive rate);
+- restore, per retrieval tier: the retrieval per GB and per 1,000 requests for archived objects, the temporary copy
+  at the STANDARD rate for the restore's days, the GETs (ranged for large objects), the transfer out, and the time;
+- early-deletion exposure: what deleting every archived object right after it arrives would still cost (the class's
+  minimum storage duration).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass
+from .errors import UsageError
+from .keys import KeyClass, object_key
+from .records import Entry, EntryKind
+
+GB = 1024**3
+S3_MAX_PARTS = 10_000
+MIB = 1024**2
+DAYS_PER_MONTH = 30
+
+
+def _part_size(size_bytes: int, buffer_size_bytes: int) -> int:
+    # The uploader's rule (transfer.uploader.part_size_for), kept here so estimates import no boto3.
+    needed = -(-size_bytes // S3_MAX_PARTS)
+    needed = -(-needed // MIB) * MIB
+    return min(max(buffer_size_bytes, needed), 5 * GB)
+
+
+# -- the price table --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prices:
+    source: str
+    date: str
+    currency: str
+    region: str
+    table: Mapping[str, Any]
+
+    def _get(self, *path: str) -> Any:
+        node: Any = self.table
+        for i, key in enumerate(path):
+            if not isinstance(node, Mapping) or key not in node:
+                where = ".".join(("regions", self.region, *path[:i]))
+                known = ", ".join(sorted(node)) if isinstance(node, Mapping) else "nothing"
+                raise UsageError(f"{where}: no price for {key!r} (it has: {known})", path=self.source,
+                                 hint="add it to the price table, or use another --region")
+            node = node[key]
+        if isinstance(node, bool) or not isinstance(node, (int, float)) or node < 0:
+            raise UsageError(f"{'.'.join(('regions', self.region, *path))}: must be a number >= 0, got {node!r}",
+                             path=self.source)
+        return float(node)
+
+    def storage(self, klass: str) -> float:
+        return self._get("storage_gb_month", klass)
+
+    def put(self, klass: str) -> float:
+        return self._get("put_per_1000", klass)
+
+    def list(self) -> float:
+        return self._get("list_per_1000")
+
+    def get(self) -> float:
+        return self._get("get_per_1000")
+
+    def transition(self, klass: str) -> float:
+        return self._get("transition_per_1000", klass)
+
+    def minimum_days(self, klass: str) -> float:
+        return self._get("minimum_days", klass) if klass in self.table.get("minimum_days", {}) else 0.0
+
+    def minimum_object_bytes(self, klass: str) -> int:
+        table = self.table.get("minimum_object_bytes", {})
+        return int(self._get("minimum_object_bytes", klass)) if klass in table else 0
+
+    def overhead(self, klass: str) -> tuple[int, int]:
+        """(bytes billed at STANDARD, bytes billed at the class) per archived object."""
+        if klass not in self.table.get("archive_overhead_bytes", {}):
+            return 0, 0
+        return (int(self._get("archive_overhead_bytes", klass, "STANDARD")),
+                int(self._get("archive_overhead_bytes", klass, "archive")))
+
+    def retrieval(self, klass: str, tier: str) -> tuple[float, float, float]:
+        """(per GB, per 1,000 requests, hours) of restoring from `klass` with `tier`."""
+        return (self._get("retrieval", klass, tier, "per_gb"), self._get("retrieval", klass, tier, "per_1000"),
+                self._get("retrieval", klass, tier, "hours"))
+
+    def tiers(self, klass: str) -> list[str]:
+        return [t.value for t in RestoreTier if t.value in self.table.get("retrieval", {}).get(klass, {})]
+
+    def transfer_out(self) -> float:
+        return self._get("transfer_out_per_gb")
+
+
+def load_prices(path: Path, region: str) -> Prices:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"cannot read the price table: {e.strerror}", path=str(path)) from e
+    except yaml.YAMLError as e:
+        raise UsageError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from e
+    if not isinstance(data, dict) or data.get("kind") != "pricing":
+        raise UsageError("not a price table (it must say `kind: pricing`)", path=str(path))
+    for key in ("date", "currency", "regions"):
+        if key not in data:
+            raise UsageError(f"{key}: missing", path=str(path))
+    regions = data["regions"]
+    if not isinstance(regions, dict) or region not in regions:
+        known = ", ".join(sorted(regions)) if isinstance(regions, dict) else "none"
+        raise UsageError(f"regions: no prices for region {region!r} (known: {known})", path=str(path),
+                         hint="add the region to the table, or pass --region")
+    return Prices(str(path), str(data["date"]), str(data["currency"]), region, regions[region])
+
+
+# -- tallies ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    """What a set of entries means in objects and requests under one policy."""
+
+    small_files: int = 0
+    small_bytes: int = 0
+    symlinks: int = 0
+    symlink_bytes: int = 0
+    large_files: int = 0
+    large_bytes: int = 0
+    single_put_large: int = 0
+    multipart_uploads: int = 0
+    parts: int = 0
+    long_keys: int = 0
+    key_directories: int = 0
+    large_billed_bytes: int = 0  # large bytes after the class's minimum object size
+
+    @property
+    def objects(self) -> int:
+        return self.small_files + self.symlinks + self.large_files
+
+
+def tally(entries: Iterable[Entry], policy: Policy, prices: Prices) -> Tally:
+    """Stream the entries once (files and symlinks; anything else is ignored)."""
+    t = Tally()
+    threshold = policy.storage.small_file_threshold_bytes
+    buffer = policy.uploader.buffer_size_bytes
+    archive = policy.storage.archive_storage_class.value
+    minimum = prices.minimum_object_bytes(archive)
+    last_dir: tuple[KeyClass, bytes] | None = None
+    for entry in entries:
+        if entry.kind is EntryKind.SYMLINK:
+            klass = KeyClass.SYMLINK
+            t.symlinks += 1
+            t.symlink_bytes += entry.size_bytes
+        elif entry.kind is EntryKind.FILE and entry.size_bytes <= threshold:
+            klass = KeyClass.SMALL
+            t.small_files += 1
+            t.small_bytes += entry.size_bytes
+        elif entry.kind is EntryKind.FILE:
+            klass = KeyClass.LARGE
+            t.large_files += 1
+            t.large_bytes += entry.size_bytes
+            t.large_billed_bytes += max(entry.size_bytes, minimum)
+            part = _part_size(entry.size_bytes, buffer)
+            if entry.size_bytes <= part:
+                t.single_put_large += 1
+            else:
+                t.multipart_uploads += 1
+                t.parts += math.ceil(entry.size_bytes / part)
+        else:
+            continue
+        if object_key(policy.s3.prefix, klass, entry.path).long_path_sha256 is not None:
+            t.long_keys += 1
+        directory = (klass, entry.directory)
+        if directory != last_dir:  # shards keep a directory's entries together
+            t.key_directories += 1
+            last_dir = directory
+    return t
+
+
+# -- costs ------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Estimate:
+    currency: str
+    prices_date: str
+    region: str
+    archive_class: str
+    requests: dict[str, int] = field(default_factory=dict)
+    upload_cost: dict[str, float] = field(default_factory=dict)
+    storage_gb: dict[str, float] = field(default_factory=dict)
+    storage_cost_month: dict[str, float] = field(default_factory=dict)
+    restore: list[dict[str, Any]] = field(default_factory=list)
+    early_deletion_exposure: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def upload_total(self) -> float:
+        return sum(self.upload_cost.values())
+
+    @property
+    def storage_total_month(self) -> float:
+        return sum(self.storage_cost_month.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"currency": self.currency, "prices_date": self.prices_date, "region": self.region,
+                "archive_class": self.archive_class, "requests": self.requests, "upload_cost": self.upload_cost,
+                "upload_total": self.upload_total, "storage_gb": self.storage_gb,
+                "storage_cost_month": self.storage_cost_month, "storage_total_month": self.storage_total_month,
+                "restore": self.restore, "early_deletion_exposure": self.early_deletion_exposure,
+                "notes": self.notes}
+
+
+def estimate(upload: Tally, stored: Tally, policy: Policy, prices: Prices) -> Estimate:
+    """`upload`: what this run sends; `stored`: what the bucket holds afterwards (the same for a full plan)."""
+    archive = policy.storage.archive_storage_class.value
+    direct = policy.storage.upload_large_to_archive
+    large_put_class = archive if direct else StorageClass.STANDARD.value
+    e = Estimate(prices.currency, prices.date, prices.region, archive)
+
+    puts_standard = upload.small_files + upload.symlinks + upload.long_keys + upload.multipart_uploads  # + tag PUTs
+    puts_large = upload.single_put_large + upload.parts + 2 * upload.multipart_uploads
+    lists = upload.key_directories + math.ceil(upload.objects / 1000)
+    e.requests = {"PUT": puts_standard + puts_large, "LIST": lists, "HEAD": upload.long_keys,
+                  "transitions": 0 if direct else upload.large_files}
+    e.upload_cost = {
+        "PUT STANDARD": puts_standard / 1000 * prices.put(StorageClass.STANDARD.value),
+        f"PUT {large_put_class} (large files)": puts_large / 1000 * prices.put(large_put_class),
+        "LIST": lists / 1000 * prices.list(),
+        "HEAD": upload.long_keys / 1000 * prices.get(),
+        f"transitions to {archive}": 0.0 if direct else upload.large_files / 1000 * prices.transition(archive),
+    }
+
+    over_std, over_arch = prices.overhead(archive) if archive in {c.value for c in ARCHIVED_CLASSES} else (0, 0)
+    standard_bytes = stored.small_bytes + stored.symlink_bytes + stored.large_files * over_std
+    archive_bytes = stored.large_billed_bytes + stored.large_files * over_arch
+    e.storage_gb = {StorageClass.STANDARD.value: standard_bytes / GB, archive: archive_bytes / GB}
+    e.storage_cost_month = {StorageClass.STANDARD.value: standard_bytes / GB * prices.storage("STANDARD"),
+                            archive: archive_bytes / GB * prices.storage(archive)}
+    if stored.large_files and over_std:
+        e.notes.append(f"{stored.large_files:,} archived objects carry {over_std + over_arch:,} bytes of overhead "
+                       "each (8 KB at the STANDARD rate, 32 KB at the archive rate)")
+    if not direct and policy.storage.lifecycle_days:
+        e.notes.append(f"large files stay in STANDARD for {policy.storage.lifecycle_days} day(s) before the "
+                       "lifecycle rule moves them (not in the monthly figure)")
+
+    days = policy.restore.days
+    gets = stored.small_files + stored.symlinks + stored.single_put_large + stored.parts
+    out_gb = (stored.small_bytes + stored.symlink_bytes + stored.large_bytes) / GB
+    archived = archive in {c.value for c in ARCHIVED_CLASSES}
+    for tier in (prices.tiers(archive) if archived else ["(none)"]):
+        per_gb, per_1000, hours = prices.retrieval(archive, tier) if archived else (0.0, 0.0, 0.0)
+        retrieval = stored.large_bytes / GB * per_gb + stored.large_files / 1000 * per_1000
+        copy = stored.large_bytes / GB * prices.storage("STANDARD") * days / DAYS_PER_MONTH if archived else 0.0
+        get_cost = gets / 1000 * prices.get()
+        transfer = out_gb * prices.transfer_out()
+        e.restore.append({"tier": tier, "hours": hours, "retrieval": retrieval, "temporary_copy": copy,
+                          "requests": get_cost, "transfer_out": transfer,
+                          "total": retrieval + copy + get_cost + transfer})
+    minimum_days = prices.minimum_days(archive)
+    e.early_deletion_exposure = archive_bytes / GB * prices.storage(archive) * minimum_days / DAYS_PER_MONTH
+    return e
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}" if abs(x) >= 100 else f"{x:.4f}"
+
+
+def render(e: Estimate, upload: Tally, stored: Tally, scope: str) -> list[str]:
+    c = e.currency
+    lines = [f"estimate: {scope}  (prices of {e.prices_date}, {e.region}, {c})",
+             f"  objects   {stored.small_files:,} small, {stored.large_files:,} large, {stored.symlinks:,} symlinks",
+             f"  upload    {e.requests['PUT']:,} PUT, {e.requests['LIST']:,} LIST, {e.requests['HEAD']:,} HEAD, "
+             f"{e.requests['transitions']:,} transitions: {_money(e.upload_total)} {c}"]
+    for name, cost in e.upload_cost.items():
+        lines.append(f"    {name:38} {_money(cost):>12}")
+    lines.append(f"  storage   {_money(e.storage_total_month)} {c} a month")
+    for klass, cost in e.storage_cost_month.items():
+        lines.append(f"    {klass:38} {e.storage_gb[klass]:12,.1f} GB {_money(cost):>12}")
+    lines.append("  restore (everything above, per tier):")
+    for r in e.restore:
+        lines.append(f"    {r['tier']:10} ~{r['hours']:g} h: retrieval {_money(r['retrieval'])} + copy "
+                     f"{_money(r['temporary_copy'])} + GETs {_money(r['requests'])} + transfer out "
+                     f"{_money(r['transfer_out'])} = {_money(r['total'])} {c}")
+    lines.append(f"  early deletion: up to {_money(e.early_deletion_exposure)} {c} if the archived objects were deleted "
+                 f"right after they arrive")
+    lines += [f"  note: {n}" for n in e.notes]
+    return lines

@@ -1,0 +1,150 @@
+"""`fs3g estimate`: costs checked against cases computed by hand from the shipped price table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fs3g_hpc.config import policy_from_snapshot
+from fs3g_hpc.errors import UsageError
+from fs3g_hpc.estimate import GB, estimate, load_prices, tally
+from fs3g_hpc.records import Entry, EntryKind
+from fs3g_hpc.resources import DataDir, data_file
+
+MIB = 1024 * 1024
+PRICES = data_file(DataDir.CONFIGS, "pricing.yaml")
+
+
+def policy(**storage):
+    return policy_from_snapshot({"lab": {"name": "est"}, "roots": ["/data"], "s3": {"bucket": "est-bucket"},
+                                 "run_root": "/tmp/est-runs", "storage": storage,
+                                 "uploader": {"buffer_size_bytes": 40 * MIB}, "restore": {"days": 7}}, "test policy")
+
+
+def f(path: str, size: int) -> Entry:
+    return Entry.of(path.encode(), EntryKind.FILE, size, 0, 0, 0, 0o100644, 0, 0, 0, 0, 1)
+
+
+def link(path: str, target_len: int) -> Entry:
+    return Entry.of(path.encode(), EntryKind.SYMLINK, target_len, 0, 0, 0, 0o120777, 0, 0, 0, 0, 1)
+
+
+def run(entries, pol):
+    prices = load_prices(PRICES, "us-east-1")
+    t = tally(entries, pol, prices)
+    return t, estimate(t, t, pol, prices)
+
+
+def test_small_files_only():
+    entries = [f(f"/data/d{d}/f{i}", 10_000) for d in range(10) for i in range(100)]
+    t, e = run(entries, policy())
+    assert (t.small_files, t.key_directories, t.large_files) == (1000, 10, 0)
+    assert e.requests == {"PUT": 1000, "LIST": 11, "HEAD": 0, "transitions": 0}
+    assert e.upload_total == pytest.approx(1000 / 1000 * 0.005 + 11 / 1000 * 0.005)
+    assert e.storage_cost_month["STANDARD"] == pytest.approx(10_000_000 / GB * 0.023)
+    assert e.storage_cost_month["GLACIER"] == 0 and e.early_deletion_exposure == 0
+    bulk = next(r for r in e.restore if r["tier"] == "Bulk")
+    assert bulk["retrieval"] == 0 and bulk["temporary_copy"] == 0
+    assert bulk["total"] == pytest.approx(1000 / 1000 * 0.0004 + 10_000_000 / GB * 0.09)
+
+
+def test_large_files_only_multipart_and_lifecycle():
+    entries = [f("/data/big/a", 100 * MIB), f("/data/big/b", 100 * MIB)]  # 40 MiB parts: 3 each
+    t, e = run(entries, policy(archive_storage_class="GLACIER"))
+    assert (t.multipart_uploads, t.parts, t.single_put_large) == (2, 6, 0)
+    # 2 tag PUTs at STANDARD; 6 parts + 2 creates + 2 completes at STANDARD (uploaded there, moved by lifecycle)
+    assert e.requests == {"PUT": 12, "LIST": 2, "HEAD": 0, "transitions": 2}
+    assert e.upload_cost["transitions to GLACIER"] == pytest.approx(2 / 1000 * 0.03)
+    assert e.upload_total == pytest.approx(12 / 1000 * 0.005 + 2 / 1000 * 0.005 + 2 / 1000 * 0.03)
+    assert e.storage_gb["GLACIER"] == pytest.approx((200 * MIB + 2 * 32768) / GB)
+    assert e.storage_gb["STANDARD"] == pytest.approx(2 * 8192 / GB)
+    standard = next(r for r in e.restore if r["tier"] == "Standard")
+    gb = 200 * MIB / GB
+    assert standard["hours"] == 5
+    assert standard["total"] == pytest.approx(gb * 0.01 + 2 / 1000 * 0.05 + gb * 0.023 * 7 / 30
+                                              + 6 / 1000 * 0.0004 + gb * 0.09)
+    assert e.early_deletion_exposure == pytest.approx((200 * MIB + 2 * 32768) / GB * 0.0036 * 90 / 30)
+
+
+def test_mixed_tree_with_a_single_put_large_file_and_symlinks():
+    entries = [f("/data/p/s1", 1000), f("/data/p/s2", 2000), link("/data/p/l", 5),
+               f("/data/p/mid", 1 * MIB), f("/data/q/huge", 81 * MIB)]
+    t, e = run(entries, policy())
+    assert (t.small_files, t.symlinks, t.large_files, t.single_put_large, t.multipart_uploads, t.parts) == \
+        (2, 1, 2, 1, 1, 3)
+    # small: p (smallfile), l (symlinks), mid (largefile in p), huge (largefile in q): 4 key directories
+    assert t.key_directories == 4
+    assert e.requests["PUT"] == 2 + 1 + 1 + (1 + 3 + 2)  # small, symlink, single PUT, multipart (+ its tag)
+    assert e.storage_gb["STANDARD"] == pytest.approx((3000 + 5 + 2 * 8192) / GB)
+    assert e.storage_gb["GLACIER"] == pytest.approx((82 * MIB + 2 * 32768) / GB)
+
+
+def test_deep_archive_direct_upload_and_its_early_deletion():
+    t, e = run([f("/data/x", GB)], policy(archive_storage_class="DEEP_ARCHIVE", upload_large_to_archive=True))
+    assert e.requests["transitions"] == 0
+    assert e.upload_cost["PUT DEEP_ARCHIVE (large files)"] == pytest.approx((26 + 2) / 1000 * 0.05)  # 40 MiB parts
+    billed = (GB + 32768) / GB
+    assert e.storage_cost_month["DEEP_ARCHIVE"] == pytest.approx(billed * 0.00099)
+    assert e.early_deletion_exposure == pytest.approx(billed * 0.00099 * 180 / 30)
+    assert [r["tier"] for r in e.restore] == ["Bulk", "Standard"]  # no Expedited for DEEP_ARCHIVE
+    assert next(r for r in e.restore if r["tier"] == "Bulk")["hours"] == 48
+
+
+def test_minimum_object_size_of_infrequent_access():
+    t, e = run([f("/data/x", 200 * 1024)], policy(archive_storage_class="STANDARD_IA", lifecycle_days=30))
+    assert e.storage_gb["STANDARD_IA"] == pytest.approx(200 * 1024 / GB)
+    t, e = run([f("/data/x", 200 * 1024)], policy(archive_storage_class="STANDARD_IA", lifecycle_days=30,
+                                                    small_file_threshold_bytes=1024))
+    assert t.large_billed_bytes == 200 * 1024
+    t, e = run([f("/data/y", 2000)], policy(archive_storage_class="STANDARD_IA", lifecycle_days=30,
+                                              small_file_threshold_bytes=1024))
+    assert t.large_billed_bytes == 131072  # billed as 128 KB
+
+
+def test_unknown_region_or_class_is_a_clear_error(tmp_path):
+    with pytest.raises(UsageError, match="no prices for region 'mars-1'"):
+        load_prices(PRICES, "mars-1")
+    table = tmp_path / "pricing.yaml"
+    table.write_text(PRICES.read_text().replace("      DEEP_ARCHIVE: 0.00099\n", ""))
+    prices = load_prices(table, "us-east-1")
+    with pytest.raises(UsageError, match=r"storage_gb_month: no price for 'DEEP_ARCHIVE'"):
+        prices.storage("DEEP_ARCHIVE")
+
+
+def test_cli_estimates_a_fresh_scan_and_refuses_bad_prices(tmp_path):
+    root = tmp_path / "data"
+    (root / "d").mkdir(parents=True)
+    for i in range(3):
+        (root / "d" / f"s{i}").write_bytes(b"x" * 100)
+    (root / "d" / "big").write_bytes(b"y" * (300 * 1024))
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(textwrap.dedent(f"""\
+        lab: {{name: est}}
+        roots: [{root}]
+        s3: {{bucket: est-bucket}}
+        run_root: {tmp_path / 'runs'}
+        """))
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    data = json.loads(proc.stdout)
+    assert (data["stored"]["small_files"], data["stored"]["large_files"]) == (3, 1)
+    assert data["requests"]["PUT"] == 4 and data["requests"]["transitions"] == 1
+    assert not [p for p in (tmp_path / "runs" / "est").iterdir() if p.name.startswith(".estimate-")]
+    text = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab)],
+                          capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0 and "storage" in text.stdout and "early deletion" in text.stdout
+    bad = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab), "--region", "mars-1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "mars-1" in bad.stderr
+    table = tmp_path / "p.yaml"
+    table.write_text(Path(PRICES).read_text().replace("      GLACIER: 0.0036\n", ""))
+    bad = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab), "--pricing",
+                          str(table)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "GLACIER" in bad.stderr and len(bad.stderr.splitlines()) == 1
