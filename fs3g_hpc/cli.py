@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -353,7 +355,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     import tempfile
 
     from .estimate import estimate, load_prices, render, tally
-    from .manifest import RunLayout, catalog_path, lab_dir, read_json
+    from .manifest import RunLayout, catalog_path, ensure_private_dir, lab_dir, read_json
     from .plan import PlanOptions, make_plan
     from .records import read_records
     from .resources import DataDir, data_file
@@ -381,9 +383,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             run_dir = Path(args.run_dir)
             scope = f"plan {run_dir}"
         else:  # a fresh scan: a full plan into a private scratch directory, removed afterwards
-            lab = lab_dir(policy)
-            lab.mkdir(mode=0o700, parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=".estimate-", dir=lab))
+            scratch = Path(tempfile.mkdtemp(prefix=".estimate-", dir=ensure_private_dir(lab_dir(policy))))
             run_dir = scratch / "plan"
             make_plan(policy, run_dir, PlanOptions(full=True, catalog=None, scan=ScanSettings(
                 workers=len(os.sched_getaffinity(0))), max_array_size=1001, max_array_size_source="estimate"))
@@ -410,11 +410,89 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from .manifest import ensure_private_dir, lab_dir, read_json, write_json_atomic
+    from .schedule import Schedule, replace_block, scrontab_lines
+    from .slurm import commands
+    from .slurm.jobs import schedule_job_name
+    from .slurm.submit import submit_schedule_link
+
+    config = Path(args.config).absolute()  # the chain's jobs read it from the shared filesystem
+    policy = load_policy(config)
+    name = schedule_job_name(policy)
+    state_dir = lab_dir(policy) / "schedule"
+    state_file = state_dir / "state.json"
+    use_scrontab = commands.scrontab_available() and not args.chain
+
+    if args.action == "list":
+        jobs = commands.queued_jobs(name)
+        for job in jobs:
+            print(f"{name}: job {job.job_id} {job.state}, begins {job.begins}")
+        if use_scrontab:
+            block = [line for line in commands.read_scrontab().splitlines() if policy.lab.name in line or
+                     line.startswith("#SCRON")]
+            print("\n".join(block) or "no scrontab entries")
+        if not jobs and not use_scrontab:
+            print(f"no schedule installed for lab {policy.lab.name}")
+        if state_file.exists():
+            last = read_json(state_file)
+            print(f"schedule {last.get('schedule')!r}; last fired {last.get('last_fired', 'never')}"
+                  + (f", backup exit {last['last_exit']}" if "last_exit" in last else ""))
+        return ExitCode.OK
+
+    if args.action == "remove":
+        jobs = commands.queued_jobs(name)
+        commands.cancel([j.job_id for j in jobs])
+        if use_scrontab:
+            commands.write_scrontab(replace_block(commands.read_scrontab(), policy.lab.name, []), lab_dir(policy))
+        state_file.unlink(missing_ok=True)
+        print(f"removed the schedule of lab {policy.lab.name} ({len(jobs)} queued job(s) cancelled)")
+        return ExitCode.OK
+
+    if policy.schedule.backup is None:
+        raise UsageError("no schedule in the policy", path=str(config), key="schedule.backup",
+                         hint="set schedule.backup, e.g. \"0 2 * * *\" or \"every 12h\"")
+    schedule = Schedule.parse(policy.schedule.backup)
+    ensure_private_dir(lab_dir(policy))
+    now = datetime.now().astimezone()
+    due = schedule.next_after(now)
+
+    if args.action == "install":
+        if use_scrontab and schedule.interval_s is None:
+            command = [*_fs3g_argv(), "backup", "--config", str(config), "--executor", "slurm"]
+            block = scrontab_lines(policy.lab.name, schedule, command, [f"--job-name={name}"])
+            commands.write_scrontab(replace_block(commands.read_scrontab(), policy.lab.name, block), lab_dir(policy))
+            print(f"scrontab: lab {policy.lab.name} backs up at {schedule.text!r}; next {due:%Y-%m-%d %H:%M}")
+            return ExitCode.OK
+        old = commands.queued_jobs(name)
+        commands.cancel([j.job_id for j in old])  # one chain per lab: installing again replaces it
+        job = submit_schedule_link(policy, config, state_dir, _fs3g_argv(), due)
+        write_json_atomic(state_file, {"schedule": schedule.text, "config": str(config), "next_job": job,
+                                       "next_due": due.isoformat()})
+        print(f"scheduled: job {job} ({name}) begins {due:%Y-%m-%d %H:%M:%S}, then renews itself; "
+              f"see `fs3g schedule list --config {args.config}`" + (f" (replaced {len(old)} queued)" if old else ""))
+        return ExitCode.OK
+
+    # fire: the chain's link that is due now. The successor goes first, so a failing backup never ends the chain.
+    job = submit_schedule_link(policy, config, state_dir, _fs3g_argv(), due)
+    state = read_json(state_file) if state_file.exists() else {"schedule": schedule.text, "config": str(config)}
+    state.update(next_job=job, next_due=due.isoformat(), last_fired=now.isoformat())
+    write_json_atomic(state_file, state)
+    print(f"next link: job {job} at {due:%Y-%m-%d %H:%M:%S}; now backing up lab {policy.lab.name}", flush=True)
+    code = subprocess.run([*_fs3g_argv(), "backup", "--config", str(config), "--executor", "slurm"],
+                          stdin=subprocess.DEVNULL).returncode
+    state["last_exit"] = code
+    write_json_atomic(state_file, state)
+    return code
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from .config import RestoreTier
     from .restore import RestoreRequest, default_restore_dir, prepare_restore
 
     policy = load_policy(args.config)
+    if args.at and args.executor == Executor.LOCAL.value:
+        raise UsageError("--at schedules the restore's jobs: it needs Slurm (--executor slurm)")
     tier = RestoreTier(args.tier) if args.tier else policy.restore.tier
     # Resolved here: the jobs that write it run in another working directory.
     dest = Path(args.dest or policy.restore.destination).absolute()
@@ -425,10 +503,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
           f"{format_size(header['planned']['bytes'])} in {header['shard_count']} "
           f"shard{'' if header['shard_count'] == 1 else 's'} from {header['source']} "
           f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"] else ""))
-    return _run_restore(layout.run_dir, Executor(args.executor), args.wait)
+    return _run_restore(layout.run_dir, Executor(args.executor), args.wait, begin_at=args.at)
 
 
-def _run_restore(run_dir: Path, executor: Executor, wait: bool) -> int:
+_BEGIN_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2})?|\d{4}-\d{2}-\d{2}(T\d{1,2}:\d{2}(:\d{2})?)?|"
+                         r"now\+\d+(seconds|minutes|hours|days|weeks)?|midnight|noon|today|tomorrow")
+
+
+def _begin_time(text: str) -> str:
+    """A time `sbatch --begin` takes, checked before anything is selected or written."""
+    if not _BEGIN_TIME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time sbatch --begin takes (e.g. 02:00, "
+                                         "2026-12-01T02:00, now+2hours, tomorrow)")
+    return text
+
+
+def _run_restore(run_dir: Path, executor: Executor, wait: bool, begin_at: str | None = None) -> int:
     import time
 
     from .restore import StageVerdict, load_header, record_chain, stage
@@ -437,11 +527,15 @@ def _run_restore(run_dir: Path, executor: Executor, wait: bool) -> int:
     layout, header, policy = load_header(run_dir)
     if executor is Executor.AUTO:
         executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
+    if begin_at is not None and executor is not Executor.SLURM:
+        raise UsageError("--at schedules the restore's jobs: it needs Slurm (--executor slurm)")
     if executor is Executor.SLURM:
         from .slurm.submit import submit_restore_stage
 
-        job = submit_restore_stage(policy, run_dir, _fs3g_argv())
+        job = submit_restore_stage(policy, run_dir, _fs3g_argv(), begin_at=begin_at)
         record_chain(layout, stage_job=job)
+        if begin_at:
+            print(f"scheduled: the restore begins at {begin_at} (job {job}, pending until then)")
         print(f"submitted: poll job {job} (requests Glacier restores, then resubmits itself with --begin every "
               f"{policy.restore.poll_interval_s} s until the objects are ready, then the download array and merge); "
               f"logs in {run_dir / 'logs'}")
@@ -744,6 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
     p.add_argument("--days", type=_positive, metavar="N", help="days the restored copies stay readable")
     p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
+    p.add_argument("--at", type=_begin_time, metavar="TIME",
+                   help="begin the whole restore chain at TIME (sbatch --begin: 02:00, 2026-12-01T02:00, "
+                        "now+2hours, tomorrow); selection happens now")
     p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/restore-<time>)")
     _add_executor_arguments(p)
     p.set_defaults(func=cmd_restore)
@@ -776,6 +873,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pricing", metavar="FILE", help="price table (default: the shipped configs/pricing.yaml)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("schedule", help="the lab's backup schedule as cluster jobs",
+                       description="install: the policy's schedule.backup as scrontab entries where scrontab exists, "
+                                   "otherwise a self-renewing chain: a job pending with --begin until the next due "
+                                   "time, which submits its successor and then the backup (a failed backup never "
+                                   "breaks the chain); one chain per lab (installing again replaces it). list: the "
+                                   "queued links. remove: cancels them. fire: what a link runs.")
+    p.add_argument("action", choices=["install", "list", "remove", "fire"])
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy (on a shared filesystem)")
+    p.add_argument("--chain", action="store_true", help="use the job chain even where scrontab exists")
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("status", help="where a run (or every run of a lab) stands",
                        description="Per shard: pending, running, done, failed, interrupted, or its Slurm state "

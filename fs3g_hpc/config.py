@@ -419,6 +419,21 @@ class RestoreSettings:
                                     doc="threads of each restore task (whole small objects, parts of large ones)")
 
 
+def parse_schedule(value: Any) -> str:
+    from .schedule import Schedule, ScheduleError
+
+    try:
+        return Schedule.parse(string()(value)).text
+    except ScheduleError as e:
+        raise ValueError(str(e)) from e
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleSettings:
+    backup: str | None = setting(optional(parse_schedule), default=None, scope=Scope.LAB,
+                                 doc="when `fs3g schedule install` runs the backup: cron (`0 2 * * *`) or `every 6h`")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Policy:
     lab: LabInfo = section(LabInfo, doc="who this policy is for")
@@ -433,6 +448,7 @@ class Policy:
                                 doc="times a failed merge resubmits exactly what failed, with its own merge")
     slurm: SlurmSettings = section(SlurmSettings, doc="how jobs are submitted")
     restore: RestoreSettings = section(RestoreSettings, doc="restore defaults")
+    schedule: ScheduleSettings = section(ScheduleSettings, doc="the lab's backup schedule")
     run_root: str = setting(absolute_path(slurm_safe=True), doc="shared directory for run directories")
     source_files: tuple[str, ...] = field(default=(), metadata={"internal": True})
 

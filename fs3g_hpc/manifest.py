@@ -53,6 +53,17 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
+def ensure_private_dir(path: Path) -> Path:
+    """`path` and any missing parents, created owner-only; an existing directory is fine (a lab's directory)."""
+    for p in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        try:
+            p.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another job
+        p.chmod(DIR_MODE)
+    return path
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)

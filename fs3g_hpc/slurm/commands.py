@@ -130,6 +130,41 @@ def cancel(job_ids: Iterable[str]) -> None:
         run(["scancel", *ids])
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    job_id: str
+    state: str
+    begins: str  # squeue's start time: for a pending job with --begin, when it may start
+
+
+def queued_jobs(name: str) -> list[QueuedJob]:
+    """This user's jobs called `name` that are still in the queue (pending or running)."""
+    out = run(["squeue", "-h", "--me", "-n", name, "-o", "%i|%T|%S"])
+    jobs = []
+    for line in out.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) == 3:
+            jobs.append(QueuedJob(*fields))
+    return jobs
+
+
+def scrontab_available() -> bool:
+    return shutil.which("scrontab") is not None
+
+
+def read_scrontab() -> str:
+    try:
+        return run(["scrontab", "-l"])
+    except CommandError:
+        return ""  # no scrontab yet
+
+
+def write_scrontab(text: str, work_dir: Path) -> None:
+    path = work_dir / "scrontab.txt"
+    path.write_text(text, encoding="utf-8")
+    run(["scrontab", str(path)])
+
+
 def _parse_exit(text: str) -> tuple[int | None, int | None]:
     code, _, sig = text.partition(":")
     try:

@@ -114,3 +114,19 @@ def _small_job_directives(policy: Policy) -> list[tuple[str, str | None]]:
     """Listing and polling need one CPU and little memory, whatever the policy gives the transfer tasks."""
     pairs = [(k, v) for k, v in policy_directives(policy.slurm) if k not in ("cpus-per-task", "mem")]
     return [*pairs, ("cpus-per-task", "1"), ("mem", "1024M")]
+
+
+def schedule_job(policy: Policy, config_path: Path, log_dir: Path, fs3g: Sequence[str]) -> JobSpec:
+    """One link of a lab's backup schedule: at its --begin time it submits the next link, then runs the backup."""
+    return JobSpec(
+        job_name=schedule_job_name(policy),
+        description=f"scheduled backup of lab {policy.lab.name} ({policy.schedule.backup})",
+        commands=[["exec", *fs3g, "schedule", "fire", "--config", str(config_path)]],
+        output_path=f"{log_dir}/schedule-%j.out",
+        directives=[*_small_job_directives(policy)],
+        extra_options=policy.slurm.extra_sbatch_options,
+    )
+
+
+def schedule_job_name(policy: Policy) -> str:
+    return f"fs3g-{policy.lab.name}-schedule"

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,7 +17,7 @@ from ..errors import ServiceError
 from . import commands
 from .commands import JobState
 from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, restore_array_job,
-                   restore_merge_job, restore_stage_job, shard_array_job)
+                   restore_merge_job, restore_stage_job, schedule_job, shard_array_job)
 from .render import JobSpec, render_job_script
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,26 @@ def submit_backup(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequenc
     return SubmittedRun(array_ids, merge_id)
 
 
-def submit_restore_stage(policy: Policy, run_dir: Path, fs3g: Sequence[str], *, begin_in_s: int | None = None) -> str:
-    """The poll job of a restore, now or `begin_in_s` seconds from now (`--begin=now+N`: pending, holding no node)."""
+def submit_restore_stage(policy: Policy, run_dir: Path, fs3g: Sequence[str], *, begin_in_s: int | None = None,
+                         begin_at: str | None = None) -> str:
+    """The poll job of a restore: now, `begin_in_s` seconds from now (`--begin=now+N`: pending, holding no node), or
+    at `begin_at` (any time sbatch --begin takes)."""
     jobs = _private_dir(run_dir / "jobs")
     _private_dir(run_dir / "logs")
     script = jobs / "stage.sbatch"
     if not script.exists():
         _write_script(script, restore_stage_job(policy, run_dir, fs3g))
-    options = [f"--begin=now+{begin_in_s}"] if begin_in_s else []
+    options = [f"--begin=now+{begin_in_s}"] if begin_in_s else [f"--begin={begin_at}"] if begin_at else []
     return commands.submit(script, options=options, cwd=run_dir)
+
+
+def submit_schedule_link(policy: Policy, config_path: Path, state_dir: Path, fs3g: Sequence[str],
+                         begin: datetime) -> str:
+    """The next link of a lab's schedule chain, pending until `begin` (local time, to the second)."""
+    _private_dir(state_dir)
+    logs = _private_dir(state_dir / "logs")
+    script = _write_script(state_dir / "schedule.sbatch", schedule_job(policy, config_path, logs, fs3g))
+    return commands.submit(script, options=[f"--begin={begin.strftime('%Y-%m-%dT%H:%M:%S')}"], cwd=state_dir)
 
 
 def submit_restore_download(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
