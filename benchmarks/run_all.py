@@ -258,7 +258,8 @@ def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], 
     lines += ["", "## Runs", ""]
     for kind, run in runs.items():
         state = "ok" if run["ok"] else f"FAILED (exit {run['exit']})"
-        lines.append(f"- {kind}: {state} in {run['seconds']:.0f} s; report `{Path(run.get('prefix', '')).name}.md`")
+        when = "from an earlier run" if run.get("previous") else f"in {run['seconds']:.0f} s"
+        lines.append(f"- {kind}: {state} {when}; report `{Path(run.get('prefix', '')).name}.md`")
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, help="report path without suffix (default benchmarks/results/latest, "
                                                  "or latest-smoke with --smoke)")
     ap.add_argument("--no-services", action="store_true", help="never start or stop the services")
+    ap.add_argument("--include-previous", action="store_true",
+                    help="put the scenarios not run now in the report from their last reports beside it "
+                         "(<results>-<name>.json), marked as such")
     args = ap.parse_args(argv)
     chosen = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = chosen - {s.letter for s in SCENARIOS}
@@ -287,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, dict[str, Any]] = {}
         for s in SCENARIOS:
             if s.letter not in chosen:
+                previous = Path(f"{results}-{s.name}.json")
+                if args.include_previous and previous.exists():
+                    reports[s.name] = json.loads(previous.read_text())
+                    runs[s.name] = {"ok": True, "seconds": 0, "prefix": str(previous.with_suffix("")),
+                                    "previous": True}
                 continue
             prefix = Path(f"{results}-{s.name}")
             run = run_scenario(s, args, prefix, env)

@@ -148,3 +148,28 @@ def test_cli_estimates_a_fresh_scan_and_refuses_bad_prices(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab), "--pricing",
                           str(table)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "GLACIER" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_cli_estimates_an_incremental_plan_with_storage_from_the_catalog(seaweed_bucket, tmp_path):
+    from test_restore import backup, make_tree, write_policy
+
+    root = tmp_path / "data"
+    make_tree(root, newline_names=True)
+    policy = write_policy(tmp_path, "inc", root, seaweed_bucket)
+    backup(policy)
+    (root / "proj" / "added.txt").write_bytes(b"new file")
+    plan = tmp_path / "plan"
+    assert subprocess.run([sys.executable, "-m", "fs3g_hpc", "plan", "--config", str(policy), "--run-dir", str(plan)],
+                          capture_output=True, timeout=120).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(policy), "--run-dir",
+                           str(plan), "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    data = json.loads(proc.stdout)
+    assert data["upload"]["small_files"] == 1 and data["requests"]["PUT"] == 1  # only the new file goes
+    assert data["stored"]["small_files"] + data["stored"]["large_files"] + data["stored"]["symlinks"] == 14
+    assert "storage and restore from the catalog" in data["scope"]
+    under = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(policy), "--run-dir",
+                            str(plan), "--json", str(root / "weird")], capture_output=True, text=True, timeout=120)
+    assert json.loads(under.stdout)["upload"]["small_files"] == 0
