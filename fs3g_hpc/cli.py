@@ -75,6 +75,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError("give at least one policy file, or --list-keys")
     failed = False
     for file in args.files:
+        if _is_price_table(file):
+            from .estimate import check_price_table
+
+            try:
+                print(f"{file}: ok: {check_price_table(Path(file))}")
+            except UsageError as e:
+                print(e, file=sys.stderr)
+                failed = True
+            continue
         result = validate_file(file)
         for problem in result.problems:
             print(problem, file=sys.stderr)
@@ -83,6 +92,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
             what = "site defaults" if result.kind is FileKind.SITE else _describe(result.policy)  # type: ignore[arg-type]
             print(f"{file}: ok: {what}")
     return ExitCode.USAGE if failed else ExitCode.OK
+
+
+def _is_price_table(file: str) -> bool:
+    """A `kind: pricing` file (configs/pricing.yaml), which `validate` checks as a price table."""
+    import yaml
+
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return False  # validate_file says what is wrong with it
+    return isinstance(data, dict) and data.get("kind") == "pricing"
 
 
 def _cluster_max_array_size() -> tuple[int, str]:

@@ -130,6 +130,33 @@ def load_prices(path: Path, region: str) -> Prices:
     return Prices(str(path), str(data["date"]), str(data["currency"]), region, regions[region])
 
 
+_SECTIONS = ("storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000", "transition_per_1000",
+             "retrieval", "transfer_out_per_gb")
+
+
+def check_price_table(path: Path) -> str:
+    """Every region of a price table checked (sections present, every price a number >= 0); a one-line summary."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    regions = data.get("regions") if isinstance(data, dict) else None
+    if not isinstance(regions, dict) or not regions:
+        raise UsageError("regions: missing or empty", path=str(path))
+    for region in regions:
+        prices = load_prices(path, region)
+
+        def walk(node: Any, keys: tuple[str, ...]) -> None:
+            if isinstance(node, Mapping):
+                for key, child in node.items():
+                    walk(child, (*keys, str(key)))
+            else:
+                prices._get(*keys)  # a number >= 0, or a one-line error naming the key
+
+        for section in _SECTIONS:
+            if section not in prices.table:
+                raise UsageError(f"regions.{region}.{section}: missing", path=str(path))
+        walk(prices.table, ())
+    return f"price table of {data.get('date')} ({data.get('currency')}), regions: {', '.join(sorted(regions))}"
+
+
 # -- tallies ----------------------------------------------------------------------------------------------------------
 
 @dataclass

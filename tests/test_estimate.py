@@ -173,3 +173,12 @@ def test_cli_estimates_an_incremental_plan_with_storage_from_the_catalog(seaweed
     under = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(policy), "--run-dir",
                             str(plan), "--json", str(root / "weird")], capture_output=True, text=True, timeout=120)
     assert json.loads(under.stdout)["upload"]["small_files"] == 0
+
+
+def test_validate_checks_a_price_table(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "fs3g_hpc", "validate", str(PRICES)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "price table of 2025-11-01" in ok.stdout
+    bad = tmp_path / "pricing.yaml"
+    bad.write_text(Path(PRICES).read_text().replace("GLACIER: 0.0036", "GLACIER: -1"))
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "validate", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "storage_gb_month.GLACIER: must be a number >= 0" in proc.stderr
