@@ -300,6 +300,19 @@ def services_env() -> dict[str, str]:
     return env
 
 
+def tool_env(senv: dict[str, str], endpoint: str) -> dict[str, str]:
+    """The environment the tools run in: os.environ, the services' credentials and region, and rclone's remote
+    "bench:" pointing at endpoint, from the environment only (no config file is read or written)."""
+    region = senv.get("AWS_DEFAULT_REGION", "us-east-1")
+    return {**os.environ, **senv, "AWS_DEFAULT_REGION": region,
+            "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
+            "RCLONE_CONFIG_BENCH_ENV_AUTH": "false", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
+            "RCLONE_CONFIG_BENCH_REGION": region,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": senv["AWS_ACCESS_KEY_ID"],
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": senv["AWS_SECRET_ACCESS_KEY"],
+            "RCLONE_CONFIG": "/dev/null"}
+
+
 def s3_client(endpoint: str, env: dict[str, str]) -> Any:
     import boto3
     from botocore.config import Config
@@ -335,9 +348,9 @@ def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
 
 
 @contextlib.contextmanager
-def scratch_bucket(s3: Any) -> Iterator[str]:
-    """One bucket per scenario, emptied and removed at the end whatever happens."""
-    bucket = f"bench-upload-{secrets.token_hex(4)}"
+def scratch_bucket(s3: Any, stem: str = "bench-upload") -> Iterator[str]:
+    """One bucket per scenario (named STEM-<random>), emptied and removed at the end whatever happens."""
+    bucket = f"{stem}-{secrets.token_hex(4)}"
     s3.create_bucket(Bucket=bucket)
     try:
         # SeaweedFS allocates a new bucket's volumes on its first write (0.2-1 s): do it now, untimed, so that
@@ -657,15 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         log(str(e))
         return 2
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
-    region = senv.get("AWS_DEFAULT_REGION", "us-east-1")
-    env = {**os.environ, **senv, "AWS_DEFAULT_REGION": region,
-           # rclone's remote "bench:", from the environment only (no config file is read or written).
-           "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
-           "RCLONE_CONFIG_BENCH_ENV_AUTH": "false", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
-           "RCLONE_CONFIG_BENCH_REGION": region,
-           "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": senv["AWS_ACCESS_KEY_ID"],
-           "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": senv["AWS_SECRET_ACCESS_KEY"],
-           "RCLONE_CONFIG": "/dev/null"}
+    env = tool_env(senv, endpoint)
     server_pid = weed_pid()
     weed_exe = None
     if server_pid is not None:

@@ -171,6 +171,11 @@ def run_scenario(s: Scenario, args: argparse.Namespace, prefix: Path, env: dict[
 
 def scenario_results(report: dict[str, Any]) -> list[tuple[str | None, dict[str, Any], list[dict]]]:
     """(scenario name, the harness results, ratios) for each scenario a report holds."""
+    array_cpu = report.get("summary", {}).get("array", {}).get("client_cpu_s")
+    if array_cpu is not None and "array" in report["results"]["commands"]:
+        # The array's work runs under slurmd, not as the harness's children: its CPU is the jobs' (sacct TotalCPU)
+        # plus the submitting command's, which bench_array.py measures.
+        report["results"]["commands"]["array"]["cpu_s"] = {"median": array_cpu, "min": None, "max": None}
     if "scenarios" in report:
         return [(r["scenario"], r["results"], r.get("ratios", [])) for r in report["scenarios"]]
     return [(None, report["results"], report.get("ratios", []))]

@@ -60,3 +60,89 @@ def test_bench_download_smoke(tmp_path):
             assert commands[name]["wall_s"]["median"] > 0 and commands[name]["cpu_s"]["median"] > 0
             assert all(s["verified"]["verified"] == scenario["dataset"]["files"] for s in commands[name]["samples"])
     assert "fs3g / s5cmd" in results.with_suffix(".md").read_text()
+
+
+def test_bench_sync_smoke(tmp_path):
+    """Scenario (d): after one untimed upload by each tool, fs3g backup / plan and s5cmd sync find nothing to do,
+    and the bucket is left exactly as it was (checked after every run)."""
+    results = tmp_path / "sync"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_sync.py"), "--smoke", "--peers", "s5cmd",
+         "--results", str(results), "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
+         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    (scenario,) = report["scenarios"]
+    commands = scenario["results"]["commands"]
+    assert set(commands) == {"fs3g", "fs3g-plan", "s5cmd"}
+    for name, c in commands.items():
+        assert c["wall_s"]["median"] > 0 and c["cpu_s"]["median"] > 0
+        for s in c["samples"]:
+            assert s["verified"]["unchanged"] and s["verified"]["objects"] == scenario["dataset"]["files"]
+    for name in ("fs3g", "fs3g-plan"):
+        assert all(s["verified"]["fs3g"]["planned"] == 0 for s in commands[name]["samples"])
+    assert report["goal"]["fastest_peer"] == "s5cmd" and report["goal"]["fs3g"]["ratio"] > 0
+    assert report["medians"]["fs3g"]["wall_s"] == commands["fs3g"]["wall_s"]["median"]
+    md = results.with_suffix(".md").read_text()
+    assert "fs3g / s5cmd" in md and "Goal (d)" in md
+
+
+def test_bench_latency_smoke(tmp_path):
+    """Scenario (f): the faulty proxy (installed by the script) adds latency, fs3g and s5cmd upload through it, every
+    upload checked object by object; the proxy is gone afterwards."""
+    import socket
+
+    results = tmp_path / "latency"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_latency.py"), "--smoke", "--peers", "s5cmd",
+         "--results", str(results), "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
+         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    (scenario,) = report["scenarios"]
+    commands = scenario["results"]["commands"]
+    assert set(commands) == {"fs3g", "s5cmd"}
+    for name, c in commands.items():
+        assert c["wall_s"]["median"] > 0 and c["cpu_s"]["median"] > 0
+        for s in c["samples"]:
+            assert s["verified"]["matched"] == scenario["dataset"]["files"]
+            assert s["proxy_bytes_up"] >= scenario["dataset"]["total_bytes"]
+    for check in scenario["latency_check"].values():
+        assert check["added_min_ms"]["head_bucket"] >= 30  # 20 ms each way
+    assert report["goal"]["ratio"] > 0
+    port = int(scenario["proxy_endpoint"].rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "the proxy is still listening"
+    md = results.with_suffix(".md").read_text()
+    assert "fs3g / s5cmd" in md and "Goal (f)" in md
+
+
+def test_bench_array_smoke(slurm_cluster, tmp_path):
+    """Scenario (g) end to end on 2,000 files: the Slurm array of 8 shards and one local process back the tree up
+    into SeaweedFS, each run checked (report.json all verified, one object per file) and its prefix deleted."""
+    results = tmp_path / "array"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_array.py"), "--smoke", "--results", str(results),
+         "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
+         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    files = report["dataset"]["files"]
+    assert files == 2000 and report["shards"] == {"array": 8, "single": 1}
+    commands = report["results"]["commands"]
+    assert set(commands) == {"array", "single"}
+    for name, shards in (("array", 8), ("single", 1)):
+        assert commands[name]["runs"] == 1 and commands[name]["wall_s"]["median"] > 0
+        summary = report["summary"][name]
+        assert summary["files_per_s"] > 0 and summary["client_cpu_s"] > 0
+        for sample in commands[name]["samples"]:
+            assert sample["report"] == {"planned": files, "verified": files, "failed": 0, "shard_count": shards,
+                                        "shard_states": {"done": shards}}
+            assert sample["objects"]["smallfile_objects"] == files
+    array = commands["array"]["samples"][0]["slurm"]
+    assert array["complete"] and array["tasks"] == 8 and report["summary"]["array"]["jobs_cpu_s"] > 0
+    assert report["summary"]["throughput_ratio_array_over_single"] > 0
+    assert "Throughput ratio array / single" in results.with_suffix(".md").read_text()
