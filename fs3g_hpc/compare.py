@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from .config import Policy
 from .errors import UsageError
-from .keys import LONG_DIR, KeyClass, encode_path, object_key, parse_key, pathmap_key
+from .keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, encode_path, object_key, parse_key, pathmap_key
 from .manifest import catalog_path, catalog_target_mismatch, lab_dir
 from .objectmeta import TREEHASH_KEY, format_ns, parse_ns
 from .plan import EntryClass, _checked_order, _Unreadable, classify
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKERS = 8
 READ_PIECE_BYTES = 1 * MIB
 PENDING_CHECKS_PER_WORKER = 8  # checks queued beyond those running: keeps the pool busy, memory bounded
-PATHMAP_MAX_BYTES = 64 * 1024  # a pathmap object holds one path (PATH_MAX is 4,096 bytes)
 _ISSUES_LOGGED = 20
 
 

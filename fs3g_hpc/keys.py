@@ -26,6 +26,7 @@ MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 LONG_DIR = ".fs3g-long"
 PATHMAP_DIR = "pathmap"
+PATHMAP_MAX_BYTES = 64 * 1024  # a pathmap object holds one path (PATH_MAX is 4,096 bytes): never read more
 
 
 class KeyClass(Enum):

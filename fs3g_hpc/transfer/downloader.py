@@ -15,7 +15,6 @@ from typing import Any, Iterator
 import botocore.exceptions
 from botocore.awsrequest import AWSRequest
 
-from ..objectmeta import TREEHASH_KEY
 from .lister import ListedObject
 
 CHUNK_BYTES = 1024 * 1024
@@ -59,17 +58,6 @@ def request_restore(client: Any, bucket: str, key: str, days: int, tier: str) ->
     return RequestOutcome.READY if status == 200 else RequestOutcome.REQUESTED
 
 
-_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
-
-
-def restore_header_ready(header: str | None) -> bool | None:
-    """The `x-amz-restore` header: True restored, False in progress, None never requested."""
-    if not header:
-        return None
-    match = _ONGOING.search(header)
-    return None if match is None else match.group(1) == "false"
-
-
 @dataclass(frozen=True)
 class Readiness:
     obj: ListedObject
@@ -96,26 +84,6 @@ def list_with_restore_status(client: Any, bucket: str, directory: str) -> dict[s
         if not page.get("IsTruncated"):
             return out
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
-
-
-@dataclass(frozen=True)
-class ObjectHead:
-    size_bytes: int
-    etag: str
-    storage_class: str
-    metadata: dict[str, str]
-    restore_ready: bool | None
-
-
-def head_object(client: Any, bucket: str, key: str) -> ObjectHead | None:
-    try:
-        r = client.head_object(Bucket=bucket, Key=key)
-    except botocore.exceptions.ClientError as e:
-        if _code(e) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return ObjectHead(r["ContentLength"], str(r["ETag"]).strip('"'), r.get("StorageClass", "STANDARD"),
-                      dict(r.get("Metadata", {})), restore_header_ready(r.get("Restore")))
 
 
 @dataclass(frozen=True)
@@ -154,25 +122,6 @@ def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag:
             if not piece:
                 return
             yield piece
-
-
-def tree_hash_tag(client: Any, bucket: str, key: str) -> str | None:
-    """The tree hash a multipart upload left as a tag (its metadata was fixed before the hash was known)."""
-    try:
-        tags = client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
-    except botocore.exceptions.ClientError as e:
-        if _code(e) in ("InvalidObjectState", "NotImplemented", "NoSuchTagSet", "AccessDenied"):
-            return None
-        raise
-    return next((t["Value"] for t in tags if t.get("Key") == TREEHASH_KEY), None)
-
-
-def get_text(client: Any, bucket: str, key: str) -> bytes | None:
-    """A small helper object (a long path's pathmap); None when it is not there."""
-    try:
-        return get_whole(client, bucket, key).data
-    except ObjectMissing:
-        return None
 
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")

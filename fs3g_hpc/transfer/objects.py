@@ -1,4 +1,4 @@
-"""Reading single objects for `fs3g compare`: HEAD with metadata, the tree-hash tag, small bodies (pathmap objects),
+"""Reading single objects for `fs3g compare` and `fs3g restore`: HEAD with metadata, the tree-hash tag, small bodies (pathmap objects),
 and a recursive listing whose S3 failures come out as `ObjectAccessError` instead of botocore exceptions.
 
 Callers outside `transfer/` never see botocore: every failure is an `ObjectAccessError` carrying S3's error code, so
@@ -7,6 +7,7 @@ they can tell "this object cannot be read" (report it by name) from a bug.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -16,6 +17,15 @@ from ..errors import ServiceError
 from .lister import ListedObject, iter_objects
 
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
+
+
+def restore_header_ready(header: str | None) -> bool | None:
+    """The `x-amz-restore` header: True restored, False in progress, None never requested."""
+    if not header:
+        return None
+    match = _ONGOING.search(header)
+    return None if match is None else match.group(1) == "false"
 
 
 class ObjectAccessError(ServiceError):
@@ -41,6 +51,7 @@ class ObjectInfo:
     storage_class: str
     last_modified_ns: int
     metadata: Mapping[str, str]  # user metadata, keys lower-case as S3 returns them
+    restore_ready: bool | None = None  # x-amz-restore: True restored, False in progress, None never requested
 
     @property
     def multipart(self) -> bool:
@@ -64,6 +75,7 @@ def head_object(client: Any, bucket: str, key: str) -> ObjectInfo | None:
         storage_class=response.get("StorageClass", "STANDARD"),
         last_modified_ns=int(modified.timestamp() * 1_000_000_000) if modified is not None else 0,
         metadata={k.lower(): v for k, v in response.get("Metadata", {}).items()},
+        restore_ready=restore_header_ready(response.get("Restore")),
     )
 
 
