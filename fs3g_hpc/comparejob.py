@@ -29,7 +29,8 @@ from .compare import (Against, Category, CompareSummary, Discrepancy, NotCompara
                       local_tree_hash)
 from .config import Policy, policy_from_snapshot, policy_to_dict
 from .errors import UsageError
-from .manifest import SequentialShardCutter, default_run_dir, make_private_dir, read_json, write_json_atomic
+from .manifest import (SequentialShardCutter, default_run_dir, ensure_private_dir, make_private_dir, read_json,
+                       write_json_atomic)
 from .plan import EntryClass, classify
 from .records import Entry, read_records
 from .scan import ScanSettings
@@ -136,10 +137,7 @@ def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | No
         shard = int(task) + int(env.get("FS3G_SHARD_OFFSET", "0"))
     if not 0 <= shard < header["shard_count"]:
         raise UsageError(f"shard {shard} does not exist (the compare has {header['shard_count']} shards)")
-    try:
-        layout.results_dir.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
+    ensure_private_dir(layout.results_dir)
     threshold = policy.storage.small_file_threshold_bytes
     counts = {"files": 0, "hashed_bytes": 0, "changed": 0, "cannot_check": 0}
     with _private_file(layout.shard_found(shard)) as out:

@@ -42,7 +42,7 @@ from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_
 from .errors import Fs3gError, UsageError
 from .keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, object_key, parse_key, pathmap_key
 from .manifest import (SequentialShardCutter, catalog_path, catalog_target_mismatch, default_run_dir,
-                       make_private_dir, read_json, write_json_atomic)
+                       ensure_private_dir, make_private_dir, read_json, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
 from .records import Entry, EntryKind, display_path, read_records
 from .signals import StopOnSignals
@@ -198,15 +198,6 @@ def _default_client(policy: Policy) -> Any:
         LIST_THREADS, 2 * policy.restore.download_workers)))
 
 
-def _private_subdir(path: Path) -> None:
-    """A directory every task of the run shares: created once, owner-only."""
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        return
-    path.chmod(0o700)
-
-
 def _append_json(path: Path, record: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="ascii") as f:
@@ -355,7 +346,7 @@ def stage(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = Non
     """Request a restore of every archived object once, then check which are readable. Idempotent: run it again to
     poll; objects already requested are not requested again."""
     layout, header, policy = load_header(run_dir)
-    _private_subdir(layout.stage_dir)
+    ensure_private_dir(layout.stage_dir)
     state = read_json(layout.stage_state) if layout.stage_state.exists() else {"started": now_s(), "polls": 0,
                                                                                  "requested": 0}
     client = (client_factory or _default_client)(policy)
@@ -935,7 +926,7 @@ def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] |
     env = dict(os.environ if environ is None else environ)
     layout, header, policy = load_header(run_dir)
     shard = resolve_restore_shard(header, shard, env)
-    _private_subdir(layout.results_dir)
+    ensure_private_dir(layout.results_dir)
     try:
         dest = Destination(Path(header["destination"]))
     except OSError as e:
@@ -1066,7 +1057,7 @@ def record_chain(layout: RestoreLayout, *, stage_job: str | None = None, arrays:
                  merge_job: str | None = None) -> dict:
     """Note a job of this restore in jobs/chain.json, so `--wait` and `status` can follow a chain whose poll jobs
     replace each other."""
-    _private_subdir(layout.chain_file.parent)
+    ensure_private_dir(layout.chain_file.parent)
     chain = read_json(layout.chain_file) if layout.chain_file.exists() else {"stages": []}
     if stage_job:
         chain["stages"].append(stage_job)
