@@ -106,10 +106,13 @@ def _is_price_table(file: str) -> bool:
     return isinstance(data, dict) and data.get("kind") == "pricing"
 
 
-def _cluster_max_array_size() -> tuple[int, str]:
-    """MaxArraySize from the cluster when Slurm answers; else Slurm's default."""
+def _cluster_max_array_size(executor: str | None = None) -> tuple[int, str]:
+    """MaxArraySize from the cluster when Slurm answers; else Slurm's default. The plan only reports it (submission
+    asks the cluster again), so a run for the local executor does not pay for two Slurm commands."""
     from .slurm import commands
 
+    if executor == Executor.LOCAL.value:
+        return 1001, "local executor"
     if commands.slurm_available():
         return commands.max_array_size(), "from scontrol"
     return 1001, "Slurm not reachable: its default"
@@ -123,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     policy = load_policy(args.config)
     now = datetime.now(timezone.utc)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(policy, now)
-    max_array, source = _cluster_max_array_size()
+    max_array, source = _cluster_max_array_size(getattr(args, "executor", None))
     options = PlanOptions(full=args.full, catalog=catalog_path(policy),
                           scan=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records),
                           max_array_size=max_array, max_array_size_source=source)
@@ -257,6 +260,9 @@ def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
         executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
     if count == 0:
         print("nothing to upload; merging to record the catalog")
+    if executor is Executor.LOCAL and count == 0:
+        # Nothing to spread over processes: the merge runs here (the cost of a cron'd no-op incremental).
+        return cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local"))
     if executor is Executor.LOCAL:
         from .localexec import run_locally
 
@@ -690,7 +696,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         write_demo_policy(policy_file, base / "data", base / "runs", endpoint, args.bucket)
         policy = load_policy(policy_file, environ={})
         ensure_bucket(make_s3_client(ClientSettings.from_policy(policy)), policy.s3.bucket)
-        max_array, source = _cluster_max_array_size() if args.executor != Executor.LOCAL.value else (1001, "local")
+        max_array, source = _cluster_max_array_size(args.executor)
         # A moto server started here is empty: whatever the catalog says, everything must go again.
         summary = make_plan(policy, _default_demo_run(policy), PlanOptions(
             full=fresh_endpoint, catalog=catalog_path(policy), scan=ScanSettings(workers=len(os.sched_getaffinity(0))),

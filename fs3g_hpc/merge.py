@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import __version__
 from .config import Policy, policy_from_snapshot
@@ -30,8 +30,9 @@ from .manifest import (DoneRecord, RunLayout, catalog_path, catalog_target_misma
                        write_json_atomic)
 from .records import Entry, RecordWriter, display_path, read_records, write_records
 from .sizes import format_size
-from .transfer.client import ClientSettings, make_s3_client
-from .transfer.lister import ListedObject, abort_upload, head, list_directory
+
+if TYPE_CHECKING:
+    from .transfer.lister import ListedObject
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,19 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     layout = RunLayout(run_dir)
     header = read_json(layout.plan_file)
     policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
-    client = (client_factory or (lambda p: make_s3_client(ClientSettings.from_policy(p))))(policy)
+    clients: list[Any] = []
+
+    def client() -> Any:
+        # Made on first use: a run with nothing planned (a no-op incremental) never imports boto3.
+        if not clients:
+            if client_factory is not None:
+                clients.append(client_factory(policy))
+            else:
+                from .transfer.client import ClientSettings, make_s3_client
+
+                clients.append(make_s3_client(ClientSettings.from_policy(policy)))
+        return clients[0]
+
     bucket = policy.s3.bucket
     work = make_private_dir(layout.run_dir / ".merge-work")
     planned, verified, failed = Count(), Count(), Count()
@@ -119,9 +132,11 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 states[state] += 1
                 done = read_done_records(journal_file(layout, index))
                 if state != "done":  # no rerun of this shard will resume them: a retry is a new run
+                    from .transfer.lister import abort_upload
+
                     for upload in read_open_uploads(journal_file(layout, index)).values():
-                        abort_upload(client, bucket, upload.key, upload.upload_id)
-                listed = _list_keys(client, bucket, (r.key for r in done.values()), pool)
+                        abort_upload(client(), bucket, upload.key, upload.upload_id)
+                listed = _list_keys(client, bucket, (r.key for r in done.values()), pool) if done else {}
                 reasons = _failure_reasons(layout, index) if len(done) < summary["files"] else {}
                 good: list[Entry] = []
                 for entry in read_records(layout.shards_dir / summary["file"]):
@@ -145,8 +160,10 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         catalog = catalog_path(policy)
         # A catalog of another bucket or prefix (the policy moved) is not the starting point of this one.
         previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
-        entries = write_catalog(previous, _stream(verified_entries), layout.deleted_file, catalog, work)
-        record_catalog_target(policy)
+        entries = None if previous is None or verified_entries else _count_if_untouched(header, previous)
+        if entries is None:
+            entries = write_catalog(previous, _stream(verified_entries), layout.deleted_file, catalog, work)
+            record_catalog_target(policy)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -180,6 +197,21 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     return report
 
 
+def _count_if_untouched(header: dict[str, Any], catalog: Path) -> int | None:
+    """The catalog's entry count when a run that verified nothing leaves it as it is (no deletion to apply, the file
+    still as the plan read it), so that a no-op incremental does not rewrite it; else None."""
+    seen = header.get("catalog")
+    changes = header["changes"]
+    if seen is None or "retry_of" in header or changes["deleted"]["files"] != header["kept_unreadable"]:
+        return None
+    st = catalog.stat()
+    if (seen["path"], seen["size_bytes"], seen.get("inode"), seen.get("mtime_ns")) != (
+            str(catalog), st.st_size, st.st_ino, st.st_mtime_ns):
+        return None
+    # Every catalog record met the plan's diff once: as unchanged, changed or deleted (kept when unreadable).
+    return sum(changes[c]["files"] for c in ("unchanged", "changed", "deleted"))
+
+
 def failed_file(layout: RunLayout) -> Path:
     return layout.run_dir / "failed.rec"
 
@@ -198,8 +230,12 @@ def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:
     return None
 
 
-def _list_keys(client: Any, bucket: str, keys: Iterator[str], pool: ThreadPoolExecutor) -> dict[str, ListedObject]:
+def _list_keys(client_of: Callable[[], Any], bucket: str, keys: Iterator[str],
+               pool: ThreadPoolExecutor) -> dict[str, ListedObject]:
     """What the bucket holds for `keys`: each directory listed once, in parallel; hashed long keys by HEAD."""
+    from .transfer.lister import head, list_directory
+
+    client = client_of()
     directories: set[str] = set()
     long_keys: list[str] = []
     for key in keys:

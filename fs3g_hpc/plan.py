@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from . import __version__
 from .config import Policy, policy_to_dict
@@ -63,6 +63,13 @@ def classify(entry: Entry, small_threshold_bytes: int) -> EntryClass | None:
     if entry.kind is EntryKind.FILE:
         return EntryClass.SMALL if entry.size_bytes <= small_threshold_bytes else EntryClass.LARGE
     return None
+
+
+def _catalog_seen(catalog_file: Path) -> dict[str, Any]:
+    """Which catalog file the plan diffed against (a rewrite makes a new inode: the merge can tell)."""
+    st = catalog_file.stat()
+    return {"path": str(catalog_file), "size_bytes": st.st_size, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns,
+            "mtime": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat()}
 
 
 def differs(now: Entry, before: Entry) -> bool:
@@ -381,9 +388,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         "policy": policy_to_dict(policy),
         "roots": list(policy.roots),
         "full": options.full,
-        "catalog": None if catalog_file is None else {
-            "path": str(catalog_file), "size_bytes": catalog_file.stat().st_size,
-            "mtime": datetime.fromtimestamp(catalog_file.stat().st_mtime, timezone.utc).isoformat()},
+        "catalog": None if catalog_file is None else _catalog_seen(catalog_file),
         "small_file_threshold_bytes": threshold,
         "scan": vars(result.counts),
         "changes": changes.as_dict(),

@@ -55,16 +55,23 @@ class ScanIssue:
 
 @dataclass(frozen=True)
 class ScanSettings:
-    """Bounds of a scan. Memory ceiling ≈ workers × run_records × 300 bytes."""
+    """Bounds of a scan. Memory ceiling ≈ (workers + 1) × run_records × 300 bytes (+ the directories queued).
 
-    workers: int = 2  # processes; 0 walks in this process (tests, tiny trees)
+    The walk starts in this process and hands the directories not yet walked to `workers` processes once it has
+    seen `in_process_entries` entries: a small tree (a cron'd incremental of a project directory) never pays for
+    starting processes, a large one loses a few milliseconds."""
+
+    workers: int = 2  # processes; 0 walks everything in this process (tests, tiny trees)
     run_records: int = 100_000
+    in_process_entries: int = 20_000
 
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
         if self.run_records < 1:
             raise ValueError("run_records must be >= 1")
+        if self.in_process_entries < 0:
+            raise ValueError("in_process_entries must be >= 0")
 
 
 @dataclass
@@ -345,9 +352,15 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         walker.finish()
         return ScanResult(walker.runs, [walker.issues_path], walker.counts)
 
-    # Roots are walked here (cheap) so that the queue starts with their directories.
+    # The top of the tree is walked here, breadth first, so that the workers start with many directories; a
+    # small tree is done before any worker is needed.
     top = _Walker(root_bytes, excludes, work_dir, "roots", settings.run_records)
-    starts = [(i, d) for i in range(len(root_bytes)) if (d := top.walk_root(i)) is not None]
+    pending: deque[tuple[int, bytes]] = deque((i, d) for i in range(len(root_bytes))
+                                              if (d := top.walk_root(i)) is not None)
+    while pending and top.counts.entries < settings.in_process_entries:
+        root_index, directory = pending.popleft()
+        top.walk_dir(root_index, directory, lambda r, d: pending.append((r, d)))
+    starts = list(pending)
     top.finish()
     result = ScanResult(list(top.runs), [top.issues_path], top.counts)
     if not starts:

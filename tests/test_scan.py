@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import stat
@@ -54,15 +55,17 @@ def make_tree(root: Path) -> set[bytes]:
     return paths
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_every_entry_once_exact_bytes_sorted(tmp_path, workers):
+@pytest.mark.parametrize("workers,in_process_entries", [(0, 0), (2, 0), (2, 7), (2, 10**6)],
+                         ids=["in-process", "all-in-workers", "handed-off-after-7", "small-tree-no-workers"])
+def test_every_entry_once_exact_bytes_sorted(tmp_path, workers, in_process_entries):
     root = tmp_path / "tree"
     root.mkdir()
     expected = make_tree(root)
     assert max(len(p) for p in expected) > 3800
     work = tmp_path / "work"
     work.mkdir(mode=0o700)
-    result = scan([str(root)], [], work, ScanSettings(workers=workers, run_records=50))
+    result = scan([str(root)], [], work, ScanSettings(workers=workers, run_records=50,
+                                                      in_process_entries=in_process_entries))
     assert len(result.runs) > 2  # spilled in bounded runs
     entries = list(merge_sorted(result.runs))
     paths = [e.path for e in entries]
@@ -81,6 +84,24 @@ def test_every_entry_once_exact_bytes_sorted(tmp_path, workers):
         assert stat.S_IMODE(run.stat().st_mode) == 0o600
 
 
+def test_small_tree_starts_no_worker_process(tmp_path, monkeypatch):
+    """Below in_process_entries the walk never forks (what a no-op incremental of a project directory costs)."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    expected = make_tree(root)
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+
+    def no_fork(method):
+        raise AssertionError(f"a worker process was started ({method})")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_fork)
+    result = scan([str(root)], [], work, ScanSettings(workers=2, in_process_entries=len(expected) + 1))
+    assert sorted(e.path for e in merge_sorted(result.runs)) == sorted(expected)
+    with pytest.raises(AssertionError, match="worker process"):  # the root alone reaches the bound
+        scan([str(root)], [], tmp_path, ScanSettings(workers=2, in_process_entries=1))
+
+
 def test_children_of_a_directory_are_contiguous():
     names = [b"/r/a/x", b"/r/a.d/y", b"/r/a/b/z", b"/r/a/c", b"/r/a0"]
     ordered = sorted(names, key=sort_key)
@@ -95,7 +116,7 @@ def test_fifo_is_reported_and_never_opened(tmp_path):
     os.mkfifo(root / "pipe")  # opening it for reading would block forever
     work = tmp_path / "work"
     work.mkdir()
-    result = scan([str(root)], [], work, ScanSettings(workers=2))
+    result = scan([str(root)], [], work, ScanSettings(workers=2, in_process_entries=0))
     issues = list(result.issues())
     assert [(i.path, i.kind) for i in issues] == [(os.fsencode(str(root / "pipe")), IssueKind.SPECIAL)]
     assert "FIFO" in issues[0].detail
@@ -192,7 +213,7 @@ def test_excludes(tmp_path):
     (root / "p/drop.tmp").write_bytes(b"1")
     work = tmp_path / "work"
     work.mkdir()
-    result = scan([str(root)], ["*.tmp", "**/.snapshot"], work, ScanSettings(workers=2))
+    result = scan([str(root)], ["*.tmp", "**/.snapshot"], work, ScanSettings(workers=2, in_process_entries=0))
     names = sorted(e.path[len(os.fsencode(str(root))):] for e in merge_sorted(result.runs))
     assert names == [b"", b"/p", b"/p/keep.dat"]
 

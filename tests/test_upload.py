@@ -22,6 +22,7 @@ from fs3g_hpc.keys import KeyClass, decode_path, object_key, parse_key, pathmap_
 from fs3g_hpc.manifest import RunLayout, shard_result_file
 from fs3g_hpc.objectmeta import parse_ns
 from fs3g_hpc.plan import PlanOptions, make_plan
+from fs3g_hpc.records import read_records
 from fs3g_hpc.scan import ScanSettings
 from fs3g_hpc.shard import run_shard
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
@@ -458,3 +459,43 @@ def test_merge_verifies_against_the_bucket_and_writes_the_catalog(bucket, tmp_pa
     assert lost.data["failed"]["files"] == 1
     reason = json.loads((third.run_dir / "failures.jsonl").read_text())["reason"]
     assert reason == f"journaled as backed up but {key} is not in the bucket"
+
+
+def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, tmp_path):
+    """`fs3g backup --executor local` with nothing to upload: the merge runs in the same process and never imports
+    boto3 (so sends no request: the catalog already says everything); a deletion on disk still reaches the catalog."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for f in range(30):
+        (root / f"f{f}").write_bytes(os.urandom(f * 10))
+    policy_file = write_policy(tmp_path, root, bucket)
+    first = subprocess.run([sys.executable, "-m", "fs3g_hpc", "backup", "--config", str(policy_file),
+                            "--executor", "local", "--wait"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (root / "f3").unlink()
+    probe = textwrap.dedent(f"""\
+        import subprocess, sys
+        def no_child(*args, **kwargs):
+            raise AssertionError(f"started a process: {{args}}")
+        subprocess.Popen = subprocess.run = no_child
+        from fs3g_hpc.cli import main
+        code = main(["backup", "--config", {str(policy_file)!r}, "--executor", "local", "--wait"])
+        print("boto3 imported" if "boto3" in sys.modules else "no boto3", code)
+        """)
+    again = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to upload" in again.stdout and again.stdout.rstrip().endswith("no boto3 0"), again.stdout
+    runs = sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))
+    report = json.loads((runs[-1] / "report.json").read_text())
+    assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 1, 29)
+    assert not (runs[-1] / "logs" / "shard-local-0.out").exists()
+
+    # Nothing changed at all now: the catalog is kept as it is (same inode), not rewritten, and still counted.
+    catalog = tmp_path / "runs" / "uptest" / "catalog.rec"
+    before = catalog.stat()
+    third = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and third.stdout.rstrip().endswith("no boto3 0"), third.stdout + third.stderr
+    report = json.loads((sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))[-1] / "report.json").read_text())
+    assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 0, 29)
+    assert (catalog.stat().st_ino, catalog.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert [e.path for e in read_records(catalog)] == sorted(os.fsencode(str(p)) for p in root.iterdir())
