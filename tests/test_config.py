@@ -66,7 +66,7 @@ def test_example_lab_layers_on_site():
 def test_defaults_follow_the_original_tool(tmp_path):
     policy = load_policy(write(tmp_path, "lab.yaml", GOOD_LAB), environ={})
     up = policy.uploader
-    assert (up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes) == (20, 4, 8, 40 * MIB)
+    assert (up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes) == (64, 4, 8, 40 * MIB)
     assert policy.storage.small_file_threshold_bytes == 131072
     assert policy.storage.archive_storage_class is StorageClass.GLACIER
     assert policy.storage.lifecycle_days == 1

@@ -324,6 +324,9 @@ def test_direct_get_maps_archive_missing_and_changed_objects(moto_bucket):
     c.put_object(Bucket=name, Key="warm", Body=b"0123456789", Metadata={"mtime": "1.000000002"})
     getter = DirectGetter(c, max_attempts=2)
     assert getter.available
+    # SigV4 even in us-east-1, where botocore would presign with SigV2 (refused for buckets made since 2020).
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in c.generate_presigned_url("get_object", Params={"Bucket": name,
+                                                                                                 "Key": "warm"})
     whole = getter.get_whole(name, "warm")
     assert (whole.data, whole.metadata["mtime"]) == (b"0123456789", "1.000000002")
     etag = c.head_object(Bucket=name, Key="warm")["ETag"].strip('"')

@@ -64,6 +64,9 @@ def make_s3_client(settings: ClientSettings) -> Any:
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         s3={"addressing_style": settings.addressing_style.value},
+        # botocore presigns with SigV2 in some regions (us-east-1, us-west-2 ...) unless told otherwise, and S3 refuses
+        # SigV2 for buckets made since 2020; restores GET through presigned URLs.
+        signature_version="s3v4",
         # A fixed user agent: botocore otherwise rebuilds and sanitises its own on every request (~0.5 ms of CPU,
         # a sixth of a small PUT), and the S3 access logs then name the tool.
         user_agent=f"fs3g-hpc/{__version__}",
