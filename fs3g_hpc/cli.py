@@ -160,6 +160,15 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
     return ExitCode.DIFFERENCES if result.status == ShardStatus.FAILED else ExitCode.OK
 
 
+def _backup_locally(run_dir: Path, shard_count: int) -> int:
+    """A backup run on the local executor: its shards as processes, then the merge (with local retries) here."""
+    from .localexec import run_locally
+
+    return run_locally(run_dir, shard_count, _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
+                       shard_command="run-shard",
+                       merge=lambda: cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local")))
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from .manifest import RunLayout, write_json_atomic
     from .merge import describe_failures, failed_file, may_retry, merge_run
@@ -180,10 +189,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
           f"{retry.header['shard_count']} shards: {retry.run_dir}")
     record: dict = {"run_dir": str(retry.run_dir), "round": retry.header["retry_round"]}
     if args.retry_executor == "local":
-        from .localexec import run_locally
-
-        code = run_locally(retry.run_dir, retry.header["shard_count"], _fs3g_argv(),
-                           max(1, len(os.sched_getaffinity(0))))
+        code = _backup_locally(retry.run_dir, retry.header["shard_count"])
         record["exit"] = code
         write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
         return code
@@ -260,13 +266,8 @@ def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
         executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
     if count == 0:
         print("nothing to upload; merging to record the catalog")
-    if executor is Executor.LOCAL and count == 0:
-        # Nothing to spread over processes: the merge runs here (the cost of a cron'd no-op incremental).
-        return cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local"))
     if executor is Executor.LOCAL:
-        from .localexec import run_locally
-
-        return run_locally(run_dir, count, _fs3g_argv(), max(1, len(os.sched_getaffinity(0))))
+        return _backup_locally(run_dir, count)
     from .slurm.submit import submit_backup, wait_for_job
 
     submitted = submit_backup(policy, run_dir, count, _fs3g_argv())
@@ -328,7 +329,8 @@ def _compare_as_jobs(policy: Policy, args: argparse.Namespace) -> int:
         from .localexec import run_locally
 
         return run_locally(layout.run_dir, header["shard_count"], _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
-                           shard_command="compare-shard", merge_args=["compare-merge", str(layout.run_dir)])
+                           shard_command="compare-shard",
+                           merge=lambda: cmd_compare_merge(argparse.Namespace(run_dir=str(layout.run_dir))))
     from .slurm.submit import submit_compare, wait_for_job
 
     submitted = submit_compare(policy, layout.run_dir, header["shard_count"], _fs3g_argv())
@@ -580,7 +582,8 @@ def _run_restore(run_dir: Path, executor: Executor, wait: bool, begin_at: str | 
     from .localexec import run_locally
 
     return run_locally(run_dir, header["shard_count"], _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
-                       shard_command="restore-shard", merge_args=["restore-merge", str(run_dir)])
+                       shard_command="restore-shard",
+                       merge=lambda: cmd_restore_merge(argparse.Namespace(run_dir=str(run_dir))))
 
 
 def _follow_restore(run_dir: Path, timeout_s: float = 7 * 86400, poll_s: float = 3.0) -> int:

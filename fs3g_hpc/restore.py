@@ -20,7 +20,9 @@ pieces of large ones) plus one shard's journal (bounded by shards.max_files).
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -833,6 +835,7 @@ class _ShardRestorer:
                     leaf, fill = hashlib.sha256(), 0
         if offset != start + length:
             raise Fs3gError(f"{key}: range at {start} returned {offset - start} bytes, expected {length}")
+        _start_writeback(fd, start, length)
         if fill:
             leaves.append(leaf.digest())
         return leaves
@@ -885,6 +888,30 @@ def _write_all(fd: int, data: bytes, root: Path) -> None:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise _full(e, root) from e
         raise
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range's dirty pages, do not wait
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_file_range() -> Callable[..., int] | None:
+    """libc's sync_file_range(2) (Linux), which the os module does not offer; None elsewhere."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a finished part to disk while the other parts download, so that the fsync before the rename
+    waits for little (it took 0.4 s for 1 GiB written in one go). Best effort: a failure here only moves the work
+    to the fsync, which reports errors."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int, root: Path) -> None:
