@@ -303,8 +303,8 @@ class ShardUploader:
                                    Body=body, ChecksumCRC32=crc32_b64(body))
         return key
 
-    def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> str:
-        """One PUT with our CRC32; a checksum rejection is sent again. Returns the ETag."""
+    def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> tuple[str, str]:
+        """One PUT with our CRC32; a checksum rejection is sent again. Returns the ETag and the CRC32."""
         checksum = crc32_b64(data)
         for attempt in range(1, _RESEND_ATTEMPTS + 1):
             try:
@@ -319,7 +319,7 @@ class ShardUploader:
             echoed = response.get("ChecksumCRC32")
             if echoed is not None and echoed != checksum:
                 raise UploadError(f"S3 stored CRC32 {echoed}, expected {checksum}")
-            return str(response.get("ETag", "")).strip('"')
+            return str(response.get("ETag", "")).strip('"'), checksum
         raise AssertionError("unreachable")
 
     # -- small files and symlinks --------------------------------------------------------------------------------------
@@ -353,8 +353,8 @@ class ShardUploader:
         tree = hasher.hexdigest()
         key = self._key(klass, entry)
         meta = object_metadata(_as_entry(entry, st), tree, key.long_path_sha256)
-        etag = self._put(key.key, data, meta, storage_class)
-        self._done(entry, st, key.key, tree, etag, crc32_b64(data))
+        etag, checksum = self._put(key.key, data, meta, storage_class)
+        self._done(entry, st, key.key, tree, etag, checksum)
 
     def _symlink(self, entry: Entry) -> None:
         target = os.readlink(entry.path)
