@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
@@ -29,16 +28,15 @@ from .compare import (Against, Category, CompareSummary, Discrepancy, NotCompara
                       local_tree_hash)
 from .config import Policy, policy_from_snapshot, policy_to_dict
 from .errors import UsageError
-from .manifest import (SequentialShardCutter, default_run_dir, ensure_private_dir, make_private_dir, read_json,
-                       write_json_atomic)
+from .manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
+                       read_json, write_json_atomic)
 from .plan import EntryClass, classify
 from .records import Entry, read_records
 from .scan import ScanSettings
 
 
-@dataclass(frozen=True)
-class CompareLayout:
-    run_dir: Path
+class CompareLayout(ShardedLayout):
+    """A compare run whose hash checks run as jobs."""
 
     @property
     def header_file(self) -> Path:
@@ -48,26 +46,11 @@ class CompareLayout:
     def found_file(self) -> Path:
         return self.run_dir / "found.jsonl"
 
-    @property
-    def shards_dir(self) -> Path:
-        return self.run_dir / "shards"
-
-    @property
-    def results_dir(self) -> Path:
-        return self.run_dir / "results"
-
-    def shard_file(self, index: int) -> Path:
-        return self.shards_dir / f"shard-{index:06d}.rec"
-
     def shard_found(self, index: int) -> Path:
-        return self.results_dir / f"shard-{index:06d}.jsonl"
+        return self.result_file(index, ".jsonl")
 
     def shard_result(self, index: int) -> Path:
-        return self.results_dir / f"shard-{index:06d}.json"
-
-    @property
-    def report_file(self) -> Path:
-        return self.run_dir / "report.json"
+        return self.result_file(index)
 
     @property
     def text_file(self) -> Path:

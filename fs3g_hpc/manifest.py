@@ -136,12 +136,11 @@ def default_run_dir(policy: Policy, now: datetime, kind: str | None = None) -> P
 
 
 @dataclass(frozen=True)
-class RunLayout:
-    run_dir: Path
+class ShardedLayout:
+    """What every sharded run directory holds (backup, restore, compare): each shard's input, each shard's results
+    (written by its task), and the merge's report."""
 
-    @property
-    def plan_file(self) -> Path:
-        return self.run_dir / "plan.json"
+    run_dir: Path
 
     @property
     def shards_dir(self) -> Path:
@@ -149,6 +148,25 @@ class RunLayout:
 
     def shard_file(self, index: int) -> Path:
         return self.shards_dir / f"shard-{index:06d}.rec"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.run_dir / "results"
+
+    def result_file(self, index: int, suffix: str = ".json") -> Path:
+        return self.results_dir / f"shard-{index:06d}{suffix}"
+
+    @property
+    def report_file(self) -> Path:
+        return self.run_dir / "report.json"
+
+
+class RunLayout(ShardedLayout):
+    """A backup run."""
+
+    @property
+    def plan_file(self) -> Path:
+        return self.run_dir / "plan.json"
 
     @property
     def deleted_file(self) -> Path:
@@ -242,20 +260,16 @@ class SequentialShardCutter:
             self._writer = None
 
 
-def results_dir(layout: RunLayout) -> Path:
-    return layout.run_dir / "results"
+def journal_file(layout: ShardedLayout, shard: int) -> Path:
+    return layout.result_file(shard, ".journal")
 
 
-def journal_file(layout: RunLayout, shard: int) -> Path:
-    return results_dir(layout) / f"shard-{shard:06d}.journal"
+def shard_result_file(layout: ShardedLayout, shard: int) -> Path:
+    return layout.result_file(shard)
 
 
-def shard_result_file(layout: RunLayout, shard: int) -> Path:
-    return results_dir(layout) / f"shard-{shard:06d}.json"
-
-
-def failures_file(layout: RunLayout, shard: int) -> Path:
-    return results_dir(layout) / f"shard-{shard:06d}.failures.jsonl"
+def failures_file(layout: ShardedLayout, shard: int) -> Path:
+    return layout.result_file(shard, ".failures.jsonl")
 
 
 def _path_text(path: bytes) -> str:

@@ -233,7 +233,8 @@ def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:
 def _list_keys(client_of: Callable[[], Any], bucket: str, keys: Iterator[str],
                pool: ThreadPoolExecutor) -> dict[str, ListedObject]:
     """What the bucket holds for `keys`: each directory listed once, in parallel; hashed long keys by HEAD."""
-    from .transfer.lister import head, list_directory
+    from .transfer.lister import list_directory
+    from .transfer.objects import head_listed
 
     client = client_of()
     directories: set[str] = set()
@@ -246,7 +247,7 @@ def _list_keys(client_of: Callable[[], Any], bucket: str, keys: Iterator[str],
     found: dict[str, ListedObject] = {}
     for listing in pool.map(lambda d: list_directory(client, bucket, d), sorted(directories)):
         found.update(listing)
-    for key, obj in zip(long_keys, pool.map(lambda k: head(client, bucket, k), long_keys)):
+    for key, obj in zip(long_keys, pool.map(lambda k: head_listed(client, bucket, k), long_keys)):
         if obj is not None:
             found[key] = obj
     return found

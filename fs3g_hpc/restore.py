@@ -43,8 +43,9 @@ from . import __version__
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_from_snapshot, policy_to_dict
 from .errors import Fs3gError, UsageError
 from .keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, object_key, parse_key, pathmap_key
-from .manifest import (SequentialShardCutter, catalog_path, catalog_target_mismatch, default_run_dir,
-                       ensure_private_dir, make_private_dir, read_json, write_json_atomic)
+from .manifest import (SequentialShardCutter, ShardedLayout, catalog_path, catalog_target_mismatch, default_run_dir,
+                       ensure_private_dir, failures_file, journal_file, make_private_dir, read_json,
+                       shard_result_file, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
 from .records import Entry, EntryKind, display_path, read_records
 from .signals import StopOnSignals
@@ -132,20 +133,12 @@ class Selection:
 
 # -- run directory ----------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RestoreLayout:
-    run_dir: Path
+class RestoreLayout(ShardedLayout):
+    """A restore run."""
 
     @property
     def header_file(self) -> Path:
         return self.run_dir / "restore.json"
-
-    @property
-    def shards_dir(self) -> Path:
-        return self.run_dir / "shards"
-
-    def shard_file(self, index: int) -> Path:
-        return self.shards_dir / f"shard-{index:06d}.rec"
 
     @property
     def refused_file(self) -> Path:
@@ -162,22 +155,14 @@ class RestoreLayout:
     def stage_file(self, index: int) -> Path:
         return self.stage_dir / f"shard-{index:06d}.json"
 
-    @property
-    def results_dir(self) -> Path:
-        return self.run_dir / "results"
-
     def journal(self, index: int) -> Path:
-        return self.results_dir / f"shard-{index:06d}.journal"
+        return journal_file(self, index)
 
     def result(self, index: int) -> Path:
-        return self.results_dir / f"shard-{index:06d}.json"
+        return shard_result_file(self, index)
 
     def failures(self, index: int) -> Path:
-        return self.results_dir / f"shard-{index:06d}.failures.jsonl"
-
-    @property
-    def report_file(self) -> Path:
-        return self.run_dir / "report.json"
+        return failures_file(self, index)
 
     @property
     def chain_file(self) -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Callable, TextIO
 from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .manifest import (RunLayout, ShardJournal, ensure_private_dir, failures_file, journal_file, read_json,
-                       results_dir, shard_result_file, write_json_atomic)
+                       shard_result_file, write_json_atomic)
 from .records import display_path, read_records
 from .signals import StopOnSignals
 from .sizes import format_size
@@ -116,7 +116,7 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
     layout, header, shard = resolve_shard(run_dir, shard, env)
     policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
     summary = header["shards"][shard]
-    ensure_private_dir(results_dir(layout))  # shared by every task of the run
+    ensure_private_dir(layout.results_dir)  # shared by every task of the run
 
     signals = StopOnSignals()
     stop, caught = signals.stop, signals.caught

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import botocore.exceptions
 from botocore.awsrequest import AWSRequest
 
-from .lister import ListedObject
+from .lister import ListedObject, list_pages, listed
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -67,11 +67,9 @@ class Readiness:
 def list_with_restore_status(client: Any, bucket: str, directory: str) -> dict[str, Readiness]:
     """One listing per 1,000 keys with `RestoreStatus` where the endpoint supports it."""
     out: dict[str, Readiness] = {}
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": directory, "Delimiter": "/",
-                              "OptionalObjectAttributes": ["RestoreStatus"]}
-    while True:
-        page = client.list_objects_v2(**kwargs)
-        for item in page.get("Contents", []):
+    for page in list_pages(client, Bucket=bucket, Prefix=directory, Delimiter="/",
+                           OptionalObjectAttributes=["RestoreStatus"]):
+        for item in page:
             status = item.get("RestoreStatus")  # absent: never requested, or an endpoint that ignores the option
             if status is None:
                 ready = None
@@ -79,11 +77,8 @@ def list_with_restore_status(client: Any, bucket: str, directory: str) -> dict[s
                 ready = False
             else:
                 ready = True if status.get("RestoreExpiryDate") else None
-            out[item["Key"]] = Readiness(ListedObject(item["Size"], str(item["ETag"]).strip('"'),
-                                                      item.get("StorageClass", "STANDARD")), ready)
-        if not page.get("IsTruncated"):
-            return out
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            out[item["Key"]] = Readiness(listed(item), ready)
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,41 +16,32 @@ class ListedObject:
     storage_class: str
 
 
-def list_directory(client: Any, bucket: str, directory: str) -> dict[str, ListedObject]:
-    """The objects directly under `directory` (a key prefix ending in `/`): one request per 1,000 keys."""
-    out: dict[str, ListedObject] = {}
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": directory, "Delimiter": "/"}
-    while True:
-        page = client.list_objects_v2(**kwargs)
-        for obj in page.get("Contents", []):
-            out[obj["Key"]] = ListedObject(obj["Size"], str(obj["ETag"]).strip('"'),
-                                           obj.get("StorageClass", "STANDARD"))
-        if not page.get("IsTruncated"):
-            return out
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+def listed(item: dict[str, Any]) -> ListedObject:
+    """One `Contents` item of a ListObjectsV2 page."""
+    return ListedObject(item["Size"], str(item["ETag"]).strip('"'), item.get("StorageClass", "STANDARD"))
 
 
-def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, ListedObject]]:
-    """Every object under `prefix`, recursively, in key order, one page (1,000 keys) in memory at a time."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+def list_pages(client: Any, **kwargs: Any) -> Iterator[list[dict[str, Any]]]:
+    """The `Contents` of each ListObjectsV2 page (1,000 keys), following continuation tokens."""
     while True:
         page = client.list_objects_v2(**kwargs)
-        for obj in page.get("Contents", []):
-            yield obj["Key"], ListedObject(obj["Size"], str(obj["ETag"]).strip('"'), obj.get("StorageClass", "STANDARD"))
+        yield page.get("Contents", [])
         if not page.get("IsTruncated"):
             return
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def head(client: Any, bucket: str, key: str) -> ListedObject | None:
-    try:
-        response = client.head_object(Bucket=bucket, Key=key)
-    except botocore.exceptions.ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return ListedObject(response["ContentLength"], str(response["ETag"]).strip('"'),
-                        response.get("StorageClass", "STANDARD"))
+def list_directory(client: Any, bucket: str, directory: str) -> dict[str, ListedObject]:
+    """The objects directly under `directory` (a key prefix ending in `/`): one request per 1,000 keys."""
+    return {item["Key"]: listed(item)
+            for page in list_pages(client, Bucket=bucket, Prefix=directory, Delimiter="/") for item in page}
+
+
+def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, ListedObject]]:
+    """Every object under `prefix`, recursively, in key order, one page (1,000 keys) in memory at a time."""
+    for page in list_pages(client, Bucket=bucket, Prefix=prefix):
+        for item in page:
+            yield item["Key"], listed(item)
 
 
 def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
