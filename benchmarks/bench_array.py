@@ -76,10 +76,10 @@ if str(HERE) not in sys.path:
 
 from bench_download import fs3g_source  # noqa: E402
 from bench_upload import (DATA, MTIME, KiB, MiB, _finish, _prepare_root, _write_all, check_dataset,  # noqa: E402
-                          delete_prefix, fill, proc_cpu_s, s3_client, services_env, size_tag, weed_pid,
-                          write_atomic)
-from harness import (CommandFailed, SetupHook, default_command_line, machine_info, render_markdown,  # noqa: E402
-                     run_alternating)
+                          delete_prefix, fill, proc_cpu_s, s3_client, scratch_bucket, services_env, size_tag,
+                          weed_pid, publish)
+from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
+                     render_markdown, results_base, run_alternating, settle_run_args)
 
 GENERATOR = "fs3g-bench-array"
 VERSION = 1  # bump when names, sizes or contents change, so stale data is not reused
@@ -426,23 +426,6 @@ def count_and_delete(s3: Any, bucket: str, prefix: str, threads: int = 4) -> dic
 # ------------------------------------------------------------------------------------------------------ running
 
 
-@contextlib.contextmanager
-def scratch_bucket(s3: Any) -> Iterator[str]:
-    bucket = f"bench-array-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=bucket)
-    try:
-        # SeaweedFS allocates a new bucket's volumes on its first write: do it now, untimed.
-        s3.put_object(Bucket=bucket, Key="prime", Body=b"x")
-        s3.delete_object(Bucket=bucket, Key="prime")
-        yield bucket
-    finally:
-        try:
-            delete_prefix(s3, bucket, "")
-            s3.delete_bucket(Bucket=bucket)
-        except Exception as e:  # noqa: BLE001 - report, never mask the benchmark's own error
-            log(f"could not remove bucket {bucket}: {e}")
-
-
 def make_hook(name: str, *, s3: Any, bucket: str, src: Path, endpoint: str, n_files: int, max_files: int,
               shards: int, parallelism: int, tmp_parent: Path | None, server_pid: int | None,
               records: list[dict[str, Any]]) -> SetupHook:
@@ -651,29 +634,19 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write BASE.md and BASE.json; return the JSON document. Raises on any failure (a usage
     error exits 2 through argparse)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
-    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
-    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_FILES:,} files, 1 repeat, no warm-up")
+    add_run_args(ap, data_dir=DATA, smoke_help=f"{SMOKE_FILES:,} files, 1 repeat, no warm-up", install_help=None)
     ap.add_argument("--files", type=int, help=f"files in the tree (default {FILES:,}; {SMOKE_FILES:,} with --smoke)")
     ap.add_argument("--shards", type=int, default=SHARDS, help=f"array shards (default {SHARDS})")
-    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
                     help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root with the '
-                         "repository on PYTHONPATH, so that Slurm jobs import the same checkout)")
-    ap.add_argument("--endpoint", help="S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)")
-    ap.add_argument("--tmp-dir", type=Path, help="parent of the per-run directories (default: system temp; it must "
-                                                 "be visible to the compute node, and its path Slurm-safe)")
+                         "repository on PYTHONPATH, so that Slurm jobs import the same checkout; --tmp-dir must be "
+                         "visible to the compute node, and its path Slurm-safe)")
     ap.add_argument("--results",
                     help="report path without suffix (default benchmarks/results/array-latest, or array-smoke with "
                          "--smoke); .md and .json are written. A directory (existing, or written with a trailing /) "
                          "gets array-latest.* (array-smoke.*) inside it")
-    ap.add_argument("--data-dir", type=Path, default=DATA, help="where the data set lives (default benchmarks/data)")
-    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
-    ap.add_argument("--note", default="", help="free text added to the report")
     args = ap.parse_args(argv)
-
-    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
-    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    settle_run_args(ap, args)
     n_files = args.files or (SMOKE_FILES if args.smoke else FILES)
     if args.shards < 2 or n_files < args.shards:
         ap.error("--shards must be >= 2 and at most --files")
@@ -682,13 +655,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         ap.error("--fs3g is empty")
     if args.tmp_dir:
         args.tmp_dir.mkdir(parents=True, exist_ok=True)
-    stem = "array-smoke" if args.smoke else "array-latest"
-    if not args.results:
-        base = HERE / "results" / stem
-    elif args.results.endswith("/") or Path(args.results).is_dir():
-        base = Path(args.results) / stem
-    else:
-        base = Path(args.results)
+    base = results_base(args.results, "array-smoke" if args.smoke else "array-latest")
 
     senv = services_env()
     if shutil.which("sbatch") is None or shutil.which("sacct") is None:
@@ -722,7 +689,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     s3 = s3_client(endpoint, env)
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in NAMES}
     t_start = time.perf_counter()
-    with scratch_bucket(s3) as bucket:
+    with scratch_bucket(s3, "bench-array") as bucket:
         log(f"backing up {n_files:,} files into bucket {bucket}: {args.warmup} warm-up + {args.repeats} rounds")
         setup = {name: make_hook(name, s3=s3, bucket=bucket, src=src, endpoint=endpoint, n_files=n_files,
                                  max_files=max_files[name], shards=expect[name], parallelism=args.shards,
@@ -766,9 +733,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
            "shards": expect, "shard_max_files": max_files, "preflight_plan_s": plan_s,
            "summary": summary, "results": results}
     md = render(doc)
-    write_atomic(Path(f"{base}.md"), md)
-    write_atomic(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n")
-    print(md)
+    publish(base, md, doc)
     return doc
 
 

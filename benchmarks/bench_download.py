@@ -45,10 +45,8 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,13 +59,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SMALL_FILES, SMOKE_LARGE_BYTES,  # noqa: E402
-                          SMOKE_SMALL_FILES, MiB, _run_text, check_dataset, delete_prefix, ensure_peers,
-                          fill, generate_large, generate_small, proc_cpu_s, s3_client, s5cmd_binary, services_env,
-                          size_tag, weed_pid, write_atomic)
+from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SCENARIO_SMOKE_HELP, SMALL_FILES,  # noqa: E402
+                          SMOKE_LARGE_BYTES, SMOKE_SMALL_FILES, MiB, ensure_peers, fill, proc_cpu_s, publish,
+                          s3_client, s5cmd_binary, scenario_data, scratch_bucket, server_and_versions, services_env)
 from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (CommandFailed, SetupHook, default_command_line, machine_info, ratios,  # noqa: E402
-                     run_alternating)
+from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
+                     ratios, run_alternating, settle_run_args, summary_of)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -107,21 +104,6 @@ def lab_policy(src: Path, bucket: str, endpoint: str, run_root: Path) -> str:
             f"roots: [{q(str(src))}]\n"
             f"s3: {{bucket: {q(bucket)}, prefix: {q(PREFIX)}, endpoint_url: {q(endpoint)}}}\n"
             f"run_root: {q(str(run_root))}\n")
-
-
-@contextlib.contextmanager
-def scratch_bucket(s3: Any) -> Iterator[str]:
-    """One bucket per scenario, emptied and removed at the end whatever happens."""
-    bucket = f"bench-download-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=bucket)
-    try:
-        yield bucket
-    finally:
-        try:
-            delete_prefix(s3, bucket, "")
-            s3.delete_bucket(Bucket=bucket)
-        except Exception as e:  # noqa: BLE001 - report, never mask the benchmark's own error
-            log(f"could not remove bucket {bucket}: {e}")
 
 
 def list_keys(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
@@ -298,7 +280,7 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
     s3 = s3_client(endpoint, env)
     setup_dir = Path(tempfile.mkdtemp(prefix=f"fs3g-bench-download-{scenario}-setup-", dir=args.tmp_dir))
     try:
-        with scratch_bucket(s3) as bucket:
+        with scratch_bucket(s3, "bench-download") as bucket:
             policy = setup_dir / "lab.yaml"
             policy.write_text(lab_policy(src, bucket, endpoint, setup_dir / "runs"))
             log(f"{scenario}: backing up {data['files']:,} files, {data['total_bytes']:,} bytes from {src} into "
@@ -324,9 +306,7 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
         for sample, rec in zip(runs, records[name]):
             sample["server_cpu_s"] = rec["server_cpu_s"]
             sample["verified"] = {k: rec[k] for k in ("files", "verified", "extra_allowed", "mtime_restored")}
-        cpus = [s["server_cpu_s"] for s in c["samples"] if s.get("server_cpu_s") is not None]
-        c["server_cpu_s"] = ({"median": statistics.median(cpus), "min": min(cpus), "max": max(cpus)}
-                             if cpus else None)
+        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
         c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]
     ours = [n for n in commands if n in OURS]
@@ -346,16 +326,6 @@ def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str
         runs, machine, note, command_line, title="Download (restore) benchmark (SeaweedFS on loopback)",
         ratio_summary=True, scenario_note=lambda run: f", backed up untimed in {run['backup_s']:.1f} s",
         placeholders="`{run_dir}` is a fresh temporary directory per run, `{dest}` an empty directory in it")
-
-def peer_versions(tools: dict[str, str], weed_exe: str | None) -> dict[str, str]:
-    v = {"s5cmd": _run_text([tools["s5cmd"], "version"]), "aws": _run_text([tools["aws"], "--version"])}
-    pins = _run_text([str(PEER_VENV / "bin" / "pip"), "list", "--format=freeze", "--disable-pip-version-check"])
-    v["pypi"] = ", ".join(line for line in pins.splitlines() if line.split("==")[0] in ("awscli", "s5cmd"))
-    if weed_exe:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            v["seaweedfs"] = _run_text([weed_exe, "version"]).splitlines()[0]
-    return v
-
 
 def fs3g_source() -> dict[str, Any]:
     """The commit of the checkout the benchmark runs from, and whether fs3g_hpc/ differs from it (read-only git)."""
@@ -382,41 +352,23 @@ def peer_tools(install: bool) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=SCENARIO_SMOKE_HELP)
     ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
-    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
-    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
-    ap.add_argument("--smoke", action="store_true",
-                    help=f"tiny data ({SMOKE_SMALL_FILES} small files, a {SMOKE_LARGE_BYTES // MiB} MiB file), "
-                         "1 repeat, no warm-up")
     ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
     ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
                     help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root); it also '
                          "makes the untimed backup")
     ap.add_argument("--no-shard-row", dest="shard_row", action="store_false",
                     help="do not time fs3g restore-shard on its own")
-    ap.add_argument("--endpoint", help="S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)")
-    ap.add_argument("--tmp-dir", type=Path, help="parent of the per-run {run_dir} (default: system temp)")
     ap.add_argument("--results", type=Path,
                     help="report path without suffix (default benchmarks/results/download-latest, "
                          "or download-smoke with --smoke); .md and .json are written")
-    ap.add_argument("--data-dir", type=Path, default=DATA, help="where the data sets live (default benchmarks/data)")
-    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
-    ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers")
-    ap.add_argument("--note", default="", help="free text added to the report")
     args = ap.parse_args(argv)
-
-    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
-    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    settle_run_args(ap, args, PEERS)
     n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     n_large = args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)
     results_base = args.results or HERE / "results" / ("download-smoke" if args.smoke else "download-latest")
-    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(args.peers) - set(PEERS))
-    if unknown:
-        ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
     args.fs3g_argv = shlex.split(args.fs3g)
     if not args.fs3g_argv:
         ap.error("--fs3g is empty (fs3g makes the backup every scenario restores)")
@@ -436,12 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
     region = senv.get("AWS_DEFAULT_REGION", "us-east-1")
     env = {**os.environ, **senv, "AWS_DEFAULT_REGION": region}
-    server_pid = weed_pid()
-    weed_exe = None
-    if server_pid is not None:
-        with contextlib.suppress(OSError):
-            weed_exe = os.readlink(f"/proc/{server_pid}/exe")
-    versions = peer_versions(tools, weed_exe)
+    server_pid, versions = server_and_versions(tools, ("s5cmd", "aws"))
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
     scenarios = ["small", "large"] if args.scenario == "all" else [args.scenario]
@@ -449,15 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         for sc in scenarios:
-            if sc == "small":
-                root = args.data_dir / f"upload-small-{size_tag(n_small)}"
-                data = generate_small(root, n_small, args.seed, replace=args.replace_data)
-            else:
-                root = args.data_dir / f"upload-large-{size_tag(n_large, 'bytes')}"
-                data = generate_large(root, n_large, args.seed, replace=args.replace_data)
-            check_dataset(root, data)
-            how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
-            log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+            data = scenario_data(sc, args, n_small, n_large)
             runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
                                      server_pid=server_pid))
     except (FileExistsError, RestoreIncomplete, CommandFailed) as e:
@@ -498,9 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"title": "Download benchmark", "machine": machine, "machine_note": note, "command_line": cmdline,
            "endpoint": endpoint, "fs3g": args.fs3g, "fs3g_source": source, "versions": versions, "smoke": args.smoke,
            "scenarios": runs}
-    write_atomic(Path(f"{results_base}.md"), md)
-    write_atomic(Path(f"{results_base}.json"), json.dumps(doc, indent=2) + "\n")
-    print(md)
+    publish(results_base, md, doc)
     return 0
 
 

@@ -67,13 +67,14 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_download import fs3g_source  # noqa: E402
-from bench_sync import results_base, shim_note  # noqa: E402
+from bench_sync import shim_note  # noqa: E402
 from bench_upload import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, MiB,  # noqa: E402
                           build_commands, check_dataset, ensure_peers, generate_small, make_hook, proc_cpu_s,
-                          s3_client, scratch_bucket, services_env, size_tag, tool_env, tool_versions, weed_pid,
-                          write_atomic)
+                          s3_client, scratch_bucket, services_env, size_tag, tool_env, server_and_versions,
+                          publish)
 from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import SetupHook, default_command_line, machine_info, ratios, run_alternating  # noqa: E402
+from harness import (SetupHook, add_run_args, default_command_line, machine_info, ratios, results_base,  # noqa: E402
+                     run_alternating, settle_run_args, summary_of)
 
 FAULTY_PIN = "faulty==0.2.1"
 DELAY_MS = 20.0
@@ -386,8 +387,7 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], senv: dict[str,
             sample["verified"] = {k: rec[k] for k in ("prefix", "objects", "matched", "extra", "md5_checked")}
             sample.update(prec)
         for key in ("server_cpu_s", "proxy_cpu_s"):
-            vals = [s[key] for s in c["samples"] if s.get(key) is not None]
-            c[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)} if vals else None
+            c[key] = summary_of(c["samples"], key)
         c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]
     ours = [n for n in commands if not is_peer[n]]
@@ -426,27 +426,19 @@ def check_table(check: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
-    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
-    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_SMALL_FILES} files, 1 repeat, no warm-up")
+    add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=f"{SMOKE_SMALL_FILES} files, 1 repeat, no warm-up",
+                 endpoint_help="S3 endpoint behind the proxy (default $FS3G_SEAWEED_ENDPOINT)",
+                 install_help="fail instead of installing missing peers and faulty")
     ap.add_argument("--small-files", type=int, help=f"files in the tree (default {SMALL_FILES})")
-    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--delay-ms", type=float, default=DELAY_MS, help=f"latency added each way (default {DELAY_MS:g})")
     ap.add_argument("--probes", type=int, help=f"requests per latency probe (default {PROBES}; 10 with --smoke)")
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
                     help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root); "" leaves '
                          "fs3g out")
-    ap.add_argument("--endpoint", help="S3 endpoint behind the proxy (default $FS3G_SEAWEED_ENDPOINT)")
-    ap.add_argument("--tmp-dir", type=Path, help="parent of the temporary directories (default: system temp)")
     ap.add_argument("--results",
                     help="report path without suffix (default benchmarks/results/latency-latest, or latency-smoke "
                          "with --smoke); .md and .json are written. A directory (existing, or ending in /) gets "
                          "latency-latest.md/.json (latency-smoke with --smoke) inside it")
-    ap.add_argument("--data-dir", type=Path, default=DATA, help="where the data sets live (default benchmarks/data)")
-    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
-    ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers and faulty")
-    ap.add_argument("--note", default="", help="free text added to the report")
     return ap
 
 
@@ -454,15 +446,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write BASE.md and BASE.json; return the JSON document. Raises on any failure."""
     ap = build_parser()
     args = ap.parse_args(argv)
-    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
-    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    settle_run_args(ap, args, PEERS)
     n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     args.probes = args.probes or (10 if args.smoke else PROBES)
     base = results_base(args.results, "latency-smoke" if args.smoke else "latency-latest")
-    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(args.peers) - set(PEERS))
-    if unknown:
-        ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
     args.fs3g = args.fs3g.strip() or None
     if not args.peers and not args.fs3g:
         ap.error("nothing to run")
@@ -474,12 +461,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         tools = ensure_peers(install=not args.no_install)
         faulty_python, faulty_version = ensure_faulty(install=not args.no_install)
         endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
-        server_pid = weed_pid()
-        weed_exe = None
-        if server_pid is not None:
-            with contextlib.suppress(OSError):
-                weed_exe = os.readlink(f"/proc/{server_pid}/exe")
-        versions = tool_versions(tools, weed_exe)
+        server_pid, versions = server_and_versions(tools)
         versions["faulty"] = faulty_version
         log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
         source_at_start = fs3g_source()
@@ -552,9 +534,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
            "medians": {n: {"wall_s": c["wall_s"]["median"], "cpu_s": c["cpu_s"]["median"],
                            "peak_rss_mib": c["peak_rss_mib"]["median"]} for n, c in cmds.items()},
            "scenarios": [run_], "results_base": str(base)}
-    write_atomic(Path(f"{base}.md"), md)
-    write_atomic(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n")
-    print(md)
+    publish(base, md, doc)
     return doc
 
 

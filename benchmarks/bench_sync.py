@@ -42,10 +42,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,10 +59,10 @@ if str(HERE) not in sys.path:
 from bench_download import backup, fs3g_source, lab_policy  # noqa: E402
 from bench_upload import (DATA, SMALL_FILES, SMOKE_SMALL_FILES, check_dataset, ensure_peers,  # noqa: E402
                           fill, generate_small, proc_cpu_s, s3_client, scratch_bucket, services_env,
-                          size_tag, tool_env, tool_versions, verify_upload, weed_pid, write_atomic)
+                          size_tag, tool_env, server_and_versions, verify_upload, publish)
 from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (CommandFailed, SetupHook, default_command_line, machine_info, ratios,  # noqa: E402
-                     run_alternating)
+from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
+                     names_from, ratios, results_base, run_alternating, settle_run_args, summary_of)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws", "rclone")
 OURS = ("fs3g", "fs3g-plan")
@@ -243,9 +241,7 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], env: dict[str, 
             sample["server_cpu_s"] = rec["server_cpu_s"]
             sample["verified"] = {k: v for k, v in rec.items() if k != "server_cpu_s"}
             sample["verified"]["unchanged"] = True
-        cpus = [s["server_cpu_s"] for s in c["samples"] if s.get("server_cpu_s") is not None]
-        c["server_cpu_s"] = ({"median": statistics.median(cpus), "min": min(cpus), "max": max(cpus)}
-                             if cpus else None)
+        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
         c["throughput_mib_s"] = None  # nothing is transferred
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]  # files checked per second
     ours = [n for n in commands if n in OURS]
@@ -292,25 +288,15 @@ def goal_text(goal: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
-    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
-    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_SMALL_FILES} files, 1 repeat, no warm-up")
+    add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=f"{SMOKE_SMALL_FILES} files, 1 repeat, no warm-up")
     ap.add_argument("--small-files", type=int, help=f"files in the tree (default {SMALL_FILES})")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--ours", default=",".join(OURS), help=f"comma-separated subset of {','.join(OURS)}")
     ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
                     help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root)')
-    ap.add_argument("--endpoint", help="S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)")
-    ap.add_argument("--tmp-dir", type=Path, help="parent of the temporary directories (default: system temp)")
     ap.add_argument("--results",
                     help="report path without suffix (default benchmarks/results/sync-latest, or sync-smoke with "
                          "--smoke); .md and .json are written. A directory (existing, or ending in /) gets "
                          "sync-latest.md/.json (sync-smoke with --smoke) inside it")
-    ap.add_argument("--data-dir", type=Path, default=DATA, help="where the data sets live (default benchmarks/data)")
-    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
-    ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers")
-    ap.add_argument("--note", default="", help="free text added to the report")
     return ap
 
 
@@ -326,29 +312,14 @@ def shim_note(fs3g_argv: list[str]) -> str:
     return ""
 
 
-def results_base(results: str | None, stem: str) -> Path:
-    """--results BASE -> BASE(.md/.json); a directory (existing, or written with a trailing /) -> DIR/STEM."""
-    if not results:
-        return HERE / "results" / stem
-    if results.endswith("/") or Path(results).is_dir():
-        return Path(results) / stem
-    return Path(results)
-
-
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write BASE.md and BASE.json; return the JSON document. Raises on any failure."""
     ap = build_parser()
     args = ap.parse_args(argv)
-    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
-    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    settle_run_args(ap, args, PEERS)
+    args.ours = names_from(ap, args.ours, OURS, "ours")
     n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     base = results_base(args.results, "sync-smoke" if args.smoke else "sync-latest")
-    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    args.ours = [p.strip() for p in args.ours.split(",") if p.strip()]
-    for given, allowed, what in ((args.peers, PEERS, "peer"), (args.ours, OURS, "ours")):
-        unknown = sorted(set(given) - set(allowed))
-        if unknown:
-            ap.error(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
     args.fs3g_argv = shlex.split(args.fs3g)
     if not args.fs3g_argv:
         ap.error("--fs3g is empty (fs3g makes the first backup)")
@@ -359,12 +330,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     tools = ensure_peers(install=not args.no_install)
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
     env = tool_env(senv, endpoint)
-    server_pid = weed_pid()
-    weed_exe = None
-    if server_pid is not None:
-        with contextlib.suppress(OSError):
-            weed_exe = os.readlink(f"/proc/{server_pid}/exe")
-    versions = tool_versions(tools, weed_exe)
+    server_pid, versions = server_and_versions(tools)
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
     source_at_start = fs3g_source()
@@ -416,9 +382,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                            "peak_rss_mib": c["peak_rss_mib"]["median"]}
                        for n, c in run_["results"]["commands"].items()},
            "scenarios": [run_], "results_base": str(base)}
-    write_atomic(Path(f"{base}.md"), md)
-    write_atomic(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n")
-    print(md)
+    publish(base, md, doc)
     return doc
 
 

