@@ -561,7 +561,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
             log.warning("... and %d more unreadable entries", len(issues) - _ISSUES_LOGGED)
         summary.unreadable = len(issues)
         unreadable = _Unreadable(i.path for i in issues)
-        streams.append(sorted_stream(result.runs, work))
+        streams.append(result.sorted_entries(work))
     file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
     merged = heapq.merge(*streams, key=by_key)
     return (e for e in merged if (e[1] is file_kind or e[1] is symlink_kind) and excluder.keep(e)), unreadable

@@ -303,7 +303,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     classes = _Tally(c.value for c in EntryClass)  # small, large, symlink
     histogram = _Tally(histogram_labels())
     edges = HISTOGRAM_EDGES
-    scanned = (e for e in sorted_stream(result.runs, work) if e[1] is file_kind or e[1] is symlink_kind)
+    scanned = (e for e in result.sorted_entries(work) if e[1] is file_kind or e[1] is symlink_kind)
     hardlinks = RunSpiller(work, "hardlinks", options.scan.run_records, key=_hardlink_key)
     shard_settings = ShardSettings(policy.shards.max_files, policy.shards.max_bytes)
     # Without a catalog everything scanned is planned, so the scan's totals set the balance target now and shards are

@@ -266,6 +266,12 @@ class RunSpiller:
         self.flush()
         return self.runs
 
+    def take_sorted(self) -> list[Entry]:
+        """The buffered entries, sorted, without writing them (the caller keeps them instead of a run file)."""
+        entries, self.buffer = self.buffer, []
+        entries.sort(key=self.key)
+        return entries
+
 
 def sorted_stream(runs: list[Path], work_dir: Path, key: KeyFn = by_key, fan_in: int = 64) -> Iterator[Entry]:
     """External sort, second half: every entry of `runs` in `key` order, with at most `fan_in` files open."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .errors import Fs3gError, UsageError
-from .records import Entry, EntryKind, RunSpiller
+from .records import Entry, EntryKind, RunSpiller, sorted_stream
 
 _POLL_S = 0.2
 
@@ -94,6 +94,15 @@ class ScanResult:
     runs: list[Path]  # sorted record files; records.sorted_stream merges them
     issues_files: list[Path]
     counts: ScanCounts = field(default_factory=ScanCounts)
+    # A walk that fit in one run (at most run_records entries) and never left this process keeps it here, sorted,
+    # instead of writing and reading back a file (a small tree's incremental plan).
+    held: list[Entry] = field(default_factory=list)
+
+    def sorted_entries(self, work_dir: Path) -> Iterator[Entry]:
+        """Every entry walked, in path order."""
+        if not self.runs:
+            return iter(self.held)
+        return sorted_stream(self.runs, work_dir)
 
     def issues(self) -> Iterator[ScanIssue]:
         for path in self.issues_files:
@@ -186,9 +195,14 @@ class _Walker:
         except OSError as e:
             raise SpillError(f"cannot write scan run: {e.strerror or e}", path=str(self.spiller.work_dir)) from e
 
-    def finish(self) -> None:
-        self._spill()
+    def finish(self, hold: bool = False) -> list[Entry]:
+        """Close the walk. With `hold`, a walk that never spilled keeps its entries (returned, sorted) instead of
+        writing them as a run."""
         self._issues.close()
+        if hold and not self.spiller.runs:
+            return self.spiller.take_sorted()
+        self._spill()
+        return []
 
     def walk_root(self, root_index: int) -> bytes | None:
         """Record the root itself; return it when it is a directory to descend into."""
@@ -349,8 +363,8 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
     if settings.workers == 0:
         walker = _Walker(root_bytes, excludes, work_dir, "w0", settings.run_records)
         _walk_in_process(walker)
-        walker.finish()
-        return ScanResult(walker.runs, [walker.issues_path], walker.counts)
+        held = walker.finish(hold=True)
+        return ScanResult(walker.runs, [walker.issues_path], walker.counts, held)
 
     # The top of the tree is walked here, breadth first, so that the workers start with many directories; a
     # small tree is done before any worker is needed.
@@ -361,8 +375,8 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         root_index, directory = pending.popleft()
         top.walk_dir(root_index, directory, lambda r, d: pending.append((r, d)))
     starts = list(pending)
-    top.finish()
-    result = ScanResult(list(top.runs), [top.issues_path], top.counts)
+    held = top.finish(hold=not starts)
+    result = ScanResult(list(top.runs), [top.issues_path], top.counts, held)
     if not starts:
         return result
 

@@ -115,14 +115,12 @@ def test_subtree_excluder_matches_a_walk_from_the_root(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     full = scan([str(root)], patterns, work, ScanSettings(workers=0))
-    from fs3g_hpc.records import sorted_stream
-
-    expected = {e.path for e in sorted_stream(full.runs, work) if is_under(e.path, os.fsencode(root / "projects"))}
+    expected = {e.path for e in full.sorted_entries(work) if is_under(e.path, os.fsencode(root / "projects"))}
     excluder = SubtreeExcluder(patterns, [os.fsencode(root)])
     work2 = tmp_path / "work2"
     work2.mkdir()
     sub = scan([str(root / "projects")], excluder.name_patterns, work2, ScanSettings(workers=0))
-    got = {e.path for e in sorted_stream(sub.runs, work2) if excluder.keep(e)}
+    got = {e.path for e in sub.sorted_entries(work2) if excluder.keep(e)}
     assert got == expected and os.fsencode(root / "projects/a/keep/z") in got
     assert excluder.path_excluded(os.fsencode(root / "projects/a/scratch/x"))
     assert excluder.path_excluded(os.fsencode(root / "cache/deep"))
@@ -217,10 +215,8 @@ def test_reports_text_json_and_limit():
 
 def _catalog_of(root: Path, work: Path, hashes: bool) -> list[Entry]:
     result = scan([str(root)], (), work, ScanSettings(workers=0))
-    from fs3g_hpc.records import sorted_stream
-
     out = []
-    for e in sorted_stream(result.runs, work):
+    for e in result.sorted_entries(work):
         if e.kind in (EntryKind.FILE, EntryKind.SYMLINK):
             out.append(e._replace(tree_hash=bytes.fromhex(local_tree_hash(e)[0]) if hashes else b""))
     return out

@@ -67,7 +67,7 @@ def test_every_entry_once_exact_bytes_sorted(tmp_path, workers, in_process_entri
     result = scan([str(root)], [], work, ScanSettings(workers=workers, run_records=50,
                                                       in_process_entries=in_process_entries))
     assert len(result.runs) > 2  # spilled in bounded runs
-    entries = list(merge_sorted(result.runs))
+    entries = list(result.sorted_entries(work))
     paths = [e.path for e in entries]
     assert sorted(paths) == sorted(expected) and len(paths) == len(set(paths))
     assert [sort_key(p) for p in paths] == sorted(sort_key(p) for p in paths)
@@ -97,7 +97,10 @@ def test_small_tree_starts_no_worker_process(tmp_path, monkeypatch):
 
     monkeypatch.setattr(multiprocessing, "get_context", no_fork)
     result = scan([str(root)], [], work, ScanSettings(workers=2, in_process_entries=len(expected) + 1))
-    assert sorted(e.path for e in merge_sorted(result.runs)) == sorted(expected)
+    assert sorted(e.path for e in result.sorted_entries(work)) == sorted(expected)
+    # It fit in one run: kept in memory, sorted, no run file written and read back.
+    assert result.runs == [] and not list(work.glob("run-*"))
+    assert [sort_key(e.path) for e in result.held] == sorted(sort_key(p) for p in expected)
     with pytest.raises(AssertionError, match="worker process"):  # the root alone reaches the bound
         scan([str(root)], [], tmp_path, ScanSettings(workers=2, in_process_entries=1))
 
@@ -120,7 +123,7 @@ def test_fifo_is_reported_and_never_opened(tmp_path):
     issues = list(result.issues())
     assert [(i.path, i.kind) for i in issues] == [(os.fsencode(str(root / "pipe")), IssueKind.SPECIAL)]
     assert "FIFO" in issues[0].detail
-    kinds = {e.path.rsplit(b"/", 1)[1]: e.kind for e in merge_sorted(result.runs)}
+    kinds = {e.path.rsplit(b"/", 1)[1]: e.kind for e in result.sorted_entries(work)}
     assert kinds[b"pipe"] is EntryKind.SPECIAL and kinds[b"ok"] is EntryKind.FILE
 
 
@@ -136,7 +139,7 @@ def test_vanishing_file_is_reported_and_the_walk_goes_on(tmp_path, monkeypatch):
     monkeypatch.undo()
     issues = list(result.issues())
     assert [(i.path.rsplit(b"/", 1)[1], i.kind) for i in issues] == [(b"vanish", IssueKind.VANISHED)]
-    names = {e.path.rsplit(b"/", 1)[1] for e in merge_sorted(result.runs)}
+    names = {e.path.rsplit(b"/", 1)[1] for e in result.sorted_entries(work)}
     assert {b"a", b"z"} <= names and b"vanish" not in names
 
 
@@ -179,7 +182,7 @@ def test_unreadable_directory_as_unprivileged_user(world_tmp):
             result = scan([str(root)], [], work, ScanSettings(workers=0))
             report = {
                 "issues": [[os.fsdecode(i.path), i.kind.value, i.detail] for i in result.issues()],
-                "paths": sorted(os.fsdecode(e.path) for e in merge_sorted(result.runs)),
+                "paths": sorted(os.fsdecode(e.path) for e in result.sorted_entries(work)),
             }
             os.write(out_w, json.dumps(report).encode())
             code = 0
@@ -214,7 +217,7 @@ def test_excludes(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     result = scan([str(root)], ["*.tmp", "**/.snapshot"], work, ScanSettings(workers=2, in_process_entries=0))
-    names = sorted(e.path[len(os.fsencode(str(root))):] for e in merge_sorted(result.runs))
+    names = sorted(e.path[len(os.fsencode(str(root))):] for e in result.sorted_entries(work))
     assert names == [b"", b"/p", b"/p/keep.dat"]
 
 
