@@ -499,3 +499,33 @@ def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, 
     assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 0, 29)
     assert (catalog.stat().st_ino, catalog.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert [e.path for e in read_records(catalog)] == sorted(os.fsencode(str(p)) for p in root.iterdir())
+
+
+def test_local_backup_retries_a_failed_file_in_a_new_run_and_exits_0(bucket, tmp_path):
+    """A file refused once (403, in the shard process) fails the first run; the merge (in the calling process) plans
+    a retry of exactly that file, runs it locally, and the backup ends with exit 0 and everything verified."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(12):
+        (root / f"f{i:02d}.dat").write_bytes(os.urandom(100 + i))
+    policy_file = write_policy(tmp_path, root, bucket)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    tests_dir = Path(__file__).resolve().parent
+    env = {**os.environ, "FS3G_BOTOCORE_HOOK": "upload_hooks:refuse_once", "FS3G_TEST_HOOK_DIR": str(hooks),
+           "FS3G_TEST_REFUSE_KEY": "f07.dat",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tests_dir), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "backup", "--config", str(policy_file), "--executor",
+                           "local", "--wait"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "retry 1: 1 files in 1 shards" in proc.stdout, proc.stdout
+    assert len((hooks / "refused.txt").read_text().splitlines()) == 1
+    runs = sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))
+    first = json.loads((runs[0] / "report.json").read_text())
+    assert (first["verified"]["files"], first["failed"]["files"], first["retry"]["exit"]) == (11, 1, 0)
+    failure = json.loads((runs[0] / "failures.jsonl").read_text())
+    assert failure["path"].endswith("f07.dat") and "AccessDenied" in failure["reason"]
+    retry = json.loads((Path(first["retry"]["run_dir"]) / "report.json").read_text())
+    assert (retry["verified"]["files"], retry["failed"]["files"], retry["catalog"]["entries"]) == (1, 0, 12)
+    key = object_key(PREFIX, KeyClass.SMALL, os.fsencode(str(root / "f07.dat"))).key
+    assert get_bytes(bucket, key) == (root / "f07.dat").read_bytes()

@@ -1,0 +1,46 @@
+"""A botocore hook for upload tests whose shards run as other processes (`FS3G_BOTOCORE_HOOK=upload_hooks:refuse_once`):
+the first PutObject of every key containing `$FS3G_TEST_REFUSE_KEY` is answered 403 AccessDenied (not retried by
+botocore), later ones go through. Which keys were refused is kept under `$FS3G_TEST_HOOK_DIR`, since every shard and
+every retry is a new process."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, **_: Any):
+        yield self._body
+
+
+def _first_time(key: str) -> bool:
+    path = Path(os.environ["FS3G_TEST_HOOK_DIR"]) / "refused.txt"
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        seen = f.read().splitlines()
+        if key in seen:
+            return False
+        f.write(key + "\n")
+        return True
+
+
+def refuse_once(client: Any) -> None:
+    needle = os.environ["FS3G_TEST_REFUSE_KEY"]
+
+    def on_send(request: Any, **_: Any) -> AWSResponse | None:
+        if request.method == "PUT" and needle in request.url and "uploadId" not in request.url \
+                and _first_time(request.url.split("?")[0]):
+            body = b"<Error><Code>AccessDenied</Code><Message>refused once by the test hook</Message></Error>"
+            return AWSResponse(request.url, 403, {"Content-Type": "application/xml"}, _Raw(body))
+        return None
+
+    client.meta.events.register("before-send.s3.PutObject", on_send)
