@@ -233,6 +233,9 @@ def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], 
         "",
         f"    {command_line}",
         "",
+        *([f"This report combines that command with the earlier runs marked under Runs (`--include-previous`); "
+           f"`{command_line.split(' --only')[0]}` measures every scenario at once.", ""]
+          if any(run.get("previous") for run in runs.values()) else []),
         "## Goals",
         "",
         "| goal | measured ratio | met |",
@@ -263,7 +266,12 @@ def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], 
     lines += ["", "## Runs", ""]
     for kind, run in runs.items():
         state = "ok" if run["ok"] else f"FAILED (exit {run['exit']})"
-        when = "from an earlier run" if run.get("previous") else f"in {run['seconds']:.0f} s"
+        if run.get("previous"):
+            earlier = reports.get(kind, {})
+            when = (f"from an earlier run ({earlier.get('machine', {}).get('date', 'date unknown')}: "
+                    f"`{earlier.get('command_line', 'command unknown')}`)")
+        else:
+            when = f"in {run['seconds']:.0f} s"
         lines.append(f"- {kind}: {state} {when}; report `{Path(run.get('prefix', '')).name}.md`")
     return "\n".join(lines) + "\n"
 
