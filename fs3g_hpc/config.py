@@ -377,7 +377,7 @@ class UploaderSettings:
     """
 
     small_workers: int = setting(integer(1, 1024), default=64,
-                                        doc="threads putting small files (PUTs in flight: what hides the latency)")
+                                 doc="threads putting small files (PUTs in flight: what hides the latency)")
     large_workers: int = setting(integer(1, 256), default=4, doc="large files in flight at once")
     large_buffers: int = setting(integer(1, 1024), default=8, doc="buffers per large file in flight")
     buffer_size_bytes: int = setting(size(S3_MIN_PART_BYTES, S3_MAX_PART_BYTES), default=40 * MIB,
