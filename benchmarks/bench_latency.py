@@ -68,13 +68,13 @@ if str(HERE) not in sys.path:
 
 from bench_download import fs3g_source  # noqa: E402
 from bench_sync import shim_note  # noqa: E402
-from bench_upload import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, MiB,  # noqa: E402
+from bench_upload import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS, MiB,  # noqa: E402
                           build_commands, check_dataset, ensure_peers, generate_small, make_hook, proc_cpu_s,
                           s3_client, scratch_bucket, services_env, size_tag, tool_env, server_and_versions,
                           publish)
 from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (SetupHook, add_run_args, default_command_line, machine_info, ratios, results_base,  # noqa: E402
-                     run_alternating, settle_run_args, summary_of)
+from harness import (SetupHook, add_run_args, attach_records, default_command_line, machine_info,  # noqa: E402
+                     ratios, results_base, run_alternating, settle_run_args, summary_of)
 
 FAULTY_PIN = "faulty==0.2.1"
 DELAY_MS = 20.0
@@ -380,14 +380,11 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], senv: dict[str,
             for p in sorted(work.iterdir()):
                 p.unlink()
             work.rmdir()
+    attach_records(results, records, UPLOAD_CHECK_KEYS)
     for name, c in results["commands"].items():
-        runs = c["warmup_samples"] + c["samples"]
-        for sample, rec, prec in zip(runs, records[name], precords[name]):
-            sample["server_cpu_s"] = rec["server_cpu_s"]
-            sample["verified"] = {k: rec[k] for k in ("prefix", "objects", "matched", "extra", "md5_checked")}
-            sample.update(prec)
-        for key in ("server_cpu_s", "proxy_cpu_s"):
-            c[key] = summary_of(c["samples"], key)
+        for sample, prec in zip(c["warmup_samples"] + c["samples"], precords[name]):
+            sample.update(prec)  # what the proxy saw: its CPU, bytes, connections
+        c["proxy_cpu_s"] = summary_of(c["samples"], "proxy_cpu_s")
         c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]
     ours = [n for n in commands if not is_peer[n]]

@@ -62,7 +62,7 @@ from bench_upload import (DATA, SMALL_FILES, SMOKE_SMALL_FILES, check_dataset, e
                           size_tag, tool_env, server_and_versions, verify_upload, publish)
 from bench_upload import render_report as render_upload_report  # noqa: E402
 from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     names_from, ratios, results_base, run_alternating, settle_run_args, summary_of)
+                     attach_records, names_from, ratios, results_base, run_alternating, settle_run_args)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws", "rclone")
 OURS = ("fs3g", "fs3g-plan")
@@ -165,6 +165,7 @@ def make_hook(name: str, *, s3: Any, bucket: str, prefix: str, before: dict[str,
                 if ok:
                     rec: dict[str, Any] = {"server_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
                     rec.update(compare_snapshots(before, snapshot(s3, bucket, prefix), prefix))
+                    rec["unchanged"] = True  # compare_snapshots raised otherwise
                     if name == "fs3g":
                         new = sorted(lab_runs(runs_root) - runs0)
                         if len(new) != 1:
@@ -235,13 +236,8 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], env: dict[str, 
                                       setup=setup)
     finally:
         shutil.rmtree(setup_dir, ignore_errors=True)
-    for name, c in results["commands"].items():
-        runs = c["warmup_samples"] + c["samples"]
-        for sample, rec in zip(runs, records[name]):
-            sample["server_cpu_s"] = rec["server_cpu_s"]
-            sample["verified"] = {k: v for k, v in rec.items() if k != "server_cpu_s"}
-            sample["verified"]["unchanged"] = True
-        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
+    attach_records(results, records)
+    for c in results["commands"].values():
         c["throughput_mib_s"] = None  # nothing is transferred
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]  # files checked per second
     ours = [n for n in commands if n in OURS]

@@ -55,7 +55,7 @@ if str(HERE) not in sys.path:  # allow `import bench_upload` from elsewhere, not
     sys.path.insert(0, str(HERE))
 
 from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     ratios, render_markdown, run_alternating, settle_run_args, summary_of)
+                     attach_records, ratios, render_markdown, run_alternating, settle_run_args)
 
 GENERATOR = "fs3g-bench-upload"
 VERSION = 1  # bump when names, sizes or contents change, so stale data is not reused
@@ -366,6 +366,9 @@ SCENARIO_SMOKE_HELP = (f"tiny data ({SMOKE_SMALL_FILES} small files, a {SMOKE_LA
                        "1 repeat, no warm-up")
 
 
+UPLOAD_CHECK_KEYS = ("prefix", "objects", "matched", "extra", "md5_checked")  # what verify_upload's check reports
+
+
 def scenario_data(scenario: str, args: argparse.Namespace, n_small: int, n_large: int) -> dict[str, Any]:
     """The seeded data set of a "small" or "large" scenario under args.data_dir: reused when present, else
     generated; checked either way."""
@@ -570,13 +573,8 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
                                  tmp_parent=args.tmp_dir, server_pid=server_pid, records=records[name])
                  for name in commands}
         results = run_alternating(commands, repeats=args.repeats, warmup=args.warmup, env=env, setup=setup)
-    # Attach what the hooks saw (server CPU, the check) to the samples, in run order.
-    for name, c in results["commands"].items():
-        runs = c["warmup_samples"] + c["samples"]
-        for sample, rec in zip(runs, records[name]):
-            sample["server_cpu_s"] = rec["server_cpu_s"]
-            sample["verified"] = {k: rec[k] for k in ("prefix", "objects", "matched", "extra", "md5_checked")}
-        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
+    attach_records(results, records, UPLOAD_CHECK_KEYS)
+    for c in results["commands"].values():
         c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
         c["files_per_s"] = data["files"] / c["wall_s"]["median"]
     ours = [n for n in commands if not is_peer[n]]

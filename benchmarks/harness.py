@@ -217,6 +217,19 @@ def run_alternating(commands: dict[str, list[str]], repeats: int = 5, warmup: in
     return out
 
 
+def attach_records(results: dict[str, Any], records: dict[str, list[dict[str, Any]]],
+                   verified_keys: Sequence[str] | None = None) -> None:
+    """Give each sample (warm-up ones first, in run order) what its setup hook recorded: the server's CPU during the
+    run and the check's findings (`verified_keys` of the record, or all of it); then each command's server CPU
+    spread."""
+    for name, c in results["commands"].items():
+        for sample, rec in zip(c["warmup_samples"] + c["samples"], records[name]):
+            sample["server_cpu_s"] = rec["server_cpu_s"]
+            sample["verified"] = ({k: rec[k] for k in verified_keys} if verified_keys is not None
+                                  else {k: v for k, v in rec.items() if k != "server_cpu_s"})
+        c["server_cpu_s"] = summary_of(c["samples"], "server_cpu_s")
+
+
 def add_run_args(ap: argparse.ArgumentParser, *, data_dir: Path, smoke_help: str, peers: Sequence[str] | None = None,
                  endpoint_help: str = "S3 endpoint (default $FS3G_SEAWEED_ENDPOINT)",
                  install_help: str | None = "fail instead of installing missing peers") -> None:

