@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import math
@@ -75,9 +74,9 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_download import fs3g_source  # noqa: E402
-from bench_upload import (DATA, MTIME, KiB, MiB, _finish, _prepare_root, _write_all, check_dataset,  # noqa: E402
-                          delete_prefix, fill, proc_cpu_s, s3_client, scratch_bucket, services_env, size_tag,
-                          weed_pid, publish)
+from bench_upload import (DATA, KiB, MiB, _finish, _prepare_root, check_dataset, delete_prefix,  # noqa: E402
+                          fill, proc_cpu_s, publish, s3_client, scratch_bucket, services_env, size_tag, weed_pid,
+                          write_file)
 from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
                      render_markdown, results_base, run_alternating, settle_run_args)
 
@@ -129,13 +128,7 @@ def generate(root: Path, n_files: int, seed: int = 1, *, replace: bool = False) 
         size = rng.randint(MIN_BYTES, MAX_BYTES)
         off = rng.randrange(PATTERN_LEN)
         data = pattern[off:off + size]
-        fd = os.open(root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, data)
-            os.utime(fd, (MTIME, MTIME))
-        finally:
-            os.close(fd)
-        files.append({"path": rel, "size": size, "md5": hashlib.md5(data).hexdigest()})
+        files.append(write_file(root, rel, data))
     files.sort(key=lambda f: f["path"])
     return {**_finish(root, params, files, t0), "reused": False}
 

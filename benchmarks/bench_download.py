@@ -61,7 +61,8 @@ if str(HERE) not in sys.path:
 
 from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SCENARIO_SMOKE_HELP, SMALL_FILES,  # noqa: E402
                           SMOKE_LARGE_BYTES, SMOKE_SMALL_FILES, MiB, ensure_peers, fill, proc_cpu_s, publish,
-                          s3_client, s5cmd_binary, scenario_data, scratch_bucket, server_and_versions, services_env)
+                          rounds_and_peers, s3_client, s5cmd_binary, scenario_data, scratch_bucket,
+                          server_and_versions, services_env)
 from bench_upload import render_report as render_upload_report  # noqa: E402
 from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
                      attach_records, ratios, run_alternating, settle_run_args)
@@ -409,8 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             "into place (inside its timed span); the peers do not. fs3g restores mtime and mode; the peers do "
             "not. fs3g's policy keeps the defaults (one shard of up to 100,000 files, restore.download_workers "
             "16). "
-            + ("One untimed warm-up round first. " if args.warmup else "No warm-up round. ")
-            + "Peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if k != "seaweedfs") + ".")
+            + rounds_and_peers(args.warmup, versions))
     if args.note:
         note += " " + args.note
     first = shutil.which(args.fs3g_argv[0])

@@ -71,7 +71,7 @@ from bench_sync import shim_note  # noqa: E402
 from bench_upload import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS, MiB,  # noqa: E402
                           build_commands, check_dataset, ensure_peers, generate_small, make_hook, proc_cpu_s,
                           s3_client, scratch_bucket, services_env, size_tag, tool_env, server_and_versions,
-                          publish)
+                          publish, rounds_and_peers)
 from bench_upload import render_report as render_upload_report  # noqa: E402
 from harness import (SetupHook, add_run_args, attach_records, default_command_line, machine_info,  # noqa: E402
                      ratios, results_base, run_alternating, settle_run_args, summary_of)
@@ -502,8 +502,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "objects are listed directly (not through the proxy) and checked against the source (names, sizes, MD5 "
             "where the ETag is one), the proxy must have forwarded at least the data's bytes, and the prefix is "
             "deleted. fs3g's lab policy points `s3.endpoint_url` at the proxy. "
-            + ("One untimed warm-up round first. " if args.warmup else "No warm-up round. ")
-            + "Peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if k != "seaweedfs") + ".")
+            + rounds_and_peers(args.warmup, versions))
     if args.fs3g:
         note += shim_note(shlex.split(args.fs3g))
     if args.note:

@@ -59,7 +59,7 @@ if str(HERE) not in sys.path:
 from bench_download import backup, fs3g_source, lab_policy  # noqa: E402
 from bench_upload import (DATA, SMALL_FILES, SMOKE_SMALL_FILES, check_dataset, ensure_peers,  # noqa: E402
                           fill, generate_small, proc_cpu_s, s3_client, scratch_bucket, services_env,
-                          size_tag, tool_env, server_and_versions, verify_upload, publish)
+                          size_tag, tool_env, server_and_versions, verify_upload, publish, rounds_and_peers)
 from bench_upload import render_report as render_upload_report  # noqa: E402
 from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
                      attach_records, names_from, ratios, results_base, run_alternating, settle_run_args)
@@ -351,8 +351,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "compare size and mtime with LastModified; rclone lists the prefix (`--fast-list`) and compares sizes "
             "(`--size-only`). The fs3g backup row includes the merge (which writes the catalog and the report) and "
             "the start of the local executor. "
-            + ("One untimed warm-up round first. " if args.warmup else "No warm-up round. ")
-            + "Peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if k != "seaweedfs") + ".")
+            + rounds_and_peers(args.warmup, versions))
     note += shim_note(args.fs3g_argv)
     if args.note:
         note += " " + args.note

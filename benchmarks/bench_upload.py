@@ -112,6 +112,23 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+def write_file(root: Path, rel: str, data: bytes) -> dict[str, Any]:
+    """One data-set file, created (never overwritten) with the fixed mtime; its manifest line."""
+    fd = os.open(root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.utime(fd, (MTIME, MTIME))
+    finally:
+        os.close(fd)
+    return {"path": rel, "size": len(data), "md5": hashlib.md5(data).hexdigest()}
+
+
+def rounds_and_peers(warmup: int, versions: dict[str, str]) -> str:
+    """The report's sentence on the warm-up round and the peers' versions."""
+    return (("One untimed warm-up round first. " if warmup else "No warm-up round. ")
+            + "Peers: " + "; ".join(f"{k} {v}" for k, v in versions.items() if k != "seaweedfs") + ".")
+
+
 def _prepare_root(root: Path, params: dict[str, Any], replace: bool) -> dict[str, Any] | None:
     """Return the stored summary when root holds data of these params; else clear root (if ours) for writing."""
     mpath = marker_path(root)
@@ -165,15 +182,8 @@ def generate_small(root: Path, n_files: int, seed: int = 1, *, replace: bool = F
         size = rng.randint(SMALL_MIN, SMALL_MAX)
         off = rng.randrange(PATTERN_LEN)
         data = pattern[off:off + size]
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, data)
-            os.utime(fd, (MTIME, MTIME))
-        finally:
-            os.close(fd)
-        files.append({"path": rel, "size": size, "md5": hashlib.md5(data).hexdigest()})
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        files.append(write_file(root, rel, data))
     files.sort(key=lambda f: f["path"])
     return {**_finish(root, params, files, t0), "reused": False}
 
