@@ -383,29 +383,14 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from .estimate import estimate, load_prices, render, tally
-    from .manifest import RunLayout, catalog_path, ensure_private_dir, lab_dir, read_json
+    from .estimate import estimate, plan_figures, prices_for, render
+    from .manifest import ensure_private_dir, lab_dir
     from .plan import PlanOptions, make_plan
-    from .records import read_records
-    from .resources import DataDir, data_file
     from .scan import ScanSettings
 
     policy = load_policy(args.config)
-    region = args.region or policy.s3.region or "us-east-1"
-    prices = load_prices(Path(args.pricing) if args.pricing else data_file(DataDir.CONFIGS, "pricing.yaml"), region)
-    wanted = [os.fsencode(os.path.normpath(os.path.abspath(p))) for p in args.paths]
-
-    def selected(entries):  # PATHs restrict the estimate, matched at component boundaries
-        for e in entries:
-            path = e.path
-            if not wanted or any(path == w or path.startswith(w.rstrip(b"/") + b"/") for w in wanted):
-                yield e
-
-    def shard_entries(run_dir: Path):
-        layout = RunLayout(run_dir)
-        header = read_json(layout.plan_file)
-        return header, (e for s in header["shards"] for e in read_records(layout.shards_dir / s["file"]))
-
+    prices = prices_for(policy, Path(args.pricing) if args.pricing else None, args.region)
+    wanted = tuple(os.fsencode(os.path.normpath(os.path.abspath(p))) for p in args.paths)
     scratch = None
     try:
         if args.run_dir:
@@ -417,25 +402,17 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             make_plan(policy, run_dir, PlanOptions(full=True, catalog=None, scan=ScanSettings(
                 workers=len(os.sched_getaffinity(0))), max_array_size=1001, max_array_size_source="estimate"))
             scope = f"a fresh scan of {', '.join(policy.roots)}"
-        header, entries = shard_entries(run_dir)
-        upload = tally(selected(entries), policy, prices)
-        catalog = catalog_path(policy)
-        if header.get("full", True) or not catalog.is_file():
-            stored = upload
-        else:  # an incremental plan sends the changes; the bucket holds the catalog's files
-            stored = tally(selected(read_records(catalog)), policy, prices)
-            scope += "; storage and restore from the catalog"
-        if wanted:
-            scope += f"; under {', '.join(os.fsdecode(w) for w in wanted)}"
+        figures = plan_figures(run_dir, policy, prices, scope, wanted)
+        upload, stored = figures.upload, figures.stored
         result = estimate(upload, stored, policy, prices)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
-        print(json.dumps({"scope": scope, "upload": vars(upload), "stored": vars(stored), **result.to_json()},
+        print(json.dumps({"scope": figures.scope, "upload": vars(upload), "stored": vars(stored), **result.to_json()},
                          indent=1))
     else:
-        print("\n".join(render(result, upload, stored, scope)))
+        print("\n".join(render(result, upload, stored, figures.scope)))
     return ExitCode.OK
 
 

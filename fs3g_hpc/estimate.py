@@ -21,16 +21,17 @@ lifecycle), and a dated price table (`configs/pricing.yaml`, per region). Output
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass
 from .errors import UsageError
 from .keys import KeyClass, object_key
-from .records import Entry, EntryKind
+from .records import Entry, EntryKind, read_records
 
 GB = 1024**3
 S3_MAX_PARTS = 10_000
@@ -181,13 +182,14 @@ class Tally:
         return self.small_files + self.symlinks + self.large_files
 
 
-def tally(entries: Iterable[Entry], policy: Policy, prices: Prices) -> Tally:
-    """Stream the entries once (files and symlinks; anything else is ignored)."""
+def tally(entries: Iterable[Entry], policy: Policy, prices: Prices | None) -> Tally:
+    """Stream the entries once (files and symlinks; anything else is ignored). Without prices (a region the table
+    lacks) the counts are the same and large_billed_bytes has no class minimum."""
     t = Tally()
     threshold = policy.storage.small_file_threshold_bytes
     buffer = policy.uploader.buffer_size_bytes
     archive = policy.storage.archive_storage_class.value
-    minimum = prices.minimum_object_bytes(archive)
+    minimum = prices.minimum_object_bytes(archive) if prices is not None else 0
     last_dir: tuple[KeyClass, bytes] | None = None
     for entry in entries:
         if entry.kind is EntryKind.SYMLINK:
@@ -253,6 +255,39 @@ class Estimate:
                 "notes": self.notes}
 
 
+def _puts(upload: Tally) -> tuple[int, int]:
+    """(PUTs into STANDARD, PUTs of large-file data): the tree-hash tag of a multipart object is a STANDARD PUT."""
+    puts_standard = upload.small_files + upload.symlinks + upload.long_keys + upload.multipart_uploads
+    puts_large = upload.single_put_large + upload.parts + 2 * upload.multipart_uploads
+    return puts_standard, puts_large
+
+
+def upload_requests(upload: Tally, policy: Policy) -> dict[str, int]:
+    """The requests a backup of `upload` makes (uploads and the merge's verification), priced or not."""
+    puts_standard, puts_large = _puts(upload)
+    return {"PUT": puts_standard + puts_large, "LIST": upload.key_directories + math.ceil(upload.objects / 1000),
+            "HEAD": upload.long_keys, "transitions": 0 if policy.storage.upload_large_to_archive else upload.large_files}
+
+
+def restore_cost(prices: Prices, archive_class: str, tier: str, days: int, *, archived_objects: int,
+                 archived_bytes: int, gets: int, out_bytes: int) -> dict[str, Any]:
+    """One retrieval tier's cost of a restore: `archived_*` from `archive_class` (retrieval and the temporary copy for
+    `days`), `gets` GET requests and `out_bytes` transferred out. Shared by `fs3g estimate` and `restore --dry-run`."""
+    archived = archive_class in {c.value for c in ARCHIVED_CLASSES}
+    per_gb, per_1000, hours = prices.retrieval(archive_class, tier) if archived else (0.0, 0.0, 0.0)
+    retrieval = archived_bytes / GB * per_gb + archived_objects / 1000 * per_1000
+    copy = archived_bytes / GB * prices.storage("STANDARD") * days / DAYS_PER_MONTH if archived else 0.0
+    get_cost = gets / 1000 * prices.get()
+    transfer = out_bytes / GB * prices.transfer_out()
+    return {"tier": tier, "hours": hours, "retrieval": retrieval, "temporary_copy": copy, "requests": get_cost,
+            "transfer_out": transfer, "total": retrieval + copy + get_cost + transfer}
+
+
+def restore_gets(stored: Tally) -> int:
+    """GETs of restoring everything in `stored`: one per small object and symlink, one per part of a large one."""
+    return stored.small_files + stored.symlinks + stored.single_put_large + stored.parts
+
+
 def estimate(upload: Tally, stored: Tally, policy: Policy, prices: Prices) -> Estimate:
     """`upload`: what this run sends; `stored`: what the bucket holds afterwards (the same for a full plan)."""
     archive = policy.storage.archive_storage_class.value
@@ -260,11 +295,9 @@ def estimate(upload: Tally, stored: Tally, policy: Policy, prices: Prices) -> Es
     large_put_class = archive if direct else StorageClass.STANDARD.value
     e = Estimate(prices.currency, prices.date, prices.region, archive)
 
-    puts_standard = upload.small_files + upload.symlinks + upload.long_keys + upload.multipart_uploads  # + tag PUTs
-    puts_large = upload.single_put_large + upload.parts + 2 * upload.multipart_uploads
+    puts_standard, puts_large = _puts(upload)
     lists = upload.key_directories + math.ceil(upload.objects / 1000)
-    e.requests = {"PUT": puts_standard + puts_large, "LIST": lists, "HEAD": upload.long_keys,
-                  "transitions": 0 if direct else upload.large_files}
+    e.requests = upload_requests(upload, policy)
     e.upload_cost = {
         "PUT STANDARD": puts_standard / 1000 * prices.put(StorageClass.STANDARD.value),
         f"PUT {large_put_class} (large files)": puts_large / 1000 * prices.put(large_put_class),
@@ -286,19 +319,11 @@ def estimate(upload: Tally, stored: Tally, policy: Policy, prices: Prices) -> Es
         e.notes.append(f"large files stay in STANDARD for {policy.storage.lifecycle_days} day(s) before the "
                        "lifecycle rule moves them (not in the monthly figure)")
 
-    days = policy.restore.days
-    gets = stored.small_files + stored.symlinks + stored.single_put_large + stored.parts
-    out_gb = (stored.small_bytes + stored.symlink_bytes + stored.large_bytes) / GB
     archived = archive in {c.value for c in ARCHIVED_CLASSES}
     for tier in (prices.tiers(archive) if archived else ["(none)"]):
-        per_gb, per_1000, hours = prices.retrieval(archive, tier) if archived else (0.0, 0.0, 0.0)
-        retrieval = stored.large_bytes / GB * per_gb + stored.large_files / 1000 * per_1000
-        copy = stored.large_bytes / GB * prices.storage("STANDARD") * days / DAYS_PER_MONTH if archived else 0.0
-        get_cost = gets / 1000 * prices.get()
-        transfer = out_gb * prices.transfer_out()
-        e.restore.append({"tier": tier, "hours": hours, "retrieval": retrieval, "temporary_copy": copy,
-                          "requests": get_cost, "transfer_out": transfer,
-                          "total": retrieval + copy + get_cost + transfer})
+        e.restore.append(restore_cost(prices, archive, tier, policy.restore.days, archived_objects=stored.large_files,
+                                      archived_bytes=stored.large_bytes, gets=restore_gets(stored),
+                                      out_bytes=stored.small_bytes + stored.symlink_bytes + stored.large_bytes))
     minimum_days = prices.minimum_days(archive)
     e.early_deletion_exposure = archive_bytes / GB * prices.storage(archive) * minimum_days / DAYS_PER_MONTH
     return e
@@ -328,3 +353,52 @@ def render(e: Estimate, upload: Tally, stored: Tally, scope: str) -> list[str]:
                  f"right after they arrive")
     lines += [f"  note: {n}" for n in e.notes]
     return lines
+
+
+# -- a plan's figures, shared by `fs3g estimate` and `fs3g backup --dry-run` ---------------------------------------------
+
+def default_region(policy: Policy) -> str:
+    return policy.s3.region or "us-east-1"
+
+
+def prices_for(policy: Policy, pricing: Path | None = None, region: str | None = None) -> Prices:
+    """The price table (default: the shipped configs/pricing.yaml) for `region` (default: the policy's)."""
+    from .resources import DataDir, data_file
+
+    return load_prices(pricing or data_file(DataDir.CONFIGS, "pricing.yaml"), region or default_region(policy))
+
+
+@dataclass(frozen=True)
+class PlanFigures:
+    """What a plan sends (`upload`), what the bucket holds afterwards (`stored`), and `scope` in words."""
+
+    upload: Tally
+    stored: Tally
+    scope: str
+
+
+def plan_figures(run_dir: Path, policy: Policy, prices: Prices | None, scope: str,
+                 wanted: tuple[bytes, ...] = ()) -> PlanFigures:
+    """Tally a plan's shards (streamed: one record at a time) and, for an incremental plan, the catalog for what is
+    stored. `wanted`: only entries at or below these absolute paths (matched at component boundaries)."""
+    from .manifest import RunLayout, catalog_path, read_json
+
+    def selected(entries: Iterable[Entry]) -> Iterator[Entry]:
+        for e in entries:
+            path = e.path
+            if not wanted or any(path == w or path.startswith(w.rstrip(b"/") + b"/") for w in wanted):
+                yield e
+
+    layout = RunLayout(run_dir)
+    header = read_json(layout.plan_file)
+    entries = (e for s in header["shards"] for e in read_records(layout.shards_dir / s["file"]))
+    upload = tally(selected(entries), policy, prices)
+    catalog = catalog_path(policy)
+    if header.get("full", True) or not catalog.is_file():
+        stored = upload
+    else:  # an incremental plan sends the changes; the bucket holds the catalog's files
+        stored = tally(selected(read_records(catalog)), policy, prices)
+        scope += "; storage and restore from the catalog"
+    if wanted:
+        scope += f"; under {', '.join(os.fsdecode(w) for w in wanted)}"
+    return PlanFigures(upload, stored, scope)
