@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import re
@@ -15,12 +17,15 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from enum import Enum, IntEnum
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from . import __version__
 from .config import FileKind, Policy, RestoreTier, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
 from .sizes import format_size
+
+if TYPE_CHECKING:
+    from .restore import RestoreRequest
 
 log = logging.getLogger("fs3g_hpc")
 
@@ -299,9 +304,55 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     args.run_dir = None
-    cmd_plan(args)
-    run_dir = Path(args.planned_run_dir)
-    return _submit(run_dir, Executor(args.executor), args.wait)
+    if args.dry_run and args.wait:
+        raise UsageError("--dry-run submits nothing to wait for: drop --wait (or --dry-run, to run the backup)")
+    with _human_output(args.json):  # with --json, stdout carries only the JSON object
+        cmd_plan(args)
+        run_dir = Path(args.planned_run_dir)
+        if args.dry_run:
+            from .dryrun import backup_dry_run
+            from .manifest import read_json
+            from .plan import PlanSummary
+
+            preview = backup_dry_run(load_policy(args.config), PlanSummary(run_dir, read_json(run_dir / "plan.json")))
+        else:
+            code = _submit(run_dir, Executor(args.executor), args.wait)
+    if args.dry_run:
+        if args.json:
+            _print_json(preview.to_json())
+        else:  # the plan's lines were printed above
+            print("\n".join(preview.lines()[len(preview.summary.lines()):]))
+        return ExitCode.OK
+    if args.json:
+        _print_outcome("backup", code, run_dir)
+    return code
+
+
+def _human_output(as_json: bool) -> contextlib.AbstractContextManager:
+    """With --json, the human lines go to stderr, so that stdout is one JSON object."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=1, default=str))
+
+
+def _slurm_states() -> Callable[[list[str]], dict[int, str]] | None:
+    """sacct's per-task states when Slurm answers, else None (a local run has its own files only)."""
+    from .slurm import commands
+
+    return commands.array_task_states if commands.slurm_available() else None
+
+
+def _print_outcome(command: str, code: int, run_dir: Path) -> None:
+    from .status import CommandOutcome, restore_status, retry_rounds, run_status
+
+    if command == "restore":
+        runs: list = [restore_status(run_dir)]
+    else:
+        states = _slurm_states()
+        runs = [run_status(r, states) for r in retry_rounds(run_dir)]
+    _print_json(CommandOutcome(command, int(code), runs).to_json())
 
 
 def _compare_as_jobs(policy: Policy, args: argparse.Namespace) -> int:
@@ -504,12 +555,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
     dest = Path(args.dest or policy.restore.destination).absolute()
     run_dir = Path(args.run_dir) if args.run_dir else default_restore_dir(policy, datetime.now(timezone.utc))
     request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite)
-    layout, header = prepare_restore(policy, request, run_dir)
-    print(f"restore {layout.run_dir}: {header['planned']['files']:,} files "
-          f"{format_size(header['planned']['bytes'])} in {header['shard_count']} "
-          f"shard{'' if header['shard_count'] == 1 else 's'} from {header['source']} "
-          f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"] else ""))
-    return _run_restore(layout.run_dir, Executor(args.executor), args.wait, begin_at=args.at)
+    if args.dry_run:
+        return _restore_dry_run(policy, request, args)
+    with _human_output(args.json):  # with --json, stdout carries only the JSON object
+        layout, header = prepare_restore(policy, request, run_dir)
+        print(f"restore {layout.run_dir}: {header['planned']['files']:,} files "
+              f"{format_size(header['planned']['bytes'])} in {header['shard_count']} "
+              f"shard{'' if header['shard_count'] == 1 else 's'} from {header['source']} "
+              f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"]
+                              else ""))
+        code = _run_restore(layout.run_dir, Executor(args.executor), args.wait, begin_at=args.at)
+    if args.json:
+        _print_outcome("restore", code, layout.run_dir)
+    return code
+
+
+def _restore_dry_run(policy: Policy, request: RestoreRequest, args: argparse.Namespace) -> int:
+    from .dryrun import preview_restore
+
+    if args.run_dir or args.wait or args.at:
+        raise UsageError("--dry-run keeps no restore run and submits nothing: drop --run-dir, --wait and --at")
+    preview = preview_restore(policy, request)
+    if args.json:
+        _print_json(preview.to_json())
+    else:
+        print("\n".join(preview.lines()))
+    return ExitCode.OK
 
 
 _BEGIN_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2})?|\d{4}-\d{2}-\d{2}(T\d{1,2}:\d{2}(:\d{2})?)?|"
@@ -694,25 +765,35 @@ def _default_demo_run(policy: Policy) -> Path:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import describe, runs_of_lab
+    from .status import run_status, runs_of_lab
 
     if (args.run_dir is None) == (args.config is None):
         raise UsageError("give a RUN_DIR or --config LAB.yaml")
-    slurm_states = None
-    from .slurm import commands
-
-    if commands.slurm_available():
-        slurm_states = commands.array_task_states
+    slurm_states = _slurm_states()
     if args.run_dir is not None:
-        runs = [Path(args.run_dir)]
-    else:
-        from .manifest import lab_dir
+        run = Path(args.run_dir)
+        if not ((run / "plan.json").is_file() or (run / "restore.json").is_file()):
+            raise UsageError("not a run directory (no plan.json or restore.json)", path=str(run),
+                             hint="give a directory made by fs3g plan, backup or restore, or --config LAB.yaml")
+        if args.json:
+            _print_json(run_status(run, slurm_states).to_json())
+        else:
+            print("\n".join(run_status(run, slurm_states).lines()))
+        return ExitCode.OK
+    from .manifest import lab_dir
 
-        runs = runs_of_lab(lab_dir(load_policy(args.config)))
-        if not runs:
-            print("no runs yet")
+    runs = runs_of_lab(lab_dir(load_policy(args.config)))
+    if args.json:  # a JSON list, one run at a time: a lab's runs are never all held at once
+        sys.stdout.write("[")
+        for i, run in enumerate(runs):
+            sys.stdout.write(("," if i else "") + "\n" + json.dumps(run_status(run, slurm_states).to_json(),
+                                                                   indent=1, default=str))
+        sys.stdout.write("\n]\n")
+        return ExitCode.OK
+    if not runs:
+        print("no runs yet")
     for run in runs:
-        print("\n".join(describe(run, slurm_states)))
+        print("\n".join(run_status(run, slurm_states).lines()))
     return ExitCode.OK
 
 
@@ -793,6 +874,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
     p.add_argument("--full", action="store_true", help="ignore the catalog: back up every file")
     _add_executor_arguments(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="plan, then print what would be uploaded (counts and bytes by class), the requests and the "
+                        "estimated cost; upload nothing and submit no job. The plan is kept: `fs3g submit RUN_DIR` "
+                        "runs exactly it")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (the dry run, or the run's status and final report); the "
+                        "progress lines go to stderr")
     p.set_defaults(func=cmd_backup, scan_workers=len(os.sched_getaffinity(0)), scan_run_records=100_000)
 
     p = sub.add_parser("compare", help="what differs between the filesystem and its backup",
@@ -850,6 +938,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "now+2hours, tomorrow); selection happens now")
     p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/restore-<time>)")
     _add_executor_arguments(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="select, then print how many objects are ready and how many are archived and would need a "
+                        "restore request (at the tier), the requests and the estimated cost; request, download and "
+                        "write nothing, keep no run directory")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (the dry run, or the run's status and report); the "
+                        "progress lines go to stderr")
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
@@ -898,6 +993,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "one.")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run directory")
     p.add_argument("--config", metavar="LAB.yaml", help="every run under the lab's run root")
+    p.add_argument("--json", action="store_true",
+                   help="print the run as one JSON object (with --config: a JSON list of the lab's runs)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("policy", help="the bucket lifecycle rules a lab policy implies: show or apply them",

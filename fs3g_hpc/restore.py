@@ -33,7 +33,7 @@ import stat
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -417,6 +417,89 @@ def _still_pending(client: Any, bucket: str, keys: list[str], pool: ThreadPoolEx
     for key, ready in zip(unknown, pool.map(by_head, unknown)):
         known[key] = ready
     return [k for k in keys if not known.get(k)]
+
+
+@dataclass
+class StagePreview:
+    """What the stage of a restore would do, found by reads only (`restore --dry-run`): per selected object, whether
+    it can be downloaded now or needs a Glacier restore first. Counts of (files, bytes)."""
+
+    tier: str
+    days: int
+    standard: list[int] = field(default_factory=lambda: [0, 0])  # small files, symlinks, large ones not archived
+    to_request: list[int] = field(default_factory=lambda: [0, 0])  # archived, never requested: one RestoreObject each
+    in_progress: list[int] = field(default_factory=lambda: [0, 0])  # archived, a restore already under way
+    restored: list[int] = field(default_factory=lambda: [0, 0])  # archived, a restored copy readable now
+    refused: list[int] = field(default_factory=lambda: [0, 0])  # DEEP_ARCHIVE asked for with Expedited
+    missing: list[int] = field(default_factory=lambda: [0, 0])  # large objects the bucket does not list
+    archived_by_class: dict[str, list[int]] = field(default_factory=dict)
+    to_request_by_class: dict[str, list[int]] = field(default_factory=dict)  # what the retrieval is billed for
+
+    @property
+    def ready(self) -> list[int]:
+        """Downloadable now, without a restore request."""
+        return [self.standard[0] + self.restored[0], self.standard[1] + self.restored[1]]
+
+    def to_json(self) -> dict[str, Any]:
+        pair = lambda c: {"files": c[0], "bytes": c[1]}  # noqa: E731
+        return {"tier": self.tier, "days": self.days, "ready": pair(self.ready), "standard": pair(self.standard),
+                "restore_requests": pair(self.to_request), "in_progress": pair(self.in_progress),
+                "restored": pair(self.restored), "refused": pair(self.refused), "missing": pair(self.missing),
+                "archived_by_class": {k: pair(v) for k, v in sorted(self.archived_by_class.items())}}
+
+
+def preview_stage(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = None) -> StagePreview:
+    """Classify a prepared restore's objects as `stage` would find them, by listings (and HEAD where a listing cannot
+    say), without requesting any restore, downloading or writing anything. Memory: one shard's keys at a time."""
+    layout, header, policy = load_header(run_dir)
+    client = (client_factory or _default_client)(policy)
+    bucket, tier = policy.s3.bucket, header["tier"]
+    archived_classes = {c.value for c in ARCHIVED_CLASSES}
+    preview = StagePreview(tier, header["days"])
+
+    def count(which: list[int], size: int) -> None:
+        which[0] += 1
+        which[1] += size
+
+    with ThreadPoolExecutor(LIST_THREADS) as pool:
+        for shard in header["shards"]:
+            large: dict[str, int] = {}
+            for entry in read_records(layout.shard_file(shard["index"])):
+                key = large_key(policy, entry)
+                if key is None:
+                    count(preview.standard, entry.size_bytes)
+                else:
+                    large[key] = entry.size_bytes
+            found: dict[str, tuple[str, bool | None]] = {}
+            directories = sorted({_directory(k) for k in large if f"/{LONG_DIR}/" not in k})
+            for listing in pool.map(lambda d: list_with_restore_status(client, bucket, d), directories):
+                found.update((k, (r.obj.storage_class, r.ready)) for k, r in listing.items() if k in large)
+            unsure = [k for k in large if k not in found or
+                      (found[k][0] in archived_classes and found[k][1] is None)]
+            for key, info in zip(unsure, pool.map(lambda k: head_object(client, bucket, k), unsure)):
+                if info is not None:
+                    found[key] = (info.storage_class, info.restore_ready)
+                else:
+                    found.pop(key, None)
+            for key, size in large.items():
+                if key not in found:
+                    count(preview.missing, size)
+                    continue
+                klass, ready = found[key]
+                if klass not in archived_classes:
+                    count(preview.standard, size)
+                    continue
+                count(preview.archived_by_class.setdefault(klass, [0, 0]), size)
+                if ready:
+                    count(preview.restored, size)
+                elif ready is False:
+                    count(preview.in_progress, size)
+                elif klass == StorageClass.DEEP_ARCHIVE.value and tier == RestoreTier.EXPEDITED.value:
+                    count(preview.refused, size)
+                else:
+                    count(preview.to_request, size)
+                    count(preview.to_request_by_class.setdefault(klass, [0, 0]), size)
+    return preview
 
 
 # -- destination ------------------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 Per shard: pending (nothing written yet), running (journal growing), done, failed, interrupted, or the Slurm state of
 its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done, rate, ETA.
+
+A run's state is a typed value (BackupRunStatus, RestoreRunStatus) with `lines()` for people and `to_json()` for
+`--json`. Reads only. Memory: one shard's journal at a time, plus one small record per shard.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Union
 
 from .manifest import RunLayout, journal_file, read_done_records, read_json, shard_result_file
 from .sizes import format_size
@@ -26,6 +29,9 @@ class ShardStatusLine:
     bytes_done: int
     bytes: int
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None
                  ) -> list[ShardStatusLine]:
@@ -34,7 +40,7 @@ def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, st
     from_slurm: dict[int, str] = {}
     submitted = run_dir / "jobs" / "submitted.json"
     if slurm_states is not None and submitted.exists():
-        from_slurm = slurm_states(json.loads(submitted.read_text())["arrays"])
+        from_slurm = slurm_states(read_json(submitted)["arrays"])
     lines = []
     for summary in header["shards"]:
         index = summary["index"]
@@ -55,78 +61,217 @@ def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, st
     return lines
 
 
-def describe_restore(run_dir: Path) -> list[str]:
-    """A restore run: its Glacier stage (requests, polls, objects in progress), then its download shards."""
-    header = read_json(run_dir / "restore.json")
-    stage_file = run_dir / "stage" / "state.json"
-    stage = read_json(stage_file) if stage_file.exists() else None
-    chain_file = run_dir / "jobs" / "chain.json"
-    chain = read_json(chain_file) if chain_file.exists() else {}
-    planned = header["planned"]
-    out = [f"{run_dir}: restore of {planned['files']:,} files {format_size(planned['bytes'])} -> "
-           f"{header['destination']}"]
-    if stage is None:
-        out.append("  glacier: not staged yet" + (f" (poll job {chain['stages'][-1]})" if chain.get("stages") else ""))
-    else:
-        waiting = f", next poll job {chain['stages'][-1]}" if stage["verdict"] == "waiting" and chain.get("stages") else ""
-        out.append(f"  glacier: {stage['requested']:,} restore requests, {stage['pending']:,} objects in progress "
-                   f"after {stage['polls']} polls ({stage['verdict']}{waiting})")
+def _counts(states: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    restored = 0
-    for shard in header["shards"]:
-        result = run_dir / "results" / f"shard-{shard['index']:06d}.json"
-        if result.exists():
-            data = json.loads(result.read_text())
-            state = data["status"]
-            restored += data["restored"] + data["already_present"]
-        else:
-            state = "pending"
+    for state in states:
         counts[state] = counts.get(state, 0) + 1
-    out.append(f"  shards: {restored:,}/{planned['files']:,} files in place; "
-               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    report = run_dir / "report.json"
-    if report.exists():
-        data = json.loads(report.read_text())
-        out.append(f"  merged: {data['restored']['files']:,} restored, {data['already_present']:,} already present, "
-                   f"{data['failed']['files']:,} failed, {data['refused']:,} refused")
-    return out
+    return dict(sorted(counts.items()))
 
 
-def describe(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None) -> list[str]:
-    if (run_dir / "restore.json").is_file():
-        return describe_restore(run_dir)
+def _read_optional(path: Path) -> dict | None:
+    return read_json(path) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class BackupRunStatus:
+    """A backup run (or one of its retry rounds): shards, progress, the jobs it was submitted as, the merge's report."""
+
+    run_dir: Path
+    shards: list[ShardStatusLine]
+    rate_bytes_per_s: float | None  # None before any shard wrote its journal
+    eta_s: float | None
+    jobs: dict | None  # jobs/submitted.json: arrays, merge (a Slurm run)
+    report: dict | None  # report.json, once merged
+
+    kind = "backup"
+
+    @property
+    def shard_states(self) -> dict[str, int]:
+        return _counts([s.state for s in self.shards])
+
+    def totals(self) -> dict[str, int]:
+        return {"files_done": sum(s.files_done for s in self.shards), "files": sum(s.files for s in self.shards),
+                "bytes_done": sum(s.bytes_done for s in self.shards), "bytes": sum(s.bytes for s in self.shards)}
+
+    @property
+    def phase(self) -> str:
+        """planned (nothing ran yet), running, or merged."""
+        if self.report is not None:
+            return "merged"
+        if self.jobs is None and all(s.state == "pending" for s in self.shards):
+            return "planned"
+        return "running"
+
+    def lines(self) -> list[str]:
+        t = self.totals()
+        rate = "" if self.rate_bytes_per_s is None else f", {self.rate_bytes_per_s / 1e6:.1f} MB/s"
+        eta = "" if self.eta_s is None else ", ETA " + time.strftime("%H:%M:%S", time.gmtime(self.eta_s))
+        verdict = ""
+        if self.report is not None:
+            verdict = (f"; merged: {self.report['verified']['files']:,} verified, "
+                       f"{self.report['failed']['files']:,} failed")
+        out = [f"{self.run_dir}: {t['files_done']:,}/{t['files']:,} files, {format_size(t['bytes_done'])}/"
+               f"{format_size(t['bytes'])}{rate}{eta}{verdict}",
+               "  shards: " + ", ".join(f"{k} {v}" for k, v in self.shard_states.items())]
+        for s in self.shards:
+            if s.state not in ("done",):
+                out.append(f"  shard {s.index}: {s.state}, {s.files_done:,}/{s.files:,} files")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_dir": str(self.run_dir), "phase": self.phase, "totals": self.totals(),
+                "shard_states": self.shard_states, "rate_bytes_per_s": self.rate_bytes_per_s, "eta_s": self.eta_s,
+                "jobs": self.jobs, "shards": [s.to_json() for s in self.shards], "report": self.report}
+
+
+@dataclass(frozen=True)
+class RestoreShardStatus:
+    index: int
+    state: str
+    files: int
+    files_in_place: int  # restored or found already present
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RestoreRunStatus:
+    """A restore run: its Glacier stage (requests, polls, objects in progress), its download shards, its report."""
+
+    run_dir: Path
+    planned: dict  # files, bytes
+    destination: str
+    stage: dict | None  # stage/state.json: requested, pending, polls, verdict
+    chain: dict  # jobs/chain.json: poll jobs, then the download arrays and the merge
+    shards: list[RestoreShardStatus]
+    report: dict | None
+
+    kind = "restore"
+
+    @property
+    def shard_states(self) -> dict[str, int]:
+        return _counts([s.state for s in self.shards])
+
+    @property
+    def phase(self) -> str:
+        """selected (not staged yet), staging (Glacier restores requested, waiting), downloading, or merged."""
+        if self.report is not None:
+            return "merged"
+        if self.stage is None:
+            return "selected"
+        if self.stage["verdict"] == "waiting":
+            return "staging"
+        return "downloading"
+
+    def lines(self) -> list[str]:
+        chain, stage, planned = self.chain, self.stage, self.planned
+        out = [f"{self.run_dir}: restore of {planned['files']:,} files {format_size(planned['bytes'])} -> "
+               f"{self.destination}"]
+        if stage is None:
+            out.append("  glacier: not staged yet" + (f" (poll job {chain['stages'][-1]})" if chain.get("stages")
+                                                      else ""))
+        else:
+            waiting = (f", next poll job {chain['stages'][-1]}" if stage["verdict"] == "waiting" and chain.get("stages")
+                       else "")
+            out.append(f"  glacier: {stage['requested']:,} restore requests, {stage['pending']:,} objects in progress "
+                       f"after {stage['polls']} polls ({stage['verdict']}{waiting})")
+        in_place = sum(s.files_in_place for s in self.shards)
+        out.append(f"  shards: {in_place:,}/{planned['files']:,} files in place; "
+                   + ", ".join(f"{k} {v}" for k, v in self.shard_states.items()))
+        if self.report is not None:
+            data = self.report
+            out.append(f"  merged: {data['restored']['files']:,} restored, {data['already_present']:,} already "
+                       f"present, {data['failed']['files']:,} failed, {data['refused']:,} refused")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_dir": str(self.run_dir), "phase": self.phase, "planned": self.planned,
+                "destination": self.destination,
+                "files_in_place": sum(s.files_in_place for s in self.shards), "shard_states": self.shard_states,
+                "stage": self.stage, "jobs": self.chain, "shards": [s.to_json() for s in self.shards],
+                "report": self.report}
+
+
+RunStatus = Union[BackupRunStatus, RestoreRunStatus]
+
+
+def restore_status(run_dir: Path) -> RestoreRunStatus:
+    header = read_json(run_dir / "restore.json")
+    shards = []
+    for shard in header["shards"]:
+        data = _read_optional(run_dir / "results" / f"shard-{shard['index']:06d}.json")
+        if data is not None:
+            shards.append(RestoreShardStatus(shard["index"], data["status"], shard["files"],
+                                             data["restored"] + data["already_present"]))
+        else:
+            shards.append(RestoreShardStatus(shard["index"], "pending", shard["files"], 0))
+    return RestoreRunStatus(run_dir, header["planned"], header["destination"],
+                            _read_optional(run_dir / "stage" / "state.json"),
+                            _read_optional(run_dir / "jobs" / "chain.json") or {}, shards,
+                            _read_optional(run_dir / "report.json"))
+
+
+def backup_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None
+                  ) -> BackupRunStatus:
     layout = RunLayout(run_dir)
     lines = shard_states(run_dir, slurm_states)
-    files_done = sum(s.files_done for s in lines)
-    files = sum(s.files for s in lines)
     bytes_done = sum(s.bytes_done for s in lines)
     total = sum(s.bytes for s in lines)
-    counts: dict[str, int] = {}
-    for s in lines:
-        counts[s.state] = counts.get(s.state, 0) + 1
     journals = [journal_file(layout, s.index) for s in lines if journal_file(layout, s.index).exists()]
-    rate = eta = ""
+    rate = eta = None
     if journals:
         started = min(os.stat(j).st_ctime for j in journals)
         active = any(s.state in ("running", "pending") for s in lines)
         ended = time.time() if active else max(os.stat(j).st_mtime for j in journals)
         elapsed = max(ended - started, 1e-6)
-        speed = bytes_done / elapsed
-        rate = f", {speed / 1e6:.1f} MB/s"
-        if speed > 0 and bytes_done < total:
-            eta = ", ETA " + time.strftime("%H:%M:%S", time.gmtime((total - bytes_done) / speed))
-    report = run_dir / "report.json"
-    verdict = ""
-    if report.exists():
-        data = json.loads(report.read_text())
-        verdict = (f"; merged: {data['verified']['files']:,} verified, {data['failed']['files']:,} failed")
-    out = [f"{run_dir}: {files_done:,}/{files:,} files, {format_size(bytes_done)}/{format_size(total)}{rate}{eta}"
-           f"{verdict}",
-           "  shards: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
-    for s in lines:
-        if s.state not in ("done",):
-            out.append(f"  shard {s.index}: {s.state}, {s.files_done:,}/{s.files:,} files")
-    return out
+        rate = bytes_done / elapsed
+        if rate > 0 and bytes_done < total:
+            eta = (total - bytes_done) / rate
+    return BackupRunStatus(run_dir, lines, rate, eta, _read_optional(run_dir / "jobs" / "submitted.json"),
+                           _read_optional(run_dir / "report.json"))
+
+
+def run_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None) -> RunStatus:
+    if (run_dir / "restore.json").is_file():
+        return restore_status(run_dir)
+    return backup_status(run_dir, slurm_states)
+
+
+def describe_restore(run_dir: Path) -> list[str]:
+    """A restore run: its Glacier stage (requests, polls, objects in progress), then its download shards."""
+    return restore_status(run_dir).lines()
+
+
+def describe(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None) -> list[str]:
+    return run_status(run_dir, slurm_states).lines()
+
+
+def retry_rounds(run_dir: Path) -> list[Path]:
+    """A backup run and the retry rounds its merges made, in order (each report.json names the next)."""
+    rounds = [run_dir]
+    while True:
+        report = _read_optional(rounds[-1] / "report.json")
+        nxt = (report or {}).get("retry", {}).get("run_dir")
+        if not nxt or Path(nxt) in rounds or not (Path(nxt) / "plan.json").is_file():
+            return rounds
+        rounds.append(Path(nxt))
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What `backup --json` and `restore --json` print: the exit code, the run, the rounds that retried it, and the
+    report of the last round (None when the command returned before the merge, e.g. submitted without --wait)."""
+
+    command: str
+    exit_code: int
+    runs: list[RunStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        final = self.runs[-1]
+        return {"command": self.command, "exit_code": self.exit_code, "ok": self.exit_code == 0,
+                "run_dir": str(self.runs[0].run_dir), "finished": final.report is not None, "report": final.report,
+                "status": self.runs[0].to_json(), "retries": [r.to_json() for r in self.runs[1:]]}
 
 
 def runs_of_lab(lab_dir: Path) -> list[Path]:
