@@ -321,7 +321,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(preview.to_json())
         else:  # the plan's lines were printed above
-            print("\n".join(preview.lines()[len(preview.summary.lines()):]))
+            print("\n".join(preview.lines(with_plan=False)))
         return ExitCode.OK
     if args.json:
         _print_outcome("backup", code, run_dir)

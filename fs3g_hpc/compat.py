@@ -2,7 +2,7 @@
 
     fasts3plusglacier [--restore] [--backup] [--show-bucket-policy] [--check-sha256] --bucketname BUCKET [--verbose]
                       [--num-smallfile-workers N] [--num-largefile-workers N] [--num-largefile-buffers N]
-                      [directories ...]
+                      [--dry-run] [directories ...]
 
 No mode flag compares the directories with the bucket itself (mtime and size, or the SHA-256 tree hash with
 --check-sha256); --backup uploads what is new or changed; --restore restores the directories into
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of threads to upload large files")
     parser.add_argument("--num-largefile-buffers", type=_positive_count, default=8, metavar="N",
                         help="number of buffers used by largefile threads. each buffer is 40MB.")
+    # Not one of the original's flags: an addition that changes none of them (no original flag starts with --d).
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --backup or --restore: print what would be uploaded or restored, the requests and "
+                             "the estimated cost; write nothing to the bucket and request no Glacier restore")
     parser.set_defaults(func=run)
     return parser
 
@@ -102,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     for d in directories:
         if not Path(d).is_dir():
             raise UsageError("not a directory", path=d)
+    if args.dry_run and not (args.backup or args.restore):
+        raise UsageError("--dry-run goes with --backup or --restore (comparing and --show-bucket-policy write "
+                         "nothing anyway)")
     policy = build_policy(args, directories)
     if args.show_bucket_policy:
         from .transfer.lifecycle import show_bucket_policy
@@ -110,13 +117,13 @@ def run(args: argparse.Namespace) -> int:
         print(text)
         return ExitCode.OK
     if args.backup:
-        return _backup(policy)
+        return _backup(policy, dry_run=args.dry_run)
     if args.restore:
-        return _restore(policy, directories)
+        return _restore(policy, directories, dry_run=args.dry_run)
     return _compare(policy, args.check_sha256)
 
 
-def _backup(policy: Policy) -> int:
+def _backup(policy: Policy, *, dry_run: bool = False) -> int:
     from .manifest import catalog_path, default_run_dir
     from .plan import PlanOptions, make_plan
     from .scan import ScanSettings
@@ -127,14 +134,24 @@ def _backup(policy: Policy) -> int:
         full=False, catalog=catalog_path(policy), scan=ScanSettings(workers=cpus), max_array_size=1001,
         max_array_size_source="local executor"), now)
     print("\n".join(summary.lines()))
+    if dry_run:
+        from .dryrun import backup_dry_run
+
+        print("\n".join(backup_dry_run(policy, summary).lines(with_plan=False)))
+        return ExitCode.OK
     return _submit(summary.run_dir, Executor.LOCAL, wait=True)
 
 
-def _restore(policy: Policy, directories: Sequence[str]) -> int:
+def _restore(policy: Policy, directories: Sequence[str], *, dry_run: bool = False) -> int:
     from .restore import RestoreRequest, default_restore_dir, prepare_restore
 
     request = RestoreRequest(tuple(str(Path(d).absolute()) for d in directories), Path("glacierrestore").absolute(),
                              policy.restore.tier, policy.restore.days, wait=False)
+    if dry_run:
+        from .dryrun import preview_restore
+
+        print("\n".join(preview_restore(policy, request).lines()))
+        return ExitCode.OK
     layout, header = prepare_restore(policy, request, default_restore_dir(policy, datetime.now(timezone.utc)))
     print(f"restore {layout.run_dir}: {header['planned']['files']:,} files from {header['source']} -> "
           f"{request.destination}")

@@ -48,10 +48,11 @@ class BackupDryRun:
     estimate: Estimate | None
     prices_note: str | None
 
-    def lines(self) -> list[str]:
+    def lines(self, *, with_plan: bool = True) -> list[str]:
+        """The plan's summary (unless it was printed already), then what would be sent and what it costs."""
         u = self.figures.upload
         run = self.summary.run_dir
-        out = self.summary.lines()
+        out = self.summary.lines() if with_plan else []
         out.append(f"would upload: {u.small_files:,} small files ({format_size(u.small_bytes)}), {u.large_files:,} "
                    f"large ({format_size(u.large_bytes)}: {u.single_put_large:,} single PUT, {u.multipart_uploads:,} "
                    f"multipart in {u.parts:,} parts), {u.symlinks:,} symlinks")

@@ -155,3 +155,26 @@ def test_restore_dry_run_of_a_standard_only_backup_on_seaweedfs(seaweed_bucket, 
     assert proc.returncode == 2 and "nothing is backed up" in proc.stderr
     assert not any(p.name.startswith(".restore-dry-run-") for p in (tmp_path / "runs" / "drs").iterdir())
     assert os.listdir(tmp_path / "runs" / "drs")
+
+
+def test_fasts3plusglacier_dry_run_backup_and_restore_write_nothing(moto_bucket, tmp_path):
+    from test_compat import compat, compat_env
+
+    root = tmp_path / "data"
+    make_tree(root, newline_names=False)
+    env = compat_env(moto_bucket, tmp_path)
+    proc = compat("--backup", "--dry-run", "--bucketname", moto_bucket.name, str(root), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "would upload: 8 small files" in proc.stdout and "dry run: nothing uploaded" in proc.stdout
+    assert listing(moto_bucket) == {}
+    proc = compat("--backup", "--bucketname", moto_bucket.name, str(root), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = listing(moto_bucket)
+    assert len(before) == 13
+    proc = compat("--restore", "--dry-run", "--bucketname", moto_bucket.name, str(root / "proj"), cwd=tmp_path,
+                  env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "restore dry run: 6 files" in proc.stdout and "0 RestoreObject" in proc.stdout, proc.stdout
+    assert not (tmp_path / "glacierrestore").exists() and listing(moto_bucket) == before
+    proc = compat("--dry-run", "--bucketname", moto_bucket.name, str(root), cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "--backup or --restore" in proc.stderr
