@@ -15,8 +15,6 @@ Progress: a line across all shards (fs3g_hpc/progress.py RunProgress) from the s
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -54,7 +52,11 @@ class Interrupted:
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    """The child's pre-exec step that asks for SIGTERM when `parent` dies. Made only when a shard starts: a run with
+    nothing to upload pays nothing (CDLL(None) is this process's own symbols, libc's prctl among them: no ldconfig)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
 
     def preexec() -> None:  # in the child, between fork and exec
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -73,12 +75,13 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
     pending = list(range(shard_count))
     running: list[tuple[int, subprocess.Popen]] = []
     finished: list[int] = []
-    preexec = _die_with_parent(os.getpid())
+    preexec: Callable[[], None] | None = None
     signals = StopOnSignals(tuple(FORWARDED))
     with signals:
         while (pending or running) and not signals.stop.is_set():
             while pending and len(running) < parallel and not signals.stop.is_set():
                 shard = pending.pop(0)
+                preexec = preexec or _die_with_parent(os.getpid())
                 fd = os.open(logs / f"shard-local-{shard}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as out:
                     proc = subprocess.Popen([*fs3g, shard_command, str(run_dir), "--shard", str(shard)],
