@@ -230,3 +230,35 @@ def test_a_bad_progress_interval_is_one_line_and_exit_2(seaweed_bucket, shared_t
                 env={**os.environ, "FS3G_PROGRESS_INTERVAL_S": "soon"})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "FS3G_PROGRESS_INTERVAL_S='soon'" in proc.stderr
+
+
+def test_sigterm_ends_a_local_restore_waiting_for_glacier_between_polls(moto_bucket, shared_tmp):
+    tmp = shared_tmp
+    root = tmp / "data"
+    make_tree(root, 1, 2)
+    (root / "big.bin").write_bytes(os.urandom(300 * 1024))  # over the small-file threshold: archived
+    policy = write_policy(tmp, "sigglac", root, moto_bucket, max_files=10, workers=2)
+    with open(policy, "a") as f:
+        f.write("storage: {archive_storage_class: GLACIER, upload_large_to_archive: true}\n")
+    policy.write_text(policy.read_text().replace("restore: {download_workers: 2}",
+                                                 "restore: {download_workers: 2, poll_interval_s: 3600}"))
+    backup = fs3g("backup", "--config", str(policy), "--executor", "local")
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    hooks = tmp / "hooks"
+    hooks.mkdir()
+    env = {**os.environ, "FS3G_BOTOCORE_HOOK": "restore_hooks:install", "FS3G_TEST_HOOK_DIR": str(hooks),
+           "FS3G_TEST_IN_PROGRESS_POLLS": "5",  # this process's polls all see the restore in progress
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "restore", "--config", str(policy), "--dest",
+                             str(tmp / "restored"), "--executor", "local"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    runs = tmp / "runs" / "sigglac"
+    wait_until(lambda: any(runs.glob("restore-*/stage/state.json")) or proc.poll() is not None, 120, "the first poll")
+    time.sleep(0.5)  # in the hour-long wait now
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)  # not an hour
+    assert proc.returncode == 130, err
+    run_dir = next(runs.glob("restore-*"))
+    assert f"while waiting for Glacier; to resume: fs3g restore-stage {run_dir}" in err
+    assert not (run_dir / "report.json").exists() and not list(run_dir.glob("results/shard-*.journal"))
