@@ -130,11 +130,12 @@ def timing_fields(layout: ShardedLayout, shard_count: int, started_iso: str | No
             continue
         first = data["started"] if first is None else min(first, data["started"])
         last = data["updated"] if last is None else max(last, data["updated"])
-    phase = max(last - first, 0.0) if first is not None and last is not None else None
+    phase = round(max(last - first, 0.0), 3) if first is not None and last is not None else None
+    elapsed = None if elapsed is None else round(elapsed, 3)  # the rates below are of the figures shown
     return {
         "started": started_iso,
-        "elapsed_s": None if elapsed is None else round(elapsed, 3),
-        "shard_phase_s": None if phase is None else round(phase, 3),
+        "elapsed_s": elapsed,
+        "shard_phase_s": phase,
         "throughput": throughput(files, size_bytes, elapsed),
         "shard_throughput": throughput(files, size_bytes, phase),
     }

@@ -48,8 +48,8 @@ from .manifest import (SequentialShardCutter, ShardedLayout, catalog_path, catal
                        ensure_private_dir, failures_file, journal_file, make_private_dir, read_json,
                        shard_result_file, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
-from .records import Entry, EntryKind, display_path, read_records
 from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
+from .records import Entry, EntryKind, display_path, read_records
 from .signals import StopOnSignals
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client

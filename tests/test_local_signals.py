@@ -188,6 +188,10 @@ def test_sigterm_stops_a_local_restore_and_its_shards_which_then_resume(seaweed_
     assert merged.returncode == 0, merged.stdout + merged.stderr
     report = json.loads((run_dir / "report.json").read_text())
     assert report["restored"]["files"] + report["already_present"] == files
+    assert report["elapsed_s"] >= report["shard_phase_s"] > 0  # from the selection; the shards of the last rerun
+    assert report["throughput"]["bytes_per_s"] == pytest.approx(report["restored"]["bytes"] / report["elapsed_s"],
+                                                                rel=1e-3)
+    assert "  elapsed   " in merged.stdout
     for path in root.rglob("*.dat"):
         assert (dest / path.relative_to(root)).read_bytes() == path.read_bytes()
 
