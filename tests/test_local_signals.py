@@ -266,3 +266,31 @@ def test_sigterm_ends_a_local_restore_waiting_for_glacier_between_polls(moto_buc
     run_dir = next(runs.glob("restore-*"))
     assert f"while waiting for Glacier; to resume: fs3g restore-stage {run_dir}" in err
     assert not (run_dir / "report.json").exists() and not list(run_dir.glob("results/shard-*.journal"))
+
+
+def test_a_local_backup_on_a_terminal_shows_a_live_line_cleared_before_the_summary(seaweed_bucket, shared_tmp):
+    import pty
+
+    tmp = shared_tmp
+    root = tmp / "data"
+    files = make_tree(root, 2, 10)
+    policy = write_policy(tmp, "tty", root, seaweed_bucket, max_files=10, workers=2)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "backup", "--config", str(policy), "--executor",
+                             "local"], stdout=subprocess.PIPE, stderr=slave, text=True, env=slow_env(tmp, 0.1))
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end is closed: the process has exited
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + seen.decode()
+    assert b"\rbackup: " in seen and f"/{files:,} files".encode() in seen
+    assert seen.endswith(b"\r\x1b[K")  # cleared, not left above the summary
+    assert "verified  20 files" in out

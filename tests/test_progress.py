@@ -173,3 +173,15 @@ def test_shards_get_sigterm_when_their_parent_is_killed_outright(tmp_path):
     while not marker.exists():
         assert time.monotonic() < deadline, "the shard was not told its parent died"
         time.sleep(0.05)
+
+
+def test_run_progress_on_a_terminal_rewrites_one_line_and_clears_it(tmp_path):
+    layout = ShardedLayout(tmp_path)
+    layout.results_dir.mkdir()
+    out = io.StringIO()
+    progress = RunProgress("compare", layout, [{"index": 0, "files": 2, "bytes": 0}], out, tty=True)
+    progress.tick([0], [], force=True)
+    progress.tick([], [0], force=True)
+    progress.close()
+    assert out.getvalue().count("\rcompare: 0/2 files") == 2 and "\n" not in out.getvalue()
+    assert out.getvalue().endswith("\033[K\r\033[K")
