@@ -165,13 +165,34 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
     return ExitCode.DIFFERENCES if result.status == ShardStatus.FAILED else ExitCode.OK
 
 
-def _backup_locally(run_dir: Path, shard_count: int) -> int:
+def _backup_locally(run_dir: Path) -> int:
     """A backup run on the local executor: its shards as processes, then the merge (with local retries) here."""
-    from .localexec import run_locally
+    from .manifest import RunLayout, read_json
 
-    return run_locally(run_dir, shard_count, _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
-                       shard_command="run-shard",
-                       merge=lambda: cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local")))
+    shards = read_json(RunLayout(run_dir).plan_file)["shards"]
+    return _run_local(run_dir, shards, "run-shard",
+                      lambda: cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local")),
+                      label="backup", resume=f"fs3g submit {run_dir} --executor local (each shard resumes from its "
+                                             "journal)")
+
+
+def _run_local(run_dir: Path, shards: list[dict], shard_command: str, merge: Callable[[], int], *, label: str,
+               resume: str) -> int:
+    """A run's shards as local processes with a progress line across them, then `merge`; stopped by a signal, one
+    line saying how to resume and exit 130 (fs3g_hpc/localexec.py)."""
+    from .localexec import STOP_GRACE_S, Interrupted, run_locally
+    from .manifest import ShardedLayout
+    from .progress import RunProgress
+
+    def interrupted(outcome: Interrupted) -> int:
+        killed = f", {len(outcome.killed)} killed after {STOP_GRACE_S:.0f} s" if outcome.killed else ""
+        print(f"{label} stopped by {outcome.signal_name}: {len(outcome.stopped)} running shards stopped{killed}, "
+              f"{outcome.never_started} not started, no merge; to resume: {resume}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+    progress = RunProgress(label, ShardedLayout(run_dir), shards, sys.stderr)
+    return run_locally(run_dir, len(shards), _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
+                       shard_command=shard_command, merge=merge, on_interrupt=interrupted, progress=progress)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -194,7 +215,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
           f"{retry.header['shard_count']} shards: {retry.run_dir}")
     record: dict = {"run_dir": str(retry.run_dir), "round": retry.header["retry_round"]}
     if args.retry_executor == "local":
-        code = _backup_locally(retry.run_dir, retry.header["shard_count"])
+        code = _backup_locally(retry.run_dir)
         record["exit"] = code
         write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
         return code
@@ -272,7 +293,7 @@ def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
     if count == 0:
         print("nothing to upload; merging to record the catalog")
     if executor is Executor.LOCAL:
-        return _backup_locally(run_dir, count)
+        return _backup_locally(run_dir)
     from .slurm.submit import submit_backup, wait_for_job
 
     submitted = submit_backup(policy, run_dir, count, _fs3g_argv())
@@ -377,11 +398,9 @@ def _compare_as_jobs(policy: Policy, args: argparse.Namespace) -> int:
           f"files; {header['to_hash']['files']:,} files ({format_size(header['to_hash']['bytes'])}) to hash in "
           f"{header['shard_count']} shards")
     if executor is Executor.LOCAL:
-        from .localexec import run_locally
-
-        return run_locally(layout.run_dir, header["shard_count"], _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
-                           shard_command="compare-shard",
-                           merge=lambda: cmd_compare_merge(argparse.Namespace(run_dir=str(layout.run_dir))))
+        return _run_local(layout.run_dir, header["shards"], "compare-shard",
+                          lambda: cmd_compare_merge(argparse.Namespace(run_dir=str(layout.run_dir))),
+                          label="compare", resume="the same fs3g compare again (a hash check only reads)")
     from .slurm.submit import submit_compare, wait_for_job
 
     submitted = submit_compare(policy, layout.run_dir, header["shard_count"], _fs3g_argv())
@@ -596,8 +615,6 @@ def _begin_time(text: str) -> str:
 
 
 def _run_restore(run_dir: Path, executor: Executor, wait: bool, begin_at: str | None = None) -> int:
-    import time
-
     from .restore import StageVerdict, load_header, record_chain, stage
     from .slurm import commands
 
@@ -620,18 +637,28 @@ def _run_restore(run_dir: Path, executor: Executor, wait: bool, begin_at: str | 
             print(f"follow with: fs3g status {run_dir}   (or squeue -n fs3g-{policy.lab.name}-restore-poll)")
             return ExitCode.OK
         return _follow_restore(run_dir)
-    while True:
-        report = stage(run_dir)
-        if report.verdict is not StageVerdict.WAITING:
-            break
-        print(f"{report.pending:,} objects still being restored from Glacier; next poll in "
-              f"{policy.restore.poll_interval_s} s (Ctrl-C stops; the same command later resumes)")
-        time.sleep(policy.restore.poll_interval_s)
-    from .localexec import run_locally
+    from .localexec import FORWARDED
+    from .signals import StopOnSignals
 
-    return run_locally(run_dir, header["shard_count"], _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
-                       shard_command="restore-shard",
-                       merge=lambda: cmd_restore_merge(argparse.Namespace(run_dir=str(run_dir))))
+    with StopOnSignals(tuple(FORWARDED)) as signals:  # a signal ends the wait between polls, not just the process
+        while True:
+            report = stage(run_dir)
+            if report.verdict is not StageVerdict.WAITING or signals.stop.is_set():
+                break
+            print(f"{report.pending:,} objects still being restored from Glacier; next poll in "
+                  f"{policy.restore.poll_interval_s} s (Ctrl-C stops; the same command later resumes)")
+            if signals.stop.wait(policy.restore.poll_interval_s):
+                break
+    if signals.first is not None:
+        print(f"restore stopped by {signals.first} while waiting for Glacier; to resume: fs3g restore-stage "
+              f"{run_dir} --executor none until it says ready, then fs3g restore-shard {run_dir} --shard N for each "
+              f"shard and fs3g restore-merge {run_dir}; or the same fs3g restore again", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    return _run_local(run_dir, header["shards"], "restore-shard",
+                      lambda: cmd_restore_merge(argparse.Namespace(run_dir=str(run_dir))),
+                      label="restore", resume=f"fs3g restore-shard {run_dir} --shard N for each shard not done, then "
+                                              f"fs3g restore-merge {run_dir}; or the same fs3g restore again (it "
+                                              "skips files already in place)")
 
 
 def _follow_restore(run_dir: Path, timeout_s: float = 7 * 86400, poll_s: float = 3.0) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,7 @@ from .errors import UsageError
 from .manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
                        read_json, write_json_atomic)
 from .plan import EntryClass, classify
+from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
 from .records import Entry, read_records
 from .scan import ScanSettings
 
@@ -75,6 +77,7 @@ def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, agai
                     scan_settings: ScanSettings | None = None,
                     client_factory: Callable[[Policy], Any] | None = None) -> tuple[CompareLayout, dict]:
     """Join both sides once, record what needs no reading, and cut the files to hash into shards."""
+    started = datetime.now(timezone.utc)
     layout = CompareLayout(make_private_dir(run_dir))
     make_private_dir(layout.shards_dir)
     cutter = SequentialShardCutter(layout.shards_dir, policy.shards.max_files, policy.shards.max_bytes)
@@ -96,6 +99,7 @@ def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, agai
     header = {
         "tool_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(),
+        "started": started.isoformat(),  # before the coordinator's join: what the report's elapsed_s counts from
         "lab": policy.lab.name,
         "summary": summary.to_json(),
         "shard_count": len(shards),
@@ -123,7 +127,14 @@ def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | No
     ensure_private_dir(layout.results_dir)
     threshold = policy.storage.small_file_threshold_bytes
     counts = {"files": 0, "hashed_bytes": 0, "changed": 0, "cannot_check": 0}
-    with _private_file(layout.shard_found(shard)) as out:
+    planned = header["shards"][shard]
+
+    def counters() -> Counters:
+        return Counters(counts["files"], planned["files"], counts["hashed_bytes"], planned.get("bytes", 0),
+                        counts["cannot_check"])
+
+    with _private_file(layout.shard_found(shard)) as out, \
+            ShardProgress(f"compare shard {shard}", counters, sys.stderr, progress_file(layout, shard)):
         for entry in read_records(layout.shard_file(shard)):
             klass = classify(entry, threshold) or EntryClass.SMALL
             counts["files"] += 1
@@ -185,8 +196,12 @@ def merge_compare(run_dir: Path, out: Callable[[Discrepancy], None]) -> CompareS
         with open(layout.shard_found(index), encoding="ascii") as f:
             for line in f:
                 emit(_discrepancy_of(json.loads(line)))
-    write_json_atomic(layout.report_file, {"tool_version": __version__, "merged": datetime.now(
-        timezone.utc).isoformat(), "run_dir": str(run_dir), **summary.to_json()})
+    write_json_atomic(layout.report_file, {
+        "tool_version": __version__, "merged": datetime.now(timezone.utc).isoformat(), "run_dir": str(run_dir),
+        **summary.to_json(),
+        # Elapsed from the coordinator's start (its join included); throughput of the hash reading.
+        **timing_fields(layout, header["shard_count"], header.get("started") or header.get("created"),
+                        summary.hashed_files, summary.hashed_bytes)})
     return summary
 
 
@@ -197,4 +212,5 @@ def write_report_text(run_dir: Path) -> tuple[CompareSummary, Path]:
         report = TextReport(text)
         summary = merge_compare(run_dir, report)
         report.finish(summary)
+        text.write(timing_line(read_json(layout.report_file)) + "\n")
     return summary, layout.text_file

@@ -28,6 +28,7 @@ from .manifest import (DoneRecord, RunLayout, catalog_path, catalog_target_misma
                        make_private_dir, record_catalog_target,
                        read_done_records, read_json, read_open_uploads, shard_result_file, write_catalog,
                        write_json_atomic)
+from .progress import timing_fields, timing_line
 from .records import Entry, RecordWriter, display_path, read_records, write_records
 from .sizes import format_size
 
@@ -70,6 +71,7 @@ class MergeReport:
             + (f" (see {d['failures_file']})" if d["failed"]["files"] else ""),
             "  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
             f"  catalog   {d['catalog']['path']} ({d['catalog']['entries']:,} entries)",
+            timing_line(d),
         ]
 
 
@@ -186,6 +188,8 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         "catalog": {"path": str(catalog), "entries": entries},
         "retry_round": header.get("retry_round", 0),
         "retry_rounds": policy.retry_rounds,
+        # Elapsed from the plan's start (its scan included) to now; throughput of what this run verified.
+        **timing_fields(layout, len(header["shards"]), header.get("created"), verified.files, verified.bytes),
     }
     write_json_atomic(layout.run_dir / "report.json", data)
     report = MergeReport(layout.run_dir, data)

@@ -30,6 +30,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +48,7 @@ from .manifest import (SequentialShardCutter, ShardedLayout, catalog_path, catal
                        ensure_private_dir, failures_file, journal_file, make_private_dir, read_json,
                        shard_result_file, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
+from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
 from .records import Entry, EntryKind, display_path, read_records
 from .signals import StopOnSignals
 from .sizes import format_size
@@ -603,6 +605,7 @@ class _Tally:
     present: int = 0
     failed: int = 0
     bytes_restored: int = 0
+    bytes_present: int = 0  # for progress only: what the shard has behind it
 
 
 class _ShardRestorer:
@@ -655,6 +658,7 @@ class _ShardRestorer:
                     self.tally.bytes_restored += size
                 else:
                     self.tally.present += 1
+                    self.tally.bytes_present += size
                 self.journal.write(json.dumps({"p": os.fsdecode(entry.path), "s": size, "m": mtime_ns}) + "\n")
                 now = time.monotonic()
                 if now - self.journal_flushed_s >= JOURNAL_FLUSH_INTERVAL_S:
@@ -1030,8 +1034,16 @@ def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] |
         with StopOnSignals() as signals:
             restorer = _ShardRestorer((client_factory or _default_client)(policy), policy, header, layout, shard,
                                       signals.stop, dest)
+            planned = header["shards"][shard]
+            tally = restorer.tally
+
+            def counters() -> Counters:
+                return Counters(tally.restored + tally.present + tally.failed, planned["files"],
+                                tally.bytes_restored + tally.bytes_present, planned.get("bytes", 0), tally.failed)
+
             try:
-                restorer.run(read_records(layout.shard_file(shard)))
+                with ShardProgress(f"restore shard {shard}", counters, sys.stderr, progress_file(layout, shard)):
+                    restorer.run(read_records(layout.shard_file(shard)))
             finally:
                 restorer.close()
     finally:
@@ -1073,6 +1085,7 @@ class RestoreReport:
             f"  refused   {d['refused']:,}" + (" (see refused.jsonl)" if d["refused"] else ""),
             f"  failed    {d['failed']['files']:,}" + (" (see failures.jsonl)" if d["failed"]["files"] else ""),
             "  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
+            timing_line(d),
         ]
 
 
@@ -1123,6 +1136,8 @@ def merge_restore(run_dir: Path) -> RestoreReport:
         "stage": {"requested": stage.get("requested", 0), "polls": stage.get("polls", 0),
                   "verdict": stage.get("verdict")},
         "shard_states": states,
+        # Elapsed from the restore's selection (a Glacier wait included); throughput of what was restored.
+        **timing_fields(layout, header["shard_count"], header.get("created"), restored_files, restored_bytes),
     }
     write_json_atomic(layout.report_file, data)
     report = RestoreReport(layout.run_dir, data)

@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -20,17 +19,15 @@ from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .manifest import (RunLayout, ShardJournal, ensure_private_dir, failures_file, journal_file, read_json,
                        shard_result_file, write_json_atomic)
+from .progress import Counters, ShardProgress, progress_file
 from .records import display_path, read_records
 from .signals import StopOnSignals
-from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.uploader import FileReport, Outcome, ShardUploader, Totals, UploadSettings
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 10.0
 FAILURE_SAMPLE = 100  # failures kept in the result JSON; all of them are in the failures file
-TTY_INTERVAL_S = 0.5
 
 
 class ShardStatus(str, Enum):
@@ -61,51 +58,6 @@ def resolve_shard(run_dir: Path, shard: int | None, environ: dict[str, str]) -> 
         raise UsageError(f"shard {shard} does not exist (the plan has {count} shards: 0-{count - 1})",
                          path=str(layout.plan_file))
     return layout, header, shard
-
-
-class _Progress:
-    """A line every few seconds in batch jobs, a live line on a terminal."""
-
-    def __init__(self, totals: Totals, shard: int, stream: TextIO):
-        self.totals = totals
-        self.shard = shard
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.started = time.monotonic()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="fs3g-progress", daemon=True)
-
-    def line(self) -> str:
-        t = self.totals
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = t.bytes_done / elapsed
-        left = max(t.bytes_total - t.bytes_done, 0)
-        eta = time.strftime("%H:%M:%S", time.gmtime(left / rate)) if rate > 0 and left else "--:--:--"
-        return (f"shard {self.shard}: {t.files_done:,}/{t.files_total:,} files, {format_size(t.bytes_done)}/"
-                f"{format_size(t.bytes_total)}, {rate / 1e6:.1f} MB/s, {t.files_failed} failed, ETA {eta}")
-
-    def _loop(self) -> None:
-        interval = TTY_INTERVAL_S if self.tty else PROGRESS_INTERVAL_S
-        while not self.stop.wait(interval):
-            self._emit()
-
-    def _emit(self) -> None:
-        if self.tty:
-            self.stream.write("\r" + self.line()[:200] + "\033[K")
-        else:
-            self.stream.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + self.line() + "\n")
-        self.stream.flush()
-
-    def __enter__(self) -> "_Progress":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self._emit()
-        if self.tty:
-            self.stream.write("\n")
 
 
 def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | None = None,
@@ -141,7 +93,12 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
 
             client = (client_factory or _default_client)(policy)
             uploader = ShardUploader(client, UploadSettings.from_policy(policy), journal, stop, report, totals)
-            with _Progress(totals, shard, progress_stream):
+
+            def counters() -> Counters:
+                return Counters(totals.files_done, totals.files_total, totals.bytes_done, totals.bytes_total,
+                                totals.files_failed)
+
+            with ShardProgress(f"shard {shard}", counters, progress_stream, progress_file(layout, shard)):
                 uploader.run(read_records(layout.shards_dir / summary["file"]))
             uploader.abort_leftovers(interrupted=stop.is_set())
     finally:

@@ -11,10 +11,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class StopOnSignals:
-    """`with StopOnSignals() as signals:` … `signals.stop` is set by the first signal, `signals.first` names it;
-    the previous handlers come back on exit."""
+    """`with StopOnSignals() as signals:` … `signals.stop` is set by the first signal, `signals.first` names it,
+    `signals.caught` lists every one so far; the previous handlers come back on exit. `signals` chooses which (the
+    local executor's parent also stops on SIGHUP and leaves SIGUSR1 alone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+        self.signals = signals
         self.stop = threading.Event()
         self.caught: list[str] = []
         self._previous: dict[int, object] = {}
@@ -28,7 +30,7 @@ class StopOnSignals:
         self.stop.set()
 
     def __enter__(self) -> "StopOnSignals":
-        self._previous = {sig: signal.signal(sig, self._handler) for sig in STOP_SIGNALS}
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in self.signals}
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -48,6 +48,11 @@ def test_hash_checks_as_a_job_array_find_what_the_in_process_compare_finds(execu
     report = json.loads((run / "report.json").read_text())
     assert report["discrepancies"] == len(in_process) and not report["ok"]
     assert report["hashed_files"] == header["to_hash"]["files"] > 5
+    # Elapsed from the coordinator's join to the merge, and the reading's throughput over it.
+    assert report["elapsed_s"] >= report["shard_phase_s"] > 0
+    assert report["throughput"]["bytes_per_s"] == pytest.approx(report["hashed_bytes"] / report["elapsed_s"],
+                                                                rel=1e-3)
+    assert b"  elapsed   " in proc.stdout
 
 
 def test_executor_without_check_sha256_is_refused(tmp_path):

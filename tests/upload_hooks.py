@@ -44,3 +44,18 @@ def refuse_once(client: Any) -> None:
         return None
 
     client.meta.events.register("before-send.s3.PutObject", on_send)
+
+
+def slow(client: Any) -> None:
+    """`FS3G_BOTOCORE_HOOK=upload_hooks:slow`: every object PUT and GET (not listings) waits `$FS3G_TEST_SLOW_S`
+    seconds first, so a local run is still moving data when a test signals it."""
+    import time
+
+    delay = float(os.environ["FS3G_TEST_SLOW_S"])
+
+    def on_send(request: Any, **_: Any) -> None:
+        if request.method == "PUT" or (request.method == "GET" and "list-type" not in request.url
+                                       and "?uploads" not in request.url):
+            time.sleep(delay)
+
+    client.meta.events.register("before-send.s3", on_send)
