@@ -96,12 +96,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _is_price_table(file: str) -> bool:
     """A `kind: pricing` file (configs/pricing.yaml), which `validate` checks as a price table."""
-    import yaml
+    from .config import read_yaml
 
     try:
-        with open(file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(file)
+    except UsageError:
         return False  # validate_file says what is wrong with it
     return isinstance(data, dict) and data.get("kind") == "pricing"
 
