@@ -266,6 +266,13 @@ def parse_prefix(value: Any) -> str:
     return text
 
 
+def parse_glob(value: Any) -> str:
+    """An exclude pattern: checked here so that a malformed one fails at load, not in the middle of a walk."""
+    from . import globs
+
+    return globs.check(string()(value))
+
+
 def parse_endpoint_url(value: Any) -> str:
     url = string()(value)
     match = re.fullmatch(r"(https?)://([^/?#]+)(/[^?#]*)?", url)
@@ -439,7 +446,8 @@ class ScheduleSettings:
 class Policy:
     lab: LabInfo = section(LabInfo, doc="who this policy is for")
     roots: tuple[str, ...] = setting(string_list(absolute_path()), doc="directories to back up", scope=Scope.LAB)
-    exclude: tuple[str, ...] = setting(string_list(string()), default=(), doc="glob patterns never backed up")
+    exclude: tuple[str, ...] = setting(string_list(parse_glob), default=(),
+                                       doc="glob patterns never backed up (*, ?, [a-z], [!x], **)")
     s3: S3Settings = section(S3Settings, doc="where objects go")
     storage: StorageSettings = section(StorageSettings, doc="small/large classes and Glacier")
     shards: ShardBounds = section(ShardBounds, doc="how the planner cuts work into array tasks")
