@@ -447,7 +447,7 @@ class Policy:
     lab: LabInfo = section(LabInfo, doc="who this policy is for")
     roots: tuple[str, ...] = setting(string_list(absolute_path()), doc="directories to back up", scope=Scope.LAB)
     exclude: tuple[str, ...] = setting(string_list(parse_glob), default=(),
-                                       doc="glob patterns never backed up (*, ?, [a-z], [!x], **)")
+                                       doc="glob patterns never backed up (shell syntax, matched on path bytes)")
     s3: S3Settings = section(S3Settings, doc="where objects go")
     storage: StorageSettings = section(StorageSettings, doc="small/large classes and Glacier")
     shards: ShardBounds = section(ShardBounds, doc="how the planner cuts work into array tasks")
