@@ -101,12 +101,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _is_price_table(file: str) -> bool:
     """A `kind: pricing` file (configs/pricing.yaml), which `validate` checks as a price table."""
-    import yaml
+    from .config import read_yaml
 
     try:
-        with open(file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(file)
+    except UsageError:
         return False  # validate_file says what is wrong with it
     return isinstance(data, dict) and data.get("kind") == "pricing"
 
@@ -834,6 +833,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .shellsupport import Shell, completion_script
+
+    sys.stdout.write(completion_script(build_parser(), Shell(args.shell)))
+    return ExitCode.OK
+
+
+def cmd_manpage(args: argparse.Namespace) -> int:
+    from .shellsupport import manpage
+
+    sys.stdout.write(manpage(build_parser()))
+    return ExitCode.OK
+
+
 def _add_executor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value,
                    help="slurm, local, or auto (slurm when `scontrol ping` answers)")
@@ -1053,6 +1066,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", default="fs3g-demo", help="bucket to use (created when missing)")
     p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.LOCAL.value)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("completion", help="print the bash or zsh completion script",
+                       description='bash: `eval "$(fs3g completion bash)"` in ~/.bashrc, or save it as '
+                                   "/etc/bash_completion.d/fs3g; zsh: save it as _fs3g in a directory of $fpath.")
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
+    p.set_defaults(func=cmd_completion)
+
+    p = sub.add_parser("manpage", help="print the fs3g(1) man page (roff)",
+                       description="e.g. `fs3g manpage > /usr/local/share/man/man1/fs3g.1`, then `man fs3g`.")
+    p.set_defaults(func=cmd_manpage)
     return parser
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UsageError
 from .sizes import GIB, KIB, MIB, TIB, format_size, parse_size
 
 SITE_ENV_VAR = "FS3G_SITE_CONFIG"
@@ -266,6 +266,13 @@ def parse_prefix(value: Any) -> str:
     return text
 
 
+def parse_glob(value: Any) -> str:
+    """An exclude pattern: checked here so that a malformed one fails at load, not in the middle of a walk."""
+    from . import globs
+
+    return globs.check(string()(value))
+
+
 def parse_endpoint_url(value: Any) -> str:
     url = string()(value)
     match = re.fullmatch(r"(https?)://([^/?#]+)(/[^?#]*)?", url)
@@ -439,7 +446,8 @@ class ScheduleSettings:
 class Policy:
     lab: LabInfo = section(LabInfo, doc="who this policy is for")
     roots: tuple[str, ...] = setting(string_list(absolute_path()), doc="directories to back up", scope=Scope.LAB)
-    exclude: tuple[str, ...] = setting(string_list(string()), default=(), doc="glob patterns never backed up")
+    exclude: tuple[str, ...] = setting(string_list(parse_glob), default=(),
+                                       doc="glob patterns never backed up (shell syntax, matched on path bytes)")
     s3: S3Settings = section(S3Settings, doc="where objects go")
     storage: StorageSettings = section(StorageSettings, doc="small/large classes and Glacier")
     shards: ShardBounds = section(ShardBounds, doc="how the planner cuts work into array tasks")
@@ -484,8 +492,50 @@ def schema_keys(cls: type = Policy, prefix: str = "") -> list[tuple[str, str, An
 # YAML loading with line numbers.
 
 
+# Bounds on what one YAML file may make us build. A real policy or price table has a few hundred nodes; aliases let
+# a few hundred bytes stand for billions of them ("billion laughs"), and every walk over the data would expand them.
+MAX_YAML_FILE_BYTES = 16 * MIB
+MAX_YAML_NODES = 100_000  # nodes of the document with every alias expanded (merge keys included)
+MAX_YAML_DEPTH = 64  # nested mappings and lists; the composer recurses per level
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A document over MAX_YAML_NODES or MAX_YAML_DEPTH, or with an alias to itself; refused before it is built."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1 base-60 numbers: `time_limit: 24:00:00` must stay a string, not 86400."""
+    """SafeLoader without YAML 1.1 base-60 numbers (`time_limit: 24:00:00` must stay a string, not 86400), that counts
+    the document's size with aliases expanded while it composes it, so an alias bomb is refused in linear time."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._expanded: dict[int, int] = {}  # id(node) -> its size with aliases expanded (the tree keeps nodes alive)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        alias = self.check_event(yaml.AliasEvent)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(f"the document nests mappings and lists more than {MAX_YAML_DEPTH} levels deep")
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if alias:
+            if id(node) not in self._expanded:
+                raise YamlLimitError("an alias refers to the mapping or list that contains it (a cycle)")
+            return node
+        if isinstance(node, yaml.SequenceNode):
+            count = 1 + sum(self._expanded[id(child)] for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            count = 1 + sum(self._expanded[id(k)] + self._expanded[id(v)] for k, v in node.value)
+        else:
+            count = 1
+        if count > MAX_YAML_NODES:
+            raise YamlLimitError(f"the document expands to more than {MAX_YAML_NODES:,} nodes (aliases nested in aliases?); "
+                                 "write the values out instead of nesting aliases")
+        self._expanded[id(node)] = count
+        return node
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -535,20 +585,64 @@ def _node_to_data(loader: _Loader, node: yaml.Node, path: KeyPath, lines: dict[K
     return loader.construct_object(node, deep=True)
 
 
+def _read_yaml_text(path: Path) -> str:
+    """The file's text; ValueError with a one-line reason when it is missing, unreadable, too big or not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except IsADirectoryError:
+        raise ValueError("is a directory, not a YAML file") from None
+    except OSError as e:
+        raise ValueError(f"cannot read: {e.strerror}") from None
+    if len(raw) > MAX_YAML_FILE_BYTES:
+        raise ValueError(f"larger than {format_size(MAX_YAML_FILE_BYTES)}: not a policy or price table")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start}): is this the YAML file you meant?") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    if isinstance(e, YamlLimitError):
+        return f"refused: {e}"
+    if isinstance(e, yaml.reader.ReaderError):  # a control character: binary data, not text
+        return f"not a text file: character #x{e.character:04x} at byte {e.position} is not allowed in YAML"
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return f"YAML syntax error: {where}{e.problem or e.context}"
+    return f"YAML error: {str(e).splitlines()[0]}"
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """The data of one YAML file (a price table, a probe of a file's kind), read with the policies' limits and
+    resolvers; UsageError naming the file, in one line, for anything that is not a readable YAML document."""
+    try:
+        loader = _Loader(_read_yaml_text(Path(path)))
+    except ValueError as e:
+        raise UsageError(str(e), path=str(path)) from None
+    except yaml.YAMLError as e:
+        raise UsageError(_yaml_problem(e), path=str(path)) from None
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise UsageError(_yaml_problem(e), path=str(path)) from None
+    finally:
+        loader.dispose()
+
+
 def _load_yaml(path: Path, problems: list[Problem]) -> _Document | None:
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        problems.append(Problem(file, "", "file not found"))
+        loader = _Loader(_read_yaml_text(path))  # the reader refuses control characters here already
+    except ValueError as e:
+        problems.append(Problem(file, "", str(e)))
         return None
-    except UnicodeDecodeError as e:
-        problems.append(Problem(file, "", f"not UTF-8 text (byte {e.start})"))
+    except yaml.YAMLError as e:
+        problems.append(Problem(file, "", _yaml_problem(e)))
         return None
-    except OSError as e:
-        problems.append(Problem(file, "", f"cannot read: {e.strerror}"))
-        return None
-    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -556,13 +650,8 @@ def _load_yaml(path: Path, problems: list[Problem]) -> _Document | None:
             return None
         lines: dict[KeyPath, int] = {}
         data = _node_to_data(loader, node, (), lines, problems, file)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problems.append(Problem(file, "", f"YAML syntax error: {where}{e.problem or e.context}"))
-        return None
     except yaml.YAMLError as e:
-        problems.append(Problem(file, "", f"YAML error: {str(e).splitlines()[0]}"))
+        problems.append(Problem(file, "", _yaml_problem(e)))
         return None
     finally:
         loader.dispose()

@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import yaml
-
-from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass
+from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, read_yaml
 from .errors import UsageError
 from .keys import KeyClass, object_key
 from .records import Entry, EntryKind, read_records
@@ -112,12 +110,10 @@ class Prices:
 
 
 def load_prices(path: Path, region: str) -> Prices:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UsageError(f"cannot read the price table: {e.strerror}", path=str(path)) from e
-    except yaml.YAMLError as e:
-        raise UsageError(f"not valid YAML: {str(e).splitlines()[0]}", path=str(path)) from e
+    return _prices(read_yaml(path), path, region)
+
+
+def _prices(data: Any, path: Path, region: str) -> Prices:
     if not isinstance(data, dict) or data.get("kind") != "pricing":
         raise UsageError("not a price table (it must say `kind: pricing`)", path=str(path))
     for key in ("date", "currency", "regions"):
@@ -128,6 +124,8 @@ def load_prices(path: Path, region: str) -> Prices:
         known = ", ".join(sorted(regions)) if isinstance(regions, dict) else "none"
         raise UsageError(f"regions: no prices for region {region!r} (known: {known})", path=str(path),
                          hint="add the region to the table, or pass --region")
+    if not isinstance(regions[region], dict):
+        raise UsageError(f"regions.{region}: expected a mapping of prices", path=str(path))
     return Prices(str(path), str(data["date"]), str(data["currency"]), region, regions[region])
 
 
@@ -137,12 +135,12 @@ _SECTIONS = ("storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000"
 
 def check_price_table(path: Path) -> str:
     """Every region of a price table checked (sections present, every price a number >= 0); a one-line summary."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path)
     regions = data.get("regions") if isinstance(data, dict) else None
     if not isinstance(regions, dict) or not regions:
         raise UsageError("regions: missing or empty", path=str(path))
     for region in regions:
-        prices = load_prices(path, region)
+        prices = _prices(data, path, str(region))
 
         def walk(node: Any, keys: tuple[str, ...]) -> None:
             if isinstance(node, Mapping):

@@ -25,6 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from . import globs
 from .errors import Fs3gError, UsageError
 from .records import Entry, EntryKind, RunSpiller, sorted_stream
 
@@ -114,9 +115,10 @@ class ScanResult:
 class ExcludeMatcher:
     """Exclude globs, matched against the path relative to its root.
 
-    A pattern without `/` matches a name at any depth (`*.tmp`); one with `/` matches the relative path from the
-    root (`projects/*/scratch`), where `**` spans any number of directories (`**/.snapshot`). `*` and `?` never
-    cross `/`. An excluded directory is not descended into.
+    A pattern without `/` matches a name at any depth (`*.tmp`, `*.[ch]`); one with `/` matches the relative path
+    from the root (`projects/*/scratch`), where `**` spans any number of directories (`**/.snapshot`, `**/tmp/**`).
+    `*`, `?` and `[...]` never match `/`; the syntax is globs.translate's. An excluded directory is not descended into.
+    Every pattern is translated once, into one alternation per kind, so a name costs one regex match.
     """
 
     def __init__(self, patterns: Sequence[str]):
@@ -124,29 +126,11 @@ class ExcludeMatcher:
         name_res, path_res = [], []
         for pattern in self.patterns:
             if "/" in pattern.strip("/"):
-                path_res.append(self._translate(pattern.strip("/")))
+                path_res.append(globs.translate(pattern.strip("/")))
             else:
-                name_res.append(self._translate(pattern.strip("/")))
+                name_res.append(globs.translate(pattern.strip("/")))
         self._name = re.compile(b"|".join(name_res)) if name_res else None
         self._path = re.compile(b"|".join(path_res)) if path_res else None
-
-    # Longest first: `**/` before `**` before `*`.
-    _GLOB_TOKENS = ((b"**/", b"(?:[^/]*/)*"), (b"**", b".*"), (b"*", b"[^/]*"), (b"?", b"[^/]"))
-
-    @classmethod
-    def _translate(cls, pattern: str) -> bytes:
-        raw = os.fsencode(pattern)
-        out, i = [], 0
-        while i < len(raw):
-            for token, regex in cls._GLOB_TOKENS:
-                if raw.startswith(token, i):
-                    out.append(regex)
-                    i += len(token)
-                    break
-            else:
-                out.append(re.escape(raw[i:i + 1]))
-                i += 1
-        return b"(?:" + b"".join(out) + b")\\Z"
 
     def excluded(self, rel_path: bytes, name: bytes) -> bool:
         if self._name is not None and self._name.match(name):

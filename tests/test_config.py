@@ -12,7 +12,7 @@ import pytest
 from fs3g_hpc.cli import main
 from fs3g_hpc.config import (FileKind, RestoreTier, StorageClass, UPLOADER_OVERHEAD_BYTES, load_policy, schema_keys,
                              validate_file)
-from fs3g_hpc.errors import ConfigError
+from fs3g_hpc.errors import ConfigError, UsageError
 from fs3g_hpc.resources import DataDir, data_dir
 from fs3g_hpc.sizes import GIB, KIB, MIB
 
@@ -258,3 +258,123 @@ def test_console_script_end_to_end(tmp_path):
 
 def test_gib_constant_sanity():
     assert GIB == 1024 * MIB  # the formulas above are written in these units
+
+
+# --- files that are not YAML text, and alias bombs --------------------------------------------------------------------
+
+BROKEN_FILES = {
+    "random bytes": (lambda p: p.write_bytes(bytes(range(128, 256)) * 8 + b"\xff\xfe"), "not UTF-8 text (byte 0)"),
+    "binary text": (lambda p: p.write_bytes(b"kind: lab\n\x00\x01\x02"), "not a text file: character #x0000"),
+    "directory": (lambda p: p.mkdir(), "is a directory, not a YAML file"),
+    "missing": (lambda p: None, "file not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FILES))
+@pytest.mark.parametrize("command", ["validate", "plan", "estimate"])
+def test_unreadable_or_binary_policy_is_one_line_exit_2(tmp_path, case, command):
+    """Non-UTF-8 bytes gave `internal error: UnicodeDecodeError` (exit 3); a NUL gave `ReaderError` (exit 3)."""
+    make, message = BROKEN_FILES[case]
+    path = tmp_path / "g.yaml"
+    make(path)
+    argv = [str(path)] if command == "validate" else ["--config", str(path)]
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", command, *argv], capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert len(proc.stderr.splitlines()) == 1 and f"{path}: {message}" in proc.stderr, proc.stderr
+
+
+def test_permission_denied_policy_is_one_line_exit_2(tmp_path, capsys):
+    """Mode 000; as root (who reads anything) the check runs in a forked child that became nobody."""
+    import os
+
+    path = write(tmp_path, "lab.yaml", GOOD_LAB)
+    path.chmod(0)
+    if os.geteuid() != 0:
+        rc, err, _ = run_validate(capsys, path)
+        assert (rc, err) == (2, [f"{path}: cannot read: Permission denied"])
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, load, report the problems through the pipe, never return into pytest
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            lines = [str(p) for p in validate_file(path).problems]
+            os.write(write_end, "\n".join(lines).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        reported = f.read().decode()
+    os.waitpid(pid, 0)
+    assert reported == f"{path}: cannot read: Permission denied"
+
+
+@pytest.mark.parametrize("case", ["random bytes", "binary text", "directory"])
+def test_broken_site_file_named_by_a_lab(tmp_path, capsys, case):
+    make, message = BROKEN_FILES[case]
+    make(tmp_path / "site.yaml")
+    lab = write(tmp_path, "lab.yaml", GOOD_LAB + "site: site.yaml\n")
+    rc, err, _ = run_validate(capsys, lab)
+    assert rc == 2 and len(err) == 1 and err[0].endswith("(line 7)")
+    assert err[0].startswith(f"{lab}: site: site file {tmp_path / 'site.yaml'}: {message}")
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FILES))
+def test_broken_price_table_is_one_line_exit_2(tmp_path, case):
+    from fs3g_hpc.estimate import check_price_table, load_prices
+
+    make, message = BROKEN_FILES[case]
+    path = tmp_path / "pricing.yaml"
+    make(path)
+    for call in (lambda: load_prices(path, "us-east-1"), lambda: check_price_table(path)):
+        with pytest.raises(UsageError) as caught:
+            call()
+        assert str(caught.value).startswith(f"{path}: {message}")
+
+
+def laughs(levels: int, width: int = 9) -> str:
+    """A few hundred bytes that stand for width**levels strings."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def merge_bomb(levels: int) -> str:
+    """Merge keys that double a mapping's pairs at each level."""
+    lines = ["m0: &m0 {a: 1, b: 2}"]
+    for i in range(1, levels + 1):
+        lines.append(f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: 1}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text,message", [
+    (laughs(9), "refused: the document expands to more than 100,000 nodes"),  # 9**9: minutes without the bound
+    (merge_bomb(40), "refused: the document expands to more than 100,000 nodes"),
+    ("a: &a [1, *a]\n", "refused: an alias refers to the mapping or list that contains it"),
+    ("a: " + "[" * 500 + "]" * 500 + "\n", "refused: the document nests mappings and lists more than 64 levels"),
+])
+@pytest.mark.parametrize("kind", ["lab", "pricing"])
+def test_alias_bombs_are_refused(tmp_path, text, message, kind):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"kind: {kind}\n" + text)
+    assert len(path.read_bytes()) < 2000
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "validate", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"{path}: {message}") and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_aliases_within_the_bound_still_work(tmp_path):
+    lab = write(tmp_path, "lab.yaml", GOOD_LAB + "common: &x ['*.tmp', '*.bak']\nexclude: *x\n")
+    text = lab.read_text().replace("common: &x ['*.tmp', '*.bak']\nexclude: *x\n", "exclude: &x ['*.tmp', '*.bak']\n")
+    lab.write_text(text + "slurm: {extra_sbatch_options: *x}\n".replace("*x", "['--constraint=ib']"))
+    policy = load_policy(lab, environ={})
+    assert policy.exclude == ("*.tmp", "*.bak")
+    from fs3g_hpc.config import MAX_YAML_NODES, read_yaml
+
+    big = tmp_path / "big.yaml"
+    big.write_text(laughs(4) + "kind: x\n")  # 9**4 = 6,561 strings: fine
+    assert len(read_yaml(big)["l4"]) == 9 and MAX_YAML_NODES >= 100_000

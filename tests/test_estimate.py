@@ -182,3 +182,58 @@ def test_validate_checks_a_price_table(tmp_path):
     bad.write_text(Path(PRICES).read_text().replace("GLACIER: 0.0036", "GLACIER: -1"))
     proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and "storage_gb_month.GLACIER: must be a number >= 0" in proc.stderr
+
+
+# --- the shipped price table covers the regions research sites use ---------------------------------------------------
+
+REQUIRED_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-central-1",
+                    "eu-north-1", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-south-1")
+
+
+def test_shipped_price_table_prices_every_region_in_full():
+    from fs3g_hpc.config import TRANSITION_CLASSES, read_yaml
+
+    data = read_yaml(PRICES)
+    assert str(data["date"]) == "2025-11-01" and "pricing" in data["source"] and data["currency"] == "USD"
+    assert set(REQUIRED_REGIONS) <= set(data["regions"])
+    sections = {"storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000", "transition_per_1000",
+                "minimum_days", "minimum_object_bytes", "archive_overhead_bytes", "retrieval", "transfer_out_per_gb"}
+    classes = {"STANDARD"} | {c.value for c in TRANSITION_CLASSES}
+    for region, table in data["regions"].items():
+        assert set(table) == sections, region
+        prices = load_prices(PRICES, region)
+        for klass in classes:
+            assert prices.storage(klass) > 0 and prices.put(klass) > 0, (region, klass)
+        for klass in classes - {"STANDARD"}:
+            assert prices.transition(klass) > 0, (region, klass)
+        assert prices.tiers("GLACIER") == ["Bulk", "Standard", "Expedited"]
+        assert prices.tiers("DEEP_ARCHIVE") == ["Bulk", "Standard"]
+        # Deep Archive is the cheapest storage everywhere, STANDARD the dearest of the three.
+        assert prices.storage("DEEP_ARCHIVE") < prices.storage("GLACIER") < prices.storage("STANDARD"), region
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "validate", str(PRICES)], capture_output=True, text=True)
+    assert proc.returncode == 0 and all(r in proc.stdout for r in REQUIRED_REGIONS), proc.stderr
+
+
+@pytest.mark.parametrize("region", [None, *REQUIRED_REGIONS])
+def test_estimate_on_the_shipped_site_works_in_every_region(tmp_path, capsys, region):
+    """The shipped site sets us-west-2, which the table lacked: every lab on it failed `fs3g estimate`."""
+    from fs3g_hpc.cli import main
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "small").write_bytes(b"x" * 100)
+    (root / "big").write_bytes(b"y" * (300 * 1024))
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(textwrap.dedent(f"""\
+        site: {data_file(DataDir.CONFIGS, 'site.yaml')}
+        lab: {{name: est}}
+        roots: [{root}]
+        s3: {{bucket: est-bucket{f', region: {region}' if region else ''}}}
+        run_root: {tmp_path / 'runs'}
+        """))
+    assert main(["estimate", "--config", str(lab), "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert (data["stored"]["small_files"], data["stored"]["large_files"]) == (1, 1)
+    assert data["region"] == (region or "us-west-2") and data["prices_date"] == "2025-11-01"

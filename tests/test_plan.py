@@ -402,3 +402,39 @@ def test_entries_under_an_unreadable_directory_are_not_reported_deleted(tree, tm
     third = make_plan(policy, tmp_path / "runs" / "third", options)  # readable again: all still known
     assert third.header["planned"]["files"] == 0
     assert third.header["changes"]["unchanged"]["files"] == len(expected)
+
+
+def test_plan_applies_shell_glob_classes(tmp_path):
+    """`fs3g plan` with `*.[ch]`, `[!a]*.log` and `**/tmp/**` on a real tree, names that are not UTF-8 included."""
+    from test_scan import GLOB_EXCLUDES, make_glob_tree
+
+    root = tmp_path / "tree"
+    keep, drop = make_glob_tree(root)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(textwrap.dedent(f"""\
+        lab: {{name: globs}}
+        roots: [{root}]
+        exclude: {json.dumps(GLOB_EXCLUDES)}
+        s3: {{bucket: fs3g-plan-test}}
+        run_root: {tmp_path / 'runs'}
+        """))
+    proc = fs3g("plan", "--config", str(lab), "--run-dir", str(tmp_path / "run"), "--scan-workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    broot = os.fsencode(str(root))
+    planned = {e.path[len(broot) + 1:] for shard in shard_entries(tmp_path / "run") for e in shard}
+    assert planned == {p for p in keep if os.path.isfile(broot + b"/" + p)}
+    assert not planned & drop
+
+
+@pytest.mark.parametrize("pattern,message", [
+    ("[z-a]*", "range z-a is empty"), ("[[:letter:]]", "unknown class [:letter:]"),
+    ("[é-ü]", "ranges must be between ASCII characters"),
+])
+def test_bad_exclude_pattern_fails_at_load(tmp_path, pattern, message):
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(f"lab: {{name: g}}\nroots: [/data]\nexclude: [ok.tmp, {json.dumps(pattern)}]\n"
+                   "s3: {bucket: fs3g-plan-test}\nrun_root: /scratch/runs\n")
+    proc = fs3g("validate", str(lab))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{lab}: exclude: item 1: {pattern!r}: ") and message in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr

@@ -241,3 +241,55 @@ def test_record_files_round_trip_and_merge_in_levels(tmp_path):
     remaining = merge_runs(runs, tmp_path, fan_in=3)
     assert len(remaining) <= 3
     assert list(merge_sorted(remaining)) == sorted(entries, key=lambda e: e.key)
+
+
+# --- shell glob classes in excludes ----------------------------------------------------------------------------------
+
+GLOB_EXCLUDES = ["*.[ch]", "[!a]*.log", "**/tmp/**"]
+
+
+def make_glob_tree(root: Path) -> tuple[set[bytes], set[bytes]]:
+    """Relative paths the GLOB_EXCLUDES keep, and those they drop (names not UTF-8 included)."""
+    keep = [b"main.o", b"a.log", b"src/a.cc", b"src/x.[ch]", b"src/atmp/f", b"docs/tmpfile", b"abc.log.gz",
+            b"\xff\xfe.txt", b"n\xe9/a-\xff.log"]
+    drop = [b"main.c", b"src/lib.h", b"b.log", b"src/\xff.log", b"\xe9t\xe9.c", b"tmp/x", b"src/tmp/deep/y",
+            b"src/tmp/z.dat", b"tmp"]
+    broot = os.fsencode(str(root))
+    for rel in keep + drop:
+        path = broot + b"/" + rel
+        if rel == b"tmp":
+            continue  # the directory itself, made by tmp/x
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"x")
+    dirs = {b"src", b"docs", b"src/atmp", b"n\xe9"}
+    return set(keep) | dirs, set(drop) | {b"src/tmp", b"src/tmp/deep"}
+
+
+def test_glob_classes_match_as_in_the_shell():
+    """`[...]` was taken literally: `*.[ch]` matched only a file named `x.[ch]`."""
+    m = ExcludeMatcher(GLOB_EXCLUDES + ["data[0-9][[:digit:]]", "[^.]*.bak", "run-?.out", "lit\\*"])
+    assert m.excluded(b"d/x.c", b"x.c") and m.excluded(b"x.h", b"x.h")
+    assert not m.excluded(b"d/x.[ch]", b"x.[ch]") and not m.excluded(b"x.o", b"x.o")
+    assert m.excluded(b"b.log", b"b.log") and not m.excluded(b"a.log", b"a.log") and not m.excluded(b"x/a.l", b"a.l")
+    assert m.excluded(b"data42", b"data42") and not m.excluded(b"data4x", b"data4x")
+    assert m.excluded(b"x.bak", b"x.bak") and not m.excluded(b".x.bak", b".x.bak")
+    assert m.excluded("run-é.out".encode(), "run-é.out".encode()) and m.excluded(b"run-\xff.out", b"run-\xff.out")
+    assert not m.excluded(b"run-ab.out", b"run-ab.out")
+    assert m.excluded(b"lit*", b"lit*") and not m.excluded(b"litx", b"litx")
+    assert m.excluded(b"tmp", b"tmp") and m.excluded(b"a/b/tmp", b"tmp") and m.excluded(b"a/tmp/b/c", b"c")
+    assert not m.excluded(b"a/tmpx/c", b"c") and not m.excluded(b"a/xtmp", b"xtmp")
+    unclosed = ExcludeMatcher(["a[b"])  # as the shell: an unclosed `[` is literal
+    assert unclosed.excluded(b"a[b", b"a[b") and not unclosed.excluded(b"ab", b"ab")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_glob_classes_exclude_from_a_real_tree(tmp_path, workers):
+    root = tmp_path / "tree"
+    keep, drop = make_glob_tree(root)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = scan([str(root)], GLOB_EXCLUDES, work, ScanSettings(workers=workers, in_process_entries=0))
+    broot = os.fsencode(str(root))
+    walked = {e.path[len(broot) + 1:] for e in result.sorted_entries(work)} - {b""}
+    assert walked == keep and not walked & drop
