@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .cli import ExitCode, Executor, _Parser, _positive, _run_restore, _submit, run_parser
+from .cli import ExitCode, Executor, _Parser, _positive, _run_restore, _submit, check_target, run_parser
 from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .sizes import MIB
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         if not Path(d).is_dir():
             raise UsageError("not a directory", path=d)
     policy = build_policy(args, directories)
+    if args.show_bucket_policy or args.restore or not args.backup:  # --backup checks after its plan, in _submit
+        check_target(policy, write=False)
     if args.show_bucket_policy:
         from .transfer.lifecycle import show_bucket_policy
 
