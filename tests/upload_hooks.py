@@ -75,3 +75,8 @@ def _owner(key: str, me: str) -> str:
                 return pid
         f.write(f"{me} {key}\n")
         return me
+
+
+def explode(client: Any) -> None:
+    """A bug where no per-file handler catches it: the client cannot be made, so `fs3g run-shard` fails as a whole."""
+    raise RuntimeError("the test hook exploded")
