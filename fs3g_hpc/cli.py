@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -540,6 +539,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .config import RestoreTier
     from .restore import RestoreRequest, default_restore_dir, prepare_restore
 
+    if args.at is not None:
+        args.at = checked_begin_time(args.at)
     policy = load_policy(args.config)
     if args.at and args.executor == Executor.LOCAL.value:
         raise UsageError("--at schedules the restore's jobs: it needs Slurm (--executor slurm)")
@@ -557,15 +558,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return _run_restore(layout.run_dir, Executor(args.executor), args.wait, begin_at=args.at)
 
 
-_BEGIN_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2})?|\d{4}-\d{2}-\d{2}(T\d{1,2}:\d{2}(:\d{2})?)?|"
-                         r"now\+\d+(seconds|minutes|hours|days|weeks)?|midnight|noon|today|tomorrow")
+def checked_begin_time(text: str) -> str:
+    """`--at TIME`, checked before anything is selected or written: by the cluster's own `sbatch --test-only` where
+    Slurm answers (so every form that sbatch takes is taken), else by the grammar of sbatch(1) (begintime.py)."""
+    from .begintime import EXAMPLES, is_begin_time
+    from .slurm import commands
 
-
-def _begin_time(text: str) -> str:
-    """A time `sbatch --begin` takes, checked before anything is selected or written."""
-    if not _BEGIN_TIME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time sbatch --begin takes (e.g. 02:00, "
-                                         "2026-12-01T02:00, now+2hours, tomorrow)")
+    verdict = commands.begin_time_accepted(text) if commands.slurm_available() else None
+    if not (is_begin_time(text) if verdict is None else verdict):
+        raise UsageError(f"--at {text!r}: not a time sbatch --begin takes",
+                         hint=f"e.g. {EXAMPLES} (see sbatch(1), --begin)")
     return text
 
 
@@ -890,9 +892,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
     p.add_argument("--days", type=_positive, metavar="N", help="days the restored copies stay readable")
     p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
-    p.add_argument("--at", type=_begin_time, metavar="TIME",
-                   help="begin the whole restore chain at TIME (sbatch --begin: 02:00, 2026-12-01T02:00, "
-                        "now+2hours, tomorrow); selection happens now")
+    p.add_argument("--at", metavar="TIME",
+                   help="begin the whole restore chain at TIME, any time sbatch --begin takes (02:00, 4:00PM, "
+                        "16:00 tomorrow, 2026-12-01T02:00, now+2hours, now+30minutes, tomorrow, 0101); "
+                        "selection happens now")
     p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/restore-<time>)")
     _add_executor_arguments(p)
     p.set_defaults(func=cmd_restore)
