@@ -22,7 +22,7 @@ from .manifest import (RunLayout, ShardJournal, ensure_private_dir, failures_fil
                        shard_result_file, write_json_atomic)
 from .records import display_path, read_records
 from .signals import StopOnSignals
-from .sizes import format_size
+from .sizes import format_duration, format_size
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.uploader import FileReport, Outcome, ShardUploader, Totals, UploadSettings
 
@@ -80,7 +80,7 @@ class _Progress:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = t.bytes_done / elapsed
         left = max(t.bytes_total - t.bytes_done, 0)
-        eta = time.strftime("%H:%M:%S", time.gmtime(left / rate)) if rate > 0 and left else "--:--:--"
+        eta = format_duration(left / rate) if rate > 0 and left else "--:--:--"
         return (f"shard {self.shard}: {t.files_done:,}/{t.files_total:,} files, {format_size(t.bytes_done)}/"
                 f"{format_size(t.bytes_total)}, {rate / 1e6:.1f} MB/s, {t.files_failed} failed, ETA {eta}")
 

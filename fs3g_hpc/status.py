@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .manifest import RunLayout, journal_file, read_done_records, read_json, shard_result_file
-from .sizes import format_size
+from .sizes import format_duration, format_size
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def describe(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] 
         speed = bytes_done / elapsed
         rate = f", {speed / 1e6:.1f} MB/s"
         if speed > 0 and bytes_done < total:
-            eta = ", ETA " + time.strftime("%H:%M:%S", time.gmtime((total - bytes_done) / speed))
+            eta = ", ETA " + format_duration((total - bytes_done) / speed)
     report = run_dir / "report.json"
     verdict = ""
     if report.exists():
