@@ -9,7 +9,8 @@ failure is of a kind a retry can mend.
 `TargetError` (exit 2) naming the bucket and endpoint and saying what to do; other failures give None.
 
 `check_target(policy, write=...)` is the preflight every command that talks to the bucket runs before it starts work:
-one `ListObjectsV2` of at most one key under the lab's prefix (bucket exists, credentials valid, listing allowed), and
+one `ListObjectsV2` of `PREFIX/.fs3g-probe/` (bucket exists, credentials valid, listing under the lab's prefix
+allowed; it holds nothing, so no object of the lab's is read), and
 for a backup a write probe. The probe creates a multipart upload at `PREFIX/.fs3g-probe/<host>-<pid>-<random>` and
 aborts it at once: S3 authorises CreateMultipartUpload as s3:PutObject, so it proves the same permission a PUT would,
 and an aborted upload leaves no object, no version and no delete marker behind (a PUT and DELETE of a probe object
@@ -190,11 +191,13 @@ def check_target(policy: Policy, *, write: bool, client: Any = None) -> None:
             connect_timeout_s=PREFLIGHT_CONNECT_TIMEOUT_S))
     bucket, prefix = policy.s3.bucket, policy.s3.prefix.strip("/")
     endpoint = client.meta.endpoint_url
+    probe_dir = "/".join(p for p in (prefix, PROBE_DIR) if p)
     try:
-        client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+        # Listed under the probe directory (inside the lab's prefix, where the lab may list), which holds nothing:
+        # the check reads no object of the lab's.
+        client.list_objects_v2(Bucket=bucket, Prefix=f"{probe_dir}/", MaxKeys=1)
         if write:
-            key = "/".join(p for p in (prefix, PROBE_DIR, f"{socket.gethostname()}-{os.getpid()}-"
-                                                          f"{secrets.token_hex(6)}") if p)
+            key = f"{probe_dir}/{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
             upload = client.create_multipart_upload(Bucket=bucket, Key=key)
             try:
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
