@@ -37,4 +37,4 @@ def test_status_eta_of_days_shows_the_days(tmp_path):
     first = describe(run_dir)[0]
     eta = re.search(r"ETA (\S+)", first)
     assert eta and re.fullmatch(r"\d+-\d{2}:\d{2}:\d{2}", eta.group(1)), first
-    assert int(eta.group(1).split("-")[0]) > 1000  # 10 TB at about a kB/s: years, not hours
+    assert int(eta.group(1).split("-")[0]) >= 1  # 10 TB with 1 kB done in (well over) 10 µs: days at the least
