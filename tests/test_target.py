@@ -142,3 +142,25 @@ def test_retryable_kinds():
     assert not any(k.retryable for k in (FailureKind.ACCESS_DENIED, FailureKind.NO_SUCH_BUCKET,
                                          FailureKind.BAD_CREDENTIALS, FailureKind.NO_CREDENTIALS,
                                          FailureKind.REFUSED))
+
+
+def test_submit_of_a_plan_and_fasts3plusglacier_backup_check_the_bucket_first(moto_bucket, tmp_path):
+    """`fs3g submit RUN_DIR` and `fasts3plusglacier --backup` to a missing bucket: one line, exit 2, no shard ran."""
+    from fs3g_hpc.config import load_policy
+    from fs3g_hpc.plan import PlanOptions, make_plan
+    from fs3g_hpc.scan import ScanSettings
+
+    absent = f"{moto_bucket.name}-absent"
+    config = write_policy(tmp_path, absent, moto_bucket.endpoint_url)
+    run_dir = make_plan(load_policy(config, environ={}), tmp_path / "runs" / "tgt" / "tgt-plan",
+                        PlanOptions(scan=ScanSettings(workers=0))).run_dir
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "submit", str(run_dir), "--executor", "local", "--wait"],
+                          capture_output=True, text=True, timeout=120)
+    assert_one_line_exit_2(proc, f"bucket '{absent}' does not exist")
+    assert_no_backup_ran(tmp_path, proc)
+
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_bucket.endpoint_url, "FS3G_RUN_ROOT": str(tmp_path / "compat")}
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc.compat", "--bucketname", absent, "--backup",
+                           str(tmp_path / "data")], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert_one_line_exit_2(proc, f"bucket '{absent}' does not exist at {moto_bucket.endpoint_url}")
+    assert not list((tmp_path / "compat").rglob("shard-local-*")) and not list((tmp_path / "compat").rglob("retry-*"))
