@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -196,7 +195,7 @@ def _run_local(run_dir: Path, shards: list[dict], shard_command: str, merge: Cal
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .manifest import RunLayout, write_json_atomic
-    from .merge import describe_failures, failed_file, may_retry, merge_run
+    from .merge import describe_failures, failed_file, may_retry, merge_run, retryable_failures
     from .plan import make_retry_plan
 
     report = merge_run(Path(args.run_dir))
@@ -205,9 +204,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return ExitCode.OK
     print("\n".join(describe_failures(report.run_dir)))
     if args.retry_executor == "none" or not may_retry(report):
+        why = ("" if args.retry_executor == "none" else
+               " (no automatic retry: none of these failures is one a retry can mend, such as access denied or a "
+               "vanished or unreadable file; fix them first)" if retryable_failures(report) == 0 else
+               f" (the policy's {report.data['retry_rounds']} automatic retries are used up)")
         print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge "
-              "again" + ("" if args.retry_executor == "none" else
-                         f" (the policy's {report.data['retry_rounds']} automatic retries are used up)"))
+              "again" + why)
         return ExitCode.DIFFERENCES
     retry = make_retry_plan(report.run_dir, failed_file(RunLayout(report.run_dir)))
     print(f"  retry {retry.header['retry_round']}: {retry.header['planned']['files']:,} files in "
@@ -236,6 +238,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from .transfer.lifecycle import apply_bucket_policy, read_state
 
     policy = load_policy(args.config)
+    check_target(policy, write=False)
     if args.policy_action == "show":
         state = read_state(policy)
         if args.json:
@@ -255,6 +258,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .scan import ScanSettings
 
     policy = load_policy(args.config)
+    if args.against_bucket:
+        check_target(policy, write=False)
     if args.executor is not None:
         return _compare_as_jobs(policy, args)
     if args.wait or args.run_dir:
@@ -265,6 +270,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
                            scan_settings=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records))
     report.finish(summary)
     return ExitCode.OK if summary.ok else ExitCode.DIFFERENCES
+
+
+def check_target(policy: Policy, *, write: bool, run_dir: Path | None = None) -> None:
+    """The preflight (transfer.target.check_target): one line and exit 2 when the bucket is missing, the credentials
+    are absent or refused, access is denied or the endpoint does not answer, before any job is submitted."""
+    from .transfer.target import check_target as check
+
+    try:
+        check(policy, write=write)
+    except UsageError as e:
+        if run_dir is not None:  # the plan is kept: once fixed, submitting it goes on from there
+            e.hint = f"{e.hint}; then run `fs3g submit {run_dir}`" if e.hint else f"then run `fs3g submit {run_dir}`"
+        raise
 
 
 class Executor(Enum):
@@ -291,6 +309,8 @@ def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
         executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
     if count == 0:
         print("nothing to upload; merging to record the catalog")
+    else:  # before any job: a missing bucket would otherwise fail every file, then every retry round
+        check_target(policy, write=True, run_dir=run_dir)
     if executor is Executor.LOCAL:
         return _backup_locally(run_dir)
     from .slurm.submit import submit_backup, wait_for_job
@@ -565,6 +585,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .config import RestoreTier
     from .restore import RestoreRequest, default_restore_dir, prepare_restore
 
+    if args.at is not None:
+        args.at = checked_begin_time(args.at)
     policy = load_policy(args.config)
     if args.at and args.executor == Executor.LOCAL.value:
         raise UsageError("--at schedules the restore's jobs: it needs Slurm (--executor slurm)")
@@ -572,6 +594,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     # Resolved here: the jobs that write it run in another working directory.
     dest = Path(args.dest or policy.restore.destination).absolute()
     run_dir = Path(args.run_dir) if args.run_dir else default_restore_dir(policy, datetime.now(timezone.utc))
+    check_target(policy, write=False)
     request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite)
     if args.dry_run:
         return _restore_dry_run(policy, request, args)
@@ -601,15 +624,16 @@ def _restore_dry_run(policy: Policy, request: RestoreRequest, args: argparse.Nam
     return ExitCode.OK
 
 
-_BEGIN_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2})?|\d{4}-\d{2}-\d{2}(T\d{1,2}:\d{2}(:\d{2})?)?|"
-                         r"now\+\d+(seconds|minutes|hours|days|weeks)?|midnight|noon|today|tomorrow")
+def checked_begin_time(text: str) -> str:
+    """`--at TIME`, checked before anything is selected or written: by the cluster's own `sbatch --test-only` where
+    Slurm answers (so every form that sbatch takes is taken), else by the grammar of sbatch(1) (begintime.py)."""
+    from .begintime import EXAMPLES, is_begin_time
+    from .slurm import commands
 
-
-def _begin_time(text: str) -> str:
-    """A time `sbatch --begin` takes, checked before anything is selected or written."""
-    if not _BEGIN_TIME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time sbatch --begin takes (e.g. 02:00, "
-                                         "2026-12-01T02:00, now+2hours, tomorrow)")
+    verdict = commands.begin_time_accepted(text) if commands.slurm_available() else None
+    if not (is_begin_time(text) if verdict is None else verdict):
+        raise UsageError(f"--at {text!r}: not a time sbatch --begin takes",
+                         hint=f"e.g. {EXAMPLES} (see sbatch(1), --begin)")
     return text
 
 
@@ -973,9 +997,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
     p.add_argument("--days", type=_positive, metavar="N", help="days the restored copies stay readable")
     p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
-    p.add_argument("--at", type=_begin_time, metavar="TIME",
-                   help="begin the whole restore chain at TIME (sbatch --begin: 02:00, 2026-12-01T02:00, "
-                        "now+2hours, tomorrow); selection happens now")
+    p.add_argument("--at", metavar="TIME",
+                   help="begin the whole restore chain at TIME, any time sbatch --begin takes (02:00, 4:00PM, "
+                        "16:00 tomorrow, 2026-12-01T02:00, now+2hours, now+30minutes, tomorrow, 0101); "
+                        "selection happens now")
     p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/restore-<time>)")
     _add_executor_arguments(p)
     p.add_argument("--dry-run", action="store_true",
@@ -1085,7 +1110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse, run the chosen command, and turn every outcome into one of our exit codes (fs3g and
-    fasts3plusglacier alike)."""
+    fasts3plusglacier alike). An internal error's traceback goes to a crash file (see crash.py) named in its line."""
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         _configure_logging(args.verbose)
@@ -1099,16 +1125,45 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> i
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
-    except Fs3gError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return ExitCode.INTERNAL
     except BrokenPipeError:
         return ExitCode.OK
-    except Exception as e:  # noqa: BLE001 - the last resort: one line, traceback only when asked for
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, the traceback in a crash file
+        target = _target_error(e)
+        if target is not None:  # the bucket, credentials or endpoint: the user's to fix
+            print(f"{parser.prog}: error: {target}", file=sys.stderr)
+            return ExitCode.USAGE
         log.debug("internal error", exc_info=True)
-        print(f"{parser.prog}: internal error: {type(e).__name__}: {e} "
-              "(rerun with -vv for the traceback, and report it)", file=sys.stderr)
+        where = _crash_file(e, argv, args)
+        if isinstance(e, Fs3gError):
+            print(f"{parser.prog}: error: {e}{where}", file=sys.stderr)
+        else:
+            print(f"{parser.prog}: internal error: {type(e).__name__}: {e}{where}; please report it",
+                  file=sys.stderr)
         return ExitCode.INTERNAL
+
+
+def _target_error(e: BaseException) -> Fs3gError | None:
+    """The one-line TargetError for a botocore failure the user must fix (no credentials, no such bucket, access
+    denied, endpoint unreachable) that reached the top; None for anything else. botocore is only looked at when it
+    was loaded: a command that never talked to S3 does not import it here."""
+    if "botocore" not in sys.modules:
+        return None
+    from .transfer.target import target_error
+
+    return target_error(e)
+
+
+def _crash_file(e: BaseException, argv: Sequence[str] | None, args: argparse.Namespace | None) -> str:
+    """Write the traceback to a crash file (RUN_DIR/logs when the command has a run directory) and return the text
+    naming it for the error line."""
+    from .crash import write_crash_file
+
+    run_dir = getattr(args, "run_dir", None) or getattr(args, "planned_run_dir", None)
+    try:
+        path = write_crash_file(e, [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)], run_dir)
+    except OSError as write_error:
+        return f" (no crash file: {write_error}; rerun with -vv for the traceback)"
+    return f" (traceback in {path})"
 
 
 def console_main() -> None:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .cli import ExitCode, Executor, _Parser, _positive, _run_restore, _submit, run_parser
+from .cli import ExitCode, Executor, _Parser, _positive, _run_restore, _submit, check_target, run_parser
 from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .sizes import MIB
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--dry-run goes with --backup or --restore (comparing and --show-bucket-policy write "
                          "nothing anyway)")
     policy = build_policy(args, directories)
+    if args.show_bucket_policy or args.restore or not args.backup:  # --backup checks after its plan, in _submit
+        check_target(policy, write=False)
     if args.show_bucket_policy:
         from .transfer.lifecycle import show_bucket_policy
 

@@ -26,6 +26,12 @@ class UsageError(Fs3gError):
     """Bad command-line usage or bad input named by the user (exit 2)."""
 
 
+class TargetError(UsageError):
+    """The bucket cannot be used as configured: no credentials, credentials refused, access denied, no such bucket,
+    endpoint unreachable. The user's to fix (exit 2); the message names the bucket and endpoint, the hint what to do.
+    Made by fs3g_hpc.transfer.target, the one place that reads botocore's exceptions for this."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One validation problem: `FILE: key.path: message (line N)`."""

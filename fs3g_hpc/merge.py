@@ -82,13 +82,14 @@ def _shard_state(layout: RunLayout, index: int) -> str:
     return str(json.loads(path.read_text()).get("status", "unknown"))
 
 
-def _failure_reasons(layout: RunLayout, index: int) -> dict[bytes, str]:
-    reasons: dict[bytes, str] = {}
+def _failure_reasons(layout: RunLayout, index: int) -> dict[bytes, tuple[str, bool]]:
+    """Each failed path's reason and whether a retry may mend it (files written before that field: yes)."""
+    reasons: dict[bytes, tuple[str, bool]] = {}
     path = failures_file(layout, index)
     if path.exists():
         for line in path.read_text(encoding="ascii").splitlines():
             item = json.loads(line)
-            reasons[os.fsencode(item["path"])] = f"{item['outcome']}: {item['detail']}"
+            reasons[os.fsencode(item["path"])] = (f"{item['outcome']}: {item['detail']}", item.get("retryable", True))
     return reasons
 
 
@@ -116,6 +117,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     bucket = policy.s3.bucket
     work = make_private_dir(layout.run_dir / ".merge-work")
     planned, verified, failed = Count(), Count(), Count()
+    retryable = Count()
     states: dict[str, int] = defaultdict(int)
     verified_entries: list[Path] = []
     fail_path = layout.run_dir / "failures.jsonl"
@@ -123,10 +125,13 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fail_out, ThreadPoolExecutor(LIST_THREADS) as pool, \
                 RecordWriter(failed_file(layout)) as failed_records:
-            def fail(entry: Entry, shard: int, reason: str) -> None:
+            def fail(entry: Entry, shard: int, reason: str, may_mend: bool = True) -> None:
                 failed.add(entry.size_bytes)
+                if may_mend:
+                    retryable.add(entry.size_bytes)
                 failed_records.write(entry)  # what a retry plan is cut from
-                fail_out.write(json.dumps({"path": os.fsdecode(entry.path), "shard": shard, "reason": reason}) + "\n")
+                fail_out.write(json.dumps({"path": os.fsdecode(entry.path), "shard": shard, "reason": reason,
+                                           "retryable": may_mend}) + "\n")
 
             for summary in header["shards"]:
                 index = summary["index"]
@@ -145,8 +150,10 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                     planned.add(entry.size_bytes)
                     record = done.get(entry.path)
                     if record is None:
-                        fail(entry, index, reasons.get(entry.path) or (
-                            f"not backed up: shard {index} {state}" if state != "done" else "not backed up"))
+                        # A shard that never reported (killed, node lost, time limit) may well finish next time.
+                        reason, may_mend = reasons.get(entry.path) or (
+                            f"not backed up: shard {index} {state}" if state != "done" else "not backed up", True)
+                        fail(entry, index, reason, may_mend)
                         continue
                     obj = listed.get(record.key)
                     problem = _mismatch(record, obj)
@@ -182,6 +189,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         "deleted": changes["deleted"],
         "skipped": header["skipped"],
         "failed": vars(failed),
+        "failed_retryable": vars(retryable),
         "failures_file": fail_path.name,
         "shard_states": dict(states),
         "shards": [{"index": s["index"], "state": _shard_state(layout, s["index"])} for s in header["shards"]],
@@ -221,7 +229,15 @@ def failed_file(layout: RunLayout) -> Path:
 
 
 def may_retry(report: MergeReport) -> bool:
-    return not report.ok and report.data["retry_round"] < report.data["retry_rounds"]
+    """A retry round is due when rounds are left and some failure is of a kind a retry can mend (see
+    transfer.target.FailureKind); a run whose failures are all permanent (access denied, vanished...) gets none."""
+    return (not report.ok and report.data["retry_round"] < report.data["retry_rounds"]
+            and retryable_failures(report) > 0)
+
+
+def retryable_failures(report: MergeReport) -> int:
+    """How many failed files a retry may mend (reports written before this was counted: every failure)."""
+    return int(report.data.get("failed_retryable", report.data["failed"])["files"])
 
 
 def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:

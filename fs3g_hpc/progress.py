@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Mapping, Sequence, TextIO
 
 from .errors import UsageError
 from .manifest import FILE_MODE, ShardedLayout
-from .sizes import format_size
+from .sizes import format_duration, format_size
 
 PROGRESS_FILE_INTERVAL_S = 1.0
 TTY_INTERVAL_S = 0.5
@@ -52,18 +52,6 @@ def log_interval_s(environ: Mapping[str, str] | None = None) -> float:
         raise UsageError(f"{INTERVAL_ENV}={text!r} is not a positive number of seconds",
                          hint=f"e.g. {INTERVAL_ENV}=60, or unset it for the default {DEFAULT_LOG_INTERVAL_S:.0f} s")
     return value
-
-
-def format_duration(seconds: float | None) -> str:
-    """`00:04:05`, `3d 04:05:06`; `--:--:--` when unknown (None, negative or infinite)."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--:--:--"
-    whole = int(round(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}d {clock}" if days else clock
 
 
 @dataclass(frozen=True)

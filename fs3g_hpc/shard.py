@@ -84,7 +84,7 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
             def report(item: FileReport) -> None:
                 with lock:
                     fail_out.write(json.dumps({"path": os.fsdecode(item.path), "outcome": item.outcome.value,
-                                               "detail": item.detail}) + "\n")
+                                               "detail": item.detail, "retryable": item.retryable}) + "\n")
                     fail_out.flush()
                     if item.outcome is not Outcome.INTERRUPTED:
                         if len(failures) < FAILURE_SAMPLE:

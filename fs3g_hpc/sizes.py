@@ -1,6 +1,9 @@
-"""Byte sizes as people write them in policies: `40MiB`, `1TB`, `16G`, `131072`."""
+"""Byte sizes as people write them in policies (`40MiB`, `1TB`, `16G`, `131072`), and durations as Slurm prints
+them (`2-12:00:00`)."""
 
 from __future__ import annotations
+
+import math
 
 import re
 
@@ -43,6 +46,20 @@ def parse_size(value: object) -> int:
     if total != int(total):
         raise ValueError(f"{value!r} is not a whole number of bytes")
     return int(total)
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration as Slurm prints elapsed and limit times: HH:MM:SS, with days in front past 24 h (`2-12:00:00`),
+    never wrapping; rounded to the second, negative counts as 0; `--:--:--` when unknown (None, NaN, infinite).
+    Every ETA and elapsed time in fs3g uses it."""
+    if seconds is None or not math.isfinite(seconds):
+        return "--:--:--"
+    total = max(0, round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
 
 
 def format_size(size_bytes: int) -> str:

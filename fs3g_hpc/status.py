@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from .manifest import RunLayout, journal_file, read_done_records, read_json, shard_result_file
-from .sizes import format_size
+from .sizes import format_duration, format_size
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class BackupRunStatus:
     def lines(self) -> list[str]:
         t = self.totals()
         rate = "" if self.rate_bytes_per_s is None else f", {self.rate_bytes_per_s / 1e6:.1f} MB/s"
-        eta = "" if self.eta_s is None else ", ETA " + time.strftime("%H:%M:%S", time.gmtime(self.eta_s))
+        eta = "" if self.eta_s is None else ", ETA " + format_duration(self.eta_s)
         verdict = ""
         if self.report is not None:
             verdict = (f"; merged: {self.report['verified']['files']:,} verified, "

@@ -55,15 +55,21 @@ def test_ctrl_c_exits_130(tmp_path):
     assert err.strip() == "interrupted"
 
 
-def test_internal_error_is_one_line_exit_3(monkeypatch, capsys):
+def test_internal_error_is_one_line_exit_3(monkeypatch, capsys, tmp_path):
+    """Without a run directory the traceback goes to a crash file in the user's state directory, named in the line."""
     def boom(args):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(cli, "cmd_validate", boom)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     assert cli.main(["validate", "x.yaml"]) == 3
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == ["fs3g: internal error: RuntimeError: disk on fire "
-                                        "(rerun with -vv for the traceback, and report it)"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    crashes = list((tmp_path / "state" / "fs3g" / "crashes").glob("crash-*.txt"))
+    assert len(crashes) == 1 and len(lines) == 1
+    assert lines[0] == f"fs3g: internal error: RuntimeError: disk on fire (traceback in {crashes[0]}); please report it"
+    assert crashes[0].stat().st_mode & 0o777 == 0o600
+    text = crashes[0].read_text()
+    assert "Traceback" in text and "disk on fire" in text and "validate x.yaml" in text
 
 
 def test_logging_is_not_configured_at_import():

@@ -190,10 +190,13 @@ def stubbed(tmp_path: Path):
     return client, botocore.stub.Stubber(client), policy_for(tmp_path, prefix="labs/genomics")
 
 
-def test_access_denied_is_a_service_error_with_the_permission_to_ask_for(tmp_path):
+def test_access_denied_is_the_users_to_fix_with_the_permission_to_ask_for(tmp_path):
+    """Access denied is a TargetError (a UsageError: exit 2), not a service failure (exit 3)."""
+    from fs3g_hpc.errors import TargetError
+
     client, stub, policy = stubbed(tmp_path)
     stub.add_client_error("get_bucket_lifecycle_configuration", "AccessDenied", "Access Denied", 403)
-    with stub, pytest.raises(ServiceError) as e:
+    with stub, pytest.raises(TargetError) as e:
         show_bucket_policy(policy, client)
     assert "s3:GetLifecycleConfiguration" in str(e.value) and "\n" not in str(e.value)
 

@@ -18,17 +18,8 @@ import pytest
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.localexec import Interrupted, run_locally
 from fs3g_hpc.manifest import ShardedLayout
-from fs3g_hpc.progress import (Counters, RunProgress, ShardProgress, eta_s, format_duration, format_line,
+from fs3g_hpc.progress import (Counters, RunProgress, ShardProgress, eta_s, format_line,
                                log_interval_s, progress_file, read_progress, throughput, timing_fields, timing_line)
-
-
-@pytest.mark.parametrize("seconds, text", [
-    (0, "00:00:00"), (59.4, "00:00:59"), (61, "00:01:01"), (3600 * 5 + 7, "05:00:07"),
-    (86400 + 3600 + 60 + 1, "1d 01:01:01"), (86400 * 12, "12d 00:00:00"),
-    (None, "--:--:--"), (-1, "--:--:--"), (float("inf"), "--:--:--"), (float("nan"), "--:--:--"),
-])
-def test_format_duration_has_days_and_an_unknown_form(seconds, text):
-    assert format_duration(seconds) == text
 
 
 def test_format_line_gives_files_bytes_rates_and_eta():
@@ -58,7 +49,7 @@ def test_throughput_and_timing_line():
     assert throughput(100, 10**6, 0.0) == {"files_per_s": None, "bytes_per_s": None}
     assert timing_line({"elapsed_s": 90061.0, "shard_phase_s": 30.0,
                         "throughput": throughput(100, 10**6, 4.0)}) == \
-        "  elapsed   1d 01:01:01 (shards 00:00:30), 25.0 files/s, 0.2 MB/s"
+        "  elapsed   1-01:01:01 (shards 00:00:30), 25.0 files/s, 0.2 MB/s"
     assert timing_line({"elapsed_s": None, "shard_phase_s": None, "throughput": throughput(0, 0, None)}) == \
         "  elapsed   --:--:-- (shards --:--:--)"
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fs3g_hpc.sizes import GIB, KIB, MIB, TIB, format_size, parse_size
+from fs3g_hpc.sizes import GIB, KIB, MIB, TIB, format_duration, format_size, parse_size
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -24,3 +24,13 @@ def test_format_size():
     assert format_size(40 * MIB) == "40 MiB"
     assert format_size(1536 * MIB) == "1.5 GiB"
     assert format_size(12) == "12 B"
+
+
+@pytest.mark.parametrize("seconds, expected", [
+    (0, "00:00:00"), (59, "00:00:59"), (59.6, "00:01:00"), (3599, "00:59:59"), (86399, "23:59:59"),
+    (24 * 3600, "1-00:00:00"), (60 * 3600, "2-12:00:00"), (60 * 3600 + 62, "2-12:01:02"),
+    (400 * 86400, "400-00:00:00"), (-5, "00:00:00"),
+    (None, "--:--:--"), (float("inf"), "--:--:--"), (float("nan"), "--:--:--"),
+])
+def test_format_duration_shows_days_as_slurm_does_and_never_wraps(seconds, expected):
+    assert format_duration(seconds) == expected

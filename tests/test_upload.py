@@ -501,9 +501,8 @@ def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, 
     assert [e.path for e in read_records(catalog)] == sorted(os.fsencode(str(p)) for p in root.iterdir())
 
 
-def test_local_backup_retries_a_failed_file_in_a_new_run_and_exits_0(bucket, tmp_path):
-    """A file refused once (403, in the shard process) fails the first run; the merge (in the calling process) plans
-    a retry of exactly that file, runs it locally, and the backup ends with exit 0 and everything verified."""
+def _backup_with_hook(tmp_path: Path, bucket, hook: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """`fs3g backup --executor local --wait` of 12 files with `hook` (tests/upload_hooks.py) aimed at f07.dat."""
     root = tmp_path / "data"
     root.mkdir()
     for i in range(12):
@@ -512,20 +511,44 @@ def test_local_backup_retries_a_failed_file_in_a_new_run_and_exits_0(bucket, tmp
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     tests_dir = Path(__file__).resolve().parent
-    env = {**os.environ, "FS3G_BOTOCORE_HOOK": "upload_hooks:refuse_once", "FS3G_TEST_HOOK_DIR": str(hooks),
+    env = {**os.environ, "FS3G_BOTOCORE_HOOK": f"upload_hooks:{hook}", "FS3G_TEST_HOOK_DIR": str(hooks),
            "FS3G_TEST_REFUSE_KEY": "f07.dat",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tests_dir), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "backup", "--config", str(policy_file), "--executor",
                            "local", "--wait"], capture_output=True, text=True, timeout=300, env=env)
+    return proc, root, hooks
+
+
+def test_local_backup_retries_a_failed_file_in_a_new_run_and_exits_0(bucket, tmp_path):
+    """A file damaged in flight on every send of the shard process (transient) fails the first run; the merge (in
+    the calling process) plans a retry of exactly that file, runs it locally, and the backup ends with exit 0."""
+    proc, root, hooks = _backup_with_hook(tmp_path, bucket, "damage_in_first_process")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "retry 1: 1 files in 1 shards" in proc.stdout, proc.stdout
-    assert len((hooks / "refused.txt").read_text().splitlines()) == 1
+    assert len((hooks / "damaged.txt").read_text().splitlines()) == 1
     runs = sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))
     first = json.loads((runs[0] / "report.json").read_text())
     assert (first["verified"]["files"], first["failed"]["files"], first["retry"]["exit"]) == (11, 1, 0)
+    assert first["failed_retryable"]["files"] == 1
     failure = json.loads((runs[0] / "failures.jsonl").read_text())
-    assert failure["path"].endswith("f07.dat") and "AccessDenied" in failure["reason"]
+    assert failure["path"].endswith("f07.dat") and "BadDigest" in failure["reason"] and failure["retryable"]
     retry = json.loads((Path(first["retry"]["run_dir"]) / "report.json").read_text())
     assert (retry["verified"]["files"], retry["failed"]["files"], retry["catalog"]["entries"]) == (1, 0, 12)
     key = object_key(PREFIX, KeyClass.SMALL, os.fsencode(str(root / "f07.dat"))).key
     assert get_bytes(bucket, key) == (root / "f07.dat").read_bytes()
+
+
+def test_permanent_failures_start_no_retry_round(bucket, tmp_path):
+    """A file refused with 403 AccessDenied: a retry would get the same answer, so the merge starts no retry round
+    (no retry-N directory, no second shard process) and says why; exit 1."""
+    proc, _root, hooks = _backup_with_hook(tmp_path, bucket, "refuse_once")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "retry 1" not in proc.stdout and "none of these failures is one a retry can mend" in proc.stdout
+    runs = sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))
+    assert len(runs) == 1 and not list(runs[0].glob("retry-*")), runs
+    report = json.loads((runs[0] / "report.json").read_text())
+    assert (report["failed"]["files"], report["failed_retryable"]["files"]) == (1, 0) and "retry" not in report
+    failure = json.loads((runs[0] / "failures.jsonl").read_text())
+    assert "AccessDenied" in failure["reason"] and failure["retryable"] is False
+    shard_failure = json.loads((runs[0] / "results" / "shard-000000.failures.jsonl").read_text())
+    assert shard_failure["retryable"] is False

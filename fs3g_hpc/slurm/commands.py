@@ -90,6 +90,19 @@ def slurm_available() -> bool:
         return False
 
 
+def begin_time_accepted(text: str) -> bool | None:
+    """Whether this cluster's sbatch takes `--begin=TEXT`, asked with `--test-only` (nothing is queued); None when
+    sbatch failed for another reason (then the caller decides by the documented grammar)."""
+    try:
+        run(["sbatch", "--test-only", f"--begin={text}", "--wrap=true"], timeout_s=15)
+    except CommandError as e:
+        if "Invalid time specification" in e.stderr or "Invalid --begin" in e.stderr:
+            return False
+        log.debug("sbatch --test-only could not check --begin=%s: %s", text, e)
+        return None
+    return True
+
+
 def cluster_config() -> dict[str, str]:
     """`scontrol show config` as a mapping."""
     out: dict[str, str] = {}

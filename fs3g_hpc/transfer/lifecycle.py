@@ -1,8 +1,8 @@
 """Reading and writing a bucket's lifecycle configuration (the only code making these S3 calls).
 
 Every S3 failure becomes a one-line fs3g error that says what to do: a missing bucket is the policy's fault
-(UsageError naming `s3.bucket`); refused access, a store that does not implement lifecycle rules, or an unreachable
-endpoint are ServiceErrors.
+(UsageError naming `s3.bucket`); refused access, missing credentials or an unreachable endpoint are TargetErrors (the
+user's to fix, exit 2); a store that does not implement lifecycle rules is a ServiceError.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any, Iterator, Sequence
 import botocore.exceptions
 
 from ..config import Policy
-from ..errors import ServiceError, UsageError
+from ..errors import ServiceError, TargetError, UsageError
+from .target import target_error
 from ..lifecycle import DEFAULT_TRANSITION_MINIMUM_SIZE, LifecycleState, format_diff, lifecycle_state
 
 _NO_CONFIGURATION = ("NoSuchLifecycleConfiguration",)
@@ -44,9 +45,9 @@ def _error(e: Exception, bucket: str, action: str) -> Exception:
             return UsageError(f"bucket {bucket!r} does not exist ({detail})", key="s3.bucket",
                               hint="check s3.bucket and s3.endpoint_url in the policy; fs3g never creates a lab's "
                                    "bucket")
-        if code in _DENIED or status == 403:
+        if code in _DENIED or status == 403:  # the user's (or the bucket manager's) to fix: exit 2
             permission = "s3:GetLifecycleConfiguration" if action == "read" else "s3:PutLifecycleConfiguration"
-            return ServiceError(f"cannot {action} the lifecycle configuration of bucket {bucket!r}: "
+            return TargetError(f"cannot {action} the lifecycle configuration of bucket {bucket!r}: "
                                 f"{detail}{unchanged}",
                                 hint=f"the credentials in use need {permission} on it; ask whoever manages the "
                                      "bucket, or use another s3.profile")
@@ -58,9 +59,9 @@ def _error(e: Exception, bucket: str, action: str) -> Exception:
                                      "lifecycle rules; configure tiering on the store itself, or use AWS S3")
         return ServiceError(f"cannot {action} the lifecycle configuration of bucket {bucket!r}: {detail}{unchanged}",
                             hint="rerun with -vvv to see the requests")
-    if isinstance(e, botocore.exceptions.NoCredentialsError):
-        return ServiceError(f"no AWS credentials to {action} bucket {bucket!r}'s lifecycle configuration",
-                            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3.profile")
+    target = target_error(e, bucket=bucket)  # no credentials, an unreachable endpoint: exit 2 with what to do
+    if target is not None:
+        return target
     return ServiceError(f"cannot {action} the lifecycle configuration of bucket {bucket!r}: {e}",
                         hint="check s3.endpoint_url (or AWS_ENDPOINT_URL) and the network")
 

@@ -15,6 +15,7 @@ import botocore.exceptions
 
 from ..errors import ServiceError
 from .lister import ListedObject, iter_objects
+from .target import target_error
 
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 _ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
@@ -112,6 +113,9 @@ def list_tree(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, List
     try:
         yield from iter_objects(client, bucket, prefix)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        target = target_error(e, bucket=bucket, prefix=prefix.rstrip("/"), endpoint=client.meta.endpoint_url)
+        if target is not None:
+            raise target from e
         error = _wrap(e, f"listing s3://{bucket}/{prefix}")
         error.hint = "check s3.bucket, the endpoint and the credentials, then run again"
         raise error from e

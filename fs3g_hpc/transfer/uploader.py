@@ -19,6 +19,7 @@ unlike a self-copy, works on archived objects and never rewrites the data).
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import logging
@@ -40,6 +41,7 @@ from ..manifest import OpenUpload, ShardJournal
 from ..objectmeta import TREEHASH_KEY, object_metadata
 from ..records import Entry, EntryKind, display_path
 from ..treehash import TreeHasher, leaf_digests
+from .target import classify
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,12 @@ _RESEND_ATTEMPTS = 3
 
 
 class UploadError(Exception):
-    """One file could not be backed up; the message says why (the shard goes on)."""
+    """One file could not be backed up; the message says why (the shard goes on). `retryable` says whether a retry
+    round may mend it (a checksum damaged in flight may; a file too large for S3 never will)."""
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class FileChanged(UploadError):
@@ -102,7 +109,8 @@ class UploadSettings:
 def part_size_for(size_bytes: int, buffer_size_bytes: int) -> int:
     """The buffer size, grown to ceil(size / 10,000) rounded up to a whole MiB when the file needs more parts."""
     if size_bytes > S3_MAX_OBJECT_BYTES:
-        raise UploadError(f"{size_bytes} bytes is over S3's largest object ({S3_MAX_OBJECT_BYTES} bytes)")
+        raise UploadError(f"{size_bytes} bytes is over S3's largest object ({S3_MAX_OBJECT_BYTES} bytes)",
+                          retryable=False)
     needed = -(-size_bytes // S3_MAX_PARTS)
     needed = -(-needed // MIB) * MIB
     return min(max(buffer_size_bytes, needed), S3_MAX_PART_BYTES)
@@ -207,6 +215,9 @@ class FileReport:
     path: bytes
     outcome: Outcome
     detail: str = ""
+    # Whether a retry round may mend it: throttling, 5xx, a lost connection, a file changed while read may; access
+    # denied, no such bucket, refused credentials, a vanished or unreadable file, a name S3 refuses may not.
+    retryable: bool = True
 
 
 def _client_error_code(e: Exception) -> str:
@@ -268,22 +279,25 @@ class ShardUploader:
         except FileChanged as e:
             self._fail(entry, Outcome.CHANGED, str(e))
         except FileNotFoundError:
-            self._fail(entry, Outcome.VANISHED, "no longer exists")
+            self._fail(entry, Outcome.VANISHED, "no longer exists", retryable=False)
         except OSError as e:
-            self._fail(entry, Outcome.UNREADABLE, e.strerror or str(e))
+            # Permissions and names the filesystem refuses stay so; EIO or ESTALE on a parallel filesystem may pass.
+            permanent = isinstance(e, PermissionError) or e.errno in (errno.ENAMETOOLONG, errno.ELOOP)
+            self._fail(entry, Outcome.UNREADABLE, e.strerror or str(e), retryable=not permanent)
         except UploadError as e:
-            self._fail(entry, Outcome.FAILED, str(e))
+            self._fail(entry, Outcome.FAILED, str(e), retryable=e.retryable)
         except botocore.exceptions.BotoCoreError as e:
-            self._fail(entry, Outcome.FAILED, f"{type(e).__name__}: {e}")
+            self._fail(entry, Outcome.FAILED, f"{type(e).__name__}: {e}", retryable=classify(e).retryable)
         except botocore.exceptions.ClientError as e:
-            self._fail(entry, Outcome.FAILED, f"S3 {_client_error_code(e)}: {e}")
+            self._fail(entry, Outcome.FAILED, f"S3 {_client_error_code(e)}: {e}", retryable=classify(e).retryable)
         except Exception as e:  # noqa: BLE001 - one file's bug must not stop the shard; it is reported by name
             log.exception("unexpected error on %s", display_path(entry.path))
-            self._fail(entry, Outcome.FAILED, f"internal error {type(e).__name__}: {e}")
+            # The same code on the same file fails the same way: a retry round would only repeat it.
+            self._fail(entry, Outcome.FAILED, f"internal error {type(e).__name__}: {e}", retryable=False)
 
-    def _fail(self, entry: Entry, outcome: Outcome, detail: str) -> None:
+    def _fail(self, entry: Entry, outcome: Outcome, detail: str, *, retryable: bool = True) -> None:
         self.totals.add(files_failed=1)
-        self.report(FileReport(entry.path, outcome, detail))
+        self.report(FileReport(entry.path, outcome, detail, retryable))
 
     def _done(self, entry: Entry, st: os.stat_result, key: str, tree_hash: str, etag: str,
               checksum: str | None) -> None:
@@ -378,7 +392,8 @@ class ShardUploader:
                 if part_size > self.budget.total:
                     raise UploadError(
                         f"needs {part_size}-byte parts but large-file buffers may hold {self.budget.total} bytes in "
-                        "all; raise uploader.large_workers × large_buffers × buffer_size_bytes (and the memory budget)")
+                        "all; raise uploader.large_workers × large_buffers × buffer_size_bytes (and the memory budget)",
+                        retryable=False)
                 parts = max(1, math.ceil(size / part_size))
                 per_file_pool = s.large_buffers * s.buffer_size_bytes
                 buffers = max(1, min(parts, per_file_pool // part_size))
