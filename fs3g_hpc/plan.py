@@ -2,9 +2,11 @@
 
 Everything streams. The scan leaves sorted runs on disk; they merge into one stream sorted by path, which is
 merge-joined with the catalog (sorted the same way). Planned entries go to a spill file while totals are counted;
-hard-linked files go to a second spill sorted by (device, inode) so that each link group reaches one shard. A second
-pass cuts shards against a balanced target. Memory is bounded by the scan's `workers × run_records` records plus one
-record per open run file, whatever the size of the tree.
+hard-linked files go to a second spill sorted by (device, inode) so that each link group reaches one shard;
+directories are diffed too (mtime, mode, owner) but never planned: the new and changed ones go to directories.rec,
+which the merge records in the catalog (a directory has no object). A second pass cuts shards against a balanced
+target. Memory is bounded by the scan's `workers × run_records` records plus one record per open run file, whatever
+the size of the tree.
 """
 
 from __future__ import annotations

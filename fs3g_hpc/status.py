@@ -1,7 +1,8 @@
 """`fs3g status`: where a run stands, from its own files (journals, results, report) and, for Slurm runs, `sacct`.
 
 Per shard: pending (nothing written yet), running (journal growing), done, failed, interrupted, or the Slurm state of
-its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done, rate, ETA.
+its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done (a hard-linked file's bytes once, as
+the plan counts them), rate, ETA.
 """
 
 from __future__ import annotations
