@@ -110,13 +110,14 @@ def diff(scanned: Iterable[Entry], catalog: Iterable[Entry] | None) -> Iterator[
         return
     old_iter = iter(catalog)
     old = next(old_iter, None)
+    dir_kind = EntryKind.DIRECTORY
     for entry in scanned:
         key = entry[0]
         while old is not None and old[0] < key:
             yield Change.DELETED, old
             old = next(old_iter, None)
         if old is not None and old[0] == key:
-            changed = (directory_differs if entry[1] is EntryKind.DIRECTORY else differs)(entry, old)
+            changed = directory_differs(entry, old) if entry[1] is dir_kind else differs(entry, old)
             yield (Change.CHANGED if changed else Change.UNCHANGED), entry
             old = next(old_iter, None)
         else:
