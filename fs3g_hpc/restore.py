@@ -85,7 +85,8 @@ _FILE_KINDS = (EntryKind.FILE, EntryKind.SYMLINK)
 # every common filesystem block size, and few enough comparisons per GiB to cost nothing next to the download.
 SPARSE_BLOCK_BYTES = 64 * 1024
 _ZERO_BLOCK = bytes(SPARSE_BLOCK_BYTES)
-SPILL_RECORDS = 100_000  # records a selection spill (hard links, directories) holds in memory before writing a run
+SPILL_RECORDS = 100_000
+_NO_LINK_ERRNOS = {errno.EMLINK, errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP}  # records a selection spill (hard links, directories) holds in memory before writing a run
 
 
 class Refused(Exception):
@@ -757,7 +758,20 @@ class _ShardRestorer:
                 if self._blocked(present):
                     raise Refused("a different file exists at the target; restore with --overwrite to replace it")
                 tmp = Destination.temp_name(name)
-                os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                try:
+                    os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                except OSError as e:
+                    if e.errno not in _NO_LINK_ERRNOS:
+                        raise
+                    # No hard links here (EMLINK: too many already; or the filesystem has none): a copy of its own.
+                    log.warning("%s: cannot be linked (%s); downloaded as a separate file", display_path(entry.path),
+                                e.strerror)
+                    linked = False
+                else:
+                    linked = True
+                if not linked:
+                    self._restore(entry)
+                    return
                 try:
                     made = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
                     if (made.st_dev, made.st_ino) != (source.st_dev, source.st_ino):

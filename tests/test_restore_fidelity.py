@@ -3,6 +3,7 @@ directories (empty ones, modes, mtimes) and sparse files; and the byte totals th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -293,3 +294,31 @@ def test_restore_on_the_slurm_cluster_links_and_puts_directories_back(slurm_clus
     assert assert_directories_match(root, dest) == 3
     run = max((shared_tmp / "runs" / "fslurm").glob("restore-*"))
     assert (run / "jobs" / "chain.json").is_file()  # it did run as Slurm jobs
+
+
+def test_a_link_the_destination_refuses_is_downloaded_as_a_copy(seaweed_bucket, tmp_path, monkeypatch):
+    from fs3g_hpc.restore import RestoreRequest, merge_restore, prepare_restore, restore_shard
+    from fs3g_hpc.config import RestoreTier
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a").write_bytes(b"one file, two names\n")
+    os.link(root / "a", root / "b")
+    policy_file = write_policy(tmp_path, "nolink", root, seaweed_bucket)
+    proc = fs3g("backup", "--config", str(policy_file), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    policy = load_policy(policy_file)
+    dest = tmp_path / "restored"
+    layout, header = prepare_restore(policy, RestoreRequest((), dest, RestoreTier.STANDARD, 1), tmp_path / "run")
+    assert header["shard_count"] == 1 and header["planned"] == {"files": 2, "bytes": 20}
+
+    def no_links(*args, **kwargs):  # a filesystem with no hard links, or a file at its link limit
+        raise OSError(errno.EMLINK, "Too many links")
+
+    monkeypatch.setattr(os, "link", no_links)
+    result = restore_shard(layout.run_dir, 0, environ={})
+    assert (result.restored, result.failed) == (2, 0)
+    report = merge_restore(layout.run_dir)
+    assert report.ok and report.data["restored"]["linked"] == 0
+    assert (dest / "a").read_bytes() == (dest / "b").read_bytes() == b"one file, two names\n"
+    assert os.stat(dest / "a").st_ino != os.stat(dest / "b").st_ino
