@@ -1,10 +1,13 @@
 """Run-directory layout and its files: the plan header, shard record files, the catalog. Owner-only, atomic.
 
-    <run_root>/<lab>/catalog.rec                  the catalog the last successful merge wrote (records, sorted by path)
+    <run_root>/<lab>/catalog.rec                  the catalog the last successful merge wrote (records, sorted by path):
+                                                  files, symlinks and directories
     <run_root>/<lab>/<lab>-<UTC time>/            one run directory (0700)
         plan.json                                 plan header; written last, so its presence means the plan is whole
         shards/shard-000000.rec ...               one record file per array task
         deleted.rec                               catalog entries no longer on disk (reported, never deleted from S3)
+        directories.rec                           directories new or changed since the catalog: the merge records them
+                                                  in the catalog (mode, times, owner); a directory has no object
         skipped.jsonl                             entries the scan could not take, with the reason
 
 Run directories hold a lab's file names: directories are 0700 and files 0600 whatever the umask.
@@ -177,6 +180,11 @@ class RunLayout(ShardedLayout):
         return self.run_dir / "skipped.jsonl"
 
     @property
+    def directories_file(self) -> Path:
+        """Directories new or changed since the catalog (mode, times, owner): catalog records only, no object."""
+        return self.run_dir / "directories.rec"
+
+    @property
     def work_dir(self) -> Path:
         """Scratch space for the scan's sorted runs; removed when the plan is written."""
         return self.run_dir / ".work"
@@ -235,15 +243,33 @@ class SequentialShardCutter:
         current = self.shards[-1] if self.shards else None
         if self._writer is None or current is None or current["files"] >= self.max_files or (
                 current["files"] and current["bytes"] + entry.size_bytes > self.max_bytes):
-            self._close()
-            index = len(self.shards)
-            path = self.shards_dir / f"shard-{index:06d}.rec"
-            self._writer = RecordWriter(path)
-            current = {"index": index, "file": path.name, "files": 0, "bytes": 0}
-            self.shards.append(current)
+            self._open()
+            current = self.shards[-1]
+        assert self._writer is not None
         self._writer.write(entry)
         current["files"] += 1
         current["bytes"] += entry.size_bytes
+
+    def add_group(self, group: list[Entry]) -> None:
+        """Hard links of one file: one shard for all (a restore links the others to the first), its bytes once."""
+        current = self.shards[-1] if self.shards else None
+        size = group[0].size_bytes
+        if self._writer is None or current is None or (current["files"] and (
+                current["files"] + len(group) > self.max_files or current["bytes"] + size > self.max_bytes)):
+            self._open()
+            current = self.shards[-1]
+        assert self._writer is not None
+        for entry in group:
+            self._writer.write(entry)
+        current["files"] += len(group)
+        current["bytes"] += size
+
+    def _open(self) -> None:
+        self._close()
+        index = len(self.shards)
+        path = self.shards_dir / f"shard-{index:06d}.rec"
+        self._writer = RecordWriter(path)
+        self.shards.append({"index": index, "file": path.name, "files": 0, "bytes": 0})
 
     def _close(self) -> None:
         if self._writer is not None:

@@ -1,5 +1,6 @@
 """`fs3g merge RUN_DIR`: verify every planned entry against the bucket, write the catalog and the report.
 
+Directories have no object: the plan's new or changed ones (directories.rec) go to the catalog unverified.
 An entry counts as backed up only when its shard's journal recorded it AND the bucket lists its object with the
 recorded size and ETag. A shard that never wrote its result (killed, timed out, node lost) has every entry it did not
 journal counted as failed. Verification lists each key directory once (in parallel), so it costs one request per
@@ -29,7 +30,7 @@ from .manifest import (DoneRecord, RunLayout, catalog_path, catalog_target_misma
                        read_done_records, read_json, read_open_uploads, shard_result_file, write_catalog,
                        write_json_atomic)
 from .progress import timing_fields, timing_line
-from .records import Entry, RecordWriter, display_path, read_records, write_records
+from .records import Entry, EntryKind, RecordWriter, display_path, read_records, write_records
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -146,8 +147,12 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 listed = _list_keys(client, bucket, (r.key for r in done.values()), pool) if done else {}
                 reasons = _failure_reasons(layout, index) if len(done) < summary["files"] else {}
                 good: list[Entry] = []
+                # Hard links of one file share its bytes: counted once (a group is in one shard), as the plan does.
+                planned_links: set[tuple[int, int]] = set()
+                verified_links: set[tuple[int, int]] = set()
                 for entry in read_records(layout.shards_dir / summary["file"]):
-                    planned.add(entry.size_bytes)
+                    inode = (entry.dev, entry.ino) if entry.nlink > 1 and entry.kind is EntryKind.FILE else None
+                    planned.add(_once(entry.size_bytes, inode, planned_links))
                     record = done.get(entry.path)
                     if record is None:
                         # A shard that never reported (killed, node lost, time limit) may well finish next time.
@@ -160,7 +165,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                     if problem:
                         fail(entry, index, problem)
                         continue
-                    verified.add(record.size_bytes)
+                    verified.add(_once(record.size_bytes, inode, verified_links))
                     # The catalog keeps the version that was read, which may be newer than the planned one.
                     good.append(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
                                                tree_hash=bytes.fromhex(record.tree_hash)))
@@ -171,7 +176,8 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
         entries = None if previous is None or verified_entries else _count_if_untouched(header, previous)
         if entries is None:
-            entries = write_catalog(previous, _stream(verified_entries), layout.deleted_file, catalog, work)
+            entries = write_catalog(previous, _with_directories(_stream(verified_entries), layout), layout.deleted_file,
+                                    catalog, work)
             record_catalog_target(policy)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -214,14 +220,34 @@ def _count_if_untouched(header: dict[str, Any], catalog: Path) -> int | None:
     still as the plan read it), so that a no-op incremental does not rewrite it; else None."""
     seen = header.get("catalog")
     changes = header["changes"]
-    if seen is None or "retry_of" in header or changes["deleted"]["files"] != header["kept_unreadable"]:
+    dirs = header.get("directories", {})
+    deleted = changes["deleted"]["files"] + dirs.get("deleted", 0)
+    if seen is None or "retry_of" in header or deleted != header["kept_unreadable"] or dirs.get("new", 0) or \
+            dirs.get("changed", 0):
         return None
     st = catalog.stat()
     if (seen["path"], seen["size_bytes"], seen.get("inode"), seen.get("mtime_ns")) != (
             str(catalog), st.st_size, st.st_ino, st.st_mtime_ns):
         return None
     # Every catalog record met the plan's diff once: as unchanged, changed or deleted (kept when unreadable).
-    return sum(changes[c]["files"] for c in ("unchanged", "changed", "deleted"))
+    return sum(changes[c]["files"] for c in ("unchanged", "changed", "deleted")) + sum(
+        dirs.get(c, 0) for c in ("unchanged", "deleted"))
+
+
+def _once(size: int, inode: tuple[int, int] | None, seen: set[tuple[int, int]]) -> int:
+    if inode is None:
+        return size
+    if inode in seen:
+        return 0
+    seen.add(inode)
+    return size
+
+
+def _with_directories(entries: Iterator[Entry], layout: RunLayout) -> Iterator[Entry]:
+    """The verified entries, then the plan's new or changed directories: catalog records with no object to verify."""
+    yield from entries
+    if layout.directories_file.is_file():
+        yield from read_records(layout.directories_file)
 
 
 def failed_file(layout: RunLayout) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grp
 import pwd
+import re
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
@@ -20,6 +21,7 @@ METADATA_VERSION = "2"
 CREATOR = f"fs3g-hpc/{__version__}"
 TREEHASH_KEY = "sha256hashtree"
 PATH_SHA_KEY = "fs3g-path-sha256"
+_DECIMAL_SECONDS = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?")
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
@@ -32,13 +34,22 @@ def decode_value(text: str) -> str:
 
 
 def format_ns(ns: int) -> str:
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return f"{seconds}.{rest:09d}"
+    """Nanoseconds since the epoch as the decimal number of seconds `[-]SECONDS.NANOSECONDS` (exactly 9 digits):
+    -1.5 s is "-1.500000000", never the floor form "-2.500000000" a reader would take for -2.5 s."""
+    sign = "-" if ns < 0 else ""
+    seconds, rest = divmod(abs(ns), 1_000_000_000)
+    return f"{sign}{seconds}.{rest:09d}"
 
 
 def parse_ns(text: str) -> int:
-    seconds, _, fraction = text.partition(".")
-    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
+    """`[-+]SECONDS[.FRACTION]` as nanoseconds, exactly (digits past the 9th are dropped); ValueError otherwise.
+    The sign applies to the whole number: "-0.5" is -500,000,000 ns."""
+    match = _DECIMAL_SECONDS.fullmatch(text.strip())
+    if match is None or not (match.group(2) or match.group(3)):
+        raise ValueError(f"not a SECONDS.NANOSECONDS time: {text!r}")
+    sign, seconds, fraction = match.groups()
+    ns = int(seconds or "0") * 1_000_000_000 + int(((fraction or "") + "000000000")[:9])
+    return -ns if sign == "-" else ns
 
 
 @lru_cache(maxsize=4096)

@@ -2,9 +2,11 @@
 
 Everything streams. The scan leaves sorted runs on disk; they merge into one stream sorted by path, which is
 merge-joined with the catalog (sorted the same way). Planned entries go to a spill file while totals are counted;
-hard-linked files go to a second spill sorted by (device, inode) so that each link group reaches one shard. A second
-pass cuts shards against a balanced target. Memory is bounded by the scan's `workers × run_records` records plus one
-record per open run file, whatever the size of the tree.
+hard-linked files go to a second spill sorted by (device, inode) so that each link group reaches one shard;
+directories are diffed too (mtime, mode, owner) but never planned: the new and changed ones go to directories.rec,
+which the merge records in the catalog (a directory has no object). A second pass cuts shards against a balanced
+target. Memory is bounded by the scan's `workers × run_records` records plus one record per open run file, whatever
+the size of the tree.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from . import __version__
 from .config import Policy, policy_to_dict
 from .errors import UsageError
 from .manifest import PLAN_FORMAT_VERSION, RunLayout, catalog_target_mismatch, make_private_dir, write_json_atomic
-from .records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, read_records, sorted_stream,
-                      write_records)
+from .records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links, read_records,
+                      sorted_stream, write_records)
 from .scan import IssueKind, ScanIssue, ScanSettings, check_roots, scan
 from .sizes import GIB, KIB, MIB, TIB, format_size
 
@@ -76,6 +78,12 @@ def differs(now: Entry, before: Entry) -> bool:
     return now.kind is not before.kind or now.size_bytes != before.size_bytes or now.mtime_ns != before.mtime_ns
 
 
+def directory_differs(now: Entry, before: Entry) -> bool:
+    """A directory's catalog record is out of date: its mtime (an entry added or removed), mode or owner changed.
+    Never a reason to upload anything: a directory has no object."""
+    return differs(now, before) or (now.mode, now.uid, now.gid) != (before.mode, before.uid, before.gid)
+
+
 class CatalogError(UsageError):
     """A catalog that is not sorted, not ours, or truncated."""
 
@@ -102,13 +110,15 @@ def diff(scanned: Iterable[Entry], catalog: Iterable[Entry] | None) -> Iterator[
         return
     old_iter = iter(catalog)
     old = next(old_iter, None)
+    dir_kind = EntryKind.DIRECTORY
     for entry in scanned:
         key = entry[0]
         while old is not None and old[0] < key:
             yield Change.DELETED, old
             old = next(old_iter, None)
         if old is not None and old[0] == key:
-            yield (Change.CHANGED if differs(entry, old) else Change.UNCHANGED), entry
+            changed = directory_differs(entry, old) if entry[1] is dir_kind else differs(entry, old)
+            yield (Change.CHANGED if changed else Change.UNCHANGED), entry
             old = next(old_iter, None)
         else:
             yield Change.NEW, entry
@@ -191,14 +201,7 @@ def _hardlink_key(entry: Entry) -> bytes:
 
 
 def _group_hardlinks(entries: Iterable[Entry]) -> Iterator[list[Entry]]:
-    group: list[Entry] = []
-    for entry in entries:
-        if group and (entry.dev, entry.ino) != (group[0].dev, group[0].ino):
-            yield group
-            group = []
-        group.append(entry)
-    if group:
-        yield group
+    return group_hard_links(entries, identity=lambda e: (e.dev, e.ino))
 
 
 class _Tally:
@@ -303,7 +306,11 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     classes = _Tally(c.value for c in EntryClass)  # small, large, symlink
     histogram = _Tally(histogram_labels())
     edges = HISTOGRAM_EDGES
-    scanned = (e for e in result.sorted_entries(work) if e[1] is file_kind or e[1] is symlink_kind)
+    dir_kind = EntryKind.DIRECTORY
+    directories = _Tally(c.value for c in Change)  # catalog records only: never planned, never uploaded
+    dir_kept_unreadable = 0
+    scanned = (e for e in result.sorted_entries(work)
+               if e[1] is file_kind or e[1] is symlink_kind or e[1] is dir_kind)
     hardlinks = RunSpiller(work, "hardlinks", options.scan.run_records, key=_hardlink_key)
     shard_settings = ShardSettings(policy.shards.max_files, policy.shards.max_bytes)
     # Without a catalog everything scanned is planned, so the scan's totals set the balance target now and shards are
@@ -321,9 +328,20 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     unreachable = _Unreadable.from_issues(result.issues())
     planned_count = planned_bytes = kept_unreadable = 0
     try:
-        with RecordWriter(layout.deleted_file) as deleted:
+        with RecordWriter(layout.deleted_file) as deleted, RecordWriter(layout.directories_file) as dir_records:
             for change, entry in diff(scanned, catalog_stream):
                 size = entry[2]
+                if entry[1] is dir_kind:
+                    slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
+                    directories.files[slot] += 1
+                    if change is deleted_change:
+                        if unreachable.covers(entry.path):
+                            dir_kept_unreadable += 1
+                        else:
+                            deleted.write(entry)
+                    elif change is not unchanged:
+                        dir_records.write(entry)  # the merge puts it in the catalog
+                    continue
                 slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
                 changes.files[slot] += 1
                 changes.bytes[slot] += size
@@ -396,7 +414,10 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         "planned_by_class": classes.as_dict(),
         "size_histogram": [{"bucket": label, **counts} for label, counts in histogram.as_dict().items()],
         "skipped": skipped,
-        "kept_unreadable": kept_unreadable,
+        "kept_unreadable": kept_unreadable + dir_kept_unreadable,
+        # Directories (in the catalog only, see directories.rec): counts per change, never in the totals above.
+        "directories": {**{label: n for label, n in zip(directories.labels, directories.files)},
+                        "kept_unreadable": dir_kept_unreadable},
         "shard_bounds": {"max_files": policy.shards.max_files, "max_bytes": policy.shards.max_bytes},
         "shard_count": len(shards),
         "shards": shards,
@@ -456,7 +477,7 @@ class ShardCutter:
         self._writer = RecordWriter(path)
         self._current = index
         self._info = {"index": index, "file": path.name, "files": 0, "bytes": 0,
-                      **{f"{c.value}_files": 0 for c in EntryClass}}
+                      **{f"{c.value}_files": 0 for c in EntryClass}, "hardlinked_files": 0}
         self.summaries.append(self._info)
 
     def add(self, entry: Entry) -> None:
@@ -481,6 +502,7 @@ class ShardCutter:
             self._switch(index)
         info = self._info
         info["bytes"] += unit_bytes(group)
+        info["hardlinked_files"] += len(group)  # tells `status` to count their bytes once
         for entry in group:
             self._writer.write(entry)  # type: ignore[union-attr]
             info["files"] += 1
@@ -535,10 +557,12 @@ def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = N
     finally:
         cutter.abort()
     write_records(layout.deleted_file, ())
+    write_records(layout.directories_file, ())  # the parent's merge recorded its directories
     layout.skipped_file.touch(mode=0o600)
     zero = {"files": 0, "bytes": 0}
     header = {**parent_header, "created": now.isoformat(), "retry_of": str(root_run), "retry_round": round_,
               "full": False, "catalog": parent_header.get("catalog"), "skipped": 0, "kept_unreadable": 0,
+              "directories": {**{c.value: 0 for c in Change}, "kept_unreadable": 0},
               "changes": {"new": zero, "changed": {"files": files, "bytes": size}, "unchanged": zero,
                           "deleted": zero},
               "planned": {"files": files, "bytes": size}, "shard_count": len(shards), "shards": shards,

@@ -276,3 +276,34 @@ class RunSpiller:
 def sorted_stream(runs: list[Path], work_dir: Path, key: KeyFn = by_key, fan_in: int = 64) -> Iterator[Entry]:
     """External sort, second half: every entry of `runs` in `key` order, with at most `fan_in` files open."""
     return merge_sorted(merge_runs(runs, work_dir, key, fan_in), key)
+
+
+# -- hard links --------------------------------------------------------------------------------------------------------
+
+def hard_link_identity(entry: Entry) -> tuple[int, int, int, int, bytes]:
+    """What makes two catalog records links of one file: the inode, and the same size, mtime and tree hash (a
+    record left from an inode number since reused for another file then never passes for a link of it)."""
+    return entry.dev, entry.ino, entry.size_bytes, entry.mtime_ns, entry.tree_hash
+
+
+def hard_link_sort_key(entry: Entry) -> bytes:
+    """Sorts the members of one link group together (by `hard_link_identity`), then by path."""
+    return struct.pack(">QQQQB", entry.dev, entry.ino, entry.size_bytes, entry.mtime_ns + (1 << 63),
+                       len(entry.tree_hash)) + entry.tree_hash + entry.key
+
+
+def group_hard_links(entries: Iterable[Entry],
+                     identity: Callable[[Entry], object] = hard_link_identity) -> Iterator[list[Entry]]:
+    """Consecutive entries of one `identity`, as lists: the link groups of a stream sorted so that they are
+    contiguous. Holds one group at a time."""
+    group: list[Entry] = []
+    current: object = None
+    for entry in entries:
+        mark = identity(entry)
+        if group and mark != current:
+            yield group
+            group = []
+        group.append(entry)
+        current = mark
+    if group:
+        yield group

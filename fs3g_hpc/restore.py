@@ -3,19 +3,34 @@
     <run_root>/<lab>/restore-<UTC time>/          one restore run (0700)
         restore.json                              header: policy snapshot, destination, tier, days, shards; written last
         shards/shard-000000.rec ...               what each array task restores (the catalog's records, or the
-                                                  bucket listing's when there is no catalog)
+                                                  bucket listing's when there is no catalog); the selected links of
+                                                  one hard-linked file are contiguous in one shard
+        directories.rec                           the selected directories, deepest first (from the catalog only)
         refused.jsonl                             keys that would land outside the destination: never written
         stage/state.json, stage/shard-N.json      restore requests made, objects still in progress, polls so far
         results/shard-N.journal|json|failures.jsonl
         report.json, summary.txt, failures.jsonl  written by the merge
 
+What comes back: every file's bytes (verified), mode, mtime and atime to the nanosecond (0 and negative times
+included), owner and group when run as root; symlinks as symlinks; the links of a hard-linked file (same inode in the
+catalog, same size, mtime and tree hash) as hard links: the first one is downloaded and verified, the others are
+linked to it (linkat, both names below the destination, no symlink followed), and only the selected links are made;
+blocks of zeros are not written (the file is sized first), so sparse files keep their holes; directories, empty ones
+included, with their mode, times and owner, set by the merge after every shard, deepest first (a directory's mtime
+changes when a file is created in it, so it is set last). Directories and hard links come from the catalog: a
+restore from the bucket listing (no catalog) makes the directories its files need, with default metadata, and
+restores every link as a separate file.
+
 Safety: every path is made relative to the requested directory and refused when a component is empty, `.`, `..` or
 holds NUL; the destination is walked one component at a time with O_NOFOLLOW, so a symlink inside it (one a restore
-made, or anyone else) is never followed; data goes to a temporary file beside the target and is renamed over it only
-when complete and verified against its SHA-256 tree hash; an existing file is left alone unless `overwrite`.
+made, or anyone else) is never followed (directories are opened the same way before their metadata is set); data
+goes to a temporary file beside the target and is renamed over it only when complete and verified against its
+SHA-256 tree hash; a hard link is made under a temporary name, checked to be the restored file's inode, and renamed
+likewise; an existing file is left alone unless `overwrite`.
 
 Memory of one restore task: download_workers × max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB
-pieces of large ones) plus one shard's journal (bounded by shards.max_files).
+pieces of large ones) plus one shard's journal (bounded by shards.max_files). Selecting hard links and directories
+spills sorted runs of SPILL_RECORDS records; the merge streams directories.rec.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import os
 import secrets
 import shutil
 import stat
+import struct
 import sys
 import threading
 import time
@@ -49,7 +65,8 @@ from .manifest import (SequentialShardCutter, ShardedLayout, catalog_path, catal
                        shard_result_file, write_json_atomic)
 from .objectmeta import TREEHASH_KEY, parse_ns
 from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
-from .records import Entry, EntryKind, display_path, read_records
+from .records import (Entry, EntryKind, RunSpiller, display_path, group_hard_links, hard_link_identity,
+                      hard_link_sort_key, read_records, sorted_stream, write_records)
 from .signals import StopOnSignals
 from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
@@ -66,6 +83,12 @@ RESTORE_FORMAT_VERSION = 1
 LIST_THREADS = 16
 JOURNAL_FLUSH_INTERVAL_S = 1.0
 _FILE_KINDS = (EntryKind.FILE, EntryKind.SYMLINK)
+# Blocks of zeros this long (and aligned to it) are not written, so that a sparse file comes back sparse: a multiple of
+# every common filesystem block size, and few enough comparisons per GiB to cost nothing next to the download.
+SPARSE_BLOCK_BYTES = 64 * 1024
+_ZERO_BLOCK = bytes(SPARSE_BLOCK_BYTES)
+SPILL_RECORDS = 100_000
+_NO_LINK_ERRNOS = {errno.EMLINK, errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP}  # records a selection spill (hard links, directories) holds in memory before writing a run
 
 
 class Refused(Exception):
@@ -147,6 +170,11 @@ class RestoreLayout(ShardedLayout):
         return self.run_dir / "refused.jsonl"
 
     @property
+    def directories_file(self) -> Path:
+        """The selected directories, deepest first: the merge creates them and puts their metadata back."""
+        return self.run_dir / "directories.rec"
+
+    @property
     def stage_dir(self) -> Path:
         return self.run_dir / "stage"
 
@@ -199,6 +227,14 @@ def _from_catalog(catalog: Path, selection: Selection) -> Iterator[Entry]:
     for entry in read_records(catalog):
         if entry.kind in _FILE_KINDS and selection.covers(entry.path):
             yield entry
+        elif entry.kind is EntryKind.DIRECTORY and entry.path != selection.base and selection.covers(entry.path):
+            yield entry  # the base itself is the destination: its metadata is the destination's own
+
+
+def deepest_first_key(entry: Entry) -> bytes:
+    """Directories by depth, deepest first: each one comes after everything below it, so its mtime, set last, is
+    not changed again by a child being created, and a read-only mode never blocks the making of a child."""
+    return struct.pack(">I", 0xFFFFFFFF - entry.path.count(b"/")) + entry.key
 
 
 def _from_bucket(client: Any, policy: Policy, selection: Selection) -> Iterator[Entry]:
@@ -253,7 +289,13 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
     make_private_dir(layout.shards_dir)
     catalog = catalog_path(policy)
     cutter = SequentialShardCutter(layout.shards_dir, policy.shards.max_files, policy.shards.max_bytes)
+    work = make_private_dir(layout.run_dir / ".work")
+    # Hard-linked files and directories wait in sorted spills: links by file (one group, one shard), directories
+    # deepest first (applied once, by the merge, after every file).
+    links = RunSpiller(work, "links", SPILL_RECORDS, key=hard_link_sort_key)
+    directories = RunSpiller(work, "dirs", SPILL_RECORDS, key=deepest_first_key)
     refused = 0
+    dir_count = 0
     try:
         moved = catalog_target_mismatch(policy) if catalog.is_file() else None
         if moved:
@@ -272,12 +314,23 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
                 _append_json(layout.refused_file, {"path": os.fsdecode(entry.path), "reason": str(e)})
                 log.warning("refused %s: %s", display_path(entry.path), e)
                 continue
-            cutter.add(entry)
+            if entry.kind is EntryKind.DIRECTORY:
+                directories.add(entry)
+                dir_count += 1
+            elif entry.kind is EntryKind.FILE and entry.nlink > 1:
+                links.add(entry)
+            else:
+                cutter.add(entry)
+        for group in group_hard_links(sorted_stream(links.finish(), work, key=hard_link_sort_key)):
+            cutter.add_group(group)
         shards = cutter.finish()
+        write_records(layout.directories_file, sorted_stream(directories.finish(), work, key=deepest_first_key))
     except BaseException:
         cutter.abort()
         raise
-    if not shards and not refused:
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not shards and not refused and not dir_count:
         shutil.rmtree(layout.run_dir, ignore_errors=True)
         raise UsageError(f"nothing is backed up under {', '.join(map(os.fsdecode, selection.requests))}",
                          path=source, hint="check the paths: they are the absolute paths the backup saw")
@@ -296,7 +349,9 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
         "wait": request.wait,
         "refused": refused,
         "shard_count": len(shards),
+        # Bytes count a hard-linked file once: its other links are made, not downloaded.
         "planned": {"files": sum(s["files"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+        "directories": dir_count,
         "shards": shards,
         "policy": policy_to_dict(policy),
     }
@@ -318,6 +373,15 @@ class StageReport:
     requested: int
     pending: int
     polls: int
+
+
+def _link_or_self(entry: Entry) -> object:
+    return hard_link_identity(entry) if entry.kind is EntryKind.FILE and entry.nlink > 1 else object()
+
+
+def restore_units(entries: Iterable[Entry]) -> Iterator[list[Entry]]:
+    """A shard's entries as units: one entry, or the selected links of one file (contiguous in a shard)."""
+    return group_hard_links(entries, identity=_link_or_self)
 
 
 def large_key(policy: Policy, entry: Entry) -> str | None:
@@ -374,7 +438,8 @@ def _request_shard(client: Any, policy: Policy, shard_file: Path, tier: str, day
                    pool: ThreadPoolExecutor) -> dict:
     """List the directories of the shard's large objects, and request a restore of each archived one."""
     bucket = policy.s3.bucket
-    keys = [k for k in (large_key(policy, e) for e in read_records(shard_file)) if k]
+    # One object per link group: the other links are made from the first file, never downloaded.
+    keys = [k for k in (large_key(policy, unit[0]) for unit in restore_units(read_records(shard_file))) if k]
     directories = sorted({_directory(k) for k in keys if f"/{LONG_DIR}/" not in k})
     classes: dict[str, str] = {}
     for listing in pool.map(lambda d: list_with_restore_status(client, bucket, d), directories):
@@ -510,7 +575,7 @@ class Destination:
     """Writes below one directory and nowhere else: components opened with O_NOFOLLOW, files created beside their
     target under a temporary name and renamed into place."""
 
-    _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
     def __init__(self, root: Path):
         root.mkdir(parents=True, exist_ok=True)
@@ -530,13 +595,13 @@ class Destination:
         try:
             for part in dirs:
                 try:
-                    child = os.open(part, self._DIR_FLAGS, dir_fd=fd)
+                    child = os.open(part, self.DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     try:
                         os.mkdir(part, 0o777, dir_fd=fd)
                     except FileExistsError:
                         pass  # another thread made it
-                    child = os.open(part, self._DIR_FLAGS, dir_fd=fd)
+                    child = os.open(part, self.DIR_FLAGS, dir_fd=fd)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise Refused(f"{display_path(part)} in the destination is a symlink or not a directory; "
@@ -571,15 +636,27 @@ class FileMeta:
     gid: int | None
 
     @classmethod
-    def of(cls, metadata: dict[str, str], entry: Entry) -> "FileMeta":
+    def of(cls, metadata: dict[str, str], entry: Entry, *, catalog_times: bool) -> "FileMeta":
         def number(key: str, parse: Callable[[str], int]) -> int | None:
             try:
                 return parse(metadata[key])
             except (KeyError, ValueError):
                 return None
 
-        return cls(number("mtime", parse_ns) or (entry.mtime_ns or None), number("atime", parse_ns),
-                   number("mode", lambda t: int(t, 8)), number("owneruid", int), number("groupuid", int))
+        # 0 and negative times are times like any other (`touch -d @0`): test for absence, never for truth. A
+        # catalog's mtime is the uploaded version's, as an exact integer: it comes first. An entry from a bucket
+        # listing knows no times (its fields are 0): there only the object's metadata can say.
+        mtime = entry.mtime_ns if catalog_times else number("mtime", parse_ns)
+        atime = number("atime", parse_ns)
+        if atime is None and catalog_times:
+            atime = entry.atime_ns
+        return cls(mtime, atime, number("mode", lambda t: int(t, 8)), number("owneruid", int), number("groupuid", int))
+
+    @property
+    def times(self) -> tuple[int, int]:
+        """(atime, mtime) for os.utime; the mtime stands in for a missing atime. Only when mtime_ns is known."""
+        assert self.mtime_ns is not None
+        return (self.mtime_ns if self.atime_ns is None else self.atime_ns, self.mtime_ns)
 
 
 # -- one restore task -------------------------------------------------------------------------------------------------
@@ -606,6 +683,7 @@ class _Tally:
     failed: int = 0
     bytes_restored: int = 0
     bytes_present: int = 0  # for progress only: what the shard has behind it
+    linked: int = 0  # restored as a hard link to another restored file
 
 
 class _ShardRestorer:
@@ -618,6 +696,7 @@ class _ShardRestorer:
         self.stop = stop
         self.selection = Selection(header["requests"])
         self.overwrite = bool(header["overwrite"])
+        self.from_catalog = str(header["source"]).startswith("catalog ")
         self.as_root = os.geteuid() == 0
         self.tally = _Tally()
         self.lock = threading.Lock()
@@ -650,12 +729,16 @@ class _ShardRestorer:
         self.journal.close()
         self.failures.close()
 
-    def _record(self, entry: Entry, outcome: Outcome, detail: str = "", size: int = 0, mtime_ns: int = 0) -> None:
+    def _record(self, entry: Entry, outcome: Outcome, detail: str = "", size: int = 0, mtime_ns: int = 0,
+                linked: bool = False) -> None:
         with self.lock:
             if outcome in (Outcome.RESTORED, Outcome.PRESENT):
                 if outcome is Outcome.RESTORED:
                     self.tally.restored += 1
-                    self.tally.bytes_restored += size
+                    if linked:
+                        self.tally.linked += 1  # no bytes: the data came with its first link
+                    else:
+                        self.tally.bytes_restored += size
                 else:
                     self.tally.present += 1
                     self.tally.bytes_present += size
@@ -674,19 +757,20 @@ class _ShardRestorer:
             self.failures.flush()
 
     def run(self, entries: Iterable[Entry]) -> None:
-        """`download_workers` threads take entries from the shard in turn: no queue, no future per file (at 5,000
-        small files a second, each synchronisation object costs measurable CPU in futex calls)."""
-        source = iter(entries)
+        """`download_workers` threads take units (a file, or the links of one) from the shard in turn: no queue, no
+        future per file (at 5,000 small files a second, each synchronisation object costs measurable CPU in futex
+        calls)."""
+        source = restore_units(entries)
         take = threading.Lock()
 
         def work() -> None:
             while not self.errors:
                 with take:
-                    entry = next(source, None)
-                if entry is None:
+                    unit = next(source, None)
+                if unit is None:
                     return
                 try:
-                    self._guarded(entry)
+                    self._unit(unit)
                 except BaseException as e:  # _guarded reports every file's failure; this one is ours (the journal's disk)
                     self.errors.append(e)
                     self.stop.set()
@@ -701,15 +785,28 @@ class _ShardRestorer:
         if self.errors:
             raise self.errors[0]
 
-    def _guarded(self, entry: Entry) -> None:
+    def _unit(self, unit: list[Entry]) -> None:
+        """The first link of a file that restores is downloaded and verified; the others become hard links to it
+        (should it fail, the next one is downloaded instead)."""
+        first: Entry | None = None
+        for entry in unit:
+            if self._guarded(entry, first) and first is None:
+                first = entry
+
+    def _guarded(self, entry: Entry, link_to: Entry | None = None) -> bool:
+        """Restore one entry (or link it to `link_to`, already restored); True when it is in place."""
         if self.halted:
             self._record(entry, Outcome.FAILED, self.halted)
-            return
+            return False
         if self.stop.is_set():
             self._record(entry, Outcome.INTERRUPTED, "stopped before it started")
-            return
+            return False
         try:
-            self._restore(entry)
+            if link_to is None:
+                self._restore(entry)
+            else:
+                self._link(entry, link_to)
+            return True
         except Refused as e:
             self._record(entry, Outcome.REFUSED, str(e))
         except NotRestored as e:
@@ -726,6 +823,55 @@ class _ShardRestorer:
         except Exception as e:  # noqa: BLE001 - one file's failure never stops the shard; it is reported by name
             log.debug("restore of %s failed", display_path(entry.path), exc_info=True)
             self._record(entry, Outcome.FAILED, f"{type(e).__name__}: {e}")
+        return False
+
+    def _link(self, entry: Entry, first: Entry) -> None:
+        """`entry` as a hard link to `first` (restored a moment ago): both names below the destination, neither
+        symlink followed; the link is made under a temporary name and renamed over the target."""
+        relative = self.selection.relative(entry.path)
+        src_fd, src_name = self.dest.parent(self.selection.relative(first.path))
+        try:
+            dir_fd, name = self.dest.parent(relative)
+            try:
+                source = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False)
+                if not stat.S_ISREG(source.st_mode):
+                    raise Fs3gError(f"its link {display_path(first.path)} is no longer a regular file")
+                present = Destination.existing(dir_fd, name)
+                if present is not None and (present.st_dev, present.st_ino) == (source.st_dev, source.st_ino):
+                    self._record(entry, Outcome.PRESENT, size=present.st_size, mtime_ns=present.st_mtime_ns)
+                    return
+                if present is not None and stat.S_ISDIR(present.st_mode):
+                    raise Refused("a directory is in the way")
+                if self._blocked(present):
+                    raise Refused("a different file exists at the target; restore with --overwrite to replace it")
+                tmp = Destination.temp_name(name)
+                try:
+                    os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                except OSError as e:
+                    if e.errno not in _NO_LINK_ERRNOS:
+                        raise
+                    # No hard links here (EMLINK: too many already; or the filesystem has none): a copy of its own.
+                    log.warning("%s: cannot be linked (%s); downloaded as a separate file", display_path(entry.path),
+                                e.strerror)
+                    linked = False
+                else:
+                    linked = True
+                if not linked:
+                    self._restore(entry)
+                    return
+                try:
+                    made = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
+                    if (made.st_dev, made.st_ino) != (source.st_dev, source.st_ino):
+                        raise Fs3gError(f"{display_path(first.path)} was replaced while it was linked; not linked")
+                    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except BaseException:
+                    _unlink_quietly(dir_fd, tmp)
+                    raise
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(src_fd)
+        self._record(entry, Outcome.RESTORED, size=source.st_size, mtime_ns=source.st_mtime_ns, linked=True)
 
     def _key(self, entry: Entry) -> tuple[str, KeyClass]:
         if entry.kind is EntryKind.SYMLINK:
@@ -779,7 +925,7 @@ class _ShardRestorer:
             except ObjectMissing:
                 raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
             key = other
-        meta = FileMeta.of(obj.metadata, entry)
+        meta = FileMeta.of(obj.metadata, entry, catalog_times=self.from_catalog)
         symlink = klass is KeyClass.SYMLINK
         if self._same_as(present, len(obj.data), meta, symlink) and (
                 not symlink or os.readlink(name, dir_fd=dir_fd) == obj.data):
@@ -803,7 +949,8 @@ class _ShardRestorer:
         else:
             fd = self._create(dir_fd, tmp)
             try:
-                _write_all(fd, obj.data, self.dest.root)
+                os.ftruncate(fd, len(obj.data))  # before the data: blocks of zeros are left as holes
+                pwrite_sparse(fd, obj.data, 0, self.dest.root)
                 self._apply_meta(fd, meta)
                 os.close(fd)
                 fd = -1
@@ -833,7 +980,7 @@ class _ShardRestorer:
             raise ObjectMissing(f"{key} is not in the bucket")
         if head.storage_class in {c.value for c in ARCHIVED_CLASSES} and not head.restore_ready:
             raise NotRestored(f"{key} is archived ({head.storage_class}) and not restored (yet)")
-        meta = FileMeta.of(head.metadata, entry)
+        meta = FileMeta.of(head.metadata, entry, catalog_times=self.from_catalog)
         if self._same_as(present, head.size_bytes, meta, False):
             self._record(entry, Outcome.PRESENT, size=head.size_bytes, mtime_ns=meta.mtime_ns or 0)
             return
@@ -894,7 +1041,7 @@ class _ShardRestorer:
         pieces = (self.direct.get_range(self.bucket, key, start, length, etag) if self.direct.available
                   else get_range(self.client, self.bucket, key, start, length, etag))
         for piece in pieces:
-            _pwrite_all(fd, piece, offset, self.dest.root)
+            pwrite_sparse(fd, piece, offset, self.dest.root)
             offset += len(piece)
             view = memoryview(piece)
             while view:
@@ -930,13 +1077,13 @@ class _ShardRestorer:
         if meta.mode is not None:
             os.fchmod(fd, stat.S_IMODE(meta.mode))  # after chown, which clears set-id bits
         if meta.mtime_ns is not None:
-            os.utime(fd, ns=(meta.atime_ns or meta.mtime_ns, meta.mtime_ns))
+            os.utime(fd, ns=meta.times)
 
     def _apply_link_meta(self, dir_fd: int, name: bytes, meta: FileMeta) -> None:
         if self.as_root and meta.uid is not None and meta.gid is not None:
             os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
         if meta.mtime_ns is not None:
-            os.utime(name, ns=(meta.atime_ns or meta.mtime_ns, meta.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+            os.utime(name, ns=meta.times, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _unlink_quietly(dir_fd: int, name: bytes) -> None:
@@ -950,16 +1097,6 @@ def _full(e: OSError, root: Path) -> DiskFull:
     return DiskFull(f"no space left on the destination {root} ({e.strerror}); nothing partial was kept: free space "
                     "and run the same restore again (it skips what is already restored)")
 
-
-def _write_all(fd: int, data: bytes, root: Path) -> None:
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise _full(e, root) from e
-        raise
 
 
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range's dirty pages, do not wait
@@ -986,7 +1123,7 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int, root: Path) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int, root: Path) -> None:
     view = memoryview(data)
     try:
         while view:
@@ -996,6 +1133,27 @@ def _pwrite_all(fd: int, data: bytes, offset: int, root: Path) -> None:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise _full(e, root) from e
         raise
+
+
+def pwrite_sparse(fd: int, data: bytes | memoryview, offset: int, root: Path) -> None:
+    """`data` at `offset`, except its all-zero SPARSE_BLOCK_BYTES-aligned blocks, which are skipped (seeked over):
+    the file is new and already sized with ftruncate, so they read back as zeros, and stay holes where the
+    filesystem keeps holes. Consecutive data blocks go in one write. (The caller hashes every byte, zeros too.)"""
+    view = memoryview(data).cast("B")
+    size = len(view)
+    pos = 0
+    pending = 0  # start of the data not yet written
+    while pos < size:
+        end = min(size, pos + SPARSE_BLOCK_BYTES - (offset + pos) % SPARSE_BLOCK_BYTES)
+        # Data blocks mostly fail on their end bytes; then bytes == bytes is a memcmp (comparing memoryviews walks
+        # the elements one by one).
+        if view[pos] == 0 and view[end - 1] == 0 and view[pos:end].tobytes() == _ZERO_BLOCK[:end - pos]:
+            if pending < pos:
+                _pwrite_all(fd, view[pending:pos], offset + pending, root)
+            pending = end
+        pos = end
+    if pending < size:
+        _pwrite_all(fd, view[pending:size], offset + pending, root)
 
 
 @dataclass(frozen=True)
@@ -1054,7 +1212,7 @@ def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] |
     write_json_atomic(layout.result(shard), {
         "shard": shard, "status": state.value, "signal": signals.first,
         "files": header["shards"][shard]["files"], "restored": tally.restored, "already_present": tally.present,
-        "failed": tally.failed, "bytes_restored": tally.bytes_restored,
+        "failed": tally.failed, "bytes_restored": tally.bytes_restored, "linked": tally.linked,
     })
     if signals.first == "SIGUSR1" and on_requeue is not None:
         on_requeue()
@@ -1070,7 +1228,8 @@ class RestoreReport:
 
     @property
     def ok(self) -> bool:
-        return self.data["failed"]["files"] == 0 and self.data["refused"] == 0
+        return (self.data["failed"]["files"] == 0 and self.data["refused"] == 0
+                and self.data.get("directories", {}).get("failed", 0) == 0)
 
     def lines(self) -> list[str]:
         d = self.data
@@ -1079,6 +1238,12 @@ class RestoreReport:
             f"  planned   {d['planned']['files']:,} files {format_size(d['planned']['bytes'])}",
             f"  restored  {d['restored']['files']:,} files {format_size(d['restored']['bytes'])} (verified by "
             "SHA-256 tree hash)",
+            *([f"  linked    {d['restored']['linked']:,} of them as hard links (bytes counted once)"]
+              if d["restored"].get("linked") else []),
+            *([f"  dirs      {d['directories']['restored']:,} of {d['directories']['planned']:,} directories "
+               "(mode, times, empty ones)" + (f", {d['directories']['failed']:,} failed (see failures.jsonl)"
+                                              if d["directories"]["failed"] else "")]
+              if d.get("directories", {}).get("planned") else []),
             f"  present   {d['already_present']:,} already restored (skipped)",
             *([f"  glacier   {d['stage']['requested']:,} restore requests, {d['stage']['polls']} polls"]
               if d["stage"]["requested"] else []),
@@ -1089,9 +1254,70 @@ class RestoreReport:
         ]
 
 
+@dataclass
+class DirectoryTally:
+    restored: int = 0
+    failed: int = 0
+
+
+def restore_directories(layout: RestoreLayout, header: dict, failures: Any) -> DirectoryTally:
+    """Create every selected directory (empty ones included) and put back its mode, times and (as root) owner,
+    deepest first, once every file is in place: the files created in a directory change its mtime, so it is set
+    last. Walks the destination as the shards do (O_NOFOLLOW, one component at a time): a symlink is never followed.
+    Streams directories.rec: memory does not grow with the number of directories."""
+    tally = DirectoryTally()
+    if not layout.directories_file.is_file():
+        return tally
+    selection = Selection(header["requests"])
+    as_root = os.geteuid() == 0
+    try:
+        dest = Destination(Path(header["destination"]))
+    except OSError as e:
+        raise UsageError(f"cannot use the destination: {e.strerror}", path=header["destination"]) from e
+    try:
+        for entry in read_records(layout.directories_file):
+            try:
+                _restore_directory(dest, selection.relative(entry.path), entry, as_root)
+                tally.restored += 1
+            except (Refused, OSError) as e:
+                tally.failed += 1
+                outcome = Outcome.REFUSED if isinstance(e, Refused) else Outcome.FAILED
+                reason = str(e) if isinstance(e, Refused) else f"directory not restored: {e.strerror or e}"
+                log.warning("%s: %s: %s", display_path(entry.path), outcome.value, reason)
+                failures.write(json.dumps({"path": os.fsdecode(entry.path), "outcome": outcome.value,
+                                           "reason": reason}) + "\n")
+    finally:
+        dest.close()
+    return tally
+
+
+def _restore_directory(dest: Destination, relative: bytes, entry: Entry, as_root: bool) -> None:
+    dir_fd, name = dest.parent(relative)
+    try:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)  # an empty directory: no file made it
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(name, Destination.DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise Refused("a symlink or a file is in the way of this directory; not followed") from e
+            raise
+    finally:
+        os.close(dir_fd)
+    try:
+        if as_root:
+            os.fchown(fd, entry.uid, entry.gid)
+        os.fchmod(fd, stat.S_IMODE(entry.mode))  # after chown, which clears set-id bits
+        os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
+    finally:
+        os.close(fd)
+
+
 def merge_restore(run_dir: Path) -> RestoreReport:
     layout, header, _policy = load_header(run_dir)
-    restored_files = restored_bytes = present = failed = 0
+    restored_files = restored_bytes = present = failed = linked = 0
     states: dict[str, int] = {}
     fail_path = layout.run_dir / "failures.jsonl"
     fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -1109,6 +1335,7 @@ def merge_restore(run_dir: Path) -> RestoreReport:
             if result:
                 restored_files += result["restored"]
                 restored_bytes += result["bytes_restored"]
+                linked += result.get("linked", 0)
                 present += result["already_present"]
             shard_failed = 0
             if layout.failures(index).exists():
@@ -1119,6 +1346,8 @@ def merge_restore(run_dir: Path) -> RestoreReport:
             # Files a task never reached (killed, never started) are failures too, by count; a rerun finds them.
             done = (result["restored"] + result["already_present"]) if result else 0
             failed += max(shard_failed, shard["files"] - done)
+        # Last, once: after every shard's files, so that the directories' mtimes stay as set.
+        directories = restore_directories(layout, header, out)
     stage = read_json(layout.stage_state) if layout.stage_state.exists() else {"requested": 0, "polls": 0}
     data = {
         "tool_version": __version__,
@@ -1128,7 +1357,9 @@ def merge_restore(run_dir: Path) -> RestoreReport:
         "destination": header["destination"],
         "source": header["source"],
         "planned": header["planned"],
-        "restored": {"files": restored_files, "bytes": restored_bytes},
+        "restored": {"files": restored_files, "bytes": restored_bytes, "linked": linked},
+        "directories": {"planned": header.get("directories", 0), "restored": directories.restored,
+                        "failed": directories.failed},
         "already_present": present,
         "refused": header["refused"],
         "failed": {"files": failed},

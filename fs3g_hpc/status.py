@@ -1,7 +1,8 @@
 """`fs3g status`: where a run stands, from its own files (journals, results, report) and, for Slurm runs, `sacct`.
 
 Per shard: pending (nothing written yet), running (journal growing), done, failed, interrupted, or the Slurm state of
-its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done, rate, ETA.
+its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done (a hard-linked file's bytes once, as
+the plan counts them), rate, ETA.
 
 A run's state is a typed value (BackupRunStatus, RestoreRunStatus) with `lines()` for people and `to_json()` for
 `--json`. Reads only. Memory: one shard's journal at a time, plus one small record per shard.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from .manifest import RunLayout, journal_file, read_done_records, read_json, shard_result_file
+from .records import EntryKind, read_records
 from .sizes import format_duration, format_size
 
 
@@ -57,8 +59,28 @@ def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, st
         if slurm and slurm not in ("COMPLETED", "RUNNING", "PENDING") and state != "done":
             state = slurm.lower()
         lines.append(ShardStatusLine(index, state, len(done), summary["files"],
-                                     sum(r.size_bytes for r in done.values()), summary["bytes"]))
+                                     _done_bytes(done, layout.shards_dir / summary["file"]
+                                                 if summary.get("hardlinked_files") else None), summary["bytes"]))
     return lines
+
+
+def _done_bytes(done: dict, shard_file: Path | None) -> int:
+    """Bytes of the journaled files, a hard-linked file's once (as the plan counts them); `shard_file` is read only
+    for a shard that holds hard links (one shard's records, bounded by shards.max_files)."""
+    if shard_file is None:
+        return sum(r.size_bytes for r in done.values())
+    inode = {e.path: (e.dev, e.ino) for e in read_records(shard_file)
+             if e.nlink > 1 and e.kind is EntryKind.FILE}
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path, record in done.items():
+        link = inode.get(path)
+        if link is not None:
+            if link in seen:
+                continue
+            seen.add(link)
+        total += record.size_bytes
+    return total
 
 
 def _counts(states: list[str]) -> dict[str, int]:

@@ -4,7 +4,6 @@ on SeaweedFS (the human lines go to stderr)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from test_restore import fs3g, make_tree, write_policy
 

@@ -43,6 +43,23 @@ def test_diff_merge_join():
     assert all(c is Change.NEW for c, _ in diff(now, None))
 
 
+def test_directories_are_diffed_by_mtime_mode_and_owner():
+    def directory(path: bytes, mtime: int = 1, mode: int = 0o40755, uid: int = 0) -> Entry:
+        return Entry.of(path, EntryKind.DIRECTORY, 4096, mtime, mtime, mtime, mode, uid, 0, 1, 7, 2)
+
+    old = sorted([directory(b"/r"), directory(b"/r/same"), directory(b"/r/touched"), directory(b"/r/chmod"),
+                  directory(b"/r/chown"), directory(b"/r/gone")], key=lambda e: e.key)
+    now = sorted([directory(b"/r"), directory(b"/r/same"), directory(b"/r/touched", mtime=2),
+                  directory(b"/r/chmod", mode=0o40700), directory(b"/r/chown", uid=NOBODY), directory(b"/r/new"),
+                  directory(b"/r/atime-only")._replace(atime_ns=99)], key=lambda e: e.key)
+    old.append(directory(b"/r/atime-only"))
+    old.sort(key=lambda e: e.key)
+    result = {e.path: change for change, e in diff(now, old)}
+    assert result == {b"/r": Change.UNCHANGED, b"/r/same": Change.UNCHANGED, b"/r/touched": Change.CHANGED,
+                      b"/r/chmod": Change.CHANGED, b"/r/chown": Change.CHANGED, b"/r/new": Change.NEW,
+                      b"/r/gone": Change.DELETED, b"/r/atime-only": Change.UNCHANGED}
+
+
 def test_shard_assigner_bounds_balance_and_oversize():
     rng = random.Random(7)
     settings = ShardSettings(max_files=100, max_bytes=10_000_000)

@@ -441,7 +441,9 @@ def test_merge_verifies_against_the_bucket_and_writes_the_catalog(bucket, tmp_pa
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((run_dir / "report.json").read_text())
-    assert (report["verified"]["files"], report["failed"]["files"], report["catalog"]["entries"]) == (40, 0, 40)
+    directories = 1 + sum(p.is_dir() for p in root.rglob("*"))  # the catalog records them too (no object)
+    assert (report["verified"]["files"], report["failed"]["files"], report["catalog"]["entries"]) == (
+        40, 0, 40 + directories)
     policy = load_policy(policy_file, environ={})
     assert catalog_path(policy).is_file()
     again = make_plan(policy, tmp_path / "runs" / "again",
@@ -487,7 +489,8 @@ def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, 
     assert "nothing to upload" in again.stdout and again.stdout.rstrip().endswith("no boto3 0"), again.stdout
     runs = sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))
     report = json.loads((runs[-1] / "report.json").read_text())
-    assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 1, 29)
+    # 29 files and the root directory
+    assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 1, 30)
     assert not (runs[-1] / "logs" / "shard-local-0.out").exists()
 
     # Nothing changed at all now: the catalog is kept as it is (same inode), not rewritten, and still counted.
@@ -496,9 +499,10 @@ def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, 
     third = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and third.stdout.rstrip().endswith("no boto3 0"), third.stdout + third.stderr
     report = json.loads((sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))[-1] / "report.json").read_text())
-    assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 0, 29)
+    assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 0, 30)
     assert (catalog.stat().st_ino, catalog.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert [e.path for e in read_records(catalog)] == sorted(os.fsencode(str(p)) for p in root.iterdir())
+    assert [e.path for e in read_records(catalog)] == [os.fsencode(str(root))] + sorted(
+        os.fsencode(str(p)) for p in root.iterdir())
 
 
 def _backup_with_hook(tmp_path: Path, bucket, hook: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
@@ -533,7 +537,7 @@ def test_local_backup_retries_a_failed_file_in_a_new_run_and_exits_0(bucket, tmp
     failure = json.loads((runs[0] / "failures.jsonl").read_text())
     assert failure["path"].endswith("f07.dat") and "BadDigest" in failure["reason"] and failure["retryable"]
     retry = json.loads((Path(first["retry"]["run_dir"]) / "report.json").read_text())
-    assert (retry["verified"]["files"], retry["failed"]["files"], retry["catalog"]["entries"]) == (1, 0, 12)
+    assert (retry["verified"]["files"], retry["failed"]["files"], retry["catalog"]["entries"]) == (1, 0, 12 + 1)
     key = object_key(PREFIX, KeyClass.SMALL, os.fsencode(str(root / "f07.dat"))).key
     assert get_bytes(bucket, key) == (root / "f07.dat").read_bytes()
 
