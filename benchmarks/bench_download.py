@@ -43,14 +43,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -59,13 +57,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SCENARIO_SMOKE_HELP, SMALL_FILES,  # noqa: E402
-                          SMOKE_LARGE_BYTES, SMOKE_SMALL_FILES, MiB, ensure_peers, fill, proc_cpu_s, publish,
-                          rounds_and_peers, s3_client, s5cmd_binary, scenario_data, scratch_bucket,
-                          server_and_versions, services_env)
-from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     attach_records, ratios, run_alternating, settle_run_args)
+from harness import (DATA, LARGE_BYTES, MTIME, SCENARIO_SMOKE_HELP, SMALL_FILES, SMOKE_LARGE_BYTES,  # noqa: E402
+                     SMOKE_SMALL_FILES, CommandFailed, SetupHook, add_rates, add_run_args, all_ratios, attach_records,
+                     aws_env, backup, cpu_delta, dataset_summary, default_command_line, ensure_peers, fill, fs3g_source,
+                     lab_policy, list_prefix, log, machine_info, proc_cpu_s, publish, render_scenarios_report,
+                     rounds_and_peers, run_alternating, s3_client, scratch_bucket, server_and_versions, services_env,
+                     settle_run_args, shim_note, source_note, upload_dataset)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -92,27 +89,7 @@ class RestoreIncomplete(RuntimeError):
     pass
 
 
-def log(msg: str) -> None:
-    print(f"bench_download: {msg}", file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------------------- setup
-
-
-def lab_policy(src: Path, bucket: str, endpoint: str, run_root: Path) -> str:
-    q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
-    return (f"lab: {{name: bench}}\n"
-            f"roots: [{q(str(src))}]\n"
-            f"s3: {{bucket: {q(bucket)}, prefix: {q(PREFIX)}, endpoint_url: {q(endpoint)}}}\n"
-            f"run_root: {q(str(run_root))}\n")
-
-
-def list_keys(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            out[o["Key"]] = o["Size"]
-    return out
 
 
 def key_class(size: int) -> str:
@@ -123,7 +100,7 @@ def backed_up_keys(s3: Any, bucket: str, src: Path, manifest: list[dict[str, Any
     """The key of every dataset file (rel -> key), and any other object under the prefix (aws downloads those too).
 
     The dataset's names are plain ASCII, so a key is PREFIX/<class>/<absolute path without its leading />."""
-    listed = list_keys(s3, bucket, f"{PREFIX}/")
+    listed = {k: o["size"] for k, o in list_prefix(s3, bucket, f"{PREFIX}/").items()}
     keys: dict[str, str] = {}
     for f in manifest:
         key = f"{PREFIX}/{key_class(f['size'])}/{str(src).lstrip('/')}/{f['path']}"
@@ -134,16 +111,6 @@ def backed_up_keys(s3: Any, bucket: str, src: Path, manifest: list[dict[str, Any
         keys[f["path"]] = key
     others = sorted(set(listed) - set(keys.values()))
     return keys, others
-
-
-def backup(fs3g: list[str], policy: Path, env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run([*fs3g, "backup", "--config", str(policy), "--executor", "local", "--wait"],
-                          capture_output=True, text=True, env=env, cwd=REPO, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise RestoreIncomplete(f"backup for the benchmark failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                                f"{proc.stderr[-2000:]}")
-    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------------------- verification
@@ -258,7 +225,7 @@ def make_hook(name: str, *, klass: str, keys: dict[str, str], others: list[str],
         finally:
             try:
                 if ok:
-                    rec = {"server_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
+                    rec = {"server_cpu_s": cpu_delta(cpu0, cpu1)}
                     rec.update(verify_dest(dest, expected, allowed))
                     records.append(rec)
             finally:
@@ -283,7 +250,7 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
     try:
         with scratch_bucket(s3, "bench-download") as bucket:
             policy = setup_dir / "lab.yaml"
-            policy.write_text(lab_policy(src, bucket, endpoint, setup_dir / "runs"))
+            policy.write_text(lab_policy(src, bucket, PREFIX, endpoint, setup_dir / "runs"))
             log(f"{scenario}: backing up {data['files']:,} files, {data['total_bytes']:,} bytes from {src} into "
                 f"bucket {bucket} with fs3g (untimed)")
             backup_s = backup(args.fs3g_argv, policy, env)
@@ -303,48 +270,18 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
     finally:
         shutil.rmtree(setup_dir, ignore_errors=True)
     attach_records(results, records, ("files", "verified", "extra_allowed", "mtime_restored"))
-    for c in results["commands"].values():
-        c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
-        c["files_per_s"] = data["files"] / c["wall_s"]["median"]
+    add_rates(results, data)
     ours = [n for n in commands if n in OURS]
     peers = [n for n in commands if n not in OURS]
     return {"scenario": scenario, "results": results, "key_class": klass, "backup_s": backup_s,
-            "other_objects": others,
-            "ratios": [ratios(results, o, p) for o in ours for p in peers],
-            "dataset": {k: v for k, v in data.items() if k != "manifest"}}
-
-
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+            "other_objects": others, "ratios": all_ratios(results, ours, peers), "dataset": dataset_summary(data)}
 
 
 def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str, command_line: str) -> str:
-    return render_upload_report(
+    return render_scenarios_report(
         runs, machine, note, command_line, title="Download (restore) benchmark (SeaweedFS on loopback)",
         ratio_summary=True, scenario_note=lambda run: f", backed up untimed in {run['backup_s']:.1f} s",
         placeholders="`{run_dir}` is a fresh temporary directory per run, `{dest}` an empty directory in it")
-
-def fs3g_source() -> dict[str, Any]:
-    """The commit of the checkout the benchmark runs from, and whether fs3g_hpc/ differs from it (read-only git)."""
-    out: dict[str, Any] = {}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=30)
-        if head.returncode == 0:
-            out["commit"] = head.stdout.strip()
-            st = subprocess.run(["git", "-C", str(REPO), "--no-optional-locks", "status", "--porcelain", "--",
-                                 "fs3g_hpc"], capture_output=True, text=True, timeout=30)
-            out["fs3g_hpc_modified"] = [line[3:] for line in st.stdout.splitlines()]
-    return out
-
-
-def peer_tools(install: bool) -> dict[str, str]:
-    """aws and s5cmd from the peers' venv (bench_upload installs them, and rclone, when something is missing)."""
-    aws = PEER_VENV / "bin" / "aws"
-    s5 = s5cmd_binary()
-    if aws.exists() and s5 is not None:
-        return {"aws": str(aws), "s5cmd": str(s5), "rclone": shutil.which("rclone") or "rclone"}
-    return ensure_peers(install)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,18 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"--fs3g {args.fs3g!r} is not 'PYTHON -m fs3g_hpc': the fs3g-shard row (which prepares its run through "
             "that Python) is left out")
         args.shard_row = False
-    if args.tmp_dir:
-        args.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     try:
         senv = services_env()
-        tools = peer_tools(install=not args.no_install)
+        tools = ensure_peers(install=not args.no_install, rclone=False)
     except (RuntimeError, subprocess.CalledProcessError) as e:
         log(str(e))
         return 2
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
-    region = senv.get("AWS_DEFAULT_REGION", "us-east-1")
-    env = {**os.environ, **senv, "AWS_DEFAULT_REGION": region}
+    env = aws_env(senv)
     server_pid, versions = server_and_versions(tools, ("s5cmd", "aws"))
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
@@ -393,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         for sc in scenarios:
-            data = scenario_data(sc, args, n_small, n_large)
+            data = upload_dataset(sc, n_small if sc == "small" else n_large, args)
             runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
                                      server_pid=server_pid))
     except (FileExistsError, RestoreIncomplete, CommandFailed) as e:
@@ -413,20 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             + rounds_and_peers(args.warmup, versions))
     if args.note:
         note += " " + args.note
-    first = shutil.which(args.fs3g_argv[0])
-    with contextlib.suppress(OSError, TypeError):
-        if first and open(first, "rb").read(2) == b"#!":
-            note += (f" `{args.fs3g_argv[0]}` is a script ({first}, e.g. a pyenv shim), not the interpreter: its "
-                     "start-up is in every fs3g and fs3g-shard sample (pass --fs3g \"/path/to/python3 -m fs3g_hpc\" "
-                     "to leave it out).")
-    source = {"at_start": source_at_start, "at_end": fs3g_source()}
-    if source["at_end"] != source_at_start:
-        note += (" The fs3g checkout changed while the benchmark ran (see fs3g_source in the JSON): samples may mix "
-                 "versions.")
-    elif source_at_start.get("commit"):
-        changed = source_at_start["fs3g_hpc_modified"]
-        note += (f" fs3g from commit {source_at_start['commit'][:12]}"
-                 + (f" with local changes in {', '.join(changed)}" if changed else "") + ".")
+    note += shim_note(args.fs3g_argv, "fs3g and fs3g-shard")
+    source, sentence = source_note(source_at_start)
+    note += sentence
     machine = machine_info()
     cmdline = default_command_line()
     md = render_report(runs, machine, note, cmdline)
