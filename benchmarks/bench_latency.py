@@ -24,8 +24,8 @@ Before and after the timed runs the script checks that the latency is there: the
 (and 20 PUTs of 4 KiB) on one kept-alive connection, direct and through the proxy (medians and minima reported;
 the run stops when the fastest HEAD through the proxy is less than 1.5 x DELAY slower than the fastest direct one).
 
-Timed commands: the upload scenario's (harness.upload_commands, upload_hook), with the proxy as the endpoint, each run into a fresh
-prefix of one bucket:
+Timed commands: the upload scenario's (harness.upload_commands, upload_hook), with the proxy as the endpoint, each
+run into a fresh prefix of one bucket:
 - fs3g:      sh -c 'FS3G plan --config {run_dir}/lab.yaml --run-dir {run_dir}/run && FS3G run-shard {run_dir}/run
              --shard 0', with the lab policy's s3.endpoint_url = the proxy
 - s5cmd:     s5cmd --endpoint-url PROXY --log error cp 'SRC/*' s3://BUCKET/PREFIX/   (and s5cmd-16: --numworkers 16)
