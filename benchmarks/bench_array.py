@@ -55,7 +55,6 @@ import itertools
 import json
 import math
 import os
-import random
 import secrets
 import shlex
 import shutil
@@ -75,17 +74,15 @@ if str(HERE) not in sys.path:
 
 from harness import (DATA, RUN_DIR_PLACEHOLDER, CommandFailed, KiB, MiB, SetupHook, add_run_args,  # noqa: E402
                      aws_env, checked_dataset, cpu_delta, dataset_summary, default_command_line, delete_keys,
-                     delete_prefix, fill, finish_dataset, fmt, fs3g_source, lab_policy, log, machine_info,
-                     prepare_dataset, proc_cpu_s, publish, report_head, results_base, results_lines, run_alternating,
-                     run_untimed, s3_client, scratch_bucket, server_version, services_env, settle_run_args, size_tag,
-                     source_note, weed_pid, write_file)
+                     delete_prefix, fill, fmt, fs3g_source, generate_files, lab_policy, log, machine_info, proc_cpu_s,
+                     publish, report_head, results_base, results_lines, run_alternating, run_untimed, s3_client,
+                     scratch_bucket, server_version, services_env, settle_run_args, size_tag, source_note, weed_pid)
 
 GENERATOR = "fs3g-bench-array"
 VERSION = 1  # bump when names, sizes or contents change, so stale data is not reused
 FILES, SMOKE_FILES = 100_000, 2_000
 MIN_BYTES, MAX_BYTES = 1 * KiB, 15 * KiB
 FILES_PER_DIR, DIRS_PER_TOP = 250, 20
-PATTERN_LEN = 1 * MiB
 SHARDS = 8
 SINGLE_MAX_FILES = 200_000
 GOAL = 3.0  # the issue's goal: array throughput >= 3x the single process's
@@ -106,27 +103,13 @@ def generate(root: Path, n_files: int, seed: int = 1, *, replace: bool = False) 
     """n_files of MIN_BYTES..MAX_BYTES (uniform) as proj_NN/dir_NN/file_NNNNNN.dat, FILES_PER_DIR per directory."""
     params = {"generator": GENERATOR, "version": VERSION, "n_files": n_files, "seed": seed,
               "min_bytes": MIN_BYTES, "max_bytes": MAX_BYTES, "files_per_dir": FILES_PER_DIR}
-    found = prepare_dataset(root, params, replace)
-    if found is not None:
-        return {**found, "reused": True}
-    t0 = time.perf_counter()
-    rng = random.Random(f"{GENERATOR}:{VERSION}:{seed}")
-    pattern = memoryview(rng.randbytes(PATTERN_LEN + MAX_BYTES))
-    files = []
-    last_leaf = -1
-    for i in range(n_files):
+
+    def path_of(i: int) -> str:
         leaf = i // FILES_PER_DIR
-        rel_dir = f"proj_{leaf // DIRS_PER_TOP:02d}/dir_{leaf % DIRS_PER_TOP:02d}"
-        if leaf != last_leaf:
-            (root / rel_dir).mkdir(parents=True, exist_ok=True)
-            last_leaf = leaf
-        rel = f"{rel_dir}/file_{i:06d}.dat"
-        size = rng.randint(MIN_BYTES, MAX_BYTES)
-        off = rng.randrange(PATTERN_LEN)
-        data = pattern[off:off + size]
-        files.append(write_file(root, rel, data))
-    files.sort(key=lambda f: f["path"])
-    return {**finish_dataset(root, params, files, t0), "reused": False}
+        return f"proj_{leaf // DIRS_PER_TOP:02d}/dir_{leaf % DIRS_PER_TOP:02d}/file_{i:06d}.dat"
+
+    return generate_files(root, params, replace, rng_seed=f"{GENERATOR}:{VERSION}:{seed}", n_files=n_files,
+                          min_bytes=MIN_BYTES, max_bytes=MAX_BYTES, path_of=path_of)
 
 
 # ------------------------------------------------------------------------------------------------------- policy

@@ -643,27 +643,42 @@ def finish_dataset(root: Path, params: dict[str, Any], files: list[dict[str, Any
     return summary
 
 
-def generate_small(root: Path, n_files: int, seed: int = 1, *, replace: bool = False) -> dict[str, Any]:
-    """n_files of SMALL_MIN..SMALL_MAX bytes (uniform) as top_NN/dir_N/file_NNNNN.dat, 100 per directory."""
-    params = {"generator": UPLOAD_GENERATOR, "version": UPLOAD_VERSION, "kind": "small", "n_files": n_files,
-              "seed": seed, "min_bytes": SMALL_MIN, "max_bytes": SMALL_MAX}
+def generate_files(root: Path, params: dict[str, Any], replace: bool, *, rng_seed: str, n_files: int,
+                   min_bytes: int, max_bytes: int, path_of: Callable[[int], str]) -> dict[str, Any]:
+    """A seeded small-file set: file i at path_of(i) (a directory's files consecutive), min_bytes..max_bytes
+    (uniform), its bytes a slice of one random pattern; reused while root's marker holds these params."""
     found = prepare_dataset(root, params, replace)
     if found is not None:
         return {**found, "reused": True}
     t0 = time.perf_counter()
-    rng = random.Random(f"{UPLOAD_GENERATOR}:{UPLOAD_VERSION}:small:{seed}")
-    pattern = memoryview(rng.randbytes(PATTERN_LEN + SMALL_MAX))
+    rng = random.Random(rng_seed)
+    pattern = memoryview(rng.randbytes(PATTERN_LEN + max_bytes))
     files = []
+    made = None
     for i in range(n_files):
-        leaf = i // SMALL_FILES_PER_DIR
-        rel = f"top_{leaf // SMALL_DIRS_PER_TOP:02d}/dir_{leaf % SMALL_DIRS_PER_TOP}/file_{i:05d}.dat"
-        size = rng.randint(SMALL_MIN, SMALL_MAX)
+        rel = path_of(i)
+        parent = rel.rpartition("/")[0]
+        if parent != made:
+            (root / parent).mkdir(parents=True, exist_ok=True)
+            made = parent
+        size = rng.randint(min_bytes, max_bytes)
         off = rng.randrange(PATTERN_LEN)
-        data = pattern[off:off + size]
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        files.append(write_file(root, rel, data))
+        files.append(write_file(root, rel, pattern[off:off + size]))
     files.sort(key=lambda f: f["path"])
     return {**finish_dataset(root, params, files, t0), "reused": False}
+
+
+def generate_small(root: Path, n_files: int, seed: int = 1, *, replace: bool = False) -> dict[str, Any]:
+    """n_files of SMALL_MIN..SMALL_MAX bytes (uniform) as top_NN/dir_N/file_NNNNN.dat, 100 per directory."""
+    params = {"generator": UPLOAD_GENERATOR, "version": UPLOAD_VERSION, "kind": "small", "n_files": n_files,
+              "seed": seed, "min_bytes": SMALL_MIN, "max_bytes": SMALL_MAX}
+
+    def path_of(i: int) -> str:
+        leaf = i // SMALL_FILES_PER_DIR
+        return f"top_{leaf // SMALL_DIRS_PER_TOP:02d}/dir_{leaf % SMALL_DIRS_PER_TOP}/file_{i:05d}.dat"
+
+    return generate_files(root, params, replace, rng_seed=f"{UPLOAD_GENERATOR}:{UPLOAD_VERSION}:small:{seed}",
+                          n_files=n_files, min_bytes=SMALL_MIN, max_bytes=SMALL_MAX, path_of=path_of)
 
 
 def generate_large(root: Path, n_bytes: int, seed: int = 1, *, replace: bool = False) -> dict[str, Any]:
