@@ -57,12 +57,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import (DATA, LARGE_BYTES, MTIME, SCENARIO_SMOKE_HELP, SMALL_FILES, SMOKE_LARGE_BYTES,  # noqa: E402
-                     SMOKE_SMALL_FILES, CommandFailed, SetupHook, add_rates, add_run_args, all_ratios, attach_records,
-                     aws_env, backup, cpu_delta, dataset_summary, default_command_line, ensure_peers, fill, fs3g_source,
-                     lab_policy, list_prefix, log, machine_info, proc_cpu_s, publish, render_scenarios_report,
-                     rounds_and_peers, run_alternating, s3_client, scratch_bucket, server_and_versions, services_env,
-                     settle_run_args, shim_note, source_note, upload_dataset)
+from harness import (DATA, MTIME, SCENARIO_SMOKE_HELP, CommandFailed, SetupHook, add_rates, add_run_args,  # noqa: E402
+                     add_upload_scenario_args, all_ratios, attach_records, aws_env, backup, cpu_delta, dataset_summary,
+                     default_command_line, ensure_peers, fill, fs3g_source, lab_policy, list_prefix, log, machine_info,
+                     proc_cpu_s, publish, render_scenarios_report, rounds_and_peers, run_alternating, s3_client,
+                     scratch_bucket, seaweed_sentence, server_and_versions, services_env, settle_run_args, shim_note,
+                     source_note, upload_datasets)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -287,9 +287,7 @@ def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=SCENARIO_SMOKE_HELP)
-    ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
-    ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
-    ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
+    add_upload_scenario_args(ap)
     ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
                     help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root); it also '
                          "makes the untimed backup")
@@ -300,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
                          "or download-smoke with --smoke); .md and .json are written")
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
-    n_large = args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)
     results_base = args.results or HERE / "results" / ("download-smoke" if args.smoke else "download-latest")
     args.fs3g_argv = shlex.split(args.fs3g)
     if not args.fs3g_argv:
@@ -322,20 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     server_pid, versions = server_and_versions(tools, ("s5cmd", "aws"))
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
-    scenarios = ["small", "large"] if args.scenario == "all" else [args.scenario]
     source_at_start = fs3g_source()
     runs = []
     try:
-        for sc in scenarios:
-            data = upload_dataset(sc, n_small if sc == "small" else n_large, args)
+        for sc, data in upload_datasets(args):
             runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
                                      server_pid=server_pid))
     except (FileExistsError, RestoreIncomplete, CommandFailed) as e:
         log(f"{type(e).__name__}: {e}")
         return 1
 
-    note = (f"Endpoint {endpoint}: SeaweedFS ({versions.get('seaweedfs', 'unknown version')}, `weed mini` from "
-            "`.ci/services`) on the same 2-core machine, so the server's CPU competes with the client's. Per "
+    note = (seaweed_sentence(endpoint, versions.get("seaweedfs")) + " Per "
             "scenario, untimed: one bucket, the dataset backed up into it by `fs3g backup --executor local --wait` "
             f"(keys `{PREFIX}/smallfile/<path>` or `{PREFIX}/largefile/<path>`, the lab's catalog written). Every "
             "run downloads into a fresh empty directory on the same disk; after each run (untimed) every file is "

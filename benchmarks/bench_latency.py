@@ -67,12 +67,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS,  # noqa: E402
-                     SetupHook, add_rates, add_run_args, all_ratios, attach_records, cpu_delta, dataset_summary,
+from harness import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS, SetupHook,  # noqa: E402
+                     add_rates, add_run_args, all_ratios, attach_records, cpu_delta, dataset_summary,
                      default_command_line, ensure_peers, fmt, fs3g_source, log, machine_info, medians, pip_install,
                      proc_cpu_s, publish, render_scenarios_report, results_base, rounds_and_peers, run_alternating,
                      s3_client, scratch_bucket, server_and_versions, services_env, settle_run_args, shim_note,
-                     source_note, summary_of, tool_env, upload_commands, upload_dataset, upload_hook)
+                     small_files, source_note, summary_of, tool_env, upload_commands, upload_dataset, upload_hook)
 
 FAULTY_PIN = "faulty==0.2.1"
 DELAY_MS = 20.0
@@ -423,7 +423,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ap = build_parser()
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     args.probes = args.probes or (10 if args.smoke else PROBES)
     base = results_base(args.results, "latency-smoke" if args.smoke else "latency-latest")
     args.fs3g = args.fs3g.strip() or None
@@ -439,7 +438,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         versions["faulty"] = faulty_version
         log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
         source_at_start = fs3g_source()
-        data = upload_dataset("small", n_small, args)
+        data = upload_dataset("small", small_files(args), args)
         run_ = run_scenario(data, tools=tools, senv=senv, endpoint=endpoint, faulty_python=faulty_python, args=args,
                             server_pid=server_pid)
     goal = goal_check(run_)

@@ -59,9 +59,9 @@ if str(HERE) not in sys.path:
 from harness import (DATA, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, SetupHook, add_run_args, all_ratios,  # noqa: E402
                      attach_records, backup, cpu_delta, dataset_summary, default_command_line, ensure_peers, fill,
                      fs3g_source, lab_policy, log, machine_info, medians, names_from, proc_cpu_s, publish,
-                     render_scenarios_report, results_base, rounds_and_peers, run_alternating, run_untimed,
-                     s3_client, scratch_bucket, server_and_versions, services_env, settle_run_args, shim_note,
-                     source_note, tool_env, upload_dataset, verify_upload)
+                     render_scenarios_report, results_base, rounds_and_peers, run_alternating, run_untimed, s3_client,
+                     scratch_bucket, seaweed_sentence, server_and_versions, services_env, settle_run_args, shim_note,
+                     small_files, source_note, tool_env, upload_dataset, verify_upload)
 
 OURS = ("fs3g", "fs3g-plan")
 FS3G_PREFIX = "bench"  # the prefix of the lab policy (the download scenario's too)
@@ -286,7 +286,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
     args.ours = names_from(ap, args.ours, OURS, "ours")
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     base = results_base(args.results, "sync-smoke" if args.smoke else "sync-latest")
     args.fs3g_argv = shlex.split(args.fs3g)
     if not args.fs3g_argv:
@@ -300,13 +299,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
     source_at_start = fs3g_source()
-    data = upload_dataset("small", n_small, args)
+    data = upload_dataset("small", small_files(args), args)
     run_ = run_scenario(data, tools=tools, env=env, endpoint=endpoint, args=args, server_pid=server_pid)
     goal = goal_check(run_)
 
     note = (goal_text(goal) + "\n\n"
-            f"Endpoint {endpoint}: SeaweedFS ({versions.get('seaweedfs', 'unknown version')}, `weed mini` from "
-            "`.ci/services`) on the same machine, so the server's CPU competes with the client's. Setup, untimed: "
+            + seaweed_sentence(endpoint, versions.get("seaweedfs"), "the same machine") + " Setup, untimed: "
             "one bucket; the tree backed up by `fs3g backup --executor local --wait` (keys "
             f"`{FS3G_PREFIX}/smallfile/<path>`, the lab's catalog written) and synced once by each peer into its own "
             "prefix; every prefix checked against the dataset. Timed: the same commands again with nothing "

@@ -42,12 +42,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # allow `import bench_upload` from elsewhere, not only running it as a script
     sys.path.insert(0, str(HERE))
 
-from harness import (DATA, LARGE_BYTES, PEERS, SCENARIO_SMOKE_HELP, SMALL_FILES, SMOKE_LARGE_BYTES,  # noqa: E402
-                     SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS, CommandFailed, UploadIncomplete, add_rates, add_run_args,
-                     all_ratios, attach_records, dataset_summary, default_command_line, ensure_peers, log,
-                     machine_info, publish, render_scenarios_report, run_alternating, s3_client, scratch_bucket,
-                     server_and_versions, services_env, settle_run_args, tool_env, upload_commands, upload_dataset,
-                     upload_hook)
+from harness import (DATA, PEERS, SCENARIO_SMOKE_HELP, UPLOAD_CHECK_KEYS, CommandFailed, UploadIncomplete,  # noqa: E402
+                     add_rates, add_run_args, add_upload_scenario_args, all_ratios, attach_records, dataset_summary,
+                     default_command_line, ensure_peers, log, machine_info, publish, render_scenarios_report,
+                     run_alternating, s3_client, scratch_bucket, seaweed_sentence, server_and_versions, services_env,
+                     settle_run_args, tool_env, upload_commands, upload_datasets, upload_hook)
 
 
 # ------------------------------------------------------------------------------------------------------ running
@@ -78,9 +77,7 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=SCENARIO_SMOKE_HELP)
-    ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
-    ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
-    ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
+    add_upload_scenario_args(ap)
     ap.add_argument("--fs3g", help='how to run fs3g, e.g. "python3 -m fs3g_hpc": adds the plan && run-shard '
                                    "command with a lab policy written per run (default: not run)")
     ap.add_argument("--fs3g-cmd", help="our command as a template (shlex, no shell) with {src} {bucket} {prefix} "
@@ -90,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
                          "or upload-smoke with --smoke); .md and .json are written")
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
-    n_large = args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)
     results_base = args.results or HERE / "results" / ("upload-smoke" if args.smoke else "upload-latest")
     if not args.peers and not (args.fs3g or args.fs3g_cmd):
         ap.error("nothing to run")
@@ -107,19 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     server_pid, versions = server_and_versions(tools)
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
-    scenarios = ["small", "large"] if args.scenario == "all" else [args.scenario]
     runs = []
     try:
-        for sc in scenarios:
-            data = upload_dataset(sc, n_small if sc == "small" else n_large, args)
+        for sc, data in upload_datasets(args):
             runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
                                      server_pid=server_pid))
     except (FileExistsError, UploadIncomplete, CommandFailed) as e:
         log(f"{type(e).__name__}: {e}")
         return 1
 
-    note = (f"Endpoint {endpoint}: SeaweedFS ({versions.get('seaweedfs', 'unknown version')}, `weed mini` from "
-            "`.ci/services`) on the same 2-core machine, so the server's CPU competes with the client's. Every run "
+    note = (seaweed_sentence(endpoint, versions.get("seaweedfs")) + " Every run "
             "uploads into a fresh prefix of one bucket per scenario; after each run (untimed) the objects are "
             "checked against the source (names, sizes, MD5 where the ETag is one) and deleted. Each bucket gets "
             "one untimed PUT first (SeaweedFS allocates a bucket's volumes on its first write). "

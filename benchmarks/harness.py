@@ -740,6 +740,26 @@ def upload_dataset(kind: str, n: int, args: argparse.Namespace) -> dict[str, Any
     return checked_dataset(root, data)
 
 
+def add_upload_scenario_args(ap: argparse.ArgumentParser) -> None:
+    """--scenario small|large|all and the sizes of the two data sets (upload and download)."""
+    ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
+    ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
+    ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
+
+
+def small_files(args: argparse.Namespace) -> int:
+    """--small-files, else the small set's size (the smoke one with --smoke)."""
+    return args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
+
+
+def upload_datasets(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(scenario, its data set) for each scenario of --scenario, each set made or reused when its turn comes."""
+    sizes = {"small": small_files(args),
+             "large": args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)}
+    for kind in ("small", "large") if args.scenario == "all" else (args.scenario,):
+        yield kind, upload_dataset(kind, sizes[kind], args)
+
+
 def dataset_summary(data: dict[str, Any]) -> dict[str, Any]:
     """A data set's summary for a report: everything but the manifest."""
     return {k: v for k, v in data.items() if k != "manifest"}
@@ -825,6 +845,12 @@ def server_version(server_pid: int | None) -> str | None:
     with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
         return run_text([os.readlink(f"/proc/{server_pid}/exe"), "version"]).splitlines()[0]
     return None
+
+
+def seaweed_sentence(endpoint: str, version: str | None, where: str = "the same 2-core machine") -> str:
+    """The report's sentence on the endpoint: SeaweedFS, its version, sharing the client's machine."""
+    return (f"Endpoint {endpoint}: SeaweedFS ({version or 'unknown version'}, `weed mini` from `.ci/services`) on "
+            f"{where}, so the server's CPU competes with the client's.")
 
 
 def server_and_versions(tools: dict[str, str],
