@@ -55,7 +55,6 @@ import itertools
 import json
 import math
 import os
-import random
 import secrets
 import shlex
 import shutil
@@ -73,19 +72,17 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_download import fs3g_source  # noqa: E402
-from bench_upload import (DATA, KiB, MiB, _finish, _prepare_root, check_dataset, delete_prefix,  # noqa: E402
-                          fill, proc_cpu_s, publish, s3_client, scratch_bucket, services_env, size_tag, weed_pid,
-                          write_file)
-from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     render_markdown, results_base, run_alternating, settle_run_args)
+from harness import (DATA, RUN_DIR_PLACEHOLDER, CommandFailed, KiB, MiB, SetupHook, add_run_args,  # noqa: E402
+                     aws_env, checked_dataset, cpu_delta, dataset_summary, default_command_line, delete_keys,
+                     delete_prefix, fill, fmt, fs3g_source, generate_files, lab_policy, log, machine_info, proc_cpu_s,
+                     publish, report_head, results_base, results_lines, run_alternating, run_untimed, s3_client,
+                     scratch_bucket, server_version, services_env, settle_run_args, size_tag, source_note, weed_pid)
 
 GENERATOR = "fs3g-bench-array"
 VERSION = 1  # bump when names, sizes or contents change, so stale data is not reused
 FILES, SMOKE_FILES = 100_000, 2_000
 MIN_BYTES, MAX_BYTES = 1 * KiB, 15 * KiB
 FILES_PER_DIR, DIRS_PER_TOP = 250, 20
-PATTERN_LEN = 1 * MiB
 SHARDS = 8
 SINGLE_MAX_FILES = 200_000
 GOAL = 3.0  # the issue's goal: array throughput >= 3x the single process's
@@ -99,10 +96,6 @@ class BackupIncomplete(RuntimeError):
     pass
 
 
-def log(msg: str) -> None:
-    print(f"bench_array: {msg}", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------------------------------------- data
 
 
@@ -110,43 +103,26 @@ def generate(root: Path, n_files: int, seed: int = 1, *, replace: bool = False) 
     """n_files of MIN_BYTES..MAX_BYTES (uniform) as proj_NN/dir_NN/file_NNNNNN.dat, FILES_PER_DIR per directory."""
     params = {"generator": GENERATOR, "version": VERSION, "n_files": n_files, "seed": seed,
               "min_bytes": MIN_BYTES, "max_bytes": MAX_BYTES, "files_per_dir": FILES_PER_DIR}
-    found = _prepare_root(root, params, replace)
-    if found is not None:
-        return {**found, "reused": True}
-    t0 = time.perf_counter()
-    rng = random.Random(f"{GENERATOR}:{VERSION}:{seed}")
-    pattern = memoryview(rng.randbytes(PATTERN_LEN + MAX_BYTES))
-    files = []
-    last_leaf = -1
-    for i in range(n_files):
+
+    def path_of(i: int) -> str:
         leaf = i // FILES_PER_DIR
-        rel_dir = f"proj_{leaf // DIRS_PER_TOP:02d}/dir_{leaf % DIRS_PER_TOP:02d}"
-        if leaf != last_leaf:
-            (root / rel_dir).mkdir(parents=True, exist_ok=True)
-            last_leaf = leaf
-        rel = f"{rel_dir}/file_{i:06d}.dat"
-        size = rng.randint(MIN_BYTES, MAX_BYTES)
-        off = rng.randrange(PATTERN_LEN)
-        data = pattern[off:off + size]
-        files.append(write_file(root, rel, data))
-    files.sort(key=lambda f: f["path"])
-    return {**_finish(root, params, files, t0), "reused": False}
+        return f"proj_{leaf // DIRS_PER_TOP:02d}/dir_{leaf % DIRS_PER_TOP:02d}/file_{i:06d}.dat"
+
+    return generate_files(root, params, replace, rng_seed=f"{GENERATOR}:{VERSION}:{seed}", n_files=n_files,
+                          min_bytes=MIN_BYTES, max_bytes=MAX_BYTES, path_of=path_of)
 
 
 # ------------------------------------------------------------------------------------------------------- policy
 
 
-def lab_policy(src: Path, bucket: str, prefix: str, endpoint: str, run_root: Path, max_files: int,
-               parallelism: int) -> str:
-    q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
-    return (f"lab: {{name: {LAB}}}\n"
-            f"roots: [{q(str(src))}]\n"
-            f"s3: {{bucket: {q(bucket)}, prefix: {q(prefix)}, endpoint_url: {q(endpoint)}}}\n"
-            f"run_root: {q(str(run_root))}\n"
-            f"shards: {{max_files: {max_files}}}\n"
-            "uploader: {large_workers: 2, large_buffers: 4}\n"
-            "memory_budget_bytes: 1GiB\n"
-            f'slurm: {{cpus_per_task: 1, mem_bytes: 1GiB, time_limit: "30", array_parallelism: {parallelism}}}\n')
+def array_policy(src: Path, bucket: str, prefix: str, endpoint: str, run_root: Path, max_files: int,
+                 parallelism: int) -> str:
+    return lab_policy(src, bucket, prefix, endpoint, run_root, lab=LAB,
+                      more=(f"shards: {{max_files: {max_files}}}\n"
+                            "uploader: {large_workers: 2, large_buffers: 4}\n"
+                            "memory_budget_bytes: 1GiB\n"
+                            f'slurm: {{cpus_per_task: 1, mem_bytes: 1GiB, time_limit: "30", '
+                            f'array_parallelism: {parallelism}}}\n'))
 
 
 def shard_bounds(n_files: int, shards: int) -> dict[str, int]:
@@ -160,15 +136,10 @@ def preflight(fs3g: list[str], env: dict[str, str], src: Path, endpoint: str, ma
     for name in NAMES:
         d = Path(tempfile.mkdtemp(prefix=f"fs3g-bench-array-preflight-{name}-", dir=tmp_parent))
         try:
-            (d / "lab.yaml").write_text(lab_policy(src, "preflight-bucket", "preflight", endpoint, d / "runs",
-                                                   max_files[name], expect["array"]))
-            t0 = time.perf_counter()
-            proc = subprocess.run([*fs3g, "plan", "--config", str(d / "lab.yaml"), "--run-dir", str(d / "run")],
-                                  capture_output=True, text=True, env=env, cwd=REPO, stdin=subprocess.DEVNULL)
-            seconds[name] = time.perf_counter() - t0
-            if proc.returncode != 0:
-                raise BackupIncomplete(f"preflight plan ({name}) exited {proc.returncode}:\n{proc.stdout[-2000:]}"
-                                       f"\n{proc.stderr[-2000:]}")
+            (d / "lab.yaml").write_text(array_policy(src, "preflight-bucket", "preflight", endpoint, d / "runs",
+                                                     max_files[name], expect["array"]))
+            seconds[name] = run_untimed([*fs3g, "plan", "--config", str(d / "lab.yaml"), "--run-dir", str(d / "run")],
+                                        env)
             count = json.loads((d / "run" / "plan.json").read_text())["shard_count"]
             if count != expect[name]:
                 raise BackupIncomplete(f"preflight plan ({name}): {count} shards with shards.max_files "
@@ -405,13 +376,9 @@ def count_and_delete(s3: Any, bucket: str, prefix: str, threads: int = 4) -> dic
     small = sum(1 for k in keys if k.startswith(f"{prefix}/smallfile/"))
     t1 = time.perf_counter()
 
-    def delete(batch: list[str]) -> None:
-        resp = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-        if resp.get("Errors"):
-            raise RuntimeError(f"delete_objects: {resp['Errors'][:3]}")
-
+    batches = [keys[i:i + 1000] for i in range(0, len(keys), 1000)]
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(delete, [keys[i:i + 1000] for i in range(0, len(keys), 1000)]))
+        list(pool.map(lambda batch: delete_keys(s3, bucket, batch), batches))
     return {"objects": len(keys), "smallfile_objects": small, "list_s": round(t1 - t0, 1),
             "delete_s": round(time.perf_counter() - t1, 1)}
 
@@ -431,8 +398,8 @@ def make_hook(name: str, *, s3: Any, bucket: str, src: Path, endpoint: str, n_fi
         prefix = f"{name}/{next(counter):03d}-{secrets.token_hex(3)}"
         run_dir = Path(tempfile.mkdtemp(prefix=f"fs3g-bench-array-{name}-", dir=tmp_parent))
         run_root = run_dir / "runs"
-        (run_dir / "lab.yaml").write_text(lab_policy(src, bucket, prefix, endpoint, run_root, max_files,
-                                                     parallelism))
+        (run_dir / "lab.yaml").write_text(array_policy(src, bucket, prefix, endpoint, run_root, max_files,
+                                                       parallelism))
         ok = False
         try:
             procs0 = proc_snapshot()
@@ -446,8 +413,8 @@ def make_hook(name: str, *, s3: Any, bucket: str, src: Path, endpoint: str, n_fi
                 if ok:
                     rec: dict[str, Any] = {
                         "prefix": prefix,
-                        "server_cpu_s": None if srv0 is None or srv1 is None else srv1 - srv0,
-                        "machine_busy_cpu_s": None if busy0 is None or busy1 is None else busy1 - busy0,
+                        "server_cpu_s": cpu_delta(srv0, srv1),
+                        "machine_busy_cpu_s": cpu_delta(busy0, busy1),
                         "epoch_wall_s": t1 - t0,
                         "top_processes": top_processes(procs0, procs1),
                     }
@@ -528,25 +495,11 @@ def summarise(results: dict[str, Any], records: dict[str, list[dict[str, Any]]],
             "goal_met": b / a >= GOAL}
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def render(doc: dict[str, Any]) -> str:
     m, s, results = doc["machine"], doc["summary"], doc["results"]
     d = doc["dataset"]
     lines = [
-        f"# {doc['title']}",
-        "",
-        f"Machine: nproc {m['nproc']} ({m['cpu_model'] or 'unknown CPU'}), {m['mem_total_gib']} GiB RAM "
-        f"(MemTotal), {m['kernel']}, {m['python']}, {m['date']}.",
-        "",
-        doc["machine_note"],
-        "",
-        "Reproduce (from the repository root, with `eval \"$(.ci/services env)\"`):",
-        "",
-        f"    {doc['command_line']}",
-        "",
+        *report_head(doc["title"], m, doc["machine_note"], doc["command_line"]),
         f"Data: {d['files']:,} files, {d['total_bytes']:,} bytes ({d['root']}), {FILES_PER_DIR} per directory. "
         "Medians of the timed runs; client CPU = everything fs3g ran (array: wait4 of `fs3g backup` + sacct "
         "TotalCPU of the tasks and the merge; single: wait4 of `fs3g backup`, whose children are the shard and "
@@ -560,12 +513,12 @@ def render(doc: dict[str, Any]) -> str:
     ]
     for name in NAMES:
         c = s[name]
-        lines.append(f"| {name} | {doc['shards'][name]} | {_fmt(c['wall_s'], 1)} ({_fmt(c['wall_s_min'], 1)}–"
-                     f"{_fmt(c['wall_s_max'], 1)}) | {_fmt(c['files_per_s'], 0)} | {_fmt(c['mb_per_s'], 1)} | "
-                     f"{_fmt(c['client_cpu_s'], 1)} | {_fmt(c['jobs_cpu_s'], 1)} | {_fmt(c['server_cpu_s'], 1)} | "
-                     f"{_fmt(c['other_cpu_s'], 1)} | "
-                     f"{_fmt(c['machine_busy_cpu_s'], 1)} | "
-                     f"{_fmt(c['machine_utilisation'] and 100 * c['machine_utilisation'], 0)} % |")
+        lines.append(f"| {name} | {doc['shards'][name]} | {fmt(c['wall_s'], 1)} ({fmt(c['wall_s_min'], 1)}–"
+                     f"{fmt(c['wall_s_max'], 1)}) | {fmt(c['files_per_s'], 0)} | {fmt(c['mb_per_s'], 1)} | "
+                     f"{fmt(c['client_cpu_s'], 1)} | {fmt(c['jobs_cpu_s'], 1)} | {fmt(c['server_cpu_s'], 1)} | "
+                     f"{fmt(c['other_cpu_s'], 1)} | "
+                     f"{fmt(c['machine_busy_cpu_s'], 1)} | "
+                     f"{fmt(c['machine_utilisation'] and 100 * c['machine_utilisation'], 0)} % |")
     r = s["throughput_ratio_array_over_single"]
     lines += ["", f"Throughput ratio array / single: **{r:.2f}** (goal ≥ {GOAL:.0f}: "
                   f"{'met' if s['goal_met'] else 'not met'})."]
@@ -609,18 +562,12 @@ def render(doc: dict[str, Any]) -> str:
                       f"{mid['slurm']['tasks']} tasks, at most {mid['slurm']['max_concurrent_tasks']} at once; "
                       f"task elapsed s {mid['slurm']['task_elapsed_s']}; task CPU s "
                       f"{[round(x, 1) if x is not None else None for x in mid['slurm']['task_cpu_each_s']]}; merge "
-                      f"CPU {_fmt(mid['slurm']['merge_cpu_s'], 1)} s; largest task MaxRSS "
-                      f"{_fmt(mid['slurm']['max_task_rss_mib'], 0)} MiB (jobacct_gather sample)."]
-    md = render_markdown(results, "Harness table", "", m, doc["command_line"], None)
-    body = md.split("\n")
-    body[0] = "#" + body[0]
-    keep = [body[0], ""] + body[body.index("    " + doc["command_line"]) + 2:]
-    keep = [line.replace("`{run_dir}` is a fresh temporary directory per run",
-                         "`{run_dir}` is a fresh temporary directory per run, holding lab.yaml and the run_root")
-            for line in keep]
+                      f"CPU {fmt(mid['slurm']['merge_cpu_s'], 1)} s; largest task MaxRSS "
+                      f"{fmt(mid['slurm']['max_task_rss_mib'], 0)} MiB (jobacct_gather sample)."]
     lines += ["", "The harness's own table: its CPU column is wait4's, which for `array` leaves out the Slurm jobs "
-                  "(see client CPU above).", "", *keep]
-    return "\n".join(lines).rstrip("\n") + "\n"
+                  "(see client CPU above).", "", "## Harness table", "",
+              *results_lines(results, placeholders=f"{RUN_DIR_PLACEHOLDER}, holding lab.yaml and the run_root")]
+    return "\n".join(lines) + "\n"
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -646,33 +593,24 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     fs3g = shlex.split(args.fs3g)
     if not fs3g:
         ap.error("--fs3g is empty")
-    if args.tmp_dir:
-        args.tmp_dir.mkdir(parents=True, exist_ok=True)
     base = results_base(args.results, "array-smoke" if args.smoke else "array-latest")
 
     senv = services_env()
     if shutil.which("sbatch") is None or shutil.which("sacct") is None:
         raise RuntimeError("sbatch/sacct not found: this benchmark needs the Slurm cluster (.ci/services up)")
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
-    env = {**os.environ, **senv, "AWS_DEFAULT_REGION": senv.get("AWS_DEFAULT_REGION", "us-east-1")}
+    env = aws_env(senv)
     # Slurm jobs run `<this python> -m fs3g_hpc` from the run directory (sbatch exports our environment): with a
     # checkout, they find the package only through PYTHONPATH.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     server_pid = weed_pid()
-    weed_version = None
-    if server_pid is not None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-            weed_version = subprocess.run([os.readlink(f"/proc/{server_pid}/exe"), "version"], capture_output=True,
-                                          text=True, timeout=30).stdout.splitlines()[0]
+    weed_version = server_version(server_pid)
     source_at_start = fs3g_source()
 
     max_files = shard_bounds(n_files, args.shards)
     expect = {"array": args.shards, "single": 1}
     root = args.data_dir / f"array-small-{size_tag(n_files)}"
-    data = generate(root, n_files, args.seed, replace=args.replace_data)
-    check_dataset(root, data)
-    how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
-    log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+    data = checked_dataset(root, generate(root, n_files, args.seed, replace=args.replace_data))
     src = Path(data["root"])
     plan_s = preflight(fs3g, env, src, endpoint, max_files, expect, args.tmp_dir)
     log(f"preflight plans: {expect['array']} and 1 shard(s) as expected "
@@ -710,19 +648,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             + f"Whole benchmark (with checks and deletes): {total_s:.0f} s.")
     if args.note:
         note += " " + args.note
-    source = {"at_start": source_at_start, "at_end": fs3g_source()}
-    if source["at_end"] != source_at_start:
-        note += " The fs3g checkout changed while the benchmark ran (see fs3g_source): samples may mix versions."
-    elif source_at_start.get("commit"):
-        changed = source_at_start["fs3g_hpc_modified"]
-        note += (f" fs3g from commit {source_at_start['commit'][:12]}"
-                 + (f" with local changes in {', '.join(changed)}" if changed else "") + ".")
+    source, sentence = source_note(source_at_start)
+    note += sentence
     doc = {"title": f"Array benchmark: {n_files:,}-file backup, Slurm array of {args.shards} shards vs one process "
                     "(SeaweedFS on loopback)",
            "schema": "fs3g-bench-array/1", "machine": machine, "machine_note": note,
            "command_line": default_command_line(), "endpoint": endpoint, "fs3g": args.fs3g,
            "fs3g_source": source, "smoke": args.smoke, "total_seconds": total_s,
-           "dataset": {k: v for k, v in data.items() if k != "manifest"},
+           "dataset": dataset_summary(data),
            "shards": expect, "shard_max_files": max_files, "preflight_plan_s": plan_s,
            "summary": summary, "results": results}
     md = render(doc)

@@ -43,14 +43,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -59,13 +57,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_upload import (DATA, LARGE_BYTES, MTIME, PEER_VENV, SCENARIO_SMOKE_HELP, SMALL_FILES,  # noqa: E402
-                          SMOKE_LARGE_BYTES, SMOKE_SMALL_FILES, MiB, ensure_peers, fill, proc_cpu_s, publish,
-                          rounds_and_peers, s3_client, s5cmd_binary, scenario_data, scratch_bucket,
-                          server_and_versions, services_env)
-from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     attach_records, ratios, run_alternating, settle_run_args)
+from harness import (DATA, MTIME, SCENARIO_SMOKE_HELP, CommandFailed, SetupHook, add_rates, add_run_args,  # noqa: E402
+                     add_upload_scenario_args, all_ratios, attach_records, aws_env, backup, cpu_delta, dataset_summary,
+                     default_command_line, ensure_peers, fill, fs3g_source, lab_policy, list_prefix, log, machine_info,
+                     proc_cpu_s, publish, render_scenarios_report, rounds_and_peers, run_alternating, s3_client,
+                     scratch_bucket, seaweed_sentence, server_and_versions, services_env, settle_run_args, shim_note,
+                     source_note, upload_datasets)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -92,27 +89,7 @@ class RestoreIncomplete(RuntimeError):
     pass
 
 
-def log(msg: str) -> None:
-    print(f"bench_download: {msg}", file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------------------- setup
-
-
-def lab_policy(src: Path, bucket: str, endpoint: str, run_root: Path) -> str:
-    q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
-    return (f"lab: {{name: bench}}\n"
-            f"roots: [{q(str(src))}]\n"
-            f"s3: {{bucket: {q(bucket)}, prefix: {q(PREFIX)}, endpoint_url: {q(endpoint)}}}\n"
-            f"run_root: {q(str(run_root))}\n")
-
-
-def list_keys(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            out[o["Key"]] = o["Size"]
-    return out
 
 
 def key_class(size: int) -> str:
@@ -123,7 +100,7 @@ def backed_up_keys(s3: Any, bucket: str, src: Path, manifest: list[dict[str, Any
     """The key of every dataset file (rel -> key), and any other object under the prefix (aws downloads those too).
 
     The dataset's names are plain ASCII, so a key is PREFIX/<class>/<absolute path without its leading />."""
-    listed = list_keys(s3, bucket, f"{PREFIX}/")
+    listed = {k: o["size"] for k, o in list_prefix(s3, bucket, f"{PREFIX}/").items()}
     keys: dict[str, str] = {}
     for f in manifest:
         key = f"{PREFIX}/{key_class(f['size'])}/{str(src).lstrip('/')}/{f['path']}"
@@ -134,16 +111,6 @@ def backed_up_keys(s3: Any, bucket: str, src: Path, manifest: list[dict[str, Any
         keys[f["path"]] = key
     others = sorted(set(listed) - set(keys.values()))
     return keys, others
-
-
-def backup(fs3g: list[str], policy: Path, env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run([*fs3g, "backup", "--config", str(policy), "--executor", "local", "--wait"],
-                          capture_output=True, text=True, env=env, cwd=REPO, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise RestoreIncomplete(f"backup for the benchmark failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                                f"{proc.stderr[-2000:]}")
-    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------------------- verification
@@ -258,7 +225,7 @@ def make_hook(name: str, *, klass: str, keys: dict[str, str], others: list[str],
         finally:
             try:
                 if ok:
-                    rec = {"server_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
+                    rec = {"server_cpu_s": cpu_delta(cpu0, cpu1)}
                     rec.update(verify_dest(dest, expected, allowed))
                     records.append(rec)
             finally:
@@ -283,7 +250,7 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
     try:
         with scratch_bucket(s3, "bench-download") as bucket:
             policy = setup_dir / "lab.yaml"
-            policy.write_text(lab_policy(src, bucket, endpoint, setup_dir / "runs"))
+            policy.write_text(lab_policy(src, bucket, PREFIX, endpoint, setup_dir / "runs"))
             log(f"{scenario}: backing up {data['files']:,} files, {data['total_bytes']:,} bytes from {src} into "
                 f"bucket {bucket} with fs3g (untimed)")
             backup_s = backup(args.fs3g_argv, policy, env)
@@ -303,56 +270,24 @@ def run_scenario(scenario: str, data: dict[str, Any], *, tools: dict[str, str], 
     finally:
         shutil.rmtree(setup_dir, ignore_errors=True)
     attach_records(results, records, ("files", "verified", "extra_allowed", "mtime_restored"))
-    for c in results["commands"].values():
-        c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
-        c["files_per_s"] = data["files"] / c["wall_s"]["median"]
+    add_rates(results, data)
     ours = [n for n in commands if n in OURS]
     peers = [n for n in commands if n not in OURS]
     return {"scenario": scenario, "results": results, "key_class": klass, "backup_s": backup_s,
-            "other_objects": others,
-            "ratios": [ratios(results, o, p) for o in ours for p in peers],
-            "dataset": {k: v for k, v in data.items() if k != "manifest"}}
-
-
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+            "other_objects": others, "ratios": all_ratios(results, ours, peers), "dataset": dataset_summary(data)}
 
 
 def render_report(runs: list[dict[str, Any]], machine: dict[str, Any], note: str, command_line: str) -> str:
-    return render_upload_report(
+    return render_scenarios_report(
         runs, machine, note, command_line, title="Download (restore) benchmark (SeaweedFS on loopback)",
         ratio_summary=True, scenario_note=lambda run: f", backed up untimed in {run['backup_s']:.1f} s",
         placeholders="`{run_dir}` is a fresh temporary directory per run, `{dest}` an empty directory in it")
-
-def fs3g_source() -> dict[str, Any]:
-    """The commit of the checkout the benchmark runs from, and whether fs3g_hpc/ differs from it (read-only git)."""
-    out: dict[str, Any] = {}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=30)
-        if head.returncode == 0:
-            out["commit"] = head.stdout.strip()
-            st = subprocess.run(["git", "-C", str(REPO), "--no-optional-locks", "status", "--porcelain", "--",
-                                 "fs3g_hpc"], capture_output=True, text=True, timeout=30)
-            out["fs3g_hpc_modified"] = [line[3:] for line in st.stdout.splitlines()]
-    return out
-
-
-def peer_tools(install: bool) -> dict[str, str]:
-    """aws and s5cmd from the peers' venv (bench_upload installs them, and rclone, when something is missing)."""
-    aws = PEER_VENV / "bin" / "aws"
-    s5 = s5cmd_binary()
-    if aws.exists() and s5 is not None:
-        return {"aws": str(aws), "s5cmd": str(s5), "rclone": shutil.which("rclone") or "rclone"}
-    return ensure_peers(install)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap, data_dir=DATA, peers=PEERS, smoke_help=SCENARIO_SMOKE_HELP)
-    ap.add_argument("--scenario", choices=("small", "large", "all"), default="all")
-    ap.add_argument("--small-files", type=int, help=f"files in the small scenario (default {SMALL_FILES})")
-    ap.add_argument("--large-bytes", type=int, help=f"size of the large file (default {LARGE_BYTES})")
+    add_upload_scenario_args(ap)
     ap.add_argument("--fs3g", default="python3 -m fs3g_hpc",
                     help='how to run fs3g (default "python3 -m fs3g_hpc", run from the repository root); it also '
                          "makes the untimed backup")
@@ -363,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
                          "or download-smoke with --smoke); .md and .json are written")
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
-    n_large = args.large_bytes or (SMOKE_LARGE_BYTES if args.smoke else LARGE_BYTES)
     results_base = args.results or HERE / "results" / ("download-smoke" if args.smoke else "download-latest")
     args.fs3g_argv = shlex.split(args.fs3g)
     if not args.fs3g_argv:
@@ -373,35 +306,29 @@ def main(argv: list[str] | None = None) -> int:
         log(f"--fs3g {args.fs3g!r} is not 'PYTHON -m fs3g_hpc': the fs3g-shard row (which prepares its run through "
             "that Python) is left out")
         args.shard_row = False
-    if args.tmp_dir:
-        args.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     try:
         senv = services_env()
-        tools = peer_tools(install=not args.no_install)
+        tools = ensure_peers(install=not args.no_install, rclone=False)
     except (RuntimeError, subprocess.CalledProcessError) as e:
         log(str(e))
         return 2
     endpoint = args.endpoint or senv["FS3G_SEAWEED_ENDPOINT"]
-    region = senv.get("AWS_DEFAULT_REGION", "us-east-1")
-    env = {**os.environ, **senv, "AWS_DEFAULT_REGION": region}
+    env = aws_env(senv)
     server_pid, versions = server_and_versions(tools, ("s5cmd", "aws"))
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
-    scenarios = ["small", "large"] if args.scenario == "all" else [args.scenario]
     source_at_start = fs3g_source()
     runs = []
     try:
-        for sc in scenarios:
-            data = scenario_data(sc, args, n_small, n_large)
+        for sc, data in upload_datasets(args):
             runs.append(run_scenario(sc, data, tools=tools, env=env, endpoint=endpoint, args=args,
                                      server_pid=server_pid))
     except (FileExistsError, RestoreIncomplete, CommandFailed) as e:
         log(f"{type(e).__name__}: {e}")
         return 1
 
-    note = (f"Endpoint {endpoint}: SeaweedFS ({versions.get('seaweedfs', 'unknown version')}, `weed mini` from "
-            "`.ci/services`) on the same 2-core machine, so the server's CPU competes with the client's. Per "
+    note = (seaweed_sentence(endpoint, versions.get("seaweedfs")) + " Per "
             "scenario, untimed: one bucket, the dataset backed up into it by `fs3g backup --executor local --wait` "
             f"(keys `{PREFIX}/smallfile/<path>` or `{PREFIX}/largefile/<path>`, the lab's catalog written). Every "
             "run downloads into a fresh empty directory on the same disk; after each run (untimed) every file is "
@@ -413,20 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             + rounds_and_peers(args.warmup, versions))
     if args.note:
         note += " " + args.note
-    first = shutil.which(args.fs3g_argv[0])
-    with contextlib.suppress(OSError, TypeError):
-        if first and open(first, "rb").read(2) == b"#!":
-            note += (f" `{args.fs3g_argv[0]}` is a script ({first}, e.g. a pyenv shim), not the interpreter: its "
-                     "start-up is in every fs3g and fs3g-shard sample (pass --fs3g \"/path/to/python3 -m fs3g_hpc\" "
-                     "to leave it out).")
-    source = {"at_start": source_at_start, "at_end": fs3g_source()}
-    if source["at_end"] != source_at_start:
-        note += (" The fs3g checkout changed while the benchmark ran (see fs3g_source in the JSON): samples may mix "
-                 "versions.")
-    elif source_at_start.get("commit"):
-        changed = source_at_start["fs3g_hpc_modified"]
-        note += (f" fs3g from commit {source_at_start['commit'][:12]}"
-                 + (f" with local changes in {', '.join(changed)}" if changed else "") + ".")
+    note += shim_note(args.fs3g_argv, "fs3g and fs3g-shard")
+    source, sentence = source_note(source_at_start)
+    note += sentence
     machine = machine_info()
     cmdline = default_command_line()
     md = render_report(runs, machine, note, cmdline)

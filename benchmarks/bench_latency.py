@@ -24,16 +24,17 @@ Before and after the timed runs the script checks that the latency is there: the
 (and 20 PUTs of 4 KiB) on one kept-alive connection, direct and through the proxy (medians and minima reported;
 the run stops when the fastest HEAD through the proxy is less than 1.5 x DELAY slower than the fastest direct one).
 
-Timed commands: bench_upload's (build_commands, make_hook), with the proxy as the endpoint, each run into a fresh
-prefix of one bucket:
+Timed commands: the upload scenario's (harness.upload_commands, upload_hook), with the proxy as the endpoint, each
+run into a fresh prefix of one bucket:
 - fs3g:      sh -c 'FS3G plan --config {run_dir}/lab.yaml --run-dir {run_dir}/run && FS3G run-shard {run_dir}/run
              --shard 0', with the lab policy's s3.endpoint_url = the proxy
 - s5cmd:     s5cmd --endpoint-url PROXY --log error cp 'SRC/*' s3://BUCKET/PREFIX/   (and s5cmd-16: --numworkers 16)
 - aws:       aws --endpoint-url PROXY s3 cp --recursive --only-show-errors SRC s3://BUCKET/PREFIX/
 - rclone:    env -u AWS_CA_BUNDLE rclone copy SRC bench:BUCKET/PREFIX  (RCLONE_CONFIG_BENCH_ENDPOINT = the proxy)
 After every run, outside the timed span: the SeaweedFS and proxy CPU during the run and the bytes the proxy
-forwarded (which must be at least the dataset's size: nothing bypassed the proxy), then bench_upload's check of
-the prefix against the dataset, listed directly (not through the proxy); then the prefix is deleted.
+forwarded (which must be at least the dataset's size: nothing bypassed the proxy), then the upload scenario's
+check of the prefix against the dataset (harness.verify_upload), listed directly (not through the proxy);
+then the prefix is deleted.
 
 Results: benchmarks/results/latency-latest.md and .json (--results BASE; latency-smoke with --smoke), ours/peer
 ratios and the goal of the issue, (f) fs3g's wall <= 1.0x s5cmd's.
@@ -66,15 +67,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_download import fs3g_source  # noqa: E402
-from bench_sync import shim_note  # noqa: E402
-from bench_upload import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS, MiB,  # noqa: E402
-                          build_commands, check_dataset, ensure_peers, generate_small, make_hook, proc_cpu_s,
-                          s3_client, scratch_bucket, services_env, size_tag, tool_env, server_and_versions,
-                          publish, rounds_and_peers)
-from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (SetupHook, add_run_args, attach_records, default_command_line, machine_info,  # noqa: E402
-                     ratios, results_base, run_alternating, settle_run_args, summary_of)
+from harness import (DATA, PEER_VENV, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, UPLOAD_CHECK_KEYS, SetupHook,  # noqa: E402
+                     add_rates, add_run_args, all_ratios, attach_records, cpu_delta, dataset_summary,
+                     default_command_line, ensure_peers, fmt, fs3g_source, log, machine_info, medians, pip_install,
+                     proc_cpu_s, publish, render_scenarios_report, results_base, rounds_and_peers, run_alternating,
+                     s3_client, scratch_bucket, server_and_versions, services_env, settle_run_args, shim_note,
+                     small_files, source_note, summary_of, tool_env, upload_commands, upload_dataset, upload_hook)
 
 FAULTY_PIN = "faulty==0.2.1"
 DELAY_MS = 20.0
@@ -133,10 +131,6 @@ class ProxyError(RuntimeError):
     pass
 
 
-def log(msg: str) -> None:
-    print(f"bench_latency: {msg}", file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------------------------------- the proxy
 
 
@@ -150,11 +144,7 @@ def ensure_faulty(install: bool) -> tuple[str, str]:
         if not install:
             raise RuntimeError(f"faulty missing in {PEER_VENV} (run without --no-install, or "
                                f"{PEER_VENV}/bin/pip install {FAULTY_PIN})")
-        if not python.exists():
-            ensure_peers(install=True)  # creates the venv (and the other peers)
-        log(f"installing {FAULTY_PIN} into {PEER_VENV}")
-        subprocess.run([str(PEER_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", FAULTY_PIN],
-                       check=True)
+        pip_install(FAULTY_PIN)
         out = subprocess.run(probe, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"faulty still not importable after pip install: {out.stderr[-1000:]}")
@@ -281,13 +271,7 @@ def sigterm_as_exit() -> Iterator[None]:
 
 def probe_latency(endpoint: str, env: dict[str, str], bucket: str, n: int = PROBES) -> dict[str, Any]:
     """Median ms of n HEAD Bucket and n PUTs of 4 KiB on one kept-alive connection (after 2 untimed of each)."""
-    import boto3
-    from botocore.config import Config
-
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                      config=Config(max_pool_connections=1, retries={"mode": "standard", "max_attempts": 1},
-                                    s3={"addressing_style": "path"}))
+    s3 = s3_client(endpoint, env, max_pool_connections=1, retries={"mode": "standard", "max_attempts": 1})
     body = b"x" * 4096
     key = f"latency-probe-{os.getpid()}"
     out: dict[str, Any] = {}
@@ -328,7 +312,7 @@ def latency_check(direct: str, proxied: str, env: dict[str, str], bucket: str, d
 
 
 def proxy_hook(inner: SetupHook, proxy: Proxy, records: list[dict[str, Any]], min_bytes: int) -> SetupHook:
-    """bench_upload's hook, plus the proxy's CPU and forwarded bytes during the run (checked: at least the data)."""
+    """The upload hook, plus the proxy's CPU and forwarded bytes during the run (checked: at least the data)."""
 
     @contextlib.contextmanager
     def hook(argv: list[str]) -> Iterator[list[str]]:
@@ -337,7 +321,7 @@ def proxy_hook(inner: SetupHook, proxy: Proxy, records: list[dict[str, Any]], mi
             yield filled
             st1, cpu1 = proxy.stats(), proc_cpu_s(proxy.pid)
             up = st1["bytes_uploaded"] - st0["bytes_uploaded"]
-            rec = {"proxy_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+            rec = {"proxy_cpu_s": cpu_delta(cpu0, cpu1),
                    "proxy_bytes_up": up, "proxy_bytes_down": st1["bytes_downloaded"] - st0["bytes_downloaded"],
                    "proxy_connections": st1["total_connections"] - st0["total_connections"]}
             if up < min_bytes:
@@ -360,14 +344,15 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], senv: dict[str,
                                                                        work) as proxy:
             env = tool_env(senv, proxy.endpoint)
             check_before = latency_check(endpoint, proxy.endpoint, env, bucket, args.delay_ms, args.probes)
-            commands, is_peer = build_commands(tools, proxy.endpoint, src, args.peers, args.fs3g, None)
+            commands, is_peer = upload_commands(tools, proxy.endpoint, src, args.peers, args.fs3g, None)
             records: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
             precords: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
             setup = {}
             for name in commands:
-                inner = make_hook(name, s3=s3, bucket=bucket, src=src, endpoint=proxy.endpoint, manifest=manifest,
-                                  strict=is_peer[name], writes_policy=(name == "fs3g"), quote=(name == "fs3g"),
-                                  tmp_parent=args.tmp_dir, server_pid=server_pid, records=records[name])
+                inner = upload_hook(name, s3=s3, bucket=bucket, src=src, endpoint=proxy.endpoint,
+                                    manifest=manifest, strict=is_peer[name], writes_policy=(name == "fs3g"),
+                                    quote=(name == "fs3g"), tmp_parent=args.tmp_dir, server_pid=server_pid,
+                                    records=records[name])
                 setup[name] = proxy_hook(inner, proxy, precords[name], data["total_bytes"])
             log(f"{data['files']:,} files, {data['total_bytes']:,} bytes from {src} into bucket {bucket} through "
                 f"{proxy.endpoint}")
@@ -385,14 +370,12 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], senv: dict[str,
         for sample, prec in zip(c["warmup_samples"] + c["samples"], precords[name]):
             sample.update(prec)  # what the proxy saw: its CPU, bytes, connections
         c["proxy_cpu_s"] = summary_of(c["samples"], "proxy_cpu_s")
-        c["throughput_mib_s"] = data["total_bytes"] / MiB / c["wall_s"]["median"]
-        c["files_per_s"] = data["files"] / c["wall_s"]["median"]
+    add_rates(results, data)
     ours = [n for n in commands if not is_peer[n]]
     peers = [n for n in commands if is_peer[n]]
     return {"scenario": "f-latency", "results": results, "delay_ms_each_way": args.delay_ms,
             "proxy_endpoint": proxy_endpoint, "latency_check": {"before": check_before, "after": check_after},
-            "ratios": [ratios(results, o, p) for o in ours for p in peers],
-            "dataset": {k: v for k, v in data.items() if k != "manifest"}}
+            "ratios": all_ratios(results, ours, peers), "dataset": dataset_summary(data)}
 
 
 def goal_check(run: dict[str, Any]) -> dict[str, Any]:
@@ -405,19 +388,15 @@ def goal_check(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def check_table(check: dict[str, Any]) -> str:
     lines = ["| request (one kept-alive connection) | when | direct median (min) ms | proxy median (min) ms | "
              "added: medians (minima) ms |", "| --- | --- | ---: | ---: | ---: |"]
     for when, c in check.items():
         for what in ("head_bucket", "put_4k"):
             d, p = c["direct"][what], c["proxy"][what]
-            lines.append(f"| {what.replace('_', ' ')} | {when} the runs | {_fmt(d['median_ms'])} "
-                         f"({_fmt(d['min_ms'])}) | {_fmt(p['median_ms'])} ({_fmt(p['min_ms'])}) | "
-                         f"{_fmt(c['added_ms'][what])} ({_fmt(c['added_min_ms'][what])}) |")
+            lines.append(f"| {what.replace('_', ' ')} | {when} the runs | {fmt(d['median_ms'], 1)} "
+                         f"({fmt(d['min_ms'], 1)}) | {fmt(p['median_ms'], 1)} ({fmt(p['min_ms'], 1)}) | "
+                         f"{fmt(c['added_ms'][what], 1)} ({fmt(c['added_min_ms'][what], 1)}) |")
     return "\n".join(lines)
 
 
@@ -444,14 +423,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ap = build_parser()
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     args.probes = args.probes or (10 if args.smoke else PROBES)
     base = results_base(args.results, "latency-smoke" if args.smoke else "latency-latest")
     args.fs3g = args.fs3g.strip() or None
     if not args.peers and not args.fs3g:
         ap.error("nothing to run")
-    if args.tmp_dir:
-        args.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     with sigterm_as_exit():
         senv = services_env()
@@ -462,11 +438,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         versions["faulty"] = faulty_version
         log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
         source_at_start = fs3g_source()
-        root = args.data_dir / f"upload-small-{size_tag(n_small)}"
-        data = generate_small(root, n_small, args.seed, replace=args.replace_data)
-        check_dataset(root, data)
-        how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
-        log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+        data = upload_dataset("small", small_files(args), args)
         run_ = run_scenario(data, tools=tools, senv=senv, endpoint=endpoint, faulty_python=faulty_python, args=args,
                             server_pid=server_pid)
     goal = goal_check(run_)
@@ -483,7 +455,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     for name, c in cmds.items():
         last = c["samples"][-1]
         pc = c["proxy_cpu_s"]["median"] if c.get("proxy_cpu_s") else None
-        proxy_lines.append(f"| {name} | {_fmt(pc, 2)} | {last['proxy_connections']:,} | "
+        proxy_lines.append(f"| {name} | {fmt(pc, 2)} | {last['proxy_connections']:,} | "
                            f"{last['proxy_bytes_up']:,} |")
     note = (goal_line + "\n\n"
             f"Latency check (faulty {faulty_version}, {args.delay_ms:g} ms added each way; {args.probes} requests "
@@ -507,16 +479,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         note += shim_note(shlex.split(args.fs3g))
     if args.note:
         note += " " + args.note
-    source = {"at_start": source_at_start, "at_end": fs3g_source()}
-    if source["at_end"] != source_at_start:
-        note += " The fs3g checkout changed while the benchmark ran (see fs3g_source in the JSON)."
-    elif source_at_start.get("commit"):
-        changed = source_at_start["fs3g_hpc_modified"]
-        note += (f" fs3g from commit {source_at_start['commit'][:12]}"
-                 + (f" with local changes in {', '.join(changed)}" if changed else "") + ".")
+    source, sentence = source_note(source_at_start)
+    note += sentence
     machine = machine_info()
     cmdline = default_command_line()
-    md = render_upload_report(
+    md = render_scenarios_report(
         [run_], machine, note, cmdline,
         title=f"Upload through {args.delay_ms:g} ms of added latency, scenario (f) (faulty proxy, SeaweedFS)",
         ratio_summary=True, scenario_note=lambda r: f", through the proxy at {r['proxy_endpoint']}",
@@ -527,8 +494,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
            "command_line": cmdline, "endpoint": endpoint, "proxy": {"package": FAULTY_PIN, "version": faulty_version,
                                                                     "delay_ms_each_way": args.delay_ms},
            "fs3g": args.fs3g, "fs3g_source": source, "versions": versions, "smoke": args.smoke, "goal": goal,
-           "medians": {n: {"wall_s": c["wall_s"]["median"], "cpu_s": c["cpu_s"]["median"],
-                           "peak_rss_mib": c["peak_rss_mib"]["median"]} for n, c in cmds.items()},
+           "medians": medians(cmds),
            "scenarios": [run_], "results_base": str(base)}
     publish(base, md, doc)
     return doc

@@ -7,11 +7,11 @@
 Data: the seeded small-file set of bench_upload.py (5,000 files of 1–16 KiB, benchmarks/data/upload-small-5k/;
 --smoke: 50 files, benchmarks/data/upload-small-50/, 1 repeat, no warm-up).
 
-Setup, once and outside every timed span: a fresh bucket on SeaweedFS; a lab policy (bench_download's: roots
+Setup, once and outside every timed span: a fresh bucket on SeaweedFS; a lab policy (as bench_download's: roots
 [DATASET], s3 {bucket, prefix: bench, endpoint_url}, run_root in a temporary directory, every other setting at its
 default) and `FS3G backup --config P --executor local --wait`, which uploads everything and writes the lab's
 catalog; each peer's own sync command (the same argv as its timed row) once, into its own prefix. Each prefix is
-checked against the dataset (bench_upload.verify_upload), then the script sleeps past the next whole second and
+checked against the dataset (harness.verify_upload), then the script sleeps past the next whole second and
 takes a snapshot of every prefix (key, size, ETag, LastModified): a re-upload would change LastModified.
 
 Timed commands (stdout to /dev/null), alternating after the warm-up, nothing changed in between:
@@ -56,26 +56,20 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_download import backup, fs3g_source, lab_policy  # noqa: E402
-from bench_upload import (DATA, SMALL_FILES, SMOKE_SMALL_FILES, check_dataset, ensure_peers,  # noqa: E402
-                          fill, generate_small, proc_cpu_s, s3_client, scratch_bucket, services_env,
-                          size_tag, tool_env, server_and_versions, verify_upload, publish, rounds_and_peers)
-from bench_upload import render_report as render_upload_report  # noqa: E402
-from harness import (CommandFailed, SetupHook, add_run_args, default_command_line, machine_info,  # noqa: E402
-                     attach_records, names_from, ratios, results_base, run_alternating, settle_run_args)
+from harness import (DATA, PEERS, SMALL_FILES, SMOKE_SMALL_FILES, SetupHook, add_run_args, all_ratios,  # noqa: E402
+                     attach_records, backup, cpu_delta, dataset_summary, default_command_line, ensure_peers, fill,
+                     fs3g_source, lab_policy, log, machine_info, medians, names_from, proc_cpu_s, publish,
+                     render_scenarios_report, results_base, rounds_and_peers, run_alternating, run_untimed, s3_client,
+                     scratch_bucket, seaweed_sentence, server_and_versions, services_env, settle_run_args, shim_note,
+                     small_files, source_note, tool_env, upload_dataset, verify_upload)
 
-PEERS = ("s5cmd", "s5cmd-16", "aws", "rclone")
 OURS = ("fs3g", "fs3g-plan")
-FS3G_PREFIX = "bench"  # bench_download.lab_policy's prefix
+FS3G_PREFIX = "bench"  # the prefix of the lab policy (the download scenario's too)
 GOAL = 0.5  # (d): the no-op incremental's wall <= 0.5 x the fastest peer's
 
 
 class SyncChanged(RuntimeError):
     """A no-op run uploaded, changed or removed something (or fs3g planned work)."""
-
-
-def log(msg: str) -> None:
-    print(f"bench_sync: {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------- listing
@@ -163,7 +157,7 @@ def make_hook(name: str, *, s3: Any, bucket: str, prefix: str, before: dict[str,
         finally:
             try:
                 if ok:
-                    rec: dict[str, Any] = {"server_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
+                    rec: dict[str, Any] = {"server_cpu_s": cpu_delta(cpu0, cpu1)}
                     rec.update(compare_snapshots(before, snapshot(s3, bucket, prefix), prefix))
                     rec["unchanged"] = True  # compare_snapshots raised otherwise
                     if name == "fs3g":
@@ -183,15 +177,6 @@ def make_hook(name: str, *, s3: Any, bucket: str, prefix: str, before: dict[str,
 # ----------------------------------------------------------------------------------------------------- running
 
 
-def run_setup_command(argv: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise CommandFailed(f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout[-1500:]}\n"
-                            f"{proc.stderr[-1500:]}")
-    return time.perf_counter() - t0
-
-
 def run_scenario(data: dict[str, Any], *, tools: dict[str, str], env: dict[str, str], endpoint: str,
                  args: argparse.Namespace, server_pid: int | None) -> dict[str, Any]:
     src = Path(data["root"])
@@ -203,7 +188,7 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], env: dict[str, 
         with scratch_bucket(s3, stem="bench-sync") as bucket:
             policy = setup_dir / "lab.yaml"
             runs_root = setup_dir / "runs"
-            policy.write_text(lab_policy(src, bucket, endpoint, runs_root))
+            policy.write_text(lab_policy(src, bucket, FS3G_PREFIX, endpoint, runs_root))
             peers = peer_commands(tools, endpoint, src, bucket, args.peers)
             log(f"setup: {data['files']:,} files from {src} into bucket {bucket}: fs3g backup, then "
                 f"{', '.join(peers) or 'no peer'} once each (untimed)")
@@ -211,7 +196,7 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], env: dict[str, 
             prefixes = {"fs3g": f"{FS3G_PREFIX}/", "fs3g-plan": f"{FS3G_PREFIX}/"}
             verify_upload(_listing(s3, bucket, f"{FS3G_PREFIX}/"), f"{FS3G_PREFIX}/", manifest, strict=False)
             for name, (argv, prefix) in peers.items():
-                setup_s[name] = run_setup_command(argv, env)
+                setup_s[name] = run_untimed(argv, env)
                 verify_upload(_listing(s3, bucket, prefix), prefix, manifest, strict=True)
                 prefixes[name] = prefix
             log("setup took " + ", ".join(f"{k} {v:.1f} s" for k, v in setup_s.items()))
@@ -243,9 +228,8 @@ def run_scenario(data: dict[str, Any], *, tools: dict[str, str], env: dict[str, 
     ours = [n for n in commands if n in OURS]
     peer_names = [n for n in commands if n not in OURS]
     return {"scenario": "d-noop-incremental", "results": results, "setup_s": setup_s,
-            "prefixes": {n: prefixes[n] for n in commands},
-            "ratios": [ratios(results, o, p) for o in ours for p in peer_names],
-            "dataset": {k: v for k, v in data.items() if k != "manifest"}}
+            "prefixes": {n: prefixes[n] for n in commands}, "ratios": all_ratios(results, ours, peer_names),
+            "dataset": dataset_summary(data)}
 
 
 def _listing(s3: Any, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
@@ -296,31 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def shim_note(fs3g_argv: list[str]) -> str:
-    """A sentence for the report when the first word of --fs3g is a script (e.g. a pyenv shim), not the
-    interpreter: its start-up is in every fs3g sample."""
-    first = shutil.which(fs3g_argv[0])
-    with contextlib.suppress(OSError, TypeError):
-        if first and open(first, "rb").read(2) == b"#!":
-            return (f" `{fs3g_argv[0]}` is a script ({first}, e.g. a pyenv shim), not the interpreter: its start-up "
-                    f"(often 0.05-0.15 s here) is in every fs3g sample; pass --fs3g \"{sys.executable} -m fs3g_hpc\" "
-                    "(the interpreter itself) to leave it out.")
-    return ""
-
-
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write BASE.md and BASE.json; return the JSON document. Raises on any failure."""
     ap = build_parser()
     args = ap.parse_args(argv)
     settle_run_args(ap, args, PEERS)
     args.ours = names_from(ap, args.ours, OURS, "ours")
-    n_small = args.small_files or (SMOKE_SMALL_FILES if args.smoke else SMALL_FILES)
     base = results_base(args.results, "sync-smoke" if args.smoke else "sync-latest")
     args.fs3g_argv = shlex.split(args.fs3g)
     if not args.fs3g_argv:
         ap.error("--fs3g is empty (fs3g makes the first backup)")
-    if args.tmp_dir:
-        args.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     senv = services_env()
     tools = ensure_peers(install=not args.no_install)
@@ -330,17 +299,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     log("versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
 
     source_at_start = fs3g_source()
-    root = args.data_dir / f"upload-small-{size_tag(n_small)}"
-    data = generate_small(root, n_small, args.seed, replace=args.replace_data)
-    check_dataset(root, data)
-    how = "reused" if data["reused"] else f"generated in {data['generation_seconds']} s"
-    log(f"data {root}: {data['files']:,} files, {data['total_bytes']:,} bytes ({how})")
+    data = upload_dataset("small", small_files(args), args)
     run_ = run_scenario(data, tools=tools, env=env, endpoint=endpoint, args=args, server_pid=server_pid)
     goal = goal_check(run_)
 
     note = (goal_text(goal) + "\n\n"
-            f"Endpoint {endpoint}: SeaweedFS ({versions.get('seaweedfs', 'unknown version')}, `weed mini` from "
-            "`.ci/services`) on the same machine, so the server's CPU competes with the client's. Setup, untimed: "
+            + seaweed_sentence(endpoint, versions.get("seaweedfs"), "the same machine") + " Setup, untimed: "
             "one bucket; the tree backed up by `fs3g backup --executor local --wait` (keys "
             f"`{FS3G_PREFIX}/smallfile/<path>`, the lab's catalog written) and synced once by each peer into its own "
             "prefix; every prefix checked against the dataset. Timed: the same commands again with nothing "
@@ -355,27 +319,19 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     note += shim_note(args.fs3g_argv)
     if args.note:
         note += " " + args.note
-    source = {"at_start": source_at_start, "at_end": fs3g_source()}
-    if source["at_end"] != source_at_start:
-        note += " The fs3g checkout changed while the benchmark ran (see fs3g_source in the JSON)."
-    elif source_at_start.get("commit"):
-        changed = source_at_start["fs3g_hpc_modified"]
-        note += (f" fs3g from commit {source_at_start['commit'][:12]}"
-                 + (f" with local changes in {', '.join(changed)}" if changed else "") + ".")
+    source, sentence = source_note(source_at_start)
+    note += sentence
     machine = machine_info()
     cmdline = default_command_line()
-    md = render_upload_report(
+    md = render_scenarios_report(
         [run_], machine, note, cmdline, title="No-op incremental benchmark, scenario (d) (SeaweedFS on loopback)",
         ratio_summary=True,
         scenario_note=lambda r: ", nothing changed; setup " + ", ".join(f"{k} {v:.1f} s"
-                                                                       for k, v in r["setup_s"].items()),
-        placeholders="`{run_dir}` is a fresh temporary directory per run")
+                                                                       for k, v in r["setup_s"].items()))
     doc = {"title": "No-op incremental benchmark (d)", "machine": machine, "machine_note": note,
            "command_line": cmdline, "endpoint": endpoint, "fs3g": args.fs3g, "fs3g_source": source,
            "versions": versions, "smoke": args.smoke, "goal": goal,
-           "medians": {n: {"wall_s": c["wall_s"]["median"], "cpu_s": c["cpu_s"]["median"],
-                           "peak_rss_mib": c["peak_rss_mib"]["median"]}
-                       for n, c in run_["results"]["commands"].items()},
+           "medians": medians(run_["results"]["commands"]),
            "scenarios": [run_], "results_base": str(base)}
     publish(base, md, doc)
     return doc

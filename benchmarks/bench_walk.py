@@ -39,20 +39,14 @@ if str(HERE) not in sys.path:  # allow `import bench_walk` from elsewhere, not o
     sys.path.insert(0, str(HERE))
 
 from gen_tree import generate_tree  # noqa: E402
-from harness import SetupHook, ratios, run_alternating, write_report  # noqa: E402
+from harness import SetupHook, fill, log, ratios, run_alternating, size_tag, write_report  # noqa: E402
 
 FIND_FORMAT = "%s %T@ %p\\n"  # find itself expands \n
 
 
 def default_root(n_files: int) -> Path:
     # Named after the size so that a small test run never replaces the million-file tree.
-    if n_files % 1_000_000 == 0:
-        tag = f"{n_files // 1_000_000}m"
-    elif n_files % 1_000 == 0:
-        tag = f"{n_files // 1_000}k"
-    else:
-        tag = str(n_files)
-    return HERE / "data" / f"tree-{tag}"
+    return HERE / "data" / f"tree-{size_tag(n_files)}"
 
 
 def fs_type(path: Path) -> str:
@@ -75,7 +69,7 @@ def temp_run_dir_hook(tmp_parent: Path | None, root: Path) -> SetupHook:
     def hook(argv: list[str]) -> Iterator[list[str]]:
         run_dir = Path(tempfile.mkdtemp(prefix="fs3g-bench-walk-", dir=tmp_parent))
         try:
-            yield [a.replace("{root}", str(root)).replace("{run_dir}", str(run_dir)) for a in argv]
+            yield fill(argv, {"root": str(root), "run_dir": str(run_dir)})
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -123,17 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("find", "fpart"):
         if shutil.which(tool) is None:
             hint = " (apt-get install -y --no-install-recommends fpart)" if tool == "fpart" else ""
-            print(f"bench_walk: {tool} not found{hint}", file=sys.stderr)
+            log(f"{tool} not found{hint}")
             return 2
     root = (args.root or default_root(args.files)).resolve()
     try:
         tree = generate_tree(root, args.files, args.seed, replace=args.replace_tree)
     except FileExistsError as e:
-        print(f"bench_walk: {e}", file=sys.stderr)
+        log(str(e))
         return 2
     how = "reused" if tree["reused"] else f"generated in {tree['generation_seconds']} s"
-    print(f"bench_walk: tree {root}: {tree['entries']:,} entries, {tree['total_bytes'] / 1e9:.2f} GB ({how})",
-          file=sys.stderr)
+    log(f"tree {root}: {tree['entries']:,} entries, {tree['total_bytes'] / 1e9:.2f} GB ({how})")
 
     hook = temp_run_dir_hook(args.tmp_dir, root)
     commands: dict[str, list[str]] = {

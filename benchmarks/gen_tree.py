@@ -35,13 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # allow `import gen_tree` from elsewhere, not only running it as a script
+    sys.path.insert(0, str(HERE))
+
+from harness import KiB, MiB, write_all  # noqa: E402
+
 GENERATOR = "fs3g-bench-gen-tree"
 VERSION = 1  # bump whenever the output for a given (n_files, seed) changes, so stale trees are not reused
 MARKER = ".fs3g-bench-tree.json"
 PARTIAL = ".fs3g-bench-tree.partial"  # present while generating: marks an incomplete tree as ours to clear
 
-KiB = 1024
-MiB = 1024 * KiB
 SMALL_LIMIT = 128 * KiB  # fs3g's default small-file threshold; the size bands straddle it
 
 # Size model: (probability, kind, low, high, pareto alpha). Order matters only for drawing.
@@ -159,12 +163,6 @@ def draw_size(rng: random.Random) -> int:
     return int(math.exp(rng.uniform(math.log(SMALL_LO), math.log(SMALL_HI))))
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
-
-
 def _build_leaf(root: Path, leaf: Leaf, seed: int, pattern: memoryview, stats: dict[str, int]) -> None:
     rng = random.Random(f"{GENERATOR}:{VERSION}:leaf:{seed}:{leaf.rel}")
     path = root / leaf.rel
@@ -206,7 +204,7 @@ def _build_leaf(root: Path, leaf: Leaf, seed: int, pattern: memoryview, stats: d
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=dfd)
             try:
                 if size:
-                    _write_all(fd, pattern[off:off + size])
+                    write_all(fd, pattern[off:off + size])
                 os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
                 os.close(fd)

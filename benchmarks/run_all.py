@@ -40,7 +40,7 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import machine_info  # noqa: E402
+from harness import fmt, machine_info  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,20 @@ def start_services() -> bool:
 
 # -- running and collecting -------------------------------------------------------------------------------------------
 
+def previous_report(results: Path, s: Scenario) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The last report of a scenario not run now (<results>-<name>.json beside the report), and its run entry; None,
+    with one line on stderr, when that JSON is not here (the raw per-sample JSON stays out of git: only a run on this
+    machine leaves it)."""
+    previous = Path(f"{results}-{s.name}.json")
+    try:
+        report = json.loads(previous.read_text())
+    except FileNotFoundError:
+        print(f"run_all: --include-previous: {previous} not found (the per-sample JSON is not kept in git; run "
+              f"--only {s.letter} here first), so ({s.letter}) {s.name} is left out", file=sys.stderr, flush=True)
+        return None
+    return report, {"ok": True, "seconds": 0, "prefix": str(previous.with_suffix("")), "previous": True}
+
+
 def run_scenario(s: Scenario, args: argparse.Namespace, prefix: Path, env: dict[str, str]) -> dict[str, Any]:
     argv = [sys.executable, str(HERE / s.script), "--results", str(prefix)]
     argv += list(s.smoke_args) if args.smoke else [*s.full_args, "--repeats", str(args.repeats)]
@@ -216,10 +230,6 @@ def evaluate(goal: Goal, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], goals: list[dict[str, Any]],
            machine: dict[str, Any], command_line: str) -> str:
     m = machine
@@ -244,7 +254,7 @@ def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], 
     for g in goals:
         met = "n/a" if g["met"] is None else ("yes" if g["met"] else "no")
         note = f" ({g['note']})" if g.get("note") else (f" (vs {g['peer']})" if g["peer"] else "")
-        lines.append(f"| {g['goal']}{note} | {_fmt(g['ratio'])} | {met} |")
+        lines.append(f"| {g['goal']}{note} | {fmt(g['ratio'], 2)} | {met} |")
     lines += ["", "## Medians (spread min-max)", "",
               "| scenario | command | wall s | CPU s | peak RSS MiB |", "| --- | --- | ---: | ---: | ---: |"]
     for kind, report in reports.items():
@@ -252,17 +262,18 @@ def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], 
             label = f"{kind}/{name}" if name else kind
             for command, c in results["commands"].items():
                 w, cpu, rss = c["wall_s"], c["cpu_s"], c["peak_rss_mib"]
-                lines.append(f"| {label} | {command} | {_fmt(w['median'])} ({_fmt(w['min'])}-{_fmt(w['max'])}) | "
-                             f"{_fmt(cpu['median'])} ({_fmt(cpu['min'])}-{_fmt(cpu['max'])}) | "
-                             f"{_fmt(rss['median'], 1)} |")
+                lines.append(f"| {label} | {command} | {fmt(w['median'], 2)} "
+                             f"({fmt(w['min'], 2)}-{fmt(w['max'], 2)}) | "
+                             f"{fmt(cpu['median'], 2)} ({fmt(cpu['min'], 2)}-{fmt(cpu['max'], 2)}) | "
+                             f"{fmt(rss['median'], 1)} |")
     lines += ["", "## Ratios ours / peer (medians; below 1 means ours is lower)", "",
               "| scenario | ours / peer | wall | CPU | peak RSS |", "| --- | --- | ---: | ---: | ---: |"]
     for kind, report in reports.items():
         for name, _results, ratio_list in scenario_results(report):
             label = f"{kind}/{name}" if name else kind
             for r in ratio_list:
-                lines.append(f"| {label} | {r['ours']} / {r['peer']} | {_fmt(r['wall'])} | {_fmt(r['cpu'])} | "
-                             f"{_fmt(r['peak_rss'])} |")
+                lines.append(f"| {label} | {r['ours']} / {r['peer']} | {fmt(r['wall'], 2)} | {fmt(r['cpu'], 2)} | "
+                             f"{fmt(r['peak_rss'], 2)} |")
     lines += ["", "## Runs", ""]
     for kind, run in runs.items():
         state = "ok" if run["ok"] else f"FAILED (exit {run['exit']})"
@@ -304,11 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, dict[str, Any]] = {}
         for s in SCENARIOS:
             if s.letter not in chosen:
-                previous = Path(f"{results}-{s.name}.json")
-                if args.include_previous and previous.exists():
-                    reports[s.name] = json.loads(previous.read_text())
-                    runs[s.name] = {"ok": True, "seconds": 0, "prefix": str(previous.with_suffix("")),
-                                    "previous": True}
+                if args.include_previous:
+                    found = previous_report(results, s)
+                    if found is not None:
+                        reports[s.name], runs[s.name] = found
                 continue
             prefix = Path(f"{results}-{s.name}")
             run = run_scenario(s, args, prefix, env)

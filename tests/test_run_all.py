@@ -22,3 +22,23 @@ def test_run_all_smoke_writes_one_report_with_goals(tmp_path, seaweed_bucket):
     assert goals["(e) restore 5,000 files: wall <= 1.0x s5cmd"]["ratio"] > 0
     text = (tmp_path / "latest.md").read_text()
     assert "## Goals" in text and "fs3g-plan / find" in text and "python3 benchmarks/run_all.py" in text
+
+
+def test_include_previous_takes_the_json_beside_the_report_and_names_a_missing_one(tmp_path, capsys, monkeypatch):
+    """--include-previous reads <results>-<name>.json; the raw JSON is not in git, so a missing one is one line on
+    stderr and the scenario is left out (no traceback, nothing invented)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import run_all
+
+    results = tmp_path / "latest"
+    earlier = {"machine": {"date": "2026-11-27"}, "command_line": "python3 benchmarks/bench_walk.py",
+               "results": {"commands": {}}}
+    (tmp_path / "latest-walk.json").write_text(json.dumps(earlier))
+    by_name = {s.name: s for s in run_all.SCENARIOS}
+    report, run = run_all.previous_report(results, by_name["walk"])
+    assert report == earlier
+    assert run == {"ok": True, "seconds": 0, "prefix": str(tmp_path / "latest-walk"), "previous": True}
+    assert capsys.readouterr().err == ""
+    assert run_all.previous_report(results, by_name["sync"]) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'latest-sync.json'} not found" in err and "--only d" in err
