@@ -77,17 +77,17 @@ def test_backup_dry_run_json_counts_and_a_region_without_prices(seaweed_bucket, 
     root = tmp_path / "data"
     make_tree(root, newline_names=True)
     policy = write_policy(tmp_path, "nopr", root, seaweed_bucket)
-    policy.write_text(policy.read_text().replace("prefix: labs/nopr,", "prefix: labs/nopr, region: eu-west-3,"))
+    policy.write_text(policy.read_text().replace("prefix: labs/nopr,", "prefix: labs/nopr, region: sa-east-1,"))
     proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--dry-run", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     up = data["upload"]
     assert (up["small_files"], up["large_files"], up["symlinks"], up["multipart_uploads"], up["parts"]) == (9, 2, 3, 1, 3)
     assert data["requests"]["PUT"] == 19 and data["estimate"] is None
-    assert "eu-west-3" in data["prices_note"]
+    assert "sa-east-1" in data["prices_note"]
     proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--dry-run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    notes = [line for line in proc.stdout.splitlines() if "no prices for region 'eu-west-3'" in line]
+    notes = [line for line in proc.stdout.splitlines() if "no prices for region 'sa-east-1'" in line]
     assert len(notes) == 1 and "19 PUT" in proc.stdout
     assert listing(seaweed_bucket) == {}
     proc = fs3g("backup", "--config", str(policy), "--dry-run", "--wait")
