@@ -19,7 +19,7 @@ from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from . import __version__
-from .config import FileKind, Policy, RestoreTier, load_policy, schema_keys, validate_file
+from .config import FileKind, Policy, RestoreTier, ValidationResult, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
 from .sizes import format_size
 
@@ -79,34 +79,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError("give at least one policy file, or --list-keys")
     failed = False
     for file in args.files:
-        if _is_price_table(file):
-            from .estimate import check_price_table
-
-            try:
-                print(f"{file}: ok: {check_price_table(Path(file))}")
-            except UsageError as e:
-                print(e, file=sys.stderr)
-                failed = True
-            continue
         result = validate_file(file)
         for problem in result.problems:
             print(problem, file=sys.stderr)
         failed = failed or not result.ok
-        if result.ok and not args.quiet:
-            what = "site defaults" if result.kind is FileKind.SITE else _describe(result.policy)  # type: ignore[arg-type]
-            print(f"{file}: ok: {what}")
+        # A price table's ok line is printed even with --quiet, as before.
+        if result.ok and (not args.quiet or result.kind is FileKind.PRICING):
+            print(f"{file}: ok: {_describe_valid(result)}")
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
-def _is_price_table(file: str) -> bool:
-    """A `kind: pricing` file (configs/pricing.yaml), which `validate` checks as a price table."""
-    from .config import read_yaml
-
-    try:
-        data = read_yaml(file)
-    except UsageError:
-        return False  # validate_file says what is wrong with it
-    return isinstance(data, dict) and data.get("kind") == "pricing"
+def _describe_valid(result: ValidationResult) -> str:
+    if result.kind is FileKind.PRICING:
+        return str(result.summary)
+    if result.kind is FileKind.SITE:
+        return "site defaults"
+    return _describe(result.policy)  # type: ignore[arg-type]
 
 
 def _cluster_max_array_size(executor: str | None = None) -> tuple[int, str]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .config import Policy
+from .config import Policy, Prices
 from .errors import UsageError
-from .estimate import (Estimate, PlanFigures, Prices, Tally, default_region, estimate, plan_figures, prices_for, render,
+from .estimate import (Estimate, PlanFigures, Tally, default_region, estimate, plan_figures, prices_for, render,
                        restore_cost, restore_gets, tally, upload_requests)
 from .plan import PlanSummary
 from .records import Entry, read_records

@@ -323,7 +323,7 @@ def test_broken_site_file_named_by_a_lab(tmp_path, capsys, case):
 
 @pytest.mark.parametrize("case", sorted(BROKEN_FILES))
 def test_broken_price_table_is_one_line_exit_2(tmp_path, case):
-    from fs3g_hpc.estimate import check_price_table, load_prices
+    from fs3g_hpc.config import check_price_table, load_prices
 
     make, message = BROKEN_FILES[case]
     path = tmp_path / "pricing.yaml"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fs3g_hpc.config import policy_from_snapshot
+from fs3g_hpc.config import load_prices, policy_from_snapshot
 from fs3g_hpc.errors import UsageError
-from fs3g_hpc.estimate import GB, estimate, load_prices, tally
+from fs3g_hpc.estimate import GB, estimate, tally
 from fs3g_hpc.records import Entry, EntryKind
 from fs3g_hpc.resources import DataDir, data_file
 

@@ -1,0 +1,123 @@
+"""Price tables (`kind: pricing`, e.g. configs/pricing.yaml): dated prices per region, read with the policies' YAML
+limits. `Prices` is one region's table; every price it gives is checked (present, a number >= 0) and a missing or bad
+one is a one-line UsageError naming its key path. Pure: the estimates that use it live in estimate.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UsageError
+from .loader import read_yaml
+from .schema import RestoreTier
+
+
+@dataclass(frozen=True)
+class Prices:
+    source: str
+    date: str
+    currency: str
+    region: str
+    table: Mapping[str, Any]
+
+    def _get(self, *path: str) -> Any:
+        node: Any = self.table
+        for i, key in enumerate(path):
+            if not isinstance(node, Mapping) or key not in node:
+                where = ".".join(("regions", self.region, *path[:i]))
+                known = ", ".join(sorted(node)) if isinstance(node, Mapping) else "nothing"
+                raise UsageError(f"{where}: no price for {key!r} (it has: {known})", path=self.source,
+                                 hint="add it to the price table, or use another --region")
+            node = node[key]
+        if isinstance(node, bool) or not isinstance(node, (int, float)) or node < 0:
+            raise UsageError(f"{'.'.join(('regions', self.region, *path))}: must be a number >= 0, got {node!r}",
+                             path=self.source)
+        return float(node)
+
+    def storage(self, klass: str) -> float:
+        return self._get("storage_gb_month", klass)
+
+    def put(self, klass: str) -> float:
+        return self._get("put_per_1000", klass)
+
+    def list(self) -> float:
+        return self._get("list_per_1000")
+
+    def get(self) -> float:
+        return self._get("get_per_1000")
+
+    def transition(self, klass: str) -> float:
+        return self._get("transition_per_1000", klass)
+
+    def minimum_days(self, klass: str) -> float:
+        return self._get("minimum_days", klass) if klass in self.table.get("minimum_days", {}) else 0.0
+
+    def minimum_object_bytes(self, klass: str) -> int:
+        table = self.table.get("minimum_object_bytes", {})
+        return int(self._get("minimum_object_bytes", klass)) if klass in table else 0
+
+    def overhead(self, klass: str) -> tuple[int, int]:
+        """(bytes billed at STANDARD, bytes billed at the class) per archived object."""
+        if klass not in self.table.get("archive_overhead_bytes", {}):
+            return 0, 0
+        return (int(self._get("archive_overhead_bytes", klass, "STANDARD")),
+                int(self._get("archive_overhead_bytes", klass, "archive")))
+
+    def retrieval(self, klass: str, tier: str) -> tuple[float, float, float]:
+        """(per GB, per 1,000 requests, hours) of restoring from `klass` with `tier`."""
+        return (self._get("retrieval", klass, tier, "per_gb"), self._get("retrieval", klass, tier, "per_1000"),
+                self._get("retrieval", klass, tier, "hours"))
+
+    def tiers(self, klass: str) -> list[str]:
+        return [t.value for t in RestoreTier if t.value in self.table.get("retrieval", {}).get(klass, {})]
+
+    def transfer_out(self) -> float:
+        return self._get("transfer_out_per_gb")
+
+
+def load_prices(path: Path, region: str) -> Prices:
+    return _prices(read_yaml(path), path, region)
+
+
+def _prices(data: Any, path: Path, region: str) -> Prices:
+    if not isinstance(data, dict) or data.get("kind") != "pricing":
+        raise UsageError("not a price table (it must say `kind: pricing`)", path=str(path))
+    for key in ("date", "currency", "regions"):
+        if key not in data:
+            raise UsageError(f"{key}: missing", path=str(path))
+    regions = data["regions"]
+    if not isinstance(regions, dict) or region not in regions:
+        known = ", ".join(sorted(regions)) if isinstance(regions, dict) else "none"
+        raise UsageError(f"regions: no prices for region {region!r} (known: {known})", path=str(path),
+                         hint="add the region to the table, or pass --region")
+    if not isinstance(regions[region], dict):
+        raise UsageError(f"regions.{region}: expected a mapping of prices", path=str(path))
+    return Prices(str(path), str(data["date"]), str(data["currency"]), region, regions[region])
+
+
+_SECTIONS = ("storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000", "transition_per_1000",
+             "retrieval", "transfer_out_per_gb")
+
+
+def check_price_table(path: Path) -> str:
+    """Every region of a price table checked (sections present, every price a number >= 0); a one-line summary."""
+    data = read_yaml(path)
+    regions = data.get("regions") if isinstance(data, dict) else None
+    if not isinstance(regions, dict) or not regions:
+        raise UsageError("regions: missing or empty", path=str(path))
+    for region in regions:
+        prices = _prices(data, path, str(region))
+
+        def walk(node: Any, keys: tuple[str, ...]) -> None:
+            if isinstance(node, Mapping):
+                for key, child in node.items():
+                    walk(child, (*keys, str(key)))
+            else:
+                prices._get(*keys)  # a number >= 0, or a one-line error naming the key
+
+        for section in _SECTIONS:
+            if section not in prices.table:
+                raise UsageError(f"regions.{region}.{section}: missing", path=str(path))
+        walk(prices.table, ())
+    return f"price table of {data.get('date')} ({data.get('currency')}), regions: {', '.join(sorted(regions))}"
