@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 from . import __version__
 from .config import FileKind, Policy, RestoreTier, ValidationResult, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
-from .sizes import format_size
+from .model.sizes import format_size
 
 if TYPE_CHECKING:
     from .restore import RestoreRequest
@@ -614,8 +614,8 @@ def _restore_dry_run(policy: Policy, request: RestoreRequest, args: argparse.Nam
 
 def checked_begin_time(text: str) -> str:
     """`--at TIME`, checked before anything is selected or written: by the cluster's own `sbatch --test-only` where
-    Slurm answers (so every form that sbatch takes is taken), else by the grammar of sbatch(1) (begintime.py)."""
-    from .begintime import EXAMPLES, is_begin_time
+    Slurm answers (so every form that sbatch takes is taken), else by the grammar of sbatch(1) (model/begintime.py)."""
+    from .model.begintime import EXAMPLES, is_begin_time
     from .slurm import commands
 
     verdict = commands.begin_time_accepted(text) if commands.slurm_available() else None

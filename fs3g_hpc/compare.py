@@ -33,15 +33,16 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from .config import Policy
 from .errors import UsageError
-from .keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, encode_path, object_key, parse_key, pathmap_key
 from .manifest import catalog_path, catalog_target_mismatch, lab_dir
-from .objectmeta import TREEHASH_KEY, format_ns, parse_ns
-from .plan import EntryClass, _checked_order, _Unreadable, classify
-from .records import (Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records,
-                      sorted_stream)
+from .model.entries import ENTRY_CLASS, KEY_CLASS, EntryClass, classify
+from .model.keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, encode_path, object_key, parse_key, pathmap_key
+from .model.objectmeta import TREEHASH_KEY, format_ns, parse_ns
+from .model.records import (Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records,
+                            sorted_stream)
+from .model.sizes import MIB, format_size
+from .model.treehash import TreeHasher
+from .plan import _checked_order, _Unreadable
 from .scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
-from .sizes import MIB, format_size
-from .treehash import TreeHasher
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +293,6 @@ def quick_verdict(local: Entry, remote: Entry, klass: EntryClass, *, mtime_known
 # --- bucket listings as records --------------------------------------------------------------------------------------
 
 _KEY_CLASSES = (KeyClass.SMALL, KeyClass.LARGE, KeyClass.SYMLINK)
-_ENTRY_CLASS = {KeyClass.SMALL: EntryClass.SMALL, KeyClass.LARGE: EntryClass.LARGE, KeyClass.SYMLINK: EntryClass.SYMLINK}
-_KEY_CLASS = {v: k for k, v in _ENTRY_CLASS.items()}
 
 
 def listed_entry(path: bytes, klass: KeyClass, size_bytes: int) -> Entry:
@@ -521,7 +520,7 @@ class _Checker:
     def _stored_hash(self, remote: Entry, klass: EntryClass) -> str | None:
         """The stored hash of a catalog entry's object; "" when there is no object. A file whose class changed with
         the threshold since its backup is looked up under the other file class too."""
-        classes = [_KEY_CLASS[klass]]
+        classes = [KEY_CLASS[klass]]
         if klass is not EntryClass.SYMLINK:
             classes.append(KeyClass.LARGE if klass is EntryClass.SMALL else KeyClass.SMALL)
         for key_class in classes:
@@ -610,7 +609,7 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
             digest = parse_key(prefix, key)[2] or ""
             if path is None or hashlib.sha256(path).hexdigest() != digest:
                 why = "has no pathmap object" if path is None else "has a pathmap object for another path"
-                emit(Discrepancy(Category.CANNOT_CHECK, _ENTRY_CLASS[key_class], key.encode(),
+                emit(Discrepancy(Category.CANNOT_CHECK, ENTRY_CLASS[key_class], key.encode(),
                                  f"hashed long-path key {why}: cannot tell which file it holds"))
             elif scope.covers(path):
                 spiller.add(listed_entry(path, key_class, listed.size_bytes))
@@ -723,7 +722,7 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
                         summary.backed_up_entries += 1
                     if here is None:
                         assert there is not None
-                        klass = (_ENTRY_CLASS[listed_class(there)] if against is Against.BUCKET
+                        klass = (ENTRY_CLASS[listed_class(there)] if against is Against.BUCKET
                                  else _entry_class(there, threshold))
                         if unreadable.covers(there.path):
                             in_order.ready(Discrepancy(Category.CANNOT_CHECK, klass, there.path,

@@ -31,9 +31,9 @@ from .config import Policy, policy_from_snapshot, policy_to_dict
 from .errors import UsageError
 from .manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
                        read_json, write_json_atomic)
-from .plan import EntryClass, classify
+from .model.entries import EntryClass, classify
+from .model.records import Entry, read_records
 from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
-from .records import Entry, read_records
 from .scan import ScanSettings
 
 

@@ -30,7 +30,7 @@ from typing import Sequence
 from .cli import ExitCode, Executor, _Parser, _positive, _run_restore, _submit, check_target, run_parser
 from .config import Policy, policy_from_snapshot
 from .errors import UsageError
-from .sizes import MIB
+from .model.sizes import MIB
 
 # The original's sizes: 128 KiB splits small from large, each large-file buffer is 40 MB.
 SMALL_FILE_THRESHOLD_BYTES = 128 * 1024

@@ -20,9 +20,9 @@ from .config import Policy, Prices
 from .errors import UsageError
 from .estimate import (Estimate, PlanFigures, Tally, default_region, estimate, plan_figures, prices_for, render,
                        restore_cost, restore_gets, tally, upload_requests)
+from .model.records import Entry, read_records
+from .model.sizes import format_size
 from .plan import PlanSummary
-from .records import Entry, read_records
-from .sizes import format_size
 
 if TYPE_CHECKING:
     from .restore import RestoreRequest, StagePreview

@@ -27,20 +27,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .config import ARCHIVED_CLASSES, Policy, Prices, StorageClass, load_prices
-from .keys import KeyClass, object_key
-from .records import Entry, EntryKind, read_records
+from .model.entries import KEY_CLASS, EntryClass, classify
+from .model.keys import KeyClass, object_key
+from .model.records import Entry, read_records
+from .model.s3limits import S3_MAX_PART_BYTES, ObjectTooLarge, part_size_for
 
 GB = 1024**3
-S3_MAX_PARTS = 10_000
-MIB = 1024**2
 DAYS_PER_MONTH = 30
-
-
-def _part_size(size_bytes: int, buffer_size_bytes: int) -> int:
-    # The uploader's rule (transfer.uploader.part_size_for), kept here so estimates import no boto3.
-    needed = -(-size_bytes // S3_MAX_PARTS)
-    needed = -(-needed // MIB) * MIB
-    return min(max(buffer_size_bytes, needed), 5 * GB)
 
 
 # -- tallies ----------------------------------------------------------------------------------------------------------
@@ -77,20 +70,21 @@ def tally(entries: Iterable[Entry], policy: Policy, prices: Prices | None) -> Ta
     minimum = prices.minimum_object_bytes(archive) if prices is not None else 0
     last_dir: tuple[KeyClass, bytes] | None = None
     for entry in entries:
-        if entry.kind is EntryKind.SYMLINK:
-            klass = KeyClass.SYMLINK
+        entry_class = classify(entry, threshold)
+        if entry_class is EntryClass.SYMLINK:
             t.symlinks += 1
             t.symlink_bytes += entry.size_bytes
-        elif entry.kind is EntryKind.FILE and entry.size_bytes <= threshold:
-            klass = KeyClass.SMALL
+        elif entry_class is EntryClass.SMALL:
             t.small_files += 1
             t.small_bytes += entry.size_bytes
-        elif entry.kind is EntryKind.FILE:
-            klass = KeyClass.LARGE
+        elif entry_class is EntryClass.LARGE:
             t.large_files += 1
             t.large_bytes += entry.size_bytes
             t.large_billed_bytes += max(entry.size_bytes, minimum)
-            part = _part_size(entry.size_bytes, buffer)
+            try:
+                part = part_size_for(entry.size_bytes, buffer)
+            except ObjectTooLarge:  # the upload will refuse it; count it in the largest parts S3 takes
+                part = S3_MAX_PART_BYTES
             if entry.size_bytes <= part:
                 t.single_put_large += 1
             else:
@@ -98,6 +92,7 @@ def tally(entries: Iterable[Entry], policy: Policy, prices: Prices | None) -> Ta
                 t.parts += math.ceil(entry.size_bytes / part)
         else:
             continue
+        klass = KEY_CLASS[entry_class]
         if object_key(policy.s3.prefix, klass, entry.path).long_path_sha256 is not None:
             t.long_keys += 1
         directory = (klass, entry.directory)

@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from .config import TRANSITION_CLASSES, Policy, StorageClass
-from .keys import KeyClass
+from .model.keys import KeyClass
 
 # Days before S3 aborts an incomplete multipart upload (and stops billing its parts). A multi-TB file takes hours to
 # send, and a Slurm task requeued before its time limit resumes its upload from the journal, possibly after a long

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .config import Policy
 from .errors import UsageError
-from .records import Entry, RecordWriter, RunSpiller, read_records, sorted_stream, write_records
+from .model.records import Entry, RecordWriter, RunSpiller, read_records, sorted_stream, write_records
 
 PLAN_FORMAT_VERSION = 1
 DIR_MODE = 0o700

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import __version__
 from .config import Policy, policy_from_snapshot
-from .keys import LONG_DIR
 from .manifest import (DoneRecord, RunLayout, catalog_path, catalog_target_mismatch, failures_file, journal_file,
                        make_private_dir, record_catalog_target,
                        read_done_records, read_json, read_open_uploads, shard_result_file, write_catalog,
                        write_json_atomic)
+from .model.keys import LONG_DIR
+from .model.records import Entry, EntryKind, RecordWriter, display_path, read_records, write_records
+from .model.sizes import format_size
 from .progress import timing_fields, timing_line
-from .records import Entry, EntryKind, RecordWriter, display_path, read_records, write_records
-from .sizes import format_size
 
 if TYPE_CHECKING:
     from .transfer.lister import ListedObject

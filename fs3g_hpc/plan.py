@@ -28,10 +28,11 @@ from . import __version__
 from .config import Policy, policy_to_dict
 from .errors import UsageError
 from .manifest import PLAN_FORMAT_VERSION, RunLayout, catalog_target_mismatch, make_private_dir, write_json_atomic
-from .records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links, read_records,
-                      sorted_stream, write_records)
+from .model.entries import EntryClass
+from .model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
+                            read_records, sorted_stream, write_records)
+from .model.sizes import GIB, KIB, MIB, TIB, format_size
 from .scan import IssueKind, ScanIssue, ScanSettings, check_roots, scan
-from .sizes import GIB, KIB, MIB, TIB, format_size
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,6 @@ class Change(Enum):
     CHANGED = "changed"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
-
-
-class EntryClass(Enum):
-    """The original tool's classes: small files (one PUT), large files (multipart, archived), symlinks."""
-
-    SMALL = "small"
-    LARGE = "large"
-    SYMLINK = "symlink"
-
-
-def classify(entry: Entry, small_threshold_bytes: int) -> EntryClass | None:
-    """None for what is never uploaded (directories, special files)."""
-    if entry.kind is EntryKind.SYMLINK:
-        return EntryClass.SYMLINK
-    if entry.kind is EntryKind.FILE:
-        return EntryClass.SMALL if entry.size_bytes <= small_threshold_bytes else EntryClass.LARGE
-    return None
 
 
 def _catalog_seen(catalog_file: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Mapping, Sequence, TextIO
 
 from .errors import UsageError
 from .manifest import FILE_MODE, ShardedLayout
-from .sizes import format_duration, format_size
+from .model.sizes import format_duration, format_size
 
 PROGRESS_FILE_INTERVAL_S = 1.0
 TTY_INTERVAL_S = 0.5

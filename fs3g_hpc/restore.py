@@ -59,23 +59,23 @@ from typing import Any, Callable, Iterable, Iterator
 from . import __version__
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_from_snapshot, policy_to_dict
 from .errors import Fs3gError, UsageError
-from .keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, object_key, parse_key, pathmap_key
 from .manifest import (SequentialShardCutter, ShardedLayout, catalog_path, catalog_target_mismatch, default_run_dir,
                        ensure_private_dir, failures_file, journal_file, make_private_dir, read_json,
                        shard_result_file, write_json_atomic)
-from .objectmeta import TREEHASH_KEY, parse_ns
+from .model.keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, object_key, parse_key, pathmap_key
+from .model.objectmeta import TREEHASH_KEY, parse_ns
+from .model.records import (Entry, EntryKind, RunSpiller, display_path, group_hard_links, hard_link_identity,
+                            hard_link_sort_key, read_records, sorted_stream, write_records)
+from .model.s3limits import part_size_for
+from .model.sizes import format_size
+from .model.treehash import LEAF_BYTES, TreeHasher
 from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
-from .records import (Entry, EntryKind, RunSpiller, display_path, group_hard_links, hard_link_identity,
-                      hard_link_sort_key, read_records, sorted_stream, write_records)
 from .signals import StopOnSignals
-from .sizes import format_size
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, RequestOutcome, WholeObject, get_range,
                                   get_whole, list_with_restore_status, request_restore)
 from .transfer.objects import ObjectAccessError, head_object, object_tag, read_small_object
 from .transfer.lister import iter_objects
-from .transfer.uploader import part_size_for
-from .treehash import LEAF_BYTES, TreeHasher
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from . import globs
 from .errors import Fs3gError, UsageError
-from .records import Entry, EntryKind, RunSpiller, sorted_stream
+from .model import globs
+from .model.records import Entry, EntryKind, RunSpiller, sorted_stream
 
 _POLL_S = 0.2
 

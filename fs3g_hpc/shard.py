@@ -19,8 +19,8 @@ from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .manifest import (RunLayout, ShardJournal, ensure_private_dir, failures_file, journal_file, read_json,
                        shard_result_file, write_json_atomic)
+from .model.records import display_path, read_records
 from .progress import Counters, ShardProgress, progress_file
-from .records import display_path, read_records
 from .signals import StopOnSignals
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.uploader import FileReport, Outcome, ShardUploader, Totals, UploadSettings

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from .manifest import RunLayout, journal_file, read_done_records, read_json, shard_result_file
-from .records import EntryKind, read_records
-from .sizes import format_duration, format_size
+from .model.records import EntryKind, read_records
+from .model.sizes import format_duration, format_size
 
 
 @dataclass(frozen=True)

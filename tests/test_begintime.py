@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from fs3g_hpc.begintime import is_begin_time
 from fs3g_hpc.cli import checked_begin_time
 from fs3g_hpc.errors import UsageError
+from fs3g_hpc.model.begintime import is_begin_time
 from fs3g_hpc.slurm.commands import begin_time_accepted
 
 ACCEPTED = ["now+1hour", "now+2hours", "now+30minutes", "now+1day", "now+1days", "now+60", "now+1week",

@@ -19,12 +19,12 @@ from fs3g_hpc.compare import (Against, Category, CompareSummary, Discrepancy, In
                               local_tree_hash, newest_per_path, quick_verdict, resolve_scope)
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.errors import UsageError
-from fs3g_hpc.keys import KeyClass
 from fs3g_hpc.manifest import catalog_path
-from fs3g_hpc.plan import EntryClass
-from fs3g_hpc.records import Entry, EntryKind, by_key, read_records, write_records
+from fs3g_hpc.model.entries import EntryClass
+from fs3g_hpc.model.keys import KeyClass
+from fs3g_hpc.model.records import Entry, EntryKind, by_key, read_records, write_records
+from fs3g_hpc.model.treehash import tree_hash
 from fs3g_hpc.scan import ScanSettings, scan
-from fs3g_hpc.treehash import tree_hash
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -13,8 +13,8 @@ from fs3g_hpc.cli import main
 from fs3g_hpc.config import (FileKind, RestoreTier, StorageClass, UPLOADER_OVERHEAD_BYTES, load_policy, schema_keys,
                              validate_file)
 from fs3g_hpc.errors import ConfigError, UsageError
+from fs3g_hpc.model.sizes import GIB, KIB, MIB
 from fs3g_hpc.resources import DataDir, data_dir
-from fs3g_hpc.sizes import GIB, KIB, MIB
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import pytest
 from fs3g_hpc.config import load_prices, policy_from_snapshot
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.estimate import GB, estimate, tally
-from fs3g_hpc.records import Entry, EntryKind
+from fs3g_hpc.model.records import Entry, EntryKind
 from fs3g_hpc.resources import DataDir, data_file
 
 MIB = 1024 * 1024

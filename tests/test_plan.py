@@ -18,9 +18,9 @@ from conftest import vanishing_scandir
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import RunLayout, catalog_path, update_catalog
-from fs3g_hpc.plan import (Change, EntryClass, PlanOptions, ShardAssigner, ShardSettings, classify, diff, make_plan,
-                            unit_bytes)
-from fs3g_hpc.records import Entry, EntryKind, read_records
+from fs3g_hpc.model.entries import EntryClass, classify
+from fs3g_hpc.model.records import Entry, EntryKind, read_records
+from fs3g_hpc.plan import Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes
 from fs3g_hpc.scan import ScanSettings
 
 NOBODY = 65534

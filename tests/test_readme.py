@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from fs3g_hpc.config import schema_keys
-from fs3g_hpc.sizes import parse_size
+from fs3g_hpc.model.sizes import parse_size
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN = "<!-- BEGIN policy defaults: generated from `fs3g validate --list-keys`; tests/test_readme.py checks it -->"

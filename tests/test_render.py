@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fs3g_hpc.config import SlurmSettings
-from fs3g_hpc.sizes import GIB
+from fs3g_hpc.model.sizes import GIB
 from fs3g_hpc.slurm.render import JobSpec, RenderError, policy_directives, render_job_script
 
 GOLDEN = Path(__file__).parent / "golden"

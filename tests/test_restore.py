@@ -14,11 +14,11 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from fs3g_hpc.manifest import catalog_path
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.records import read_records
+from fs3g_hpc.manifest import catalog_path
+from fs3g_hpc.model.records import read_records
+from fs3g_hpc.model.treehash import tree_hash
 from fs3g_hpc.restore import Destination, Refused, Selection, unsafe_reason
-from fs3g_hpc.treehash import tree_hash
 
 from conftest import REPO
 

@@ -15,8 +15,8 @@ import pytest
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import catalog_path
-from fs3g_hpc.objectmeta import format_ns, parse_ns
-from fs3g_hpc.records import EntryKind, read_records
+from fs3g_hpc.model.objectmeta import format_ns, parse_ns
+from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.restore import SPARSE_BLOCK_BYTES, pwrite_sparse
 from fs3g_hpc.status import shard_states
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import vanishing_scandir
 
 from fs3g_hpc.errors import UsageError
-from fs3g_hpc.records import Entry, EntryKind, merge_runs, merge_sorted, read_records, sort_key, write_records
+from fs3g_hpc.model.records import Entry, EntryKind, merge_runs, merge_sorted, read_records, sort_key, write_records
 from fs3g_hpc.scan import ExcludeMatcher, IssueKind, ScanSettings, scan
 
 NOBODY = 65534

@@ -1,6 +1,6 @@
 import pytest
 
-from fs3g_hpc.sizes import GIB, KIB, MIB, TIB, format_duration, format_size, parse_size
+from fs3g_hpc.model.sizes import GIB, KIB, MIB, TIB, format_duration, format_size, parse_size
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import catalog_path
-from fs3g_hpc.records import EntryKind, read_records
+from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.slurm.jobs import array_chunks
 
 

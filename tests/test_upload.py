@@ -18,17 +18,18 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.keys import KeyClass, decode_path, object_key, parse_key, pathmap_key
 from fs3g_hpc.manifest import RunLayout, shard_result_file
-from fs3g_hpc.objectmeta import parse_ns
+from fs3g_hpc.model.checksums import composite_crc32, crc32_b64
+from fs3g_hpc.model.keys import KeyClass, decode_path, object_key, parse_key, pathmap_key
+from fs3g_hpc.model.objectmeta import parse_ns
+from fs3g_hpc.model.records import read_records
+from fs3g_hpc.model.s3limits import S3_MAX_OBJECT_BYTES, S3_MAX_PART_BYTES, ObjectTooLarge, part_size_for
+from fs3g_hpc.model.sizes import MIB
+from fs3g_hpc.model.treehash import tree_hash_reference
 from fs3g_hpc.plan import PlanOptions, make_plan
-from fs3g_hpc.records import read_records
 from fs3g_hpc.scan import ScanSettings
 from fs3g_hpc.shard import run_shard
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
-from fs3g_hpc.transfer.uploader import (MIB, S3_MAX_OBJECT_BYTES, S3_MAX_PART_BYTES, UploadError, composite_crc32,
-                                       crc32_b64, part_size_for)
-from fs3g_hpc.treehash import tree_hash_reference
 
 PREFIX = "labs/uptest"
 
@@ -382,7 +383,7 @@ def test_part_size_rule_up_to_the_largest_object():
         assert part % MIB == 0 and 5 * MIB <= part <= S3_MAX_PART_BYTES
         assert -(-size // part) <= 10_000, size
     assert part_size_for(S3_MAX_OBJECT_BYTES, buffer) == S3_MAX_PART_BYTES
-    with pytest.raises(UploadError, match="largest object"):
+    with pytest.raises(ObjectTooLarge, match="largest object"):
         part_size_for(S3_MAX_OBJECT_BYTES + 1, buffer)
 
 

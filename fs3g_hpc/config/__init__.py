@@ -8,7 +8,7 @@ replaces the site's. A *price table* (``kind: pricing``, configs/pricing.yaml) h
 `fs3g estimate`.
 
   parsers.py   value parsers: each takes the YAML value and returns the typed value or raises ValueError
-  schema.py    S3 limits, the enums, the settings dataclasses and Policy (fields carry parser, scope and doc)
+  schema.py    the enums, the settings dataclasses and Policy (fields carry parser, scope and doc)
   loader.py    YAML loading bounded against alias bombs, with the line of every key path
   validate.py  a file's kind, validation of every kind, site+lab layering, cross checks, load_policy
   pricing.py   price tables: Prices, load_prices, check_price_table
@@ -20,16 +20,15 @@ doc, so the valid keys, the defaults and the checks have a single source. Nothin
 from .loader import MAX_YAML_DEPTH, MAX_YAML_FILE_BYTES, MAX_YAML_NODES, YamlLimitError, read_yaml
 from .parsers import MANAGED_SBATCH_OPTIONS
 from .pricing import Prices, check_price_table, load_prices
-from .schema import (ARCHIVED_CLASSES, S3_MAX_PART_BYTES, S3_MAX_PARTS, S3_MAX_PUT_BYTES, S3_MIN_PART_BYTES,
-                     TRANSITION_CLASSES, UPLOADER_OVERHEAD_BYTES, AddressingStyle, FileKind, LabInfo, Policy,
-                     RestoreSettings, RestoreTier, RetryMode, S3Settings, ScheduleSettings, Scope, ShardBounds,
+from .schema import (ARCHIVED_CLASSES, TRANSITION_CLASSES, UPLOADER_OVERHEAD_BYTES, AddressingStyle, FileKind, LabInfo,
+                     Policy, RestoreSettings, RestoreTier, RetryMode, S3Settings, ScheduleSettings, Scope, ShardBounds,
                      SlurmSettings, StorageClass, StorageSettings, UploaderSettings, policy_to_dict, schema_keys)
 from .validate import SITE_ENV_VAR, ValidationResult, file_kind, load_policy, policy_from_snapshot, validate_file
 
 __all__ = [
     "ARCHIVED_CLASSES", "MANAGED_SBATCH_OPTIONS", "MAX_YAML_DEPTH", "MAX_YAML_FILE_BYTES", "MAX_YAML_NODES",
-    "S3_MAX_PARTS", "S3_MAX_PART_BYTES", "S3_MAX_PUT_BYTES", "S3_MIN_PART_BYTES", "SITE_ENV_VAR",
-    "TRANSITION_CLASSES", "UPLOADER_OVERHEAD_BYTES", "AddressingStyle", "FileKind", "LabInfo", "Policy", "Prices",
+    "SITE_ENV_VAR", "TRANSITION_CLASSES", "UPLOADER_OVERHEAD_BYTES", "AddressingStyle", "FileKind", "LabInfo", "Policy",
+    "Prices",
     "RestoreSettings", "RestoreTier", "RetryMode", "S3Settings", "ScheduleSettings", "Scope", "ShardBounds",
     "SlurmSettings", "StorageClass", "StorageSettings", "UploaderSettings", "ValidationResult", "YamlLimitError",
     "check_price_table", "file_kind", "load_policy", "load_prices", "policy_from_snapshot", "policy_to_dict",

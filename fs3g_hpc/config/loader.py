@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import Problem, UsageError
-from ..sizes import MIB, format_size
+from ..model.sizes import MIB, format_size
 from .parsers import type_name
 
 

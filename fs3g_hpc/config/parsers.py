@@ -10,7 +10,7 @@ import re
 from enum import Enum
 from typing import Any, Callable, Sequence
 
-from ..sizes import format_size, parse_size
+from ..model.sizes import format_size, parse_size
 
 Parser = Callable[[Any], Any]
 
@@ -180,7 +180,7 @@ def parse_prefix(value: Any) -> str:
 
 def parse_glob(value: Any) -> str:
     """An exclude pattern: checked here so that a malformed one fails at load, not in the middle of a walk."""
-    from .. import globs
+    from ..model import globs
 
     return globs.check(string()(value))
 

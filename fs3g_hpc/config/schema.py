@@ -10,16 +10,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..sizes import GIB, KIB, MIB, TIB
+from ..model.s3limits import S3_MAX_PART_BYTES, S3_MAX_PUT_BYTES, S3_MIN_PART_BYTES
+from ..model.sizes import GIB, KIB, MIB, TIB
 from .parsers import (Parser, SLURM_TOKEN, absolute_path, boolean, choice, integer, optional, parse_bucket,
                       parse_endpoint_url, parse_glob, parse_prefix, parse_sbatch_option, parse_schedule,
                       parse_slurm_time, size, string, string_list)
 
-# S3 limits (AWS documentation, late 2025).
-S3_MIN_PART_BYTES = 5 * MIB
-S3_MAX_PART_BYTES = 5 * GIB
-S3_MAX_PARTS = 10_000
-S3_MAX_PUT_BYTES = 5 * GIB
 # What the uploader process costs beyond its buffers: interpreter, boto3 clients and their connection pools,
 # manifest readers and journals. Measured peak RSS of an idle uploader is ~120 MiB; this leaves headroom.
 UPLOADER_OVERHEAD_BYTES = 256 * MIB

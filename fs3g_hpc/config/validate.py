@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError, Problem, UsageError
-from ..sizes import format_size
+from ..model.sizes import format_size
 from .loader import Document, KeyPath, load_document, read_yaml
 from .parsers import choice, type_name
 from .pricing import check_price_table

@@ -18,7 +18,6 @@ unlike a self-copy, works on archived objects and never rewrites the data).
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
 import io
@@ -27,7 +26,6 @@ import math
 import os
 import stat
 import threading
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -36,19 +34,18 @@ from typing import Any, Callable, Iterable
 import botocore.exceptions
 
 from ..config import Policy, StorageClass
-from ..keys import KeyClass, ObjectKey, object_key, pathmap_key
 from ..manifest import OpenUpload, ShardJournal
-from ..objectmeta import TREEHASH_KEY, object_metadata
-from ..records import Entry, EntryKind, display_path
-from ..treehash import TreeHasher, leaf_digests
+from ..model.checksums import composite_crc32, crc32_b64
+from ..model.keys import KeyClass, ObjectKey, object_key, pathmap_key
+from ..model.objectmeta import TREEHASH_KEY, object_metadata
+from ..model.records import Entry, EntryKind, display_path
+from ..model.s3limits import ObjectTooLarge, part_size_for
+from ..model.sizes import MIB
+from ..model.treehash import TreeHasher, leaf_digests
 from .target import classify
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
-S3_MAX_PARTS = 10_000
-S3_MAX_PART_BYTES = 5 * 1024 * MIB
-S3_MAX_OBJECT_BYTES = S3_MAX_PARTS * S3_MAX_PART_BYTES  # 48.8 TiB
 # Codes a server gives for a body that does not match its checksum: the data was damaged on the way, so send again.
 _CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "InvalidChecksum"}
 _RESEND_ATTEMPTS = 3
@@ -104,26 +101,6 @@ class UploadSettings:
     @property
     def buffer_budget_bytes(self) -> int:
         return self.large_workers * self.large_buffers * self.buffer_size_bytes
-
-
-def part_size_for(size_bytes: int, buffer_size_bytes: int) -> int:
-    """The buffer size, grown to ceil(size / 10,000) rounded up to a whole MiB when the file needs more parts."""
-    if size_bytes > S3_MAX_OBJECT_BYTES:
-        raise UploadError(f"{size_bytes} bytes is over S3's largest object ({S3_MAX_OBJECT_BYTES} bytes)",
-                          retryable=False)
-    needed = -(-size_bytes // S3_MAX_PARTS)
-    needed = -(-needed // MIB) * MIB
-    return min(max(buffer_size_bytes, needed), S3_MAX_PART_BYTES)
-
-
-def crc32_b64(data: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
-
-
-def composite_crc32(part_checksums: Iterable[str]) -> str:
-    """What S3 reports for a multipart object: the CRC32 of the parts' CRC32s, then `-<parts>`."""
-    raw = [base64.b64decode(c) for c in part_checksums]
-    return f"{crc32_b64(b''.join(raw))}-{len(raw)}"
 
 
 class _Body(io.RawIOBase):
@@ -388,7 +365,10 @@ class ShardUploader:
             fd, before = _open_regular(entry.path)
             try:
                 size = before.st_size
-                part_size = part_size_for(size, s.buffer_size_bytes)
+                try:
+                    part_size = part_size_for(size, s.buffer_size_bytes)
+                except ObjectTooLarge as e:  # a file too large for S3 stays so: no retry round will mend it
+                    raise UploadError(str(e), retryable=False) from e
                 if part_size > self.budget.total:
                     raise UploadError(
                         f"needs {part_size}-byte parts but large-file buffers may hold {self.budget.total} bytes in "

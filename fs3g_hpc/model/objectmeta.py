@@ -14,7 +14,7 @@ import re
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
-from . import __version__
+from .. import __version__
 from .records import Entry
 
 METADATA_VERSION = "2"

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import unquote_to_bytes
 
-MAX_KEY_BYTES = 1024
+from .s3limits import S3_MAX_KEY_BYTES
+
 MAX_SEGMENT_BYTES = 255
 LONG_DIR = ".fs3g-long"
 PATHMAP_DIR = "pathmap"
@@ -78,7 +79,7 @@ def _join(prefix: str, *parts: str) -> str:
 def object_key(prefix: str, klass: KeyClass, path: bytes) -> ObjectKey:
     encoded = encode_path(path)
     key = _join(prefix, klass.value, encoded)
-    if len(key.encode()) <= MAX_KEY_BYTES and all(len(s.encode()) <= MAX_SEGMENT_BYTES for s in encoded.split("/")):
+    if len(key.encode()) <= S3_MAX_KEY_BYTES and all(len(s.encode()) <= MAX_SEGMENT_BYTES for s in encoded.split("/")):
         return ObjectKey(key)
     digest = hashlib.sha256(path).hexdigest()
     return ObjectKey(_join(prefix, klass.value, LONG_DIR, digest), digest)
