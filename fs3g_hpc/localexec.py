@@ -3,6 +3,9 @@ embedded default when no Slurm is at hand; it runs the same `fs3g run-shard` and
 it writes is the same. The merge needs no process of its own: it runs after every shard, alone, and a new
 interpreter with boto3 costs ~0.3 s.
 
+Each shard is a submitit local job (fs3g_hpc/slurm/local.py: its pickle under RUN_DIR/jobs/local, submitit's runner
+`exec`ing fs3g), started by this module's loop rather than submitit's controller, which cannot keep what follows.
+
 Signals: each shard process runs in a session of its own, so a signal reaches it once, from here: SIGTERM, SIGINT
 (Ctrl-C on a terminal reaches only this process) and SIGHUP (sent on as SIGTERM) are forwarded to every running
 shard, which saves its journal and stops (fs3g_hpc/signals.py); no further shard starts, the merge does not run, and
@@ -16,7 +19,6 @@ Progress: a line across all shards (fs3g_hpc/progress.py RunProgress) from the s
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -28,6 +30,7 @@ from .signals import StopOnSignals
 
 if TYPE_CHECKING:
     from .progress import RunProgress
+    from .slurm.local import Fs3gLocalExecutor
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ _POLL_S = 0.02
 STOP_GRACE_S = 30.0
 # The signals this process stops on, and what each shard is sent for them.
 FORWARDED = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGINT, signal.SIGHUP: signal.SIGTERM}
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -51,20 +53,6 @@ class Interrupted:
     never_started: int
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """The child's pre-exec step that asks for SIGTERM when `parent` dies. Made only when a shard starts: a run with
-    nothing to upload pays nothing (CDLL(None) is this process's own symbols, libc's prctl among them: no ldconfig)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def preexec() -> None:  # in the child, between fork and exec
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
-            os.kill(os.getpid(), signal.SIGTERM)
-    return preexec
-
-
 def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: int, *, shard_command: str,
                 merge: Callable[[], int], on_interrupt: Callable[[Interrupted], int],
                 progress: "RunProgress | None" = None, stop_grace_s: float = STOP_GRACE_S) -> int:
@@ -75,18 +63,18 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
     pending = list(range(shard_count))
     running: list[tuple[int, subprocess.Popen]] = []
     finished: list[int] = []
-    preexec: Callable[[], None] | None = None
+    executor: "Fs3gLocalExecutor | None" = None  # made when a shard starts: a run with nothing to do pays nothing
     signals = StopOnSignals(tuple(FORWARDED))
     with signals:
         while (pending or running) and not signals.stop.is_set():
             while pending and len(running) < parallel and not signals.stop.is_set():
                 shard = pending.pop(0)
-                preexec = preexec or _die_with_parent(os.getpid())
-                fd = os.open(logs / f"shard-local-{shard}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as out:
-                    proc = subprocess.Popen([*fs3g, shard_command, str(run_dir), "--shard", str(shard)],
-                                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, preexec_fn=preexec)
+                if executor is None:
+                    from .slurm.local import local_executor  # submitit is imported only when a shard starts
+
+                    executor = local_executor(run_dir, fs3g)
+                proc = executor.start([*fs3g, shard_command, str(run_dir), "--shard", str(shard)],
+                                      f"shard-{shard}", logs / f"shard-local-{shard}.out")
                 running.append((shard, proc))
             for item in list(running):
                 code = item[1].poll()

@@ -80,3 +80,28 @@ def test_golden_backup_jobs():
     fs3g = ["/shared/venvs/fs3g/bin/python", "-m", "fs3g_hpc"]
     check_golden("shards.sbatch", render_job_script(shard_array_job(policy, run_dir, ArrayChunk(40, 25), fs3g)))
     check_golden("merge.sbatch", render_job_script(merge_job(policy, run_dir, ["101", "102"], fs3g)))
+
+
+def test_golden_submitit_scripts():
+    """The scripts submitit writes for a backup's shard array and merge, and a restore's poll: our #SBATCH options
+    (the array throttle, USR1 before the time limit, requeue, logs under RUN_DIR/logs), umask 077, the shard offset,
+    and an `exec` of submitit's runner on RUN_DIR/jobs, whose pickle holds the fs3g command."""
+    from pathlib import Path as P
+
+    from fs3g_hpc.config import load_policy
+    from fs3g_hpc.resources import DataDir, data_dir
+    from fs3g_hpc.slurm.engine import job_argv, job_script
+    from fs3g_hpc.slurm.jobs import ArrayChunk, merge_job, restore_stage_job, shard_array_job
+
+    policy = load_policy(data_dir(DataDir.CONFIGS) / "lab-genomics.yaml", environ={})
+    run_dir = P("/scratch/fs3g/runs/genomics/genomics-20261126T000000Z")
+    fs3g = ["/shared/venvs/fs3g/bin/python", "-m", "fs3g_hpc"]
+    shards = shard_array_job(policy, run_dir, ArrayChunk(40, 25), fs3g)
+    merge = merge_job(policy, run_dir, ["101", "102"], fs3g)
+    stage = restore_stage_job(policy, run_dir, fs3g)
+    check_golden("submitit-shards.sbatch", job_script(shards, run_dir / "jobs"))
+    check_golden("submitit-merge.sbatch", job_script(merge, run_dir / "jobs"))
+    check_golden("submitit-stage.sbatch", job_script(stage, run_dir / "jobs"))
+    assert job_argv(shards) == (*fs3g, "run-shard", str(run_dir))
+    assert job_argv(merge) == (*fs3g, "merge", str(run_dir), "--retry-executor", "slurm")
+    assert job_argv(stage) == (*fs3g, "restore-stage", str(run_dir), "--executor", "slurm")

@@ -111,6 +111,15 @@ def test_backup_through_slurm_arrays_matches_the_local_executor(slurm_cluster, s
             if path.is_file():
                 assert secret not in path.read_bytes(), path
 
+    # submitit submitted the cluster's jobs (its wckey in accounting) and its pickles there hold no secret.
+    from fs3g_hpc.slurm import commands
+
+    ids = [*submitted["arrays"], submitted["merge"]]
+    rows = commands.run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "--format=JobID,JobName,WCKey"]).splitlines()
+    assert rows and all(row.split("|")[2] == "submitit" for row in rows), rows
+    assert {row.split("|")[1] for row in rows} == {"fs3g-viaslurm-shards", "fs3g-viaslurm-merge"}
+    assert assert_pickles_hold_no_secrets(run_dir / "jobs", [os.environ["AWS_SECRET_ACCESS_KEY"]]) > header["shard_count"]
+
 
 def test_more_shards_than_max_array_size_run_as_several_arrays_under_one_merge(slurm_cluster, seaweed_bucket, shared_tmp):
     bucket = seaweed_bucket  # one endpoint is enough for the cluster path
@@ -278,3 +287,75 @@ def test_pre_timeout_signal_requeues_the_task_which_resumes(slurm_cluster, seawe
     result = json.loads((run_dir / "results" / "shard-000000.json").read_text())
     assert result["status"] == "done" and result["parts_reused"] >= 1  # the requeued run resumed the upload
     assert "requeued" in (run_dir / "logs" / f"shard-{array}_0.out").read_text()
+
+
+def assert_pickles_hold_no_secrets(jobs_dir: Path, secrets: list[str]) -> int:
+    """Unpickle every *.pkl submitit wrote under `jobs_dir`: each is one fs3g command line, with no AWS_* value, no
+    credential string and no environment dict in it. The number of pickles."""
+    from submitit.core.utils import DelayedSubmission
+
+    from fs3g_hpc.slurm.engine import Fs3gCommand
+
+    pickles = sorted(jobs_dir.rglob("*.pkl"))
+    aws_values = [v for k, v in os.environ.items() if k.startswith("AWS_") and len(v) >= 8]
+    for path in pickles:
+        raw = path.read_bytes()
+        for value in [*secrets, *aws_values]:
+            assert value.encode() not in raw, path
+        delayed = DelayedSubmission.load(path)
+        command = delayed.args[0] if delayed.args else delayed.function
+        assert isinstance(command, Fs3gCommand), path
+        assert all(isinstance(word, str) for word in command.argv)
+        assert delayed.kwargs == {} and not any(isinstance(a, dict) for a in delayed.args)
+        assert not any(isinstance(v, dict) and v for v in vars(command).values())
+    return len(pickles)
+
+
+def test_submitit_pickles_and_scripts_hold_no_secrets(tmp_path, monkeypatch):
+    """Without a cluster (sbatch faked at the choke point, every other subprocess refused): what a backup, a restore
+    poll and a schedule link write."""
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from fs3g_hpc.slurm import commands, submit
+
+    secret = "fs3g-pickle-secret-value-123"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "fs3g-pickle-key-id-456")
+    submitted: list[tuple[str, ...]] = []
+
+    def fake_submit(script, *, options=(), cwd=None):
+        submitted.append((str(script), *options))
+        return str(1000 + len(submitted))
+
+    monkeypatch.setattr(commands, "submit", fake_submit)
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess outside slurm/commands: {args}")
+
+    for name in ("run", "Popen", "check_call", "check_output", "call"):  # submitit's own sbatch, sacct, scancel
+        monkeypatch.setattr(subprocess, name, no_subprocess)
+    root = tmp_path / "data"
+    root.mkdir()
+    bucket = SimpleNamespace(name="fs3g-pickles", endpoint_url="http://127.0.0.1:1")
+    policy = load_policy(write_policy(tmp_path, "pick", root, bucket, 10), environ={})
+    run_dir = tmp_path / "runs" / "pick-1"
+    run_dir.mkdir(parents=True)
+    fs3g = [sys.executable, "-m", "fs3g_hpc"]
+    run = submit.submit_backup(policy, run_dir, 5, fs3g, max_array_size=3)
+    assert run.array_ids == ["1001", "1002"] and run.merge_id == "1003"
+    assert submit.submit_restore_stage(policy, run_dir, fs3g, begin_in_s=60) == "1004"
+    assert submitted[-1][1:] == ("--begin=now+60",)
+    state = tmp_path / "state"
+    submit.submit_schedule_link(policy, tmp_path / "pick.yaml", state, fs3g, datetime(2030, 1, 2, 3, 4, 5))
+    assert submitted[-1][1:] == ("--begin=2030-01-02T03:04:05",)
+    jobs = run_dir / "jobs"
+    # One pickle per array task (3 + 2), the merge's, the poll's; submitit's script names link to ours.
+    assert assert_pickles_hold_no_secrets(jobs, [secret, "fs3g-pickle-key-id-456"]) == 7
+    assert assert_pickles_hold_no_secrets(state, [secret]) == 1
+    assert (jobs / "1001_submission.sh").resolve() == (jobs / "shards-000000.sbatch").resolve()
+    assert "#SBATCH --dependency=afterany:1001:1002" in (jobs / "merge.sbatch").read_text()
+    assert oct(jobs.stat().st_mode & 0o777) == "0o700"
+    for path in [*jobs.rglob("*"), *state.rglob("*")]:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

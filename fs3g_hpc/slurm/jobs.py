@@ -1,7 +1,7 @@
 """The jobs of a backup run, as pure data: one array per `MaxArraySize` shards, then a merge that waits for all.
 
-Job scripts `exec` fs3g, so the pre-timeout signal (`--signal=B:USR1@N`, sent to the batch shell) reaches the task
-itself; the task saves its state and requeues (`--requeue`), and the rerun resumes from the journal.
+Job scripts `exec` submitit's runner, which `exec`s fs3g (slurm/engine.py), so the pre-timeout signal
+(`--signal=B:USR1@N`, sent to the batch shell) reaches the task itself; the task saves its state and requeues (`--requeue`), and the rerun resumes from the journal.
 """
 
 from __future__ import annotations

@@ -66,36 +66,62 @@ def _directive(name: str, value: str | None) -> str:
     return f"#SBATCH --{name}={value}"
 
 
-def render_job_script(spec: JobSpec) -> str:
-    """The complete batch script for `spec`; deterministic, so golden files can pin it."""
-    if not spec.commands:
-        raise RenderError("a job needs at least one command")
-    lines = [_directive("job-name", spec.job_name)]
-    for name, value in (("output", spec.output_path), ("array", spec.array), ("dependency", spec.dependency)):
-        if value is not None:
-            lines.append(_directive(name, value))
-    lines.extend(_directive(name, value) for name, value in spec.directives)
+def sbatch_options(spec: JobSpec) -> list[tuple[str, str | None]]:
+    """The long sbatch options of `spec` but its job name, in script order, each checked for an #SBATCH line."""
+    pairs: list[tuple[str, str | None]] = [
+        (name, value) for name, value in (("output", spec.output_path), ("array", spec.array),
+                                          ("dependency", spec.dependency)) if value is not None]
+    pairs.extend(spec.directives)
     for option in spec.extra_options:
-        name, _, value = option.lstrip("-").partition("=")
         if option.startswith("--"):
-            lines.append(_directive(name, value or None))
-        else:  # a short option from the policy, e.g. -C ib: keep it as sbatch reads it
+            name, _, value = option[2:].partition("=")
+            pairs.append((name, value or None))
+    for name, value in pairs:
+        _directive(name, value)
+    return pairs
+
+
+def short_option_lines(spec: JobSpec) -> list[str]:
+    """A policy's short options (e.g. -C=ib) as sbatch reads them in a script: `#SBATCH -C=ib`."""
+    lines = []
+    for option in spec.extra_options:
+        if not option.startswith("--"):
             if not _DIRECTIVE_VALUE.fullmatch(option):
                 raise RenderError(f"option {option!r} cannot go in an #SBATCH line")
             lines.append(f"#SBATCH {option}")
-    env_lines = []
+    return lines
+
+
+def environment_lines(spec: JobSpec) -> list[str]:
+    """`export NAME=value` lines for the job's environment; a name that looks like a credential is refused."""
+    lines = []
     for key in sorted(spec.environment):
         if not _ENV_NAME.fullmatch(key):
             raise RenderError(f"not an environment variable name: {key!r}")
         if _SECRET_ENV.search(key):
             raise RenderError(f"{key} looks like a credential; credentials never go into job scripts")
-        env_lines.append(f"export {key}={shlex.quote(spec.environment[key])}")
+        lines.append(f"export {key}={shlex.quote(spec.environment[key])}")
+    return lines
+
+
+def description_line(spec: JobSpec) -> str:
+    description = " ".join((spec.description or spec.job_name).split())
+    return f"# Rendered by fs3g-hpc {__version__}: {description}"
+
+
+def render_job_script(spec: JobSpec) -> str:
+    """The complete batch script for `spec` (a job sbatch runs as written, not through submitit); deterministic, so
+    golden files can pin it."""
+    if not spec.commands:
+        raise RenderError("a job needs at least one command")
+    lines = [_directive("job-name", spec.job_name)]
+    lines.extend(_directive(name, value) for name, value in sbatch_options(spec))
+    lines.extend(short_option_lines(spec))
+    env_lines = environment_lines(spec)
     command_lines = [shlex.join(list(argv)) for argv in spec.commands]
     template = Template(data_file(DataDir.SLURM_TEMPLATES, "job.sbatch.tmpl").read_text(encoding="utf-8"))
-    description = " ".join((spec.description or spec.job_name).split())
     return template.substitute(
-        version=__version__,
-        description=description,
+        description=description_line(spec),
         directives="\n".join(lines),
         environment="\n".join(env_lines),
         commands="\n".join(command_lines),

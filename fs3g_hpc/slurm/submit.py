@@ -1,5 +1,9 @@
-"""Submitting a planned run to Slurm: the shard arrays, then the merge with `afterany` on every array, right away
-(a dependency on a job Slurm has already forgotten would count as satisfied)."""
+"""Submitting a planned run to Slurm, through submitit (slurm/engine.py): the shard arrays, then the merge with
+`afterany` on every array, right away (a dependency on a job Slurm has already forgotten would count as satisfied).
+
+Each job's script is RUN_DIR/jobs/NAME.sbatch (submitit's `ID_submission.sh` links to it), its pickles
+RUN_DIR/jobs/ID_submitted.pkl (one fs3g command line each, nothing secret), its log under RUN_DIR/logs: all
+owner-only."""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from . import commands
 from .commands import JobState
 from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, restore_array_job,
                    restore_merge_job, restore_stage_job, schedule_job, shard_array_job)
-from .render import JobSpec, render_job_script
+from .engine import submit_job
+from .render import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +40,8 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def _write_script(path: Path, spec: JobSpec) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(render_job_script(spec))
-    return path
+def _submit(spec: JobSpec, script: Path, cwd: Path, options: Sequence[str] = ()) -> str:
+    return submit_job(spec, folder=script.parent, script=script, cwd=cwd, options=options)
 
 
 def submit_backup(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
@@ -49,11 +51,9 @@ def submit_backup(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequenc
     limit = max_array_size or commands.max_array_size()
     array_ids = []
     for chunk in array_chunks(shard_count, limit):
-        script = _write_script(jobs / f"shards-{chunk.offset:06d}.sbatch", shard_array_job(policy, run_dir, chunk,
-                                                                                            fs3g))
-        array_ids.append(commands.submit(script, cwd=run_dir))
-    merge_script = _write_script(jobs / "merge.sbatch", merge_job(policy, run_dir, array_ids, fs3g))
-    merge_id = commands.submit(merge_script, cwd=run_dir)
+        array_ids.append(_submit(shard_array_job(policy, run_dir, chunk, fs3g),
+                                 jobs / f"shards-{chunk.offset:06d}.sbatch", run_dir))
+    merge_id = _submit(merge_job(policy, run_dir, array_ids, fs3g), jobs / "merge.sbatch", run_dir)
     record = {"arrays": array_ids, "merge": merge_id, "submitted": time.time(), "max_array_size": limit}
     fd = os.open(jobs / "submitted.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -68,11 +68,8 @@ def submit_restore_stage(policy: Policy, run_dir: Path, fs3g: Sequence[str], *, 
     at `begin_at` (any time sbatch --begin takes)."""
     jobs = _private_dir(run_dir / "jobs")
     _private_dir(run_dir / "logs")
-    script = jobs / "stage.sbatch"
-    if not script.exists():
-        _write_script(script, restore_stage_job(policy, run_dir, fs3g))
     options = [f"--begin=now+{begin_in_s}"] if begin_in_s else [f"--begin={begin_at}"] if begin_at else []
-    return commands.submit(script, options=options, cwd=run_dir)
+    return _submit(restore_stage_job(policy, run_dir, fs3g), jobs / "stage.sbatch", run_dir, options)
 
 
 def submit_schedule_link(policy: Policy, config_path: Path, state_dir: Path, fs3g: Sequence[str],
@@ -80,8 +77,9 @@ def submit_schedule_link(policy: Policy, config_path: Path, state_dir: Path, fs3
     """The next link of a lab's schedule chain, pending until `begin` (local time, to the second)."""
     _private_dir(state_dir)
     logs = _private_dir(state_dir / "logs")
-    script = _write_script(state_dir / "schedule.sbatch", schedule_job(policy, config_path, logs, fs3g))
-    return commands.submit(script, options=[f"--begin={begin.strftime('%Y-%m-%dT%H:%M:%S')}"], cwd=state_dir)
+    jobs = _private_dir(state_dir / "jobs")
+    return _submit(schedule_job(policy, config_path, logs, fs3g), jobs / "schedule.sbatch", state_dir,
+                   [f"--begin={begin.strftime('%Y-%m-%dT%H:%M:%S')}"])
 
 
 def submit_restore_download(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
@@ -107,10 +105,9 @@ def _arrays_then_report(policy: Policy, run_dir: Path, shard_count: int, fs3g: S
     limit = max_array_size or commands.max_array_size()
     array_ids = []
     for chunk in array_chunks(shard_count, limit):
-        script = _write_script(jobs / f"{name}-{chunk.offset:06d}.sbatch", array_job(policy, run_dir, chunk, fs3g))
-        array_ids.append(commands.submit(script, cwd=run_dir))
-    merge_id = commands.submit(_write_script(jobs / f"{name}-merge.sbatch",
-                                             report_job(policy, run_dir, array_ids, fs3g)), cwd=run_dir)
+        array_ids.append(_submit(array_job(policy, run_dir, chunk, fs3g), jobs / f"{name}-{chunk.offset:06d}.sbatch",
+                                 run_dir))
+    merge_id = _submit(report_job(policy, run_dir, array_ids, fs3g), jobs / f"{name}-merge.sbatch", run_dir)
     log.info("submitted %s arrays %s and merge %s", name, ", ".join(array_ids), merge_id)
     return SubmittedRun(array_ids, merge_id)
 
