@@ -69,13 +69,14 @@ OURS = ("fs3g", "fs3g-shard")
 PREFIX = "bench"
 SMALL_THRESHOLD = 128 * 1024  # the policy default (storage.small_file_threshold_bytes): which key class a file gets
 
-# What `fs3g restore` does before it starts the shard processes (cli.cmd_restore, then _run_restore's stage loop),
+# What `fs3g restore` does before it starts the shard processes (cli.cmd_restore, then restore/run.py's stage loop),
 # run untimed to prepare the run directory that fs3g-shard times.
 PREPARE = """\
 import sys
 from pathlib import Path
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.restore import RestoreRequest, StageVerdict, prepare_restore, stage
+from fs3g_hpc.restore.select import RestoreRequest, prepare_restore
+from fs3g_hpc.restore.stage import StageVerdict, stage
 policy = load_policy(sys.argv[1])
 request = RestoreRequest((), Path(sys.argv[2]).absolute(), policy.restore.tier, policy.restore.days, False)
 layout, header = prepare_restore(policy, request, Path(sys.argv[3]))

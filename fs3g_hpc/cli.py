@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 from . import __version__
 from .config import FileKind, Policy, RestoreTier, ValidationResult, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
+from .localexec import fs3g_argv
 from .model.sizes import format_size
 
 if TYPE_CHECKING:
-    from .restore import RestoreRequest
+    from .restore.run import RunVerdict
+    from .restore.select import RestoreRequest
 
 log = logging.getLogger("fs3g_hpc")
 
@@ -155,30 +157,13 @@ def _backup_locally(run_dir: Path) -> int:
     """A backup run on the local executor: its shards as processes, then the merge (with local retries) here."""
     from .manifest import RunLayout, read_json
 
+    from .localexec import run_with_progress
+
     shards = read_json(RunLayout(run_dir).plan_file)["shards"]
-    return _run_local(run_dir, shards, "run-shard",
-                      lambda: cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local")),
-                      label="backup", resume=f"fs3g submit {run_dir} --executor local (each shard resumes from its "
-                                             "journal)")
-
-
-def _run_local(run_dir: Path, shards: list[dict], shard_command: str, merge: Callable[[], int], *, label: str,
-               resume: str) -> int:
-    """A run's shards as local processes with a progress line across them, then `merge`; stopped by a signal, one
-    line saying how to resume and exit 130 (fs3g_hpc/localexec.py)."""
-    from .localexec import STOP_GRACE_S, Interrupted, run_locally
-    from .manifest import ShardedLayout
-    from .progress import RunProgress
-
-    def interrupted(outcome: Interrupted) -> int:
-        killed = f", {len(outcome.killed)} killed after {STOP_GRACE_S:.0f} s" if outcome.killed else ""
-        print(f"{label} stopped by {outcome.signal_name}: {len(outcome.stopped)} running shards stopped{killed}, "
-              f"{outcome.never_started} not started, no merge; to resume: {resume}", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-
-    progress = RunProgress(label, ShardedLayout(run_dir), shards, sys.stderr)
-    return run_locally(run_dir, len(shards), _fs3g_argv(), max(1, len(os.sched_getaffinity(0))),
-                       shard_command=shard_command, merge=merge, on_interrupt=interrupted, progress=progress)
+    return run_with_progress(run_dir, shards, fs3g_argv(), shard_command="run-shard",
+                             merge=lambda: cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local")),
+                             label="backup", resume=f"fs3g submit {run_dir} --executor local (each shard resumes "
+                                                    "from its journal)", interrupted=ExitCode.INTERRUPTED)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -212,7 +197,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .slurm.submit import submit_backup
 
     policy = policy_from_snapshot(retry.header["policy"], f"{retry.run_dir}/plan.json: policy")
-    submitted = submit_backup(policy, retry.run_dir, retry.header["shard_count"], _fs3g_argv())
+    submitted = submit_backup(policy, retry.run_dir, retry.header["shard_count"], fs3g_argv())
     record["merge_job"] = submitted.merge_id
     write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
     print(f"  retry submitted: arrays {', '.join(submitted.array_ids)}; merge {submitted.merge_id}")
@@ -279,11 +264,6 @@ class Executor(Enum):
     AUTO = "auto"
 
 
-def _fs3g_argv() -> list[str]:
-    """How jobs call this same fs3g: this interpreter (a venv on the shared filesystem) with -m."""
-    return [sys.executable, "-m", "fs3g_hpc"]
-
-
 def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
     from .manifest import RunLayout, read_json
     from .config import policy_from_snapshot
@@ -303,7 +283,7 @@ def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
         return _backup_locally(run_dir)
     from .slurm.submit import submit_backup, wait_for_job
 
-    submitted = submit_backup(policy, run_dir, count, _fs3g_argv())
+    submitted = submit_backup(policy, run_dir, count, fs3g_argv())
     print(f"submitted: arrays {', '.join(submitted.array_ids)}; merge {submitted.merge_id} (afterany); "
           f"logs in {run_dir / 'logs'}")
     if not wait:
@@ -405,12 +385,15 @@ def _compare_as_jobs(policy: Policy, args: argparse.Namespace) -> int:
           f"files; {header['to_hash']['files']:,} files ({format_size(header['to_hash']['bytes'])}) to hash in "
           f"{header['shard_count']} shards")
     if executor is Executor.LOCAL:
-        return _run_local(layout.run_dir, header["shards"], "compare-shard",
-                          lambda: cmd_compare_merge(argparse.Namespace(run_dir=str(layout.run_dir))),
-                          label="compare", resume="the same fs3g compare again (a hash check only reads)")
+        from .localexec import run_with_progress
+
+        return run_with_progress(layout.run_dir, header["shards"], fs3g_argv(), shard_command="compare-shard",
+                                 merge=lambda: cmd_compare_merge(argparse.Namespace(run_dir=str(layout.run_dir))),
+                                 label="compare", resume="the same fs3g compare again (a hash check only reads)",
+                                 interrupted=ExitCode.INTERRUPTED)
     from .slurm.submit import submit_compare, wait_for_job
 
-    submitted = submit_compare(policy, layout.run_dir, header["shard_count"], _fs3g_argv())
+    submitted = submit_compare(policy, layout.run_dir, header["shard_count"], fs3g_argv())
     print(f"submitted: arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id} (afterany); "
           f"the verdict goes to {layout.text_file} and {layout.report_file}")
     if not args.wait:
@@ -542,14 +525,14 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     if args.action == "install":
         if use_scrontab and schedule.interval_s is None:
-            command = [*_fs3g_argv(), "backup", "--config", str(config), "--executor", "slurm"]
+            command = [*fs3g_argv(), "backup", "--config", str(config), "--executor", "slurm"]
             block = scrontab_lines(policy.lab.name, schedule, command, [f"--job-name={name}"])
             commands.write_scrontab(replace_block(commands.read_scrontab(), policy.lab.name, block), lab_dir(policy))
             print(f"scrontab: lab {policy.lab.name} backs up at {schedule.text!r}; next {due:%Y-%m-%d %H:%M}")
             return ExitCode.OK
         old = commands.queued_jobs(name)
         commands.cancel([j.job_id for j in old])  # one chain per lab: installing again replaces it
-        job = submit_schedule_link(policy, config, state_dir, _fs3g_argv(), due)
+        job = submit_schedule_link(policy, config, state_dir, fs3g_argv(), due)
         write_json_atomic(state_file, {"schedule": schedule.text, "config": str(config), "next_job": job,
                                        "next_due": due.isoformat()})
         print(f"scheduled: job {job} ({name}) begins {due:%Y-%m-%d %H:%M:%S}, then renews itself; "
@@ -557,12 +540,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
     # fire: the chain's link that is due now. The successor goes first, so a failing backup never ends the chain.
-    job = submit_schedule_link(policy, config, state_dir, _fs3g_argv(), due)
+    job = submit_schedule_link(policy, config, state_dir, fs3g_argv(), due)
     state = read_json(state_file) if state_file.exists() else {"schedule": schedule.text, "config": str(config)}
     state.update(next_job=job, next_due=due.isoformat(), last_fired=now.isoformat())
     write_json_atomic(state_file, state)
     print(f"next link: job {job} at {due:%Y-%m-%d %H:%M:%S}; now backing up lab {policy.lab.name}", flush=True)
-    code = subprocess.run([*_fs3g_argv(), "backup", "--config", str(config), "--executor", "slurm"],
+    code = subprocess.run([*fs3g_argv(), "backup", "--config", str(config), "--executor", "slurm"],
                           stdin=subprocess.DEVNULL).returncode
     state["last_exit"] = code
     write_json_atomic(state_file, state)
@@ -571,7 +554,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from .config import RestoreTier
-    from .restore import RestoreRequest, default_restore_dir, prepare_restore
+    from .restore.run import run_restore
+    from .restore.select import RestoreRequest, default_restore_dir, prepare_restore
 
     if args.at is not None:
         args.at = checked_begin_time(args.at)
@@ -593,10 +577,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
               f"shard{'' if header['shard_count'] == 1 else 's'} from {header['source']} "
               f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"]
                               else ""))
-        code = _run_restore(layout.run_dir, Executor(args.executor), args.wait, begin_at=args.at)
+        verdict = run_restore(layout.run_dir, slurm=_on_slurm(Executor(args.executor)), wait=args.wait,
+                              fs3g=fs3g_argv(), begin_at=args.at)
+        code = restore_exit_code(verdict)
     if args.json:
         _print_outcome("restore", code, layout.run_dir)
     return code
+
+
+def _on_slurm(executor: Executor) -> bool:
+    from .slurm import commands
+
+    return executor is Executor.SLURM or (executor is Executor.AUTO and commands.slurm_available())
+
+
+def restore_exit_code(verdict: RunVerdict) -> int:
+    from .restore.run import RunVerdict
+
+    return {RunVerdict.COMPLETE: ExitCode.OK, RunVerdict.INCOMPLETE: ExitCode.DIFFERENCES,
+            RunVerdict.INTERRUPTED: ExitCode.INTERRUPTED}[verdict]
 
 
 def _restore_dry_run(policy: Policy, request: RestoreRequest, args: argparse.Namespace) -> int:
@@ -625,115 +624,15 @@ def checked_begin_time(text: str) -> str:
     return text
 
 
-def _run_restore(run_dir: Path, executor: Executor, wait: bool, begin_at: str | None = None) -> int:
-    from .restore import StageVerdict, load_header, record_chain, stage
-    from .slurm import commands
-
-    layout, header, policy = load_header(run_dir)
-    if executor is Executor.AUTO:
-        executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
-    if begin_at is not None and executor is not Executor.SLURM:
-        raise UsageError("--at schedules the restore's jobs: it needs Slurm (--executor slurm)")
-    if executor is Executor.SLURM:
-        from .slurm.submit import submit_restore_stage
-
-        job = submit_restore_stage(policy, run_dir, _fs3g_argv(), begin_at=begin_at)
-        record_chain(layout, stage_job=job)
-        if begin_at:
-            print(f"scheduled: the restore begins at {begin_at} (job {job}, pending until then)")
-        print(f"submitted: poll job {job} (requests Glacier restores, then resubmits itself with --begin every "
-              f"{policy.restore.poll_interval_s} s until the objects are ready, then the download array and merge); "
-              f"logs in {run_dir / 'logs'}")
-        if not wait:
-            print(f"follow with: fs3g status {run_dir}   (or squeue -n fs3g-{policy.lab.name}-restore-poll)")
-            return ExitCode.OK
-        return _follow_restore(run_dir)
-    from .localexec import FORWARDED
-    from .signals import StopOnSignals
-
-    with StopOnSignals(tuple(FORWARDED)) as signals:  # a signal ends the wait between polls, not just the process
-        while True:
-            report = stage(run_dir)
-            if report.verdict is not StageVerdict.WAITING or signals.stop.is_set():
-                break
-            print(f"{report.pending:,} objects still being restored from Glacier; next poll in "
-                  f"{policy.restore.poll_interval_s} s (Ctrl-C stops; the same command later resumes)")
-            if signals.stop.wait(policy.restore.poll_interval_s):
-                break
-    if signals.first is not None:
-        print(f"restore stopped by {signals.first} while waiting for Glacier; to resume: fs3g restore-stage "
-              f"{run_dir} --executor none until it says ready, then fs3g restore-shard {run_dir} --shard N for each "
-              f"shard and fs3g restore-merge {run_dir}; or the same fs3g restore again", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    return _run_local(run_dir, header["shards"], "restore-shard",
-                      lambda: cmd_restore_merge(argparse.Namespace(run_dir=str(run_dir))),
-                      label="restore", resume=f"fs3g restore-shard {run_dir} --shard N for each shard not done, then "
-                                              f"fs3g restore-merge {run_dir}; or the same fs3g restore again (it "
-                                              "skips files already in place)")
-
-
-def _follow_restore(run_dir: Path, timeout_s: float = 7 * 86400, poll_s: float = 3.0) -> int:
-    """Follow a restore's chain of poll jobs to its merge, and exit with the merge's verdict."""
-    import time
-
-    from .manifest import read_json
-    from .restore import RestoreLayout
-    from .slurm import commands
-    from .slurm.submit import wait_for_job
-
-    layout = RestoreLayout(run_dir)
-    deadline = time.monotonic() + timeout_s
-    seen_finished: str | None = None
-    while time.monotonic() < deadline:
-        chain = read_json(layout.chain_file)
-        if "merge" in chain:
-            state = wait_for_job(chain["merge"], timeout_s=max(deadline - time.monotonic(), 1))
-            if not layout.report_file.exists():
-                raise Fs3gError(f"restore merge job {chain['merge']} ended {state.value} without a report",
-                                hint=f"see {run_dir / 'logs'}")
-            data = read_json(layout.report_file)
-            print(f"restore merge {chain['merge']} {state.value}: {data['restored']['files']:,} restored, "
-                  f"{data['already_present']:,} already present, {data['failed']['files']:,} failed, "
-                  f"{data['refused']:,} refused")
-            return ExitCode.OK if data["failed"]["files"] == 0 and data["refused"] == 0 else ExitCode.DIFFERENCES
-        last = chain["stages"][-1]
-        records = [r for r in commands.accounting([last]) if r.job_id == last]
-        if records and records[0].state.finished:
-            if seen_finished == last:  # ended, and a re-read of the chain shows nothing after it
-                raise Fs3gError(f"restore poll job {last} ended {records[0].state.value} without scheduling the "
-                                "next step", hint=f"see {run_dir / 'logs'}; rerun with fs3g restore-stage {run_dir} "
-                                                  "--executor slurm")
-            seen_finished = last
-        time.sleep(poll_s)
-    raise Fs3gError(f"restore {run_dir} has not finished after {timeout_s:.0f} s", hint=f"fs3g status {run_dir}")
-
-
 def cmd_restore_stage(args: argparse.Namespace) -> int:
-    from .restore import StageVerdict, load_header, record_chain, stage
+    from .restore.run import stage_step
 
-    report = stage(Path(args.run_dir))
-    print(f"stage: {report.requested:,} Glacier restore requests so far; {report.pending:,} objects in progress "
-          f"after poll {report.polls}: {report.verdict.value}")
-    if args.executor == "none":
-        return ExitCode.OK
-    from .slurm.submit import submit_restore_download, submit_restore_stage
-
-    layout, header, policy = load_header(Path(args.run_dir))
-    if report.verdict is StageVerdict.WAITING:
-        job = submit_restore_stage(policy, layout.run_dir, _fs3g_argv(), begin_in_s=policy.restore.poll_interval_s)
-        record_chain(layout, stage_job=job)
-        print(f"next poll: job {job}, begins in {policy.restore.poll_interval_s} s")
-        return ExitCode.OK
-    if report.verdict is StageVerdict.GAVE_UP:
-        print(f"wait limit reached: downloading what is ready; {report.pending:,} objects will be reported not ready")
-    submitted = submit_restore_download(policy, layout.run_dir, header["shard_count"], _fs3g_argv())
-    record_chain(layout, arrays=submitted.array_ids, merge_job=submitted.merge_id)
-    print(f"submitted: restore arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id}")
+    stage_step(Path(args.run_dir), chain_on_slurm=args.executor == "slurm", fs3g=fs3g_argv())
     return ExitCode.OK
 
 
 def cmd_restore_shard(args: argparse.Namespace) -> int:
-    from .restore import ShardState, restore_shard
+    from .restore.task import ShardState, restore_shard
 
     result = restore_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
     print(f"restore shard: {result.state.value}: {result.restored:,} restored, {result.present:,} already present, "
@@ -745,16 +644,9 @@ def cmd_restore_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_merge(args: argparse.Namespace) -> int:
-    from .restore import describe_failures, merge_restore
+    from .restore.merge import merge_and_report
 
-    report = merge_restore(Path(args.run_dir))
-    print("\n".join(report.lines()))
-    if report.ok:
-        return ExitCode.OK
-    print("\n".join(describe_failures(report.run_dir)))
-    print("  to finish: fix what is listed, then run the same `fs3g restore` again: it skips files already "
-          "restored and verified")
-    return ExitCode.DIFFERENCES
+    return ExitCode.OK if merge_and_report(Path(args.run_dir)).ok else ExitCode.DIFFERENCES
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .cli import ExitCode, Executor, _Parser, _positive, _run_restore, _submit, check_target, run_parser
+from .cli import ExitCode, Executor, _Parser, _positive, _submit, check_target, restore_exit_code, run_parser
 from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .model.sizes import MIB
@@ -145,7 +145,9 @@ def _backup(policy: Policy, *, dry_run: bool = False) -> int:
 
 
 def _restore(policy: Policy, directories: Sequence[str], *, dry_run: bool = False) -> int:
-    from .restore import RestoreRequest, default_restore_dir, prepare_restore
+    from .localexec import fs3g_argv
+    from .restore.run import run_restore
+    from .restore.select import RestoreRequest, default_restore_dir, prepare_restore
 
     request = RestoreRequest(tuple(str(Path(d).absolute()) for d in directories), Path("glacierrestore").absolute(),
                              policy.restore.tier, policy.restore.days, wait=False)
@@ -157,7 +159,7 @@ def _restore(policy: Policy, directories: Sequence[str], *, dry_run: bool = Fals
     layout, header = prepare_restore(policy, request, default_restore_dir(policy, datetime.now(timezone.utc)))
     print(f"restore {layout.run_dir}: {header['planned']['files']:,} files from {header['source']} -> "
           f"{request.destination}")
-    return _run_restore(layout.run_dir, Executor.LOCAL, wait=False)
+    return restore_exit_code(run_restore(layout.run_dir, slurm=False, wait=False, fs3g=fs3g_argv()))
 
 
 def _compare(policy: Policy, check_sha256: bool) -> int:

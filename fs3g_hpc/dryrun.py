@@ -25,7 +25,8 @@ from .model.sizes import format_size
 from .plan import PlanSummary
 
 if TYPE_CHECKING:
-    from .restore import RestoreRequest, StagePreview
+    from .restore.select import RestoreRequest
+    from .restore.stage import StagePreview
 
 
 def load_prices_or_note(policy: Policy) -> tuple[Prices | None, str | None]:
@@ -136,7 +137,8 @@ def preview_restore(policy: Policy, request: RestoreRequest) -> RestoreDryRun:
     import tempfile
 
     from .manifest import ensure_private_dir, lab_dir
-    from .restore import prepare_restore, preview_stage
+    from .restore.select import prepare_restore
+    from .restore.stage import preview_stage
 
     scratch = Path(tempfile.mkdtemp(prefix=".restore-dry-run-", dir=ensure_private_dir(lab_dir(policy))))
     try:

@@ -19,12 +19,14 @@ Progress: a line across all shards (fs3g_hpc/progress.py RunProgress) from the s
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from .signals import StopOnSignals
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from .slurm.local import Fs3gLocalExecutor
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # How often finished shard processes are looked for: short, since a shard of small files can take well under a second.
@@ -54,10 +58,10 @@ class Interrupted:
 
 
 def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: int, *, shard_command: str,
-                merge: Callable[[], int], on_interrupt: Callable[[Interrupted], int],
-                progress: "RunProgress | None" = None, stop_grace_s: float = STOP_GRACE_S) -> int:
+                merge: Callable[[], T], on_interrupt: Callable[[Interrupted], T],
+                progress: "RunProgress | None" = None, stop_grace_s: float = STOP_GRACE_S) -> T:
     """Run `fs3g SHARD_COMMAND RUN_DIR --shard N` for every shard (at most `parallel` at once), then `merge()`;
-    the merge's exit code. Stopped by a signal: `on_interrupt(...)`'s, without merging."""
+    what the merge returns. Stopped by a signal: what `on_interrupt(...)` returns, without merging."""
     logs = run_dir / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
     pending = list(range(shard_count))
@@ -95,6 +99,30 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
         progress.tick([], finished, force=True)
         progress.close()
     return merge()
+
+
+def run_with_progress(run_dir: Path, shards: list[dict], fs3g: Sequence[str], *, shard_command: str,
+                      merge: Callable[[], T], label: str, resume: str, interrupted: T) -> T:
+    """A run's shards as local processes (one per core at most) with a progress line across them, then `merge`;
+    stopped by a signal, one line saying how to `resume`, and `interrupted`."""
+    from .manifest import ShardedLayout
+    from .progress import RunProgress
+
+    def on_interrupt(outcome: Interrupted) -> T:
+        killed = f", {len(outcome.killed)} killed after {STOP_GRACE_S:.0f} s" if outcome.killed else ""
+        print(f"{label} stopped by {outcome.signal_name}: {len(outcome.stopped)} running shards stopped{killed}, "
+              f"{outcome.never_started} not started, no merge; to resume: {resume}", file=sys.stderr)
+        return interrupted
+
+    progress = RunProgress(label, ShardedLayout(run_dir), shards, sys.stderr)
+    return run_locally(run_dir, len(shards), fs3g, max(1, len(os.sched_getaffinity(0))),
+                       shard_command=shard_command, merge=merge, on_interrupt=on_interrupt, progress=progress)
+
+
+def fs3g_argv() -> list[str]:
+    """How jobs and local shard processes call this same fs3g: this interpreter (a venv on the shared filesystem)
+    with -m."""
+    return [sys.executable, "-m", "fs3g_hpc"]
 
 
 def _stop(running: list[tuple[int, subprocess.Popen]], signals: StopOnSignals, grace_s: float,

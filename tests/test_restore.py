@@ -18,7 +18,8 @@ from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import catalog_path
 from fs3g_hpc.model.records import read_records
 from fs3g_hpc.model.treehash import tree_hash
-from fs3g_hpc.restore import Destination, Refused, Selection, unsafe_reason
+from fs3g_hpc.restore.destination import Destination
+from fs3g_hpc.restore.paths import Refused, Selection, unsafe_reason
 
 from conftest import REPO
 
@@ -341,16 +342,16 @@ def test_direct_get_maps_archive_missing_and_changed_objects(moto_bucket):
 
 def test_part_writeback_starts_through_libc(tmp_path):
     """sync_file_range is found on Linux (the os module lacks it) and accepts a written range; the data is intact."""
-    from fs3g_hpc.restore import _start_writeback, _sync_file_range
+    from fs3g_hpc.restore.destination import start_writeback, sync_file_range
 
-    assert _sync_file_range() is not None
+    assert sync_file_range() is not None
     path = tmp_path / "part"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         os.pwrite(fd, b"x" * 65536, 0)
-        _start_writeback(fd, 0, 65536)
-        assert _sync_file_range()(fd, 0, 65536, 2) == 0
-        assert _sync_file_range()(-1, 0, 1, 2) == -1  # a real call: a bad descriptor is refused
+        start_writeback(fd, 0, 65536)
+        assert sync_file_range()(fd, 0, 65536, 2) == 0
+        assert sync_file_range()(-1, 0, 1, 2) == -1  # a real call: a bad descriptor is refused
     finally:
         os.close(fd)
     assert path.read_bytes() == b"x" * 65536

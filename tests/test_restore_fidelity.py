@@ -17,7 +17,7 @@ from fs3g_hpc.config import load_policy
 from fs3g_hpc.manifest import catalog_path
 from fs3g_hpc.model.objectmeta import format_ns, parse_ns
 from fs3g_hpc.model.records import EntryKind, read_records
-from fs3g_hpc.restore import SPARSE_BLOCK_BYTES, pwrite_sparse
+from fs3g_hpc.restore.destination import SPARSE_BLOCK_BYTES, pwrite_sparse
 from fs3g_hpc.status import shard_states
 
 from test_restore import fs3g, write_policy
@@ -297,7 +297,9 @@ def test_restore_on_the_slurm_cluster_links_and_puts_directories_back(slurm_clus
 
 
 def test_a_link_the_destination_refuses_is_downloaded_as_a_copy(seaweed_bucket, tmp_path, monkeypatch):
-    from fs3g_hpc.restore import RestoreRequest, merge_restore, prepare_restore, restore_shard
+    from fs3g_hpc.restore.merge import merge_restore
+    from fs3g_hpc.restore.select import RestoreRequest, prepare_restore
+    from fs3g_hpc.restore.task import restore_shard
     from fs3g_hpc.config import RestoreTier
 
     root = tmp_path / "data"

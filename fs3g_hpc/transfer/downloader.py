@@ -1,6 +1,6 @@
 """Reading objects back: Glacier restore requests, readiness checks, whole and ranged GETs.
 
-Only S3 calls live here; where the bytes go (the destination, its safety rules) is `restore.py`'s business.
+Only S3 calls live here; where the bytes go (the destination, its safety rules) is `restore/destination.py`'s business.
 """
 
 from __future__ import annotations

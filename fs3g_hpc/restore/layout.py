@@ -1,0 +1,66 @@
+"""A restore's run directory (the tree in fs3g_hpc/restore/__init__.py), its header, and the S3 client its steps use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import Policy, policy_from_snapshot
+from ..manifest import ShardedLayout, failures_file, journal_file, read_json, shard_result_file
+from ..transfer.client import ClientSettings, make_s3_client
+
+LIST_THREADS = 16
+
+
+class RestoreLayout(ShardedLayout):
+    """A restore run."""
+
+    @property
+    def header_file(self) -> Path:
+        return self.run_dir / "restore.json"
+
+    @property
+    def refused_file(self) -> Path:
+        return self.run_dir / "refused.jsonl"
+
+    @property
+    def directories_file(self) -> Path:
+        """The selected directories, deepest first: the merge creates them and puts their metadata back."""
+        return self.run_dir / "directories.rec"
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run_dir / "stage"
+
+    @property
+    def stage_state(self) -> Path:
+        return self.stage_dir / "state.json"
+
+    def stage_file(self, index: int) -> Path:
+        return self.stage_dir / f"shard-{index:06d}.json"
+
+    def journal(self, index: int) -> Path:
+        return journal_file(self, index)
+
+    def result(self, index: int) -> Path:
+        return shard_result_file(self, index)
+
+    def failures(self, index: int) -> Path:
+        return failures_file(self, index)
+
+    @property
+    def chain_file(self) -> Path:
+        """The Slurm jobs of this restore so far (poll jobs, then the download arrays and the merge)."""
+        return self.run_dir / "jobs" / "chain.json"
+
+
+def load_header(run_dir: Path) -> tuple[RestoreLayout, dict, Policy]:
+    layout = RestoreLayout(run_dir)
+    header = read_json(layout.header_file)
+    return layout, header, policy_from_snapshot(header["policy"], f"{layout.header_file}: policy")
+
+
+def default_client(policy: Policy) -> Any:
+    """The S3 client of a restore's steps: enough connections for the listing threads and the download workers."""
+    return make_s3_client(ClientSettings.from_policy(policy, max_pool_connections=max(
+        LIST_THREADS, 2 * policy.restore.download_workers)))

@@ -1,0 +1,533 @@
+"""One restore task: download, verify (SHA-256 tree hash) and put in place one shard of a restore, resuming from its
+journal; the body of `fs3g restore-shard`. Where the bytes go and how safely is restore/destination.py's business.
+
+Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB pieces of large ones)
+plus the shard's journal (bounded by shards.max_files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..config import ARCHIVED_CLASSES, Policy
+from ..errors import Fs3gError, UsageError
+from ..manifest import ensure_private_dir, read_json, write_json_atomic
+from ..model.keys import KeyClass, object_key
+from ..model.objectmeta import TREEHASH_KEY
+from ..model.records import Entry, EntryKind, display_path, read_records
+from ..model.s3limits import part_size_for
+from ..model.treehash import LEAF_BYTES, TreeHasher
+from ..progress import Counters, ShardProgress, progress_file
+from ..signals import StopOnSignals
+from ..transfer.downloader import DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole
+from ..transfer.objects import ObjectAccessError, head_object, object_tag
+from .destination import (NO_LINK_ERRNOS, Destination, DiskFull, FileMeta, pwrite_sparse, start_writeback,
+                          unlink_quietly)
+from .layout import RestoreLayout, default_client, load_header
+from .paths import Refused, Selection
+from .stage import restore_units
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FLUSH_INTERVAL_S = 1.0
+
+
+class Outcome(str, Enum):
+    RESTORED = "restored"
+    PRESENT = "already-present"
+    FAILED = "failed"
+    REFUSED = "refused"
+    NOT_READY = "not-ready"
+    INTERRUPTED = "interrupted"
+
+
+class ShardState(str, Enum):
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class _Tally:
+    restored: int = 0
+    present: int = 0
+    failed: int = 0
+    bytes_restored: int = 0
+    bytes_present: int = 0  # for progress only: what the shard has behind it
+    linked: int = 0  # restored as a hard link to another restored file
+
+
+class _ShardRestorer:
+    def __init__(self, client: Any, policy: Policy, header: dict, layout: RestoreLayout, shard: int,
+                 stop: threading.Event, dest: Destination):
+        self.client, self.policy, self.header, self.layout, self.shard = client, policy, header, layout, shard
+        self.dest = dest
+        self.halted: str | None = None
+        self.bucket = policy.s3.bucket
+        self.stop = stop
+        self.selection = Selection(header["requests"])
+        self.overwrite = bool(header["overwrite"])
+        self.from_catalog = str(header["source"]).startswith("catalog ")
+        self.as_root = os.geteuid() == 0
+        self.tally = _Tally()
+        self.lock = threading.Lock()
+        self.parts = ThreadPoolExecutor(policy.restore.download_workers, thread_name_prefix="fs3g-part")
+        self.direct = DirectGetter(client, policy.uploader.max_attempts)
+        self.errors: list[BaseException] = []
+        stage_file = layout.stage_file(shard)
+        self.stage_refused: dict[str, str] = read_json(stage_file).get("refused", {}) if stage_file.exists() else {}
+        self.journal_path = layout.journal(shard)
+        self.journal_flushed_s = 0.0
+        self.done = self._read_journal()
+        self.journal = open(os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
+                            encoding="ascii")
+        self.failures = open(os.open(layout.failures(shard), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                             encoding="ascii")
+
+    def _read_journal(self) -> dict[bytes, tuple[int, int]]:
+        done: dict[bytes, tuple[int, int]] = {}
+        if self.journal_path.exists():
+            for line in self.journal_path.read_text(encoding="ascii").splitlines():
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # cut short by a kill: that file is checked again
+                done[os.fsencode(item["p"])] = (item["s"], item["m"])
+        return done
+
+    def close(self) -> None:
+        self.parts.shutdown(wait=True, cancel_futures=True)
+        self.journal.close()
+        self.failures.close()
+
+    def _record(self, entry: Entry, outcome: Outcome, detail: str = "", size: int = 0, mtime_ns: int = 0,
+                linked: bool = False) -> None:
+        with self.lock:
+            if outcome in (Outcome.RESTORED, Outcome.PRESENT):
+                if outcome is Outcome.RESTORED:
+                    self.tally.restored += 1
+                    if linked:
+                        self.tally.linked += 1  # no bytes: the data came with its first link
+                    else:
+                        self.tally.bytes_restored += size
+                else:
+                    self.tally.present += 1
+                    self.tally.bytes_present += size
+                self.journal.write(json.dumps({"p": os.fsdecode(entry.path), "s": size, "m": mtime_ns}) + "\n")
+                now = time.monotonic()
+                if now - self.journal_flushed_s >= JOURNAL_FLUSH_INTERVAL_S:
+                    # A record lost to a kill only means that file is checked again (and found in place).
+                    self.journal.flush()
+                    self.journal_flushed_s = now
+                return
+            if outcome is not Outcome.INTERRUPTED:
+                self.tally.failed += 1
+                log.warning("%s: %s: %s", display_path(entry.path), outcome.value, detail)
+            self.failures.write(json.dumps({"path": os.fsdecode(entry.path), "outcome": outcome.value,
+                                            "reason": detail}) + "\n")
+            self.failures.flush()
+
+    def run(self, entries: Iterable[Entry]) -> None:
+        """`download_workers` threads take units (a file, or the links of one) from the shard in turn: no queue, no
+        future per file (at 5,000 small files a second, each synchronisation object costs measurable CPU in futex
+        calls)."""
+        source = restore_units(entries)
+        take = threading.Lock()
+
+        def work() -> None:
+            while not self.errors:
+                with take:
+                    unit = next(source, None)
+                if unit is None:
+                    return
+                try:
+                    self._unit(unit)
+                except BaseException as e:  # _guarded reports every file's failure; this one is ours (the journal's disk)
+                    self.errors.append(e)
+                    self.stop.set()
+                    return
+
+        threads = [threading.Thread(target=work, name=f"fs3g-restore-{i}", daemon=True)
+                   for i in range(self.policy.restore.download_workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def _unit(self, unit: list[Entry]) -> None:
+        """The first link of a file that restores is downloaded and verified; the others become hard links to it
+        (should it fail, the next one is downloaded instead)."""
+        first: Entry | None = None
+        for entry in unit:
+            if self._guarded(entry, first) and first is None:
+                first = entry
+
+    def _guarded(self, entry: Entry, link_to: Entry | None = None) -> bool:
+        """Restore one entry (or link it to `link_to`, already restored); True when it is in place."""
+        if self.halted:
+            self._record(entry, Outcome.FAILED, self.halted)
+            return False
+        if self.stop.is_set():
+            self._record(entry, Outcome.INTERRUPTED, "stopped before it started")
+            return False
+        try:
+            if link_to is None:
+                self._restore(entry)
+            else:
+                self._link(entry, link_to)
+            return True
+        except Refused as e:
+            self._record(entry, Outcome.REFUSED, str(e))
+        except NotRestored as e:
+            key = self._key(entry)[0]
+            self._record(entry, Outcome.NOT_READY, self.stage_refused.get(key) or (
+                f"{e}; the Glacier restore was requested: run the same restore again once it is ready"))
+        except ObjectMissing as e:
+            self._record(entry, Outcome.FAILED, str(e))
+        except DiskFull as e:
+            # Every other file would fail the same way: stop, and name them all as not restored.
+            self.halted = "not attempted: the destination is full"
+            self.stop.set()
+            self._record(entry, Outcome.FAILED, str(e))
+        except Exception as e:  # noqa: BLE001 - one file's failure never stops the shard; it is reported by name
+            log.debug("restore of %s failed", display_path(entry.path), exc_info=True)
+            self._record(entry, Outcome.FAILED, f"{type(e).__name__}: {e}")
+        return False
+
+    def _link(self, entry: Entry, first: Entry) -> None:
+        """`entry` as a hard link to `first` (restored a moment ago): both names below the destination, neither
+        symlink followed; the link is made under a temporary name and renamed over the target."""
+        relative = self.selection.relative(entry.path)
+        src_fd, src_name = self.dest.parent(self.selection.relative(first.path))
+        try:
+            dir_fd, name = self.dest.parent(relative)
+            try:
+                source = os.stat(src_name, dir_fd=src_fd, follow_symlinks=False)
+                if not stat.S_ISREG(source.st_mode):
+                    raise Fs3gError(f"its link {display_path(first.path)} is no longer a regular file")
+                present = Destination.existing(dir_fd, name)
+                if present is not None and (present.st_dev, present.st_ino) == (source.st_dev, source.st_ino):
+                    self._record(entry, Outcome.PRESENT, size=present.st_size, mtime_ns=present.st_mtime_ns)
+                    return
+                if present is not None and stat.S_ISDIR(present.st_mode):
+                    raise Refused("a directory is in the way")
+                if self._blocked(present):
+                    raise Refused("a different file exists at the target; restore with --overwrite to replace it")
+                tmp = Destination.temp_name(name)
+                try:
+                    os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                except OSError as e:
+                    if e.errno not in NO_LINK_ERRNOS:
+                        raise
+                    # No hard links here (EMLINK: too many already; or the filesystem has none): a copy of its own.
+                    log.warning("%s: cannot be linked (%s); downloaded as a separate file", display_path(entry.path),
+                                e.strerror)
+                    linked = False
+                else:
+                    linked = True
+                if not linked:
+                    self._restore(entry)
+                    return
+                try:
+                    made = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
+                    if (made.st_dev, made.st_ino) != (source.st_dev, source.st_ino):
+                        raise Fs3gError(f"{display_path(first.path)} was replaced while it was linked; not linked")
+                    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except BaseException:
+                    unlink_quietly(dir_fd, tmp)
+                    raise
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(src_fd)
+        self._record(entry, Outcome.RESTORED, size=source.st_size, mtime_ns=source.st_mtime_ns, linked=True)
+
+    def _key(self, entry: Entry) -> tuple[str, KeyClass]:
+        if entry.kind is EntryKind.SYMLINK:
+            klass = KeyClass.SYMLINK
+        elif entry.size_bytes <= self.policy.storage.small_file_threshold_bytes:
+            klass = KeyClass.SMALL
+        else:
+            klass = KeyClass.LARGE
+        return object_key(self.policy.s3.prefix, klass, entry.path).key, klass
+
+    def _restore(self, entry: Entry) -> None:
+        relative = self.selection.relative(entry.path)
+        key, klass = self._key(entry)
+        dir_fd, name = self.dest.parent(relative)
+        try:
+            present = Destination.existing(dir_fd, name)
+            journaled = self.done.get(entry.path)
+            if present is not None and journaled is not None and stat.S_ISREG(present.st_mode) and (
+                    present.st_size, present.st_mtime_ns) == journaled:
+                self._record(entry, Outcome.PRESENT, size=present.st_size, mtime_ns=present.st_mtime_ns)
+                return
+            if present is not None and stat.S_ISDIR(present.st_mode):
+                raise Refused("a directory is in the way")
+            if klass is KeyClass.LARGE:
+                self._large(entry, key, dir_fd, name, present)
+            else:
+                self._whole(entry, key, klass, dir_fd, name, present)
+        finally:
+            os.close(dir_fd)
+
+    def _same_as(self, present: os.stat_result | None, size: int, meta: FileMeta, symlink: bool) -> bool:
+        if present is None:
+            return False
+        kind_ok = stat.S_ISLNK(present.st_mode) if symlink else stat.S_ISREG(present.st_mode)
+        return kind_ok and present.st_size == size and meta.mtime_ns is not None and present.st_mtime_ns == meta.mtime_ns
+
+    def _blocked(self, present: os.stat_result | None) -> bool:
+        return present is not None and not self.overwrite
+
+    def _whole(self, entry: Entry, key: str, klass: KeyClass, dir_fd: int, name: bytes,
+               present: os.stat_result | None) -> None:
+        try:
+            obj = self._get_whole(key)
+        except ObjectMissing:
+            if klass is KeyClass.SYMLINK:
+                raise
+            # The small-file threshold may have changed since this file was backed up.
+            other = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
+            try:
+                obj = self._get_whole(other)
+            except ObjectMissing:
+                raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
+            key = other
+        meta = FileMeta.of(obj.metadata, entry, catalog_times=self.from_catalog)
+        symlink = klass is KeyClass.SYMLINK
+        if self._same_as(present, len(obj.data), meta, symlink) and (
+                not symlink or os.readlink(name, dir_fd=dir_fd) == obj.data):
+            self._record(entry, Outcome.PRESENT, size=len(obj.data), mtime_ns=meta.mtime_ns or 0)
+            return
+        if self._blocked(present):
+            raise Refused("a different file exists at the target; restore with --overwrite to replace it")
+        expected = entry.tree_hash.hex() if entry.tree_hash else obj.metadata.get(TREEHASH_KEY)
+        hasher = TreeHasher()
+        hasher.update(obj.data)
+        self._check_hash(key, expected, hasher.hexdigest())
+        tmp = Destination.temp_name(name)
+        if symlink:
+            os.symlink(obj.data, tmp, dir_fd=dir_fd)
+            try:
+                self._apply_link_meta(dir_fd, tmp, meta)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                unlink_quietly(dir_fd, tmp)
+                raise
+        else:
+            fd = self._create(dir_fd, tmp)
+            try:
+                os.ftruncate(fd, len(obj.data))  # before the data: blocks of zeros are left as holes
+                pwrite_sparse(fd, obj.data, 0, self.dest.root)
+                self._apply_meta(fd, meta)
+                os.close(fd)
+                fd = -1
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                unlink_quietly(dir_fd, tmp)
+                raise
+        self._record(entry, Outcome.RESTORED, size=len(obj.data), mtime_ns=meta.mtime_ns or 0)
+
+    def _tag(self, key: str) -> str | None:
+        """The tree hash a multipart upload left as a tag (its metadata was fixed before the hash was known)."""
+        try:
+            return object_tag(self.client, self.bucket, key, TREEHASH_KEY)
+        except ObjectAccessError:
+            return None  # refused (an archived object on some stores): reported as "no tree hash" by the caller
+
+    def _get_whole(self, key: str) -> WholeObject:
+        if self.direct.available:
+            return self.direct.get_whole(self.bucket, key)
+        return get_whole(self.client, self.bucket, key)
+
+    def _large(self, entry: Entry, key: str, dir_fd: int, name: bytes, present: os.stat_result | None) -> None:
+        head = head_object(self.client, self.bucket, key)
+        if head is None:
+            raise ObjectMissing(f"{key} is not in the bucket")
+        if head.storage_class in {c.value for c in ARCHIVED_CLASSES} and not head.restore_ready:
+            raise NotRestored(f"{key} is archived ({head.storage_class}) and not restored (yet)")
+        meta = FileMeta.of(head.metadata, entry, catalog_times=self.from_catalog)
+        if self._same_as(present, head.size_bytes, meta, False):
+            self._record(entry, Outcome.PRESENT, size=head.size_bytes, mtime_ns=meta.mtime_ns or 0)
+            return
+        if self._blocked(present):
+            raise Refused("a different file exists at the target; restore with --overwrite to replace it")
+        expected = (entry.tree_hash.hex() if entry.tree_hash else head.metadata.get(TREEHASH_KEY)
+                    or self._tag(key))
+        if not expected:
+            raise Fs3gError(f"{key} carries no SHA-256 tree hash to verify against; not restored")
+        size = head.size_bytes
+        part = part_size_for(size, self.policy.uploader.buffer_size_bytes)
+        tmp = Destination.temp_name(name)
+        fd = self._create(dir_fd, tmp)
+        try:
+            os.ftruncate(fd, size)
+            starts = list(range(0, size, part))
+            futures = [self.parts.submit(self._part, key, head.etag, fd, start, min(part, size - start))
+                       for start in starts]
+            hasher = TreeHasher()
+            try:
+                for future in futures:
+                    hasher.add_leaves(future.result())
+            except BaseException:
+                self.stop_parts(futures)
+                raise
+            self._check_hash(key, expected, hasher.hexdigest())
+            self._apply_meta(fd, meta)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            unlink_quietly(dir_fd, tmp)
+            raise
+        self._record(entry, Outcome.RESTORED, size=size, mtime_ns=meta.mtime_ns or 0)
+
+    @staticmethod
+    def stop_parts(futures: list[Future]) -> None:
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            if not f.cancelled():
+                try:
+                    f.result()
+                except BaseException:  # noqa: BLE001 - the first failure is the one reported
+                    pass
+
+    def _part(self, key: str, etag: str, fd: int, start: int, length: int) -> list[bytes]:
+        """One ranged GET written at its offset; its 1 MiB leaf digests, for the tree hash."""
+        if self.stop.is_set():
+            raise InterruptedError("stopped")
+        leaves: list[bytes] = []
+        leaf = hashlib.sha256()
+        fill = 0
+        offset = start
+        pieces = (self.direct.get_range(self.bucket, key, start, length, etag) if self.direct.available
+                  else get_range(self.client, self.bucket, key, start, length, etag))
+        for piece in pieces:
+            pwrite_sparse(fd, piece, offset, self.dest.root)
+            offset += len(piece)
+            view = memoryview(piece)
+            while view:
+                take = min(LEAF_BYTES - fill, len(view))
+                leaf.update(view[:take])
+                fill += take
+                view = view[take:]
+                if fill == LEAF_BYTES:
+                    leaves.append(leaf.digest())
+                    leaf, fill = hashlib.sha256(), 0
+        if offset != start + length:
+            raise Fs3gError(f"{key}: range at {start} returned {offset - start} bytes, expected {length}")
+        start_writeback(fd, start, length)
+        if fill:
+            leaves.append(leaf.digest())
+        return leaves
+
+    @staticmethod
+    def _check_hash(key: str, expected: str | None, actual: str) -> None:
+        if not expected:
+            raise Fs3gError(f"{key} carries no SHA-256 tree hash to verify against; not restored")
+        if expected != actual:
+            raise Fs3gError(f"{key}: SHA-256 tree hash {actual} does not match the recorded {expected}; not restored")
+
+    @staticmethod
+    def _create(dir_fd: int, tmp: bytes) -> int:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                       dir_fd=dir_fd)
+
+    def _apply_meta(self, fd: int, meta: FileMeta) -> None:
+        if self.as_root and meta.uid is not None and meta.gid is not None:
+            os.fchown(fd, meta.uid, meta.gid)
+        if meta.mode is not None:
+            os.fchmod(fd, stat.S_IMODE(meta.mode))  # after chown, which clears set-id bits
+        if meta.mtime_ns is not None:
+            os.utime(fd, ns=meta.times)
+
+    def _apply_link_meta(self, dir_fd: int, name: bytes, meta: FileMeta) -> None:
+        if self.as_root and meta.uid is not None and meta.gid is not None:
+            os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+        if meta.mtime_ns is not None:
+            os.utime(name, ns=meta.times, dir_fd=dir_fd, follow_symlinks=False)
+
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    state: ShardState
+    restored: int
+    present: int
+    failed: int
+    signal_name: str | None
+
+
+def resolve_restore_shard(header: dict, shard: int | None, environ: dict[str, str]) -> int:
+    if shard is None:
+        task = environ.get("SLURM_ARRAY_TASK_ID")
+        if task is None or not task.isdigit():
+            raise UsageError("no shard given: pass --shard N or run as a Slurm array task (SLURM_ARRAY_TASK_ID)")
+        shard = int(task) + int(environ.get("FS3G_SHARD_OFFSET", "0"))
+    if not 0 <= shard < header["shard_count"]:
+        raise UsageError(f"shard {shard} does not exist (the restore has {header['shard_count']} shards)")
+    return shard
+
+
+def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | None = None,
+                  on_requeue: Callable[[], None] | None = None,
+                  client_factory: Callable[[Policy], Any] | None = None) -> ShardResult:
+    """Download, verify and put in place one shard of a restore; resumes from its journal when run again."""
+    env = dict(os.environ if environ is None else environ)
+    layout, header, policy = load_header(run_dir)
+    shard = resolve_restore_shard(header, shard, env)
+    ensure_private_dir(layout.results_dir)
+    try:
+        dest = Destination(Path(header["destination"]))
+    except OSError as e:
+        raise UsageError(f"cannot use the destination: {e.strerror}", path=header["destination"]) from e
+    try:
+        with StopOnSignals() as signals:
+            restorer = _ShardRestorer((client_factory or default_client)(policy), policy, header, layout, shard,
+                                      signals.stop, dest)
+            planned = header["shards"][shard]
+            tally = restorer.tally
+
+            def counters() -> Counters:
+                return Counters(tally.restored + tally.present + tally.failed, planned["files"],
+                                tally.bytes_restored + tally.bytes_present, planned.get("bytes", 0), tally.failed)
+
+            try:
+                with ShardProgress(f"restore shard {shard}", counters, sys.stderr, progress_file(layout, shard)):
+                    restorer.run(read_records(layout.shard_file(shard)))
+            finally:
+                restorer.close()
+    finally:
+        dest.close()
+    tally = restorer.tally
+    interrupted = signals.first is not None
+    state = ShardState.INTERRUPTED if interrupted else ShardState.FAILED if tally.failed else ShardState.DONE
+    write_json_atomic(layout.result(shard), {
+        "shard": shard, "status": state.value, "signal": signals.first,
+        "files": header["shards"][shard]["files"], "restored": tally.restored, "already_present": tally.present,
+        "failed": tally.failed, "bytes_restored": tally.bytes_restored, "linked": tally.linked,
+    })
+    if signals.first == "SIGUSR1" and on_requeue is not None:
+        on_requeue()
+    return ShardResult(state, tally.restored, tally.present, tally.failed, signals.first)
