@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
@@ -25,6 +26,7 @@ from .localexec import fs3g_argv
 from .model.sizes import format_size
 
 if TYPE_CHECKING:
+    from .compare.run import CompareRequest
     from .restore.run import RunVerdict
     from .restore.select import RestoreRequest
 
@@ -226,23 +228,39 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import JsonReport, TextReport, compare_tree
+def _compare_request(args: argparse.Namespace) -> "CompareRequest":
+    from .compare.run import CompareRequest
     from .scan import ScanSettings
+
+    return CompareRequest(tuple(args.paths), check_sha256=args.check_sha256, against_bucket=args.against_bucket,
+                          workers=args.workers, as_json=args.json, limit=args.limit,
+                          scan_settings=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records))
+
+
+def _differences(ok: bool | None) -> int:
+    return ExitCode.DIFFERENCES if ok is False else ExitCode.OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run
 
     policy = load_policy(args.config)
     if args.against_bucket:
         check_target(policy, write=False)
-    if args.executor is not None:
-        return _compare_as_jobs(policy, args)
-    if args.wait or args.run_dir:
-        raise UsageError("--wait and --run-dir go with --executor (a compare whose hashes a job array reads)")
-    report = (JsonReport if args.json else TextReport)(sys.stdout, args.limit)
-    summary = compare_tree(policy, args.paths, check_sha256=args.check_sha256, against_bucket=args.against_bucket,
-                           workers=args.workers, out=report,
-                           scan_settings=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records))
-    report.finish(summary)
-    return ExitCode.OK if summary.ok else ExitCode.DIFFERENCES
+    if args.executor is None:
+        if args.wait or args.run_dir:
+            raise UsageError("--wait and --run-dir go with --executor (a compare whose hashes a job array reads)")
+        return _differences(run.compare_here(policy, _compare_request(args), sys.stdout).ok)
+    prepared = run.prepare_jobs(policy, _compare_request(args), Path(args.run_dir) if args.run_dir else None,
+                                sys.stdout)
+    if _resolve_executor(Executor(args.executor)) is Executor.LOCAL:
+        from .localexec import run_with_progress
+
+        return run_with_progress(prepared.run_dir, prepared.shards, fs3g_argv(), shard_command="compare-shard",
+                                 merge=partial(_compare_merge, prepared.run_dir), label="compare",
+                                 resume=run.RESUME_LOCAL, interrupted=ExitCode.INTERRUPTED)
+    return _differences(run.submit_and_follow(policy, prepared, fs3g=fs3g_argv(), wait=args.wait, limit=args.limit,
+                                              out=sys.stdout))
 
 
 def check_target(policy: Policy, *, write: bool, run_dir: Path | None = None) -> None:
@@ -363,79 +381,29 @@ def _print_outcome(command: str, code: int, run_dir: Path) -> None:
     _print_json(CommandOutcome(command, int(code), runs).to_json())
 
 
-def _compare_as_jobs(policy: Policy, args: argparse.Namespace) -> int:
-    from .comparejob import default_compare_dir, prepare_compare
-    from .scan import ScanSettings
+def _resolve_executor(executor: Executor) -> Executor:
     from .slurm import commands
 
-    if not args.check_sha256:
-        raise UsageError("--executor is for --check-sha256 (reading the files is what a job array spreads); "
-                         "drop it to compare by size and mtime here")
-    if args.json:
-        raise UsageError("--json is not available with --executor yet: the merge writes report.json")
-    executor = Executor(args.executor)
     if executor is Executor.AUTO:
-        executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
-    run_dir = Path(args.run_dir) if args.run_dir else default_compare_dir(policy, datetime.now(timezone.utc))
-    layout, header = prepare_compare(policy, args.paths, run_dir, against_bucket=args.against_bucket,
-                                     workers=args.workers,
-                                     scan_settings=ScanSettings(workers=args.scan_workers,
-                                                                run_records=args.scan_run_records))
-    print(f"compare {layout.run_dir}: {header['summary']['discrepancies']:,} discrepancies found without reading "
-          f"files; {header['to_hash']['files']:,} files ({format_size(header['to_hash']['bytes'])}) to hash in "
-          f"{header['shard_count']} shards")
-    if executor is Executor.LOCAL:
-        from .localexec import run_with_progress
-
-        return run_with_progress(layout.run_dir, header["shards"], fs3g_argv(), shard_command="compare-shard",
-                                 merge=lambda: cmd_compare_merge(argparse.Namespace(run_dir=str(layout.run_dir))),
-                                 label="compare", resume="the same fs3g compare again (a hash check only reads)",
-                                 interrupted=ExitCode.INTERRUPTED)
-    from .slurm.submit import submit_compare, wait_for_job
-
-    submitted = submit_compare(policy, layout.run_dir, header["shard_count"], fs3g_argv())
-    print(f"submitted: arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id} (afterany); "
-          f"the verdict goes to {layout.text_file} and {layout.report_file}")
-    if not args.wait:
-        return ExitCode.OK
-    state = wait_for_job(submitted.merge_id, timeout_s=7 * 86400)
-    if not layout.report_file.exists():
-        raise Fs3gError(f"compare merge job {submitted.merge_id} ended {state.value} without a report",
-                        hint=f"see {layout.run_dir / 'logs'}")
-    _print_limited(layout.text_file, args.limit)
-    from .manifest import read_json
-
-    return ExitCode.OK if read_json(layout.report_file)["ok"] else ExitCode.DIFFERENCES
-
-
-def _print_limited(path: Path, limit: int | None) -> None:
-    """A report file's lines; with a limit, that many discrepancy lines and then the table (which starts at
-    `compare:`)."""
-    shown = 0
-    with open(path, encoding="ascii") as f:
-        table = False
-        for line in f:
-            table = table or line.startswith("compare: ")
-            if table or limit is None or shown < limit:
-                sys.stdout.write(line)
-                shown += not table
+        return Executor.SLURM if commands.slurm_available() else Executor.LOCAL
+    return executor
 
 
 def cmd_compare_shard(args: argparse.Namespace) -> int:
-    from .comparejob import compare_shard
+    from .compare.run import hash_shard
 
-    counts = compare_shard(Path(args.run_dir), args.shard)
-    print(f"compare shard: {counts['files']:,} files hashed ({format_size(counts['hashed_bytes'])}), "
-          f"{counts['changed']:,} changed, {counts['cannot_check']:,} cannot check")
+    hash_shard(Path(args.run_dir), args.shard, sys.stdout)
     return ExitCode.OK
 
 
-def cmd_compare_merge(args: argparse.Namespace) -> int:
-    from .comparejob import write_report_text
+def _compare_merge(run_dir: Path) -> int:
+    from .compare.run import merge
 
-    summary, text = write_report_text(Path(args.run_dir))
-    _print_limited(text, None)
-    return ExitCode.OK if summary.ok else ExitCode.DIFFERENCES
+    return _differences(merge(run_dir, sys.stdout).ok)
+
+
+def cmd_compare_merge(args: argparse.Namespace) -> int:
+    return _compare_merge(Path(args.run_dir))
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

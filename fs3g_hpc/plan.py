@@ -17,7 +17,7 @@ import os
 import shutil
 import struct
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -28,11 +28,12 @@ from . import __version__
 from .config import Policy, policy_to_dict
 from .errors import UsageError
 from .manifest import PLAN_FORMAT_VERSION, RunLayout, catalog_target_mismatch, make_private_dir, write_json_atomic
+from .model.catalog import CatalogError, UnreadablePaths, checked_order
 from .model.entries import EntryClass
 from .model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
                             read_records, sorted_stream, write_records)
 from .model.sizes import GIB, KIB, MIB, TIB, format_size
-from .scan import IssueKind, ScanIssue, ScanSettings, check_roots, scan
+from .scan import IssueKind, ScanSettings, check_roots, scan
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +67,6 @@ def directory_differs(now: Entry, before: Entry) -> bool:
     """A directory's catalog record is out of date: its mtime (an entry added or removed), mode or owner changed.
     Never a reason to upload anything: a directory has no object."""
     return differs(now, before) or (now.mode, now.uid, now.gid) != (before.mode, before.uid, before.gid)
-
-
-class CatalogError(UsageError):
-    """A catalog that is not sorted, not ours, or truncated."""
-
-
-def _checked_order(entries: Iterable[Entry], where: str) -> Iterator[Entry]:
-    previous = b""
-    for entry in entries:
-        key = entry[0]
-        if key <= previous and previous:
-            raise CatalogError(f"entries out of order at {entry.path!r}", path=where,
-                               hint="the catalog is damaged: rerun with --full")
-        previous = key
-        yield entry
 
 
 def diff(scanned: Iterable[Entry], catalog: Iterable[Entry] | None) -> Iterator[tuple[Change, Entry]]:
@@ -281,7 +267,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
 
     catalog_stream = None
     if catalog_file is not None:
-        catalog_stream = _checked_order(read_records(catalog_file), str(catalog_file))
+        catalog_stream = checked_order(read_records(catalog_file), str(catalog_file))
 
     # Positions in the tallies below; the loop compares enum identities only (Enum hashing is a Python call).
     new, changed, unchanged, deleted_change = Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED
@@ -309,7 +295,8 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     else:
         planned = RecordWriter(work / "planned.rec")
         sink = planned.write
-    unreachable = _Unreadable.from_issues(result.issues())
+    unreachable = UnreadablePaths(
+        i.path for i in result.issues() if i.kind is IssueKind.UNREADABLE)
     planned_count = planned_bytes = kept_unreadable = 0
     try:
         with RecordWriter(layout.deleted_file) as deleted, RecordWriter(layout.directories_file) as dir_records:
@@ -410,26 +397,6 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     }
     write_json_atomic(layout.plan_file, header)
     return PlanSummary(layout.run_dir, header)
-
-
-class _Unreadable:
-    """Paths the scan could not read. Catalog entries under them are neither seen nor known to be gone, so they are not
-    reported deleted (the catalog keeps them until the path is readable again). Holds one key per unreadable path:
-    a handful in practice, never the tree."""
-
-    def __init__(self, paths: Iterable[bytes]):
-        self._prefixes = sorted(p.rstrip(b"/") + b"/" for p in paths)
-
-    @classmethod
-    def from_issues(cls, issues: Iterable[ScanIssue]) -> "_Unreadable":
-        return cls(i.path for i in issues if i.kind is IssueKind.UNREADABLE)
-
-    def covers(self, path: bytes) -> bool:
-        if not self._prefixes:
-            return False
-        probe = path + b"/"
-        i = bisect_right(self._prefixes, probe) - 1
-        return i >= 0 and probe.startswith(self._prefixes[i])
 
 
 def _unique_inode_bytes(entries: Iterable[Entry]) -> int:

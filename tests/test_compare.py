@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from fs3g_hpc.compare import (Against, Category, CompareSummary, Discrepancy, InOrder, JsonReport, NotComparable,
-                              SubtreeExcluder, TextReport, bounded_map, compare_tree, is_under, join, listed_entry,
+                              SubtreeExcluder, TextReport, bounded_map, compare_tree, is_under, listed_entry,
                               local_tree_hash, newest_per_path, quick_verdict, resolve_scope)
+from fs3g_hpc.compare.join import join
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.manifest import catalog_path

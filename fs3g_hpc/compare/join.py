@@ -1,4 +1,4 @@
-"""`fs3g compare`: what differs between the filesystem and its backup, by class and category.
+"""The join of `fs3g compare`: the filesystem against its backup, pair by pair, in one streamed pass.
 
 Both sides are streams sorted by `records.sort_key`, merge-joined one entry at a time:
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import logging
 import os
 import shutil
@@ -26,125 +25,28 @@ import tempfile
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from .config import Policy
-from .errors import UsageError
-from .manifest import catalog_path, catalog_target_mismatch, lab_dir
-from .model.entries import ENTRY_CLASS, KEY_CLASS, EntryClass, classify
-from .model.keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, encode_path, object_key, parse_key, pathmap_key
-from .model.objectmeta import TREEHASH_KEY, format_ns, parse_ns
-from .model.records import (Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records,
-                            sorted_stream)
-from .model.sizes import MIB, format_size
-from .model.treehash import TreeHasher
-from .plan import _checked_order, _Unreadable
-from .scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
+from ..config import Policy
+from ..errors import UsageError
+from ..manifest import catalog_path, catalog_target_mismatch, lab_dir
+from ..model.catalog import UnreadablePaths, checked_order
+from ..model.entries import ENTRY_CLASS, EntryClass, classify
+from ..model.keys import LONG_DIR, PATHMAP_MAX_BYTES, encode_path, object_key, parse_key, pathmap_key
+from ..model.objectmeta import parse_ns
+from ..model.records import Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records, \
+    sorted_stream
+from ..scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
+from .checks import (KEY_CLASSES, Against, Category, Checker, CompareSummary, Discrepancy, HashSink, listed_class,
+                     listed_entry, quick_verdict)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
-READ_PIECE_BYTES = 1 * MIB
 PENDING_CHECKS_PER_WORKER = 8  # checks queued beyond those running: keeps the pool busy, memory bounded
 _ISSUES_LOGGED = 20
-
-
-class Category(Enum):
-    MISSING_IN_S3 = "missing-in-s3"  # on disk, not backed up
-    CHANGED = "changed"  # on both sides, but size, mtime (or the SHA-256 tree hash) differ
-    ONLY_IN_S3 = "only-in-s3"  # backed up, gone from disk
-    CANNOT_CHECK = "cannot-check"  # on both sides, but one side could not be read: never silently passed
-
-
-# (local entry, stored tree hash in hex, class): a file whose tree hash is to be read elsewhere.
-HashSink = Callable[["Entry", str, "EntryClass"], None]
-
-
-class Against(Enum):
-    CATALOG = "catalog"
-    BUCKET = "bucket"
-
-
-@dataclass(frozen=True)
-class Discrepancy:
-    category: Category
-    klass: EntryClass
-    path: bytes
-    detail: str = ""
-
-    def line(self) -> str:
-        """`<category> <class> <path>`, then a tab and the detail when there is one (the path may hold spaces;
-        display_path escapes tabs and newlines, so the tab is unambiguous)."""
-        text = f"{self.category.value} {self.klass.value} {display_path(self.path)}"
-        return f"{text}\t{self.detail}" if self.detail else text
-
-    def to_json(self) -> dict[str, str]:
-        # fsdecode (surrogateescape) + json's \udcXX escapes keep any byte sequence exact, as scan.ScanIssue does.
-        return {"category": self.category.value, "class": self.klass.value, "path": os.fsdecode(self.path),
-                "display_path": display_path(self.path), "detail": self.detail}
-
-
-def _zero_counts() -> dict[EntryClass, dict[Category, int]]:
-    return {k: {c: 0 for c in Category} for k in EntryClass}
-
-
-@dataclass
-class CompareSummary:
-    against: Against
-    source: str  # the catalog file, or s3://bucket/prefix
-    check_sha256: bool
-    paths: tuple[bytes, ...]
-    counts: dict[EntryClass, dict[Category, int]] = field(default_factory=_zero_counts)
-    local_entries: int = 0  # files and symlinks on disk, in the compared subtrees
-    backed_up_entries: int = 0  # entries of the catalog or objects of the bucket, in the compared subtrees
-    hashed_files: int = 0
-    hashed_bytes: int = 0
-    object_requests: int = 0  # HEAD, GetObjectTagging and GET requests (listings not counted)
-    unreadable: int = 0  # directories or entries the scan could not read
-
-    def add(self, d: Discrepancy) -> None:
-        self.counts[d.klass][d.category] += 1
-
-    def total(self, category: Category | None = None) -> int:
-        return sum(n for per in self.counts.values() for c, n in per.items() if category in (None, c))
-
-    @property
-    def ok(self) -> bool:
-        return self.total() == 0
-
-    def table_lines(self) -> list[str]:
-        what = "size + mtime" + (" + SHA-256 tree hash" if self.check_sha256 else "")
-        cats = list(Category)
-        width = max(len(c.value) for c in cats)
-        lines = [f"compare: {', '.join(display_path(p) for p in self.paths)}",
-                 f"  against {self.against.value} {self.source} ({what})",
-                 "  " + f"{'':8}" + "".join(f"{c.value:>{width + 2}}" for c in cats)]
-        for klass in EntryClass:
-            lines.append("  " + f"{klass.value:8}" + "".join(f"{self.counts[klass][c]:>{width + 2},}" for c in cats))
-        lines.append("  " + f"{'total':8}" + "".join(f"{self.total(c):>{width + 2},}" for c in cats))
-        hashed = (f"; hashed {self.hashed_files:,} files ({format_size(self.hashed_bytes)})"
-                  if self.check_sha256 else "")
-        lines.append(f"  compared {self.local_entries:,} entries on disk with {self.backed_up_entries:,} backed up"
-                     f"{hashed}; {self.object_requests:,} object requests")
-        if self.unreadable:
-            lines.append(f"  unreadable on disk: {self.unreadable:,} (their backed-up entries are cannot-check)")
-        lines.append("  result: no discrepancy" if self.ok else f"  result: {self.total():,} discrepancies")
-        return lines
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "against": self.against.value, "source": self.source, "check_sha256": self.check_sha256,
-            "paths": [os.fsdecode(p) for p in self.paths],
-            "counts": {k.value: {c.value: n for c, n in per.items()} for k, per in self.counts.items()},
-            "totals": {c.value: self.total(c) for c in Category}, "discrepancies": self.total(),
-            "local_entries": self.local_entries, "backed_up_entries": self.backed_up_entries,
-            "hashed_files": self.hashed_files, "hashed_bytes": self.hashed_bytes,
-            "object_requests": self.object_requests, "unreadable": self.unreadable, "ok": self.ok,
-        }
-
 
 # --- the subtrees compared -------------------------------------------------------------------------------------------
 
@@ -247,7 +149,7 @@ class SubtreeExcluder:
         return not self._paths.excluded(rel, rel.rpartition(b"/")[2])
 
 
-# --- the pure parts: join and verdicts -------------------------------------------------------------------------------
+# --- the pure part: the join ------------------------------------------------------------------------------------------
 
 Pair = tuple[Entry | None, Entry | None]
 
@@ -271,41 +173,6 @@ def join(local: Iterable[Entry], remote: Iterable[Entry]) -> Iterator[Pair]:
         yield None, other
         other = next(remote_iter, None)
 
-
-_KIND_NAMES = {EntryKind.FILE: "file", EntryKind.SYMLINK: "symlink", EntryKind.DIRECTORY: "directory",
-               EntryKind.SPECIAL: "special file"}
-
-
-def quick_verdict(local: Entry, remote: Entry, klass: EntryClass, *, mtime_known: bool) -> Discrepancy | None:
-    """What a pair's records alone say: changed by kind, size, or (when the remote side knows it) mtime.
-    None means "no difference seen yet"; a further check may still find one."""
-    if local.kind is not remote.kind:
-        return Discrepancy(Category.CHANGED, klass, local.path,
-                           f"was a {_KIND_NAMES[remote.kind]}, now a {_KIND_NAMES[local.kind]}")
-    if local.size_bytes != remote.size_bytes:
-        return Discrepancy(Category.CHANGED, klass, local.path, f"size {remote.size_bytes} -> {local.size_bytes}")
-    if mtime_known and local.mtime_ns != remote.mtime_ns:
-        return Discrepancy(Category.CHANGED, klass, local.path,
-                           f"mtime {format_ns(remote.mtime_ns)} -> {format_ns(local.mtime_ns)}")
-    return None
-
-
-# --- bucket listings as records --------------------------------------------------------------------------------------
-
-_KEY_CLASSES = (KeyClass.SMALL, KeyClass.LARGE, KeyClass.SYMLINK)
-
-
-def listed_entry(path: bytes, klass: KeyClass, size_bytes: int) -> Entry:
-    """An object of the listing as a record, so it sorts and spills like the scan's. The key class travels in the
-    `dev` field (listings carry no mtime: 0 until a HEAD reads the metadata)."""
-    kind = EntryKind.SYMLINK if klass is KeyClass.SYMLINK else EntryKind.FILE
-    return Entry.of(path, kind, size_bytes, 0, 0, 0, 0, 0, 0, _KEY_CLASSES.index(klass), 0, 0)
-
-
-def listed_class(entry: Entry) -> KeyClass:
-    return _KEY_CLASSES[entry.dev]
-
-
 def newest_per_path(entries: Iterable[Entry], pick: Callable[[list[Entry]], Entry]) -> Iterator[Entry]:
     """One entry per path from a sorted stream; a path under several key classes (the size crossed the threshold
     between backups) is decided by `pick`."""
@@ -317,53 +184,6 @@ def newest_per_path(entries: Iterable[Entry], pick: Callable[[list[Entry]], Entr
         group.append(entry)
     if group:
         yield group[0] if len(group) == 1 else pick(group)
-
-
-# --- reading the local side ------------------------------------------------------------------------------------------
-
-class NotComparable(Exception):
-    """A file that could not be hashed as the version the scan saw; the message says why."""
-
-
-def local_tree_hash(entry: Entry, piece_bytes: int = READ_PIECE_BYTES,
-                    stop: threading.Event | None = None) -> tuple[str, int]:
-    """(hex tree hash, bytes read) of what the uploader would store: the file's data, or a symlink's target bytes.
-    `stop` ends a long read early (Ctrl-C must not wait for a terabyte file)."""
-    path = entry.path
-    if entry.kind is EntryKind.SYMLINK:
-        target = os.readlink(path)
-        hasher = TreeHasher()
-        hasher.update(target)
-        return hasher.hexdigest(), len(target)
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags | os.O_NOATIME)  # a compare must not change the atime the next backup records
-    except PermissionError:
-        fd = os.open(path, flags)
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise NotComparable("no longer a regular file")
-        if (before.st_size, before.st_mtime_ns) != (entry.size_bytes, entry.mtime_ns):
-            raise NotComparable("changed during the compare; run it again")
-        hasher = TreeHasher()
-        buffer = bytearray(piece_bytes)
-        view = memoryview(buffer)
-        total = 0
-        while True:
-            n = os.readv(fd, [buffer])
-            if n == 0:
-                break
-            if stop is not None and stop.is_set():
-                raise NotComparable("interrupted")
-            hasher.update(view[:n])  # hashlib releases the GIL on large updates: the workers hash in parallel
-            total += n
-        after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or total != before.st_size:
-            raise NotComparable("changed while it was read; run the compare again")
-        return hasher.hexdigest(), total
-    finally:
-        os.close(fd)
 
 
 # --- ordered output from parallel checks -----------------------------------------------------------------------------
@@ -426,115 +246,10 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], U], items: Iterable[
         yield first, future.result()
 
 
-# --- the checks that cost I/O ----------------------------------------------------------------------------------------
-
-class _Checker:
-    """The per-pair work that runs in the pool: HEAD for the mtime (bucket mode), the stored and local tree hashes
-    (check_sha256). Anything unreadable becomes a cannot-check discrepancy with the reason, never a pass."""
-
-    def __init__(self, *, against: Against, check_sha256: bool, policy: Policy, client: Callable[[], Any],
-                 summary: CompareSummary, hash_sink: HashSink | None = None):
-        self.against = against
-        self.hash_sink = hash_sink
-        self.check_sha256 = check_sha256
-        self.bucket = policy.s3.bucket
-        self.prefix = policy.s3.prefix
-        self._client = client
-        self._summary = summary
-        self._lock = threading.Lock()
-        self.stop = threading.Event()
-
-    def count(self, requests: int = 0, hashed_bytes: int = -1) -> None:
-        with self._lock:
-            self._summary.object_requests += requests
-            if hashed_bytes >= 0:
-                self._summary.hashed_files += 1
-                self._summary.hashed_bytes += hashed_bytes
-
-    def __call__(self, local: Entry, remote: Entry, klass: EntryClass) -> Discrepancy | None:
-        from .transfer.objects import ObjectAccessError
-
-        def cannot(reason: str) -> Discrepancy:
-            return Discrepancy(Category.CANNOT_CHECK, klass, local.path, reason)
-
-        try:
-            if self.against is Against.BUCKET:
-                key = object_key(self.prefix, listed_class(remote), remote.path).key
-                info = self._head(key)
-                if info is None:
-                    return cannot("object gone from the bucket since it was listed")
-                mtime_text = info.metadata.get("mtime")
-                if mtime_text is None:
-                    return cannot("object has no mtime metadata (not written by fs3g?)")
-                try:
-                    stored_mtime_ns = parse_ns(mtime_text)
-                except ValueError:
-                    return cannot(f"object has an unreadable mtime {mtime_text!r}")
-                if stored_mtime_ns != local.mtime_ns:
-                    return Discrepancy(Category.CHANGED, klass, local.path,
-                                       f"mtime {format_ns(stored_mtime_ns)} -> {format_ns(local.mtime_ns)}")
-                if not self.check_sha256:
-                    return None
-                stored = info.metadata.get(TREEHASH_KEY) or self._tag(key, info.storage_class)
-            elif remote.tree_hash:
-                stored = remote.tree_hash.hex()
-            else:  # a catalog written before records held the hash: ask the bucket
-                stored = self._stored_hash(remote, klass)
-                if stored == "":
-                    return cannot("the catalog lists it but the bucket has no object for it")
-            if not stored:
-                return cannot("no SHA-256 tree hash stored with the object")
-            if self.hash_sink is not None:  # hashed later, by an array task
-                self.hash_sink(local, stored.strip().lower(), klass)
-                return None
-            digest, read_bytes = local_tree_hash(local, stop=self.stop)
-            self.count(hashed_bytes=read_bytes)
-            if digest != stored.strip().lower():
-                return Discrepancy(Category.CHANGED, klass, local.path, "SHA-256 tree hash differs")
-            return None
-        except ObjectAccessError as e:
-            return cannot(e.message)
-        except NotComparable as e:
-            return cannot(str(e))
-        except FileNotFoundError:
-            return cannot("vanished during the compare")
-        except OSError as e:
-            return cannot(f"cannot read: {e.strerror or e}")
-
-    def _head(self, key: str) -> Any:
-        from .transfer.objects import head_object
-
-        self.count(requests=1)
-        return head_object(self._client(), self.bucket, key)
-
-    def _tag(self, key: str, storage_class: str) -> str | None:
-        from .transfer.objects import ObjectAccessError, object_tag
-
-        self.count(requests=1)
-        try:
-            return object_tag(self._client(), self.bucket, key, TREEHASH_KEY)
-        except ObjectAccessError as e:
-            where = f" (object in {storage_class})" if storage_class not in ("STANDARD", "") else ""
-            raise ObjectAccessError(f"tree hash tag unreadable: {e.message}{where}", code=e.code) from e
-
-    def _stored_hash(self, remote: Entry, klass: EntryClass) -> str | None:
-        """The stored hash of a catalog entry's object; "" when there is no object. A file whose class changed with
-        the threshold since its backup is looked up under the other file class too."""
-        classes = [KEY_CLASS[klass]]
-        if klass is not EntryClass.SYMLINK:
-            classes.append(KeyClass.LARGE if klass is EntryClass.SMALL else KeyClass.SMALL)
-        for key_class in classes:
-            key = object_key(self.prefix, key_class, remote.path).key
-            info = self._head(key)
-            if info is not None:
-                return info.metadata.get(TREEHASH_KEY) or self._tag(key, info.storage_class)
-        return ""
-
-
 # --- the two sides as sorted streams ---------------------------------------------------------------------------------
 
 def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettings,
-                  summary: CompareSummary) -> tuple[Iterator[Entry], _Unreadable]:
+                  summary: CompareSummary) -> tuple[Iterator[Entry], UnreadablePaths]:
     excluder = SubtreeExcluder(policy.exclude, scope.roots)
     directories: list[str] = []
     singles: list[Entry] = []  # PATHs that are files or symlinks: a handful, given on the command line
@@ -549,7 +264,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
         kind = EntryKind.SYMLINK if stat.S_ISLNK(st.st_mode) else EntryKind.FILE if stat.S_ISREG(st.st_mode) else None
         if kind is not None:
             singles.append(Entry.from_stat(path, kind, st))
-    unreadable = _Unreadable(())
+    unreadable = UnreadablePaths(())
     streams: list[Iterable[Entry]] = [sorted(singles, key=by_key)]
     if directories:
         result = scan(directories, excluder.name_patterns, work, settings)
@@ -559,7 +274,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
         if len(issues) > _ISSUES_LOGGED:
             log.warning("... and %d more unreadable entries", len(issues) - _ISSUES_LOGGED)
         summary.unreadable = len(issues)
-        unreadable = _Unreadable(i.path for i in issues)
+        unreadable = UnreadablePaths(i.path for i in issues)
         streams.append(result.sorted_entries(work))
     file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
     merged = heapq.merge(*streams, key=by_key)
@@ -568,7 +283,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
 
 def _catalog_stream(catalog: Path, scope: Scope) -> Iterator[Entry]:
     file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
-    for entry in _checked_order(read_records(catalog), str(catalog)):
+    for entry in checked_order(read_records(catalog), str(catalog)):
         if (entry[1] is file_kind or entry[1] is symlink_kind) and scope.covers(entry.path):
             yield entry
 
@@ -578,14 +293,14 @@ def _join_key(*parts: str) -> str:
 
 
 def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_records: int,
-                   pool: ThreadPoolExecutor, window: int, checker: _Checker,
+                   pool: ThreadPoolExecutor, window: int, checker: Checker,
                    emit: Callable[[Discrepancy], None]) -> Iterator[Entry]:
     """Every object of the lab under the compared subtrees, as records in sort-key order, one per path."""
-    from .transfer.objects import head_listed, list_tree, read_small_object
+    from ..transfer.objects import head_listed, list_tree, read_small_object
 
     bucket, prefix = policy.s3.bucket, policy.s3.prefix
     spiller = RunSpiller(work, "bucket", run_records)
-    for key_class in _KEY_CLASSES:
+    for key_class in KEY_CLASSES:
         for path, is_dir in zip(scope.paths, scope.is_dir):
             encoded = encode_path(path)
             base = _join_key(prefix, key_class.value, encoded)
@@ -615,7 +330,7 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
                 spiller.add(listed_entry(path, key_class, listed.size_bytes))
 
     def newest(group: list[Entry]) -> Entry:
-        from .transfer.objects import head_object
+        from ..transfer.objects import head_object
 
         def age(entry: Entry) -> tuple[int, int]:
             checker.count(requests=1)
@@ -654,7 +369,7 @@ def _entry_class(entry: Entry, threshold_bytes: int) -> EntryClass:
 
 
 def _default_client(policy: Policy, workers: int) -> Any:
-    from .transfer.client import ClientSettings, make_s3_client
+    from ..transfer.client import ClientSettings, make_s3_client
 
     return make_s3_client(ClientSettings.from_policy(policy, max_pool_connections=max(10, workers)))
 
@@ -706,7 +421,7 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
         # The scan forks its walkers: it runs before any thread of ours exists.
         local, unreadable = _local_stream(policy, scope, work, settings, summary)
         with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-compare") as pool:
-            checker = _Checker(against=against, check_sha256=check_sha256, policy=policy, client=client,
+            checker = Checker(against=against, check_sha256=check_sha256, policy=policy, client=client,
                                summary=summary, hash_sink=hash_sink)
             if against is Against.BUCKET:
                 remote = _bucket_stream(client(), policy, scope, work, settings.run_records, pool, window, checker,
@@ -754,56 +469,3 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary
-
-
-# --- output ----------------------------------------------------------------------------------------------------------
-
-class TextReport:
-    """One line per discrepancy as it comes (at most `limit`), then the summary table."""
-
-    def __init__(self, stream: TextIO, limit: int | None = None):
-        self.stream = stream
-        self.limit = limit
-        self.shown = 0
-        self.hidden = 0
-
-    def __call__(self, d: Discrepancy) -> None:
-        if self.limit is not None and self.shown >= self.limit:
-            self.hidden += 1
-            return
-        self.stream.write(d.line() + "\n")
-        self.shown += 1
-
-    def finish(self, summary: CompareSummary) -> None:
-        if self.hidden:
-            self.stream.write(f"... {self.hidden:,} more not shown (--limit {self.limit})\n")
-        self.stream.write("\n".join(summary.table_lines()) + "\n")
-        self.stream.flush()
-
-
-class JsonReport:
-    """One JSON object, written as it goes: {"discrepancies": [...], "shown", "not_shown", "summary"}."""
-
-    def __init__(self, stream: TextIO, limit: int | None = None):
-        self.stream = stream
-        self.limit = limit
-        self.shown = 0
-        self.hidden = 0
-
-    def _open(self) -> None:
-        if self.shown == 0:
-            self.stream.write('{"discrepancies": [')
-
-    def __call__(self, d: Discrepancy) -> None:
-        if self.limit is not None and self.shown >= self.limit:
-            self.hidden += 1
-            return
-        self._open()
-        self.stream.write(("\n " if self.shown == 0 else ",\n ") + json.dumps(d.to_json()))
-        self.shown += 1
-
-    def finish(self, summary: CompareSummary) -> None:
-        self._open()
-        self.stream.write(f'\n], "shown": {self.shown}, "not_shown": {self.hidden}, '
-                          f'"summary": {json.dumps(summary.to_json())}}}\n')
-        self.stream.flush()

@@ -8,10 +8,12 @@
         results/shard-N.jsonl|json                what each array task found, and its counts
         report.json, discrepancies.txt            written by the merge
 
-The coordinator (the submitting process) does the streamed merge-join of `compare.compare_tree` once and hands every
-file that needs its hash read to the shards instead of reading it; each array task reads and hashes its shard; the
-merge adds the tasks' findings to the coordinator's and writes the verdict. Reading is what costs at petabyte scale
-(SHA-256 runs at ~1.4 GB/s per core), so that is what the array spreads.
+The coordinator (the submitting process) does the streamed merge-join of `compare.join.compare_tree` once and
+hands every file that needs its hash read to the shards instead of reading it (`prepare_compare`); each array task
+reads and hashes its shard (`compare_shard`); the merge (compare/report.py) adds the tasks' findings to the
+coordinator's and writes the verdict. Reading is what costs at petabyte scale (SHA-256 runs at ~1.4 GB/s per core), so
+that is what the array spreads. Memory: the coordinator's is the join's (shards are cut as files come, one record at a
+time); a task streams its shard, holding one record and one read buffer.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from . import __version__
-from .compare import (Against, Category, CompareSummary, Discrepancy, NotComparable, TextReport, compare_tree,
-                      local_tree_hash)
-from .config import Policy, policy_from_snapshot, policy_to_dict
-from .errors import UsageError
-from .manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
-                       read_json, write_json_atomic)
-from .model.entries import EntryClass, classify
-from .model.records import Entry, read_records
-from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
-from .scan import ScanSettings
+from .. import __version__
+from ..config import Policy, policy_from_snapshot, policy_to_dict
+from ..errors import UsageError
+from ..manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
+                        read_json, write_json_atomic)
+from ..model.entries import EntryClass, classify
+from ..model.records import Entry, read_records
+from ..progress import Counters, ShardProgress, progress_file
+from ..scan import ScanSettings
+from .checks import Category, Discrepancy, NotComparable, local_tree_hash
+from .join import compare_tree
 
 
 class CompareLayout(ShardedLayout):
@@ -63,14 +65,10 @@ def default_compare_dir(policy: Policy, now: datetime) -> Path:
     return default_run_dir(policy, now, "compare")
 
 
-def _private_file(path: Path, mode: str = "w") -> TextIO:
+def private_file(path: Path, mode: str = "w") -> TextIO:
+    """A text file of the run, created owner-only (it names the lab's paths)."""
     return open(os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC), 0o600), mode,
                 encoding="ascii")
-
-
-def _discrepancy_of(item: dict) -> Discrepancy:
-    return Discrepancy(Category(item["category"]), EntryClass(item["class"]), os.fsencode(item["path"]),
-                       item.get("detail", ""))
 
 
 def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, against_bucket: bool, workers: int,
@@ -87,7 +85,7 @@ def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, agai
         with lock:  # called from the compare's pool threads
             cutter.add(local._replace(tree_hash=bytes.fromhex(stored_hex)))
 
-    with _private_file(layout.found_file) as found:
+    with private_file(layout.found_file) as found:
         try:
             summary = compare_tree(policy, paths, check_sha256=True, against_bucket=against_bucket, workers=workers,
                                    out=lambda d: found.write(json.dumps(d.to_json()) + "\n"),
@@ -133,7 +131,7 @@ def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | No
         return Counters(counts["files"], planned["files"], counts["hashed_bytes"], planned.get("bytes", 0),
                         counts["cannot_check"])
 
-    with _private_file(layout.shard_found(shard)) as out, \
+    with private_file(layout.shard_found(shard)) as out, \
             ShardProgress(f"compare shard {shard}", counters, sys.stderr, progress_file(layout, shard)):
         for entry in read_records(layout.shard_file(shard)):
             klass = classify(entry, threshold) or EntryClass.SMALL
@@ -154,63 +152,3 @@ def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | No
                 out.write(json.dumps(found.to_json()) + "\n")
     write_json_atomic(layout.shard_result(shard), {"shard": shard, "status": "done", **counts})
     return counts
-
-
-def _summary_from_json(data: dict) -> CompareSummary:
-    summary = CompareSummary(Against(data["against"]), data["source"], data["check_sha256"],
-                             tuple(os.fsencode(p) for p in data["paths"]))
-    for klass, per in data["counts"].items():
-        for category, n in per.items():
-            summary.counts[EntryClass(klass)][Category(category)] = n
-    for name in ("local_entries", "backed_up_entries", "hashed_files", "hashed_bytes", "object_requests",
-                 "unreadable"):
-        setattr(summary, name, data[name])
-    return summary
-
-
-def merge_compare(run_dir: Path, out: Callable[[Discrepancy], None]) -> CompareSummary:
-    """The coordinator's findings plus every task's; a task that never reported leaves its files cannot-check."""
-    layout = CompareLayout(run_dir)
-    header = read_json(layout.header_file)
-    summary = _summary_from_json(header["summary"])
-    threshold = policy_from_snapshot(header["policy"], f"{layout.header_file}: policy"
-                                     ).storage.small_file_threshold_bytes
-
-    def emit(d: Discrepancy) -> None:
-        summary.add(d)
-        out(d)
-
-    with open(layout.found_file, encoding="ascii") as f:
-        for line in f:
-            out(_discrepancy_of(json.loads(line)))  # already counted by the coordinator
-    for shard in header["shards"]:
-        index = shard["index"]
-        if not layout.shard_result(index).exists():
-            for entry in read_records(layout.shard_file(index)):
-                emit(Discrepancy(Category.CANNOT_CHECK, classify(entry, threshold) or EntryClass.SMALL, entry.path,
-                                 f"its hash check (shard {index}) never reported"))
-            continue
-        result = read_json(layout.shard_result(index))
-        summary.hashed_files += result["files"]
-        summary.hashed_bytes += result["hashed_bytes"]
-        with open(layout.shard_found(index), encoding="ascii") as f:
-            for line in f:
-                emit(_discrepancy_of(json.loads(line)))
-    write_json_atomic(layout.report_file, {
-        "tool_version": __version__, "merged": datetime.now(timezone.utc).isoformat(), "run_dir": str(run_dir),
-        **summary.to_json(),
-        # Elapsed from the coordinator's start (its join included); throughput of the hash reading.
-        **timing_fields(layout, header["shard_count"], header.get("started") or header.get("created"),
-                        summary.hashed_files, summary.hashed_bytes)})
-    return summary
-
-
-def write_report_text(run_dir: Path) -> tuple[CompareSummary, Path]:
-    """Merge, writing the discrepancy lines and the table to discrepancies.txt (owner-only)."""
-    layout = CompareLayout(run_dir)
-    with _private_file(layout.text_file) as text:
-        report = TextReport(text)
-        summary = merge_compare(run_dir, report)
-        report.finish(summary)
-        text.write(timing_line(read_json(layout.report_file)) + "\n")
-    return summary, layout.text_file
