@@ -33,7 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from .config import Policy
 from .errors import UsageError
-from .manifest import catalog_path, catalog_target_mismatch, lab_dir
+from .runs.catalog import UnreadablePaths, catalog_path, catalog_target_mismatch, checked_order
+from .runs.layout import lab_dir
 from .model.entries import ENTRY_CLASS, KEY_CLASS, EntryClass, classify
 from .model.keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, encode_path, object_key, parse_key, pathmap_key
 from .model.objectmeta import TREEHASH_KEY, format_ns, parse_ns
@@ -41,7 +42,6 @@ from .model.records import (Entry, EntryKind, RecordFormatError, RunSpiller, by_
                             sorted_stream)
 from .model.sizes import MIB, format_size
 from .model.treehash import TreeHasher
-from .plan import _checked_order, _Unreadable
 from .scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
 
 log = logging.getLogger(__name__)
@@ -534,7 +534,7 @@ class _Checker:
 # --- the two sides as sorted streams ---------------------------------------------------------------------------------
 
 def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettings,
-                  summary: CompareSummary) -> tuple[Iterator[Entry], _Unreadable]:
+                  summary: CompareSummary) -> tuple[Iterator[Entry], UnreadablePaths]:
     excluder = SubtreeExcluder(policy.exclude, scope.roots)
     directories: list[str] = []
     singles: list[Entry] = []  # PATHs that are files or symlinks: a handful, given on the command line
@@ -549,7 +549,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
         kind = EntryKind.SYMLINK if stat.S_ISLNK(st.st_mode) else EntryKind.FILE if stat.S_ISREG(st.st_mode) else None
         if kind is not None:
             singles.append(Entry.from_stat(path, kind, st))
-    unreadable = _Unreadable(())
+    unreadable = UnreadablePaths(())
     streams: list[Iterable[Entry]] = [sorted(singles, key=by_key)]
     if directories:
         result = scan(directories, excluder.name_patterns, work, settings)
@@ -559,7 +559,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
         if len(issues) > _ISSUES_LOGGED:
             log.warning("... and %d more unreadable entries", len(issues) - _ISSUES_LOGGED)
         summary.unreadable = len(issues)
-        unreadable = _Unreadable(i.path for i in issues)
+        unreadable = UnreadablePaths(i.path for i in issues)
         streams.append(result.sorted_entries(work))
     file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
     merged = heapq.merge(*streams, key=by_key)
@@ -568,7 +568,7 @@ def _local_stream(policy: Policy, scope: Scope, work: Path, settings: ScanSettin
 
 def _catalog_stream(catalog: Path, scope: Scope) -> Iterator[Entry]:
     file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
-    for entry in _checked_order(read_records(catalog), str(catalog)):
+    for entry in checked_order(read_records(catalog), str(catalog)):
         if (entry[1] is file_kind or entry[1] is symlink_kind) and scope.covers(entry.path):
             yield entry
 

@@ -29,15 +29,15 @@ from .compare import (Against, Category, CompareSummary, Discrepancy, NotCompara
                       local_tree_hash)
 from .config import Policy, policy_from_snapshot, policy_to_dict
 from .errors import UsageError
-from .manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
-                       read_json, write_json_atomic)
+from .runs.layout import RunLayout, default_run_dir, ensure_private_dir, make_private_dir, read_json, write_json_atomic
+from .runs.shards import SequentialShardCutter
 from .model.entries import EntryClass, classify
 from .model.records import Entry, read_records
-from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
+from .runs.progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
 from .scan import ScanSettings
 
 
-class CompareLayout(ShardedLayout):
+class CompareLayout(RunLayout):
     """A compare run whose hash checks run as jobs."""
 
     @property

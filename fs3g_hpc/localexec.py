@@ -10,7 +10,7 @@ this process waits up to STOP_GRACE_S for them (a second signal, or the grace ru
 journals still hold every file finished). Should this process die without that (kill -9), the kernel sends each shard
 SIGTERM (PR_SET_PDEATHSIG), so none is left uploading.
 
-Progress: a line across all shards (fs3g_hpc/progress.py RunProgress) from the shards' small counters files.
+Progress: a line across all shards (fs3g_hpc/runs/progress.py RunProgress) from the shards' small counters files.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from .signals import StopOnSignals
 
 if TYPE_CHECKING:
-    from .progress import RunProgress
+    from .runs.progress import RunProgress
 
 log = logging.getLogger(__name__)
 

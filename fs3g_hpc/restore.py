@@ -59,9 +59,10 @@ from typing import Any, Callable, Iterable, Iterator
 from . import __version__
 from .config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass, policy_from_snapshot, policy_to_dict
 from .errors import Fs3gError, UsageError
-from .manifest import (SequentialShardCutter, ShardedLayout, catalog_path, catalog_target_mismatch, default_run_dir,
-                       ensure_private_dir, failures_file, journal_file, make_private_dir, read_json,
-                       shard_result_file, write_json_atomic)
+from .runs.catalog import catalog_path, catalog_target_mismatch
+from .runs.layout import (RunLayout, default_run_dir, ensure_private_dir, failures_file, journal_file,
+                          make_private_dir, read_json, shard_result_file, write_json_atomic)
+from .runs.shards import SequentialShardCutter
 from .model.keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, object_key, parse_key, pathmap_key
 from .model.objectmeta import TREEHASH_KEY, parse_ns
 from .model.records import (Entry, EntryKind, RunSpiller, display_path, group_hard_links, hard_link_identity,
@@ -69,7 +70,7 @@ from .model.records import (Entry, EntryKind, RunSpiller, display_path, group_ha
 from .model.s3limits import part_size_for
 from .model.sizes import format_size
 from .model.treehash import LEAF_BYTES, TreeHasher
-from .progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
+from .runs.progress import Counters, ShardProgress, progress_file, timing_fields, timing_line
 from .signals import StopOnSignals
 from .transfer.client import ClientSettings, make_s3_client
 from .transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, RequestOutcome, WholeObject, get_range,
@@ -158,7 +159,7 @@ class Selection:
 
 # -- run directory ----------------------------------------------------------------------------------------------------
 
-class RestoreLayout(ShardedLayout):
+class RestoreLayout(RunLayout):
     """A restore run."""
 
     @property
@@ -1376,20 +1377,6 @@ def merge_restore(run_dir: Path) -> RestoreReport:
     with os.fdopen(text_fd, "w", encoding="utf-8") as f:
         f.write("\n".join(report.lines()) + "\n")
     return report
-
-
-def describe_failures(run_dir: Path, limit: int = 10) -> list[str]:
-    path = run_dir / "failures.jsonl"
-    lines: list[str] = []
-    if path.exists():
-        with open(path, encoding="ascii") as f:
-            for i, line in enumerate(f):
-                if i >= limit:
-                    lines.append("  ...")
-                    break
-                item = json.loads(line)
-                lines.append(f"  {display_path(os.fsencode(item['path']))}: {item['outcome']}: {item['reason']}")
-    return lines
 
 
 # -- job chain --------------------------------------------------------------------------------------------------------

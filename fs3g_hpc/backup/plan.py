@@ -1,4 +1,4 @@
-"""The planner: scan -> diff against the catalog -> shards -> manifest. No S3, no Slurm.
+"""The planner: scan -> diff against the catalog -> shards -> plan.json (runs/files.PlanHeader). No S3, no Slurm.
 
 Everything streams. The scan leaves sorted runs on disk; they merge into one stream sorted by path, which is
 merge-joined with the catalog (sorted the same way). Planned entries go to a spill file while totals are counted;
@@ -17,22 +17,26 @@ import os
 import shutil
 import struct
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import __version__
-from .config import Policy, policy_to_dict
-from .errors import UsageError
-from .manifest import PLAN_FORMAT_VERSION, RunLayout, catalog_target_mismatch, make_private_dir, write_json_atomic
-from .model.entries import EntryClass
-from .model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
-                            read_records, sorted_stream, write_records)
-from .model.sizes import GIB, KIB, MIB, TIB, format_size
-from .scan import IssueKind, ScanIssue, ScanSettings, check_roots, scan
+from .. import __version__
+from ..config import Policy, policy_to_dict
+from ..errors import UsageError
+from ..model.entries import EntryClass
+from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
+                             read_records, sorted_stream, write_records)
+from ..model.sizes import GIB, KIB, MIB, TIB, format_size
+from ..runs.catalog import CatalogError, UnreadablePaths, catalog_target_mismatch, checked_order
+from ..runs.files import PlanHeader
+from ..runs.layout import RunLayout, make_private_dir, read_json, write_json_atomic
+from ..scan import IssueKind, ScanSettings, check_roots, scan
+
+PLAN_FORMAT_VERSION = 1
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +70,6 @@ def directory_differs(now: Entry, before: Entry) -> bool:
     """A directory's catalog record is out of date: its mtime (an entry added or removed), mode or owner changed.
     Never a reason to upload anything: a directory has no object."""
     return differs(now, before) or (now.mode, now.uid, now.gid) != (before.mode, before.uid, before.gid)
-
-
-class CatalogError(UsageError):
-    """A catalog that is not sorted, not ours, or truncated."""
-
-
-def _checked_order(entries: Iterable[Entry], where: str) -> Iterator[Entry]:
-    previous = b""
-    for entry in entries:
-        key = entry[0]
-        if key <= previous and previous:
-            raise CatalogError(f"entries out of order at {entry.path!r}", path=where,
-                               hint="the catalog is damaged: rerun with --full")
-        previous = key
-        yield entry
 
 
 def diff(scanned: Iterable[Entry], catalog: Iterable[Entry] | None) -> Iterator[tuple[Change, Entry]]:
@@ -281,7 +270,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
 
     catalog_stream = None
     if catalog_file is not None:
-        catalog_stream = _checked_order(read_records(catalog_file), str(catalog_file))
+        catalog_stream = checked_order(read_records(catalog_file), str(catalog_file))
 
     # Positions in the tallies below; the loop compares enum identities only (Enum hashing is a Python call).
     new, changed, unchanged, deleted_change = Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED
@@ -309,7 +298,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     else:
         planned = RecordWriter(work / "planned.rec")
         sink = planned.write
-    unreachable = _Unreadable.from_issues(result.issues())
+    unreachable = UnreadablePaths(i.path for i in result.issues() if i.kind is IssueKind.UNREADABLE)
     planned_count = planned_bytes = kept_unreadable = 0
     try:
         with RecordWriter(layout.deleted_file) as deleted, RecordWriter(layout.directories_file) as dir_records:
@@ -412,26 +401,6 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     return PlanSummary(layout.run_dir, header)
 
 
-class _Unreadable:
-    """Paths the scan could not read. Catalog entries under them are neither seen nor known to be gone, so they are not
-    reported deleted (the catalog keeps them until the path is readable again). Holds one key per unreadable path:
-    a handful in practice, never the tree."""
-
-    def __init__(self, paths: Iterable[bytes]):
-        self._prefixes = sorted(p.rstrip(b"/") + b"/" for p in paths)
-
-    @classmethod
-    def from_issues(cls, issues: Iterable[ScanIssue]) -> "_Unreadable":
-        return cls(i.path for i in issues if i.kind is IssueKind.UNREADABLE)
-
-    def covers(self, path: bytes) -> bool:
-        if not self._prefixes:
-            return False
-        probe = path + b"/"
-        i = bisect_right(self._prefixes, probe) - 1
-        return i >= 0 and probe.startswith(self._prefixes[i])
-
-
 def _unique_inode_bytes(entries: Iterable[Entry]) -> int:
     total, last = 0, None
     for entry in entries:
@@ -518,12 +487,10 @@ def _copy_issues(sources: Iterable[Path], target: Path) -> int:
 
 def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = None) -> PlanSummary:
     """A run of exactly what `parent`'s merge failed: `parent/retry-N`, cut into shards like any plan."""
-    from .config import policy_from_snapshot
-    from .manifest import read_json
-
     now = now or datetime.now(timezone.utc)
-    parent_header = read_json(RunLayout(parent).plan_file)
-    policy = policy_from_snapshot(parent_header["policy"], f"{RunLayout(parent).plan_file}: policy")
+    parent_file = RunLayout(parent).plan_file
+    parent_header = read_json(parent_file)
+    policy = PlanHeader.from_json(parent_header, parent_file).policy_snapshot(parent_file)
     round_ = parent_header.get("retry_round", 0) + 1
     root_run = Path(parent_header.get("retry_of") or parent)
     layout = RunLayout(make_private_dir(parent / f"retry-{round_}"))
