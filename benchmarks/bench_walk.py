@@ -86,7 +86,8 @@ def prepare_fs3g_lab(fs3g: list[str], lab_dir: Path, root: Path) -> Path:
                    stdout=subprocess.DEVNULL)
     # What a successful merge does: every planned entry becomes the catalog.
     code = ("import sys, tempfile; from pathlib import Path; from fs3g_hpc.config import load_policy; "
-            "from fs3g_hpc.manifest import RunLayout, catalog_path, update_catalog; "
+            "from fs3g_hpc.backup.catalog import update_catalog; from fs3g_hpc.runs.catalog import catalog_path; "
+            "from fs3g_hpc.runs.layout import RunLayout; "
             "p = load_policy(sys.argv[1]); w = tempfile.mkdtemp(); "
             "print(update_catalog(None, RunLayout(Path(sys.argv[2])), catalog_path(p), Path(w)))")
     python = fs3g[0] if fs3g[1:2] == ["-m"] else sys.executable

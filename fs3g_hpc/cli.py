@@ -16,16 +16,17 @@ import sys
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from enum import Enum, IntEnum
+from enum import IntEnum
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from . import __version__
 from .config import FileKind, Policy, RestoreTier, ValidationResult, load_policy, schema_keys, validate_file
 from .errors import ConfigError, Fs3gError, UsageError
-from .localexec import fs3g_argv
 from .model.sizes import format_size
+from .runs.executor import Executor, fs3g_argv, resolve
 
 if TYPE_CHECKING:
+    from .backup.run import PlanRequest
     from .compare.run import CompareRequest
     from .restore.run import RunVerdict
     from .restore.select import RestoreRequest
@@ -101,34 +102,23 @@ def _describe_valid(result: ValidationResult) -> str:
     return _describe(result.policy)  # type: ignore[arg-type]
 
 
-def _cluster_max_array_size(executor: str | None = None) -> tuple[int, str]:
-    """MaxArraySize from the cluster when Slurm answers; else Slurm's default. The plan only reports it (submission
-    asks the cluster again), so a run for the local executor does not pay for two Slurm commands."""
-    from .slurm import commands
-
-    if executor == Executor.LOCAL.value:
-        return 1001, "local executor"
-    if commands.slurm_available():
-        return commands.max_array_size(), "from scontrol"
-    return 1001, "Slurm not reachable: its default"
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .manifest import catalog_path, default_run_dir
-    from .plan import PlanOptions, make_plan
+    from .backup.run import plan_backup
+
+    executor = getattr(args, "executor", None)
+    summary = plan_backup(load_policy(args.config), _plan_request(args, Executor(executor) if executor else None))
+    print("\n".join(summary.lines()))
+    args.planned_run_dir = str(summary.run_dir)  # for a crash file
+    return ExitCode.OK
+
+
+def _plan_request(args: argparse.Namespace, executor: Executor | None) -> "PlanRequest":
+    from .backup.run import PlanRequest
     from .scan import ScanSettings
 
-    policy = load_policy(args.config)
-    now = datetime.now(timezone.utc)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(policy, now)
-    max_array, source = _cluster_max_array_size(getattr(args, "executor", None))
-    options = PlanOptions(full=args.full, catalog=catalog_path(policy),
-                          scan=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records),
-                          max_array_size=max_array, max_array_size_source=source)
-    summary = make_plan(policy, run_dir, options, now)
-    print("\n".join(summary.lines()))
-    args.planned_run_dir = str(summary.run_dir)
-    return ExitCode.OK
+    return PlanRequest(full=args.full, run_dir=Path(args.run_dir) if args.run_dir else None,
+                       scan=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records),
+                       executor=executor)
 
 
 def _requeue_this_task() -> None:
@@ -144,7 +134,8 @@ def _requeue_this_task() -> None:
 
 
 def cmd_run_shard(args: argparse.Namespace) -> int:
-    from .shard import ShardStatus, run_shard
+    from .backup.task import run_shard
+    from .runs.files import ShardStatus
 
     result = run_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
     print(f"shard {args.shard if args.shard is not None else os.environ.get('SLURM_ARRAY_TASK_ID')}: "
@@ -155,56 +146,10 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
     return ExitCode.DIFFERENCES if result.status == ShardStatus.FAILED else ExitCode.OK
 
 
-def _backup_locally(run_dir: Path) -> int:
-    """A backup run on the local executor: its shards as processes, then the merge (with local retries) here."""
-    from .manifest import RunLayout, read_json
-
-    from .localexec import run_with_progress
-
-    shards = read_json(RunLayout(run_dir).plan_file)["shards"]
-    return run_with_progress(run_dir, shards, fs3g_argv(), shard_command="run-shard",
-                             merge=lambda: cmd_merge(argparse.Namespace(run_dir=str(run_dir), retry_executor="local")),
-                             label="backup", resume=f"fs3g submit {run_dir} --executor local (each shard resumes "
-                                                    "from its journal)", interrupted=ExitCode.INTERRUPTED)
-
-
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .manifest import RunLayout, write_json_atomic
-    from .merge import describe_failures, failed_file, may_retry, merge_run, retryable_failures
-    from .plan import make_retry_plan
+    from .backup.run import merge_and_retry
 
-    report = merge_run(Path(args.run_dir))
-    print("\n".join(report.lines()))
-    if report.ok:
-        return ExitCode.OK
-    print("\n".join(describe_failures(report.run_dir)))
-    if args.retry_executor == "none" or not may_retry(report):
-        why = ("" if args.retry_executor == "none" else
-               " (no automatic retry: none of these failures is one a retry can mend, such as access denied or a "
-               "vanished or unreadable file; fix them first)" if retryable_failures(report) == 0 else
-               f" (the policy's {report.data['retry_rounds']} automatic retries are used up)")
-        print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge "
-              "again" + why)
-        return ExitCode.DIFFERENCES
-    retry = make_retry_plan(report.run_dir, failed_file(RunLayout(report.run_dir)))
-    print(f"  retry {retry.header['retry_round']}: {retry.header['planned']['files']:,} files in "
-          f"{retry.header['shard_count']} shards: {retry.run_dir}")
-    record: dict = {"run_dir": str(retry.run_dir), "round": retry.header["retry_round"]}
-    if args.retry_executor == "local":
-        code = _backup_locally(retry.run_dir)
-        record["exit"] = code
-        write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
-        return code
-    from .config import policy_from_snapshot
-    from .slurm.submit import submit_backup
-
-    policy = policy_from_snapshot(retry.header["policy"], f"{retry.run_dir}/plan.json: policy")
-    submitted = submit_backup(policy, retry.run_dir, retry.header["shard_count"], fs3g_argv())
-    record["merge_job"] = submitted.merge_id
-    write_json_atomic(report.run_dir / "report.json", {**report.data, "retry": record})
-    print(f"  retry submitted: arrays {', '.join(submitted.array_ids)}; merge {submitted.merge_id}")
-    return ExitCode.DIFFERENCES
-
+    return merge_and_retry(Path(args.run_dir), args.retry_executor)
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -253,96 +198,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _differences(run.compare_here(policy, _compare_request(args), sys.stdout).ok)
     prepared = run.prepare_jobs(policy, _compare_request(args), Path(args.run_dir) if args.run_dir else None,
                                 sys.stdout)
-    if _resolve_executor(Executor(args.executor)) is Executor.LOCAL:
-        from .localexec import run_with_progress
+    if resolve(Executor(args.executor)) is Executor.LOCAL:
+        from .runs.executor import run_here
 
-        return run_with_progress(prepared.run_dir, prepared.shards, fs3g_argv(), shard_command="compare-shard",
-                                 merge=partial(_compare_merge, prepared.run_dir), label="compare",
-                                 resume=run.RESUME_LOCAL, interrupted=ExitCode.INTERRUPTED)
+        return run_here(prepared.run_dir, prepared.shards, fs3g_argv(), shard_command="compare-shard",
+                        merge=partial(_compare_merge, prepared.run_dir), label="compare", resume=run.RESUME_LOCAL,
+                        interrupted=ExitCode.INTERRUPTED)
     return _differences(run.submit_and_follow(policy, prepared, fs3g=fs3g_argv(), wait=args.wait, limit=args.limit,
                                               out=sys.stdout))
 
 
-def check_target(policy: Policy, *, write: bool, run_dir: Path | None = None) -> None:
-    """The preflight (transfer.target.check_target): one line and exit 2 when the bucket is missing, the credentials
-    are absent or refused, access is denied or the endpoint does not answer, before any job is submitted."""
-    from .transfer.target import check_target as check
-
-    try:
-        check(policy, write=write)
-    except UsageError as e:
-        if run_dir is not None:  # the plan is kept: once fixed, submitting it goes on from there
-            e.hint = f"{e.hint}; then run `fs3g submit {run_dir}`" if e.hint else f"then run `fs3g submit {run_dir}`"
-        raise
-
-
-class Executor(Enum):
-    SLURM = "slurm"
-    LOCAL = "local"
-    AUTO = "auto"
-
-
-def _submit(run_dir: Path, executor: Executor, wait: bool) -> int:
-    from .manifest import RunLayout, read_json
-    from .config import policy_from_snapshot
-    from .slurm import commands
-
-    layout = RunLayout(run_dir)
-    header = read_json(layout.plan_file)
-    policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
-    count = header["shard_count"]
-    if executor is Executor.AUTO:
-        executor = Executor.SLURM if commands.slurm_available() else Executor.LOCAL
-    if count == 0:
-        print("nothing to upload; merging to record the catalog")
-    else:  # before any job: a missing bucket would otherwise fail every file, then every retry round
-        check_target(policy, write=True, run_dir=run_dir)
-    if executor is Executor.LOCAL:
-        return _backup_locally(run_dir)
-    from .slurm.submit import submit_backup, wait_for_job
-
-    submitted = submit_backup(policy, run_dir, count, fs3g_argv())
-    print(f"submitted: arrays {', '.join(submitted.array_ids)}; merge {submitted.merge_id} (afterany); "
-          f"logs in {run_dir / 'logs'}")
-    if not wait:
-        print(f"follow with: fs3g status {run_dir}   (or squeue -j {submitted.merge_id})")
-        return ExitCode.OK
-    merge_id, current = submitted.merge_id, run_dir
-    while True:  # follow the merge, and the retries it submits, to the last verdict
-        state = wait_for_job(merge_id, timeout_s=7 * 86400)
-        report = current / "report.json"
-        if not report.exists():
-            raise Fs3gError(f"merge job {merge_id} ended {state.value} without writing {report}",
-                            hint=f"see {current / 'logs'}")
-        data = read_json(report)
-        print(f"merge {merge_id} {state.value}: {data['verified']['files']:,} verified, "
-              f"{data['failed']['files']:,} failed")
-        retry = data.get("retry")
-        if data["failed"]["files"] == 0 or not retry or "merge_job" not in retry:
-            return ExitCode.OK if data["failed"]["files"] == 0 else ExitCode.DIFFERENCES
-        merge_id, current = retry["merge_job"], Path(retry["run_dir"])
-        print(f"following retry {retry['round']}: merge {merge_id}")
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    return _submit(Path(args.run_dir), Executor(args.executor), args.wait)
+    from .backup.run import submit_backup_run
+
+    return submit_backup_run(Path(args.run_dir), Executor(args.executor), args.wait)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from .backup.run import plan_backup, submit_backup_run
+
     args.run_dir = None
     if args.dry_run and args.wait:
         raise UsageError("--dry-run submits nothing to wait for: drop --wait (or --dry-run, to run the backup)")
+    policy = load_policy(args.config)
+    executor = Executor(args.executor)
     with _human_output(args.json):  # with --json, stdout carries only the JSON object
-        cmd_plan(args)
-        run_dir = Path(args.planned_run_dir)
+        summary = plan_backup(policy, _plan_request(args, executor))
+        print("\n".join(summary.lines()))
+        args.planned_run_dir = str(summary.run_dir)  # for a crash file
         if args.dry_run:
             from .dryrun import backup_dry_run
-            from .manifest import read_json
-            from .plan import PlanSummary
 
-            preview = backup_dry_run(load_policy(args.config), PlanSummary(run_dir, read_json(run_dir / "plan.json")))
+            preview = backup_dry_run(policy, summary)
         else:
-            code = _submit(run_dir, Executor(args.executor), args.wait)
+            code = submit_backup_run(summary.run_dir, executor, args.wait)
     if args.dry_run:
         if args.json:
             _print_json(preview.to_json())
@@ -350,8 +239,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print("\n".join(preview.lines(with_plan=False)))
         return ExitCode.OK
     if args.json:
-        _print_outcome("backup", code, run_dir)
+        _print_outcome("backup", code, summary.run_dir)
     return code
+
+
+def check_target(policy: Policy, *, write: bool) -> None:
+    """The preflight (transfer.target.check_target), imported when used: a command that never talks to S3 does not
+    load botocore."""
+    from .transfer.target import check_target as check
+
+    check(policy, write=write)
 
 
 def _human_output(as_json: bool) -> contextlib.AbstractContextManager:
@@ -381,14 +278,6 @@ def _print_outcome(command: str, code: int, run_dir: Path) -> None:
     _print_json(CommandOutcome(command, int(code), runs).to_json())
 
 
-def _resolve_executor(executor: Executor) -> Executor:
-    from .slurm import commands
-
-    if executor is Executor.AUTO:
-        return Executor.SLURM if commands.slurm_available() else Executor.LOCAL
-    return executor
-
-
 def cmd_compare_shard(args: argparse.Namespace) -> int:
     from .compare.run import hash_shard
 
@@ -412,8 +301,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     import tempfile
 
     from .estimate import estimate, plan_figures, prices_for, render
-    from .manifest import ensure_private_dir, lab_dir
-    from .plan import PlanOptions, make_plan
+    from .runs.layout import ensure_private_dir, lab_dir
+    from .backup.plan import PlanOptions, make_plan
     from .scan import ScanSettings
 
     policy = load_policy(args.config)
@@ -445,7 +334,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from .manifest import ensure_private_dir, lab_dir, read_json, write_json_atomic
+    from .runs.layout import ensure_private_dir, lab_dir, read_json, write_json_atomic
     from .schedule import Schedule, replace_block, scrontab_lines
     from .slurm import commands
     from .slurm.jobs import schedule_job_name
@@ -545,18 +434,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
               f"shard{'' if header['shard_count'] == 1 else 's'} from {header['source']} "
               f"-> {dest}" + (f"; {header['refused']} refused (see {layout.refused_file})" if header["refused"]
                               else ""))
-        verdict = run_restore(layout.run_dir, slurm=_on_slurm(Executor(args.executor)), wait=args.wait,
+        verdict = run_restore(layout.run_dir, slurm=resolve(Executor(args.executor)) is Executor.SLURM, wait=args.wait,
                               fs3g=fs3g_argv(), begin_at=args.at)
         code = restore_exit_code(verdict)
     if args.json:
         _print_outcome("restore", code, layout.run_dir)
     return code
-
-
-def _on_slurm(executor: Executor) -> bool:
-    from .slurm import commands
-
-    return executor is Executor.SLURM or (executor is Executor.AUTO and commands.slurm_available())
 
 
 def restore_exit_code(verdict: RunVerdict) -> int:
@@ -622,8 +505,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .config import load_policy
     from .demo import make_sample_tree, moto_server, write_demo_policy
-    from .manifest import catalog_path
-    from .plan import PlanOptions, make_plan
+    from .backup.plan import PlanOptions, make_plan
+    from .backup.run import cluster_max_array_size, submit_backup_run
+    from .runs.catalog import catalog_path
     from .scan import ScanSettings
     from .transfer.client import ClientSettings, ensure_bucket, make_s3_client
 
@@ -645,40 +529,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
         write_demo_policy(policy_file, base / "data", base / "runs", endpoint, args.bucket)
         policy = load_policy(policy_file, environ={})
         ensure_bucket(make_s3_client(ClientSettings.from_policy(policy)), policy.s3.bucket)
-        max_array, source = _cluster_max_array_size(args.executor)
+        max_array, source = cluster_max_array_size(Executor(args.executor))
         # A moto server started here is empty: whatever the catalog says, everything must go again.
         summary = make_plan(policy, _default_demo_run(policy), PlanOptions(
             full=fresh_endpoint, catalog=catalog_path(policy), scan=ScanSettings(workers=len(os.sched_getaffinity(0))),
             max_array_size=max_array, max_array_size_source=source))
         print("\n".join(summary.lines()))
-        code = _submit(summary.run_dir, Executor(args.executor), wait=True)
+        code = submit_backup_run(summary.run_dir, Executor(args.executor), wait=True)
         print(f"demo: run directory {summary.run_dir} (report.json, summary.txt); policy {policy_file}")
         return code
 
 
 def _default_demo_run(policy: Policy) -> Path:
-    from .manifest import default_run_dir
+    from .runs.layout import default_run_dir
 
     return default_run_dir(policy, datetime.now(timezone.utc))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import run_status, runs_of_lab
+    from .status import is_run_dir, run_status, runs_of_lab
 
     if (args.run_dir is None) == (args.config is None):
         raise UsageError("give a RUN_DIR or --config LAB.yaml")
     slurm_states = _slurm_states()
     if args.run_dir is not None:
         run = Path(args.run_dir)
-        if not ((run / "plan.json").is_file() or (run / "restore.json").is_file()):
-            raise UsageError("not a run directory (no plan.json or restore.json)", path=str(run),
-                             hint="give a directory made by fs3g plan, backup or restore, or --config LAB.yaml")
+        if not is_run_dir(run):
+            raise UsageError("not a run directory (no plan.json, restore.json or compare.json)", path=str(run),
+                             hint="give a directory made by fs3g plan, backup, restore or compare, or --config "
+                                  "LAB.yaml")
         if args.json:
             _print_json(run_status(run, slurm_states).to_json())
         else:
             print("\n".join(run_status(run, slurm_states).lines()))
         return ExitCode.OK
-    from .manifest import lab_dir
+    from .runs.layout import lab_dir
 
     runs = runs_of_lab(lab_dir(load_policy(args.config)))
     if args.json:  # a JSON list, one run at a time: a lab's runs are never all held at once

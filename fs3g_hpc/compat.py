@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .cli import ExitCode, Executor, _Parser, _positive, _submit, check_target, restore_exit_code, run_parser
+from .cli import ExitCode, _Parser, _positive, check_target, restore_exit_code, run_parser
+from .runs.executor import Executor
 from .config import Policy, policy_from_snapshot
 from .errors import UsageError
 from .model.sizes import MIB
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--dry-run goes with --backup or --restore (comparing and --show-bucket-policy write "
                          "nothing anyway)")
     policy = build_policy(args, directories)
-    if args.show_bucket_policy or args.restore or not args.backup:  # --backup checks after its plan, in _submit
+    if args.show_bucket_policy or args.restore or not args.backup:  # --backup: after its plan (submit_backup_run)
         check_target(policy, write=False)
     if args.show_bucket_policy:
         from .transfer.lifecycle import show_bucket_policy
@@ -126,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _backup(policy: Policy, *, dry_run: bool = False) -> int:
-    from .manifest import catalog_path, default_run_dir
-    from .plan import PlanOptions, make_plan
+    from .backup.plan import PlanOptions, make_plan
+    from .runs.catalog import catalog_path
+    from .runs.layout import default_run_dir
     from .scan import ScanSettings
 
     now = datetime.now(timezone.utc)
@@ -141,11 +143,13 @@ def _backup(policy: Policy, *, dry_run: bool = False) -> int:
 
         print("\n".join(backup_dry_run(policy, summary).lines(with_plan=False)))
         return ExitCode.OK
-    return _submit(summary.run_dir, Executor.LOCAL, wait=True)
+    from .backup.run import submit_backup_run
+
+    return submit_backup_run(summary.run_dir, Executor.LOCAL, wait=True)
 
 
 def _restore(policy: Policy, directories: Sequence[str], *, dry_run: bool = False) -> int:
-    from .localexec import fs3g_argv
+    from .runs.executor import fs3g_argv
     from .restore.run import run_restore
     from .restore.select import RestoreRequest, default_restore_dir, prepare_restore
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .manifest import ensure_private_dir
+from .runs.layout import ensure_private_dir
 
 FILE_MODE = 0o600
 

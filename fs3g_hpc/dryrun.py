@@ -22,7 +22,7 @@ from .estimate import (Estimate, PlanFigures, Tally, default_region, estimate, p
                        restore_cost, restore_gets, tally, upload_requests)
 from .model.records import Entry, read_records
 from .model.sizes import format_size
-from .plan import PlanSummary
+from .backup.plan import PlanSummary
 
 if TYPE_CHECKING:
     from .restore.select import RestoreRequest
@@ -136,9 +136,9 @@ def preview_restore(policy: Policy, request: RestoreRequest) -> RestoreDryRun:
     import shutil
     import tempfile
 
-    from .manifest import ensure_private_dir, lab_dir
     from .restore.select import prepare_restore
     from .restore.stage import preview_stage
+    from .runs.layout import ensure_private_dir, lab_dir
 
     scratch = Path(tempfile.mkdtemp(prefix=".restore-dry-run-", dir=ensure_private_dir(lab_dir(policy))))
     try:

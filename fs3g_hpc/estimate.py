@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from .config import ARCHIVED_CLASSES, Policy, Prices, StorageClass, load_prices
 from .model.entries import KEY_CLASS, EntryClass, classify
@@ -261,23 +261,18 @@ def plan_figures(run_dir: Path, policy: Policy, prices: Prices | None, scope: st
                  wanted: tuple[bytes, ...] = ()) -> PlanFigures:
     """Tally a plan's shards (streamed: one record at a time) and, for an incremental plan, the catalog for what is
     stored. `wanted`: only entries at or below these absolute paths (matched at component boundaries)."""
-    from .manifest import RunLayout, catalog_path, read_json
-
-    def selected(entries: Iterable[Entry]) -> Iterator[Entry]:
-        for e in entries:
-            path = e.path
-            if not wanted or any(path == w or path.startswith(w.rstrip(b"/") + b"/") for w in wanted):
-                yield e
+    from .runs.catalog import catalog_path, read_catalog, under_paths
+    from .runs.files import PlanHeader
+    from .runs.layout import RunLayout, read_json
 
     layout = RunLayout(run_dir)
-    header = read_json(layout.plan_file)
-    entries = (e for s in header["shards"] for e in read_records(layout.shards_dir / s["file"]))
-    upload = tally(selected(entries), policy, prices)
-    catalog = catalog_path(policy)
-    if header.get("full", True) or not catalog.is_file():
+    header = PlanHeader.from_json(read_json(layout.plan_file), layout.plan_file)
+    entries = (e for s in header.shards for e in read_records(layout.shards_dir / s.file))
+    upload = tally(under_paths(entries, wanted), policy, prices)
+    if header.details.get("full", True) or not catalog_path(policy).is_file():
         stored = upload
     else:  # an incremental plan sends the changes; the bucket holds the catalog's files
-        stored = tally(selected(read_records(catalog)), policy, prices)
+        stored = tally(read_catalog(policy, wanted), policy, prices)
         scope += "; storage and restore from the catalog"
     if wanted:
         scope += f"; under {', '.join(os.fsdecode(w) for w in wanted)}"

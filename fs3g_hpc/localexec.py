@@ -13,16 +13,14 @@ this process waits up to STOP_GRACE_S for them (a second signal, or the grace ru
 journals still hold every file finished). Should this process die without that (kill -9), the kernel sends each shard
 SIGTERM (PR_SET_PDEATHSIG), so none is left uploading.
 
-Progress: a line across all shards (fs3g_hpc/progress.py RunProgress) from the shards' small counters files.
+Progress: a line across all shards (fs3g_hpc/runs/progress.py RunProgress) from the shards' small counters files.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 from .signals import StopOnSignals
 
 if TYPE_CHECKING:
-    from .progress import RunProgress
+    from .runs.progress import RunProgress
     from .slurm.local import Fs3gLocalExecutor
 
 log = logging.getLogger(__name__)
@@ -99,30 +97,6 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
         progress.tick([], finished, force=True)
         progress.close()
     return merge()
-
-
-def run_with_progress(run_dir: Path, shards: list[dict], fs3g: Sequence[str], *, shard_command: str,
-                      merge: Callable[[], T], label: str, resume: str, interrupted: T) -> T:
-    """A run's shards as local processes (one per core at most) with a progress line across them, then `merge`;
-    stopped by a signal, one line saying how to `resume`, and `interrupted`."""
-    from .manifest import ShardedLayout
-    from .progress import RunProgress
-
-    def on_interrupt(outcome: Interrupted) -> T:
-        killed = f", {len(outcome.killed)} killed after {STOP_GRACE_S:.0f} s" if outcome.killed else ""
-        print(f"{label} stopped by {outcome.signal_name}: {len(outcome.stopped)} running shards stopped{killed}, "
-              f"{outcome.never_started} not started, no merge; to resume: {resume}", file=sys.stderr)
-        return interrupted
-
-    progress = RunProgress(label, ShardedLayout(run_dir), shards, sys.stderr)
-    return run_locally(run_dir, len(shards), fs3g, max(1, len(os.sched_getaffinity(0))),
-                       shard_command=shard_command, merge=merge, on_interrupt=on_interrupt, progress=progress)
-
-
-def fs3g_argv() -> list[str]:
-    """How jobs and local shard processes call this same fs3g: this interpreter (a venv on the shared filesystem)
-    with -m."""
-    return [sys.executable, "-m", "fs3g_hpc"]
 
 
 def _stop(running: list[tuple[int, subprocess.Popen]], signals: StopOnSignals, grace_s: float,

@@ -4,22 +4,25 @@ Per shard: pending (nothing written yet), running (journal growing), done, faile
 its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done (a hard-linked file's bytes once, as
 the plan counts them), rate, ETA.
 
-A run's state is a typed value (BackupRunStatus, RestoreRunStatus) with `lines()` for people and `to_json()` for
-`--json`. Reads only. Memory: one shard's journal at a time, plus one small record per shard.
+A run's state is a typed value (BackupRunStatus, RestoreRunStatus, CompareRunStatus) with `lines()` for people and
+`to_json()` for `--json`, read through runs/ (its layout, RunLayout.detect for the kind, the typed files). Reads
+only. Memory: one shard's journal at a time, plus one small record per shard.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from .manifest import RunLayout, journal_file, read_done_records, read_json, shard_result_file
 from .model.records import EntryKind, read_records
 from .model.sizes import format_duration, format_size
+from .runs.files import CompareHeader, PlanHeader, RestoreHeader
+from .runs.journal import read_done_records
+from .runs.layout import RunKind, RunLayout, journal_file, read_json
+from .runs.report import read_header, read_shard_result
 
 
 @dataclass(frozen=True)
@@ -38,19 +41,19 @@ class ShardStatusLine:
 def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None
                  ) -> list[ShardStatusLine]:
     layout = RunLayout(run_dir)
-    header = read_json(layout.plan_file)
+    header = read_header(layout)
+    assert isinstance(header, PlanHeader)
     from_slurm: dict[int, str] = {}
-    submitted = run_dir / "jobs" / "submitted.json"
-    if slurm_states is not None and submitted.exists():
-        from_slurm = slurm_states(read_json(submitted)["arrays"])
+    if slurm_states is not None and layout.submitted_file.exists():
+        from_slurm = slurm_states(read_json(layout.submitted_file)["arrays"])
     lines = []
-    for summary in header["shards"]:
-        index = summary["index"]
-        result = shard_result_file(layout, index)
+    for summary in header.shards:
+        index = summary.index
+        result = read_shard_result(layout, index)
         journal = journal_file(layout, index)
         done = read_done_records(journal)
-        if result.exists():
-            state = json.loads(result.read_text())["status"]
+        if result is not None:
+            state = result.status.value
         elif journal.exists():
             state = "running"
         else:
@@ -58,9 +61,9 @@ def shard_states(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, st
         slurm = from_slurm.get(index)
         if slurm and slurm not in ("COMPLETED", "RUNNING", "PENDING") and state != "done":
             state = slurm.lower()
-        lines.append(ShardStatusLine(index, state, len(done), summary["files"],
-                                     _done_bytes(done, layout.shards_dir / summary["file"]
-                                                 if summary.get("hardlinked_files") else None), summary["bytes"]))
+        lines.append(ShardStatusLine(index, state, len(done), summary.files,
+                                     _done_bytes(done, layout.shards_dir / summary.file
+                                                 if summary.hardlinked_files else None), summary.bytes))
     return lines
 
 
@@ -215,23 +218,75 @@ class RestoreRunStatus:
                 "report": self.report}
 
 
-RunStatus = Union[BackupRunStatus, RestoreRunStatus]
+@dataclass(frozen=True)
+class CompareRunStatus:
+    """A compare whose hash checks run as jobs: what the join found, its hash-check shards, its report."""
+
+    run_dir: Path
+    discrepancies: int  # found by the join, before any file was read
+    to_hash: dict  # files, bytes
+    shards: list[ShardStatusLine]
+    report: dict | None
+
+    kind = "compare"
+
+    @property
+    def shard_states(self) -> dict[str, int]:
+        return _counts([s.state for s in self.shards])
+
+    @property
+    def phase(self) -> str:
+        """hashing (the shards' reads), or merged."""
+        return "merged" if self.report is not None else "hashing"
+
+    def lines(self) -> list[str]:
+        out = [f"{self.run_dir}: compare, {self.discrepancies:,} discrepancies found without reading files; "
+               f"{self.to_hash['files']:,} files {format_size(self.to_hash['bytes'])} to hash",
+               "  shards: " + ", ".join(f"{k} {v}" for k, v in self.shard_states.items())]
+        if self.report is not None:
+            out.append("  merged: " + ("no differences" if self.report.get("ok") else "differences found"))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_dir": str(self.run_dir), "phase": self.phase,
+                "discrepancies": self.discrepancies, "to_hash": self.to_hash, "shard_states": self.shard_states,
+                "shards": [s.to_json() for s in self.shards], "report": self.report}
+
+
+RunStatus = Union[BackupRunStatus, RestoreRunStatus, CompareRunStatus]
 
 
 def restore_status(run_dir: Path) -> RestoreRunStatus:
-    header = read_json(run_dir / "restore.json")
+    layout = RunLayout(run_dir, RunKind.RESTORE)
+    header = read_header(layout)
+    assert isinstance(header, RestoreHeader)
     shards = []
-    for shard in header["shards"]:
-        data = _read_optional(run_dir / "results" / f"shard-{shard['index']:06d}.json")
-        if data is not None:
-            shards.append(RestoreShardStatus(shard["index"], data["status"], shard["files"],
-                                             data["restored"] + data["already_present"]))
+    for shard in header.shards:
+        result = read_shard_result(layout, shard.index)
+        if result is not None:
+            shards.append(RestoreShardStatus(shard.index, result.status.value, shard.files,
+                                             result.count("restored") + result.count("already_present")))
         else:
-            shards.append(RestoreShardStatus(shard["index"], "pending", shard["files"], 0))
-    return RestoreRunStatus(run_dir, header["planned"], header["destination"],
+            shards.append(RestoreShardStatus(shard.index, "pending", shard.files, 0))
+    return RestoreRunStatus(run_dir, header.details["planned"], header.destination,
                             _read_optional(run_dir / "stage" / "state.json"),
-                            _read_optional(run_dir / "jobs" / "chain.json") or {}, shards,
-                            _read_optional(run_dir / "report.json"))
+                            _read_optional(layout.jobs_dir / "chain.json") or {}, shards,
+                            _read_optional(layout.report_file))
+
+
+def compare_status(run_dir: Path) -> CompareRunStatus:
+    layout = RunLayout(run_dir, RunKind.COMPARE)
+    header = read_header(layout)
+    assert isinstance(header, CompareHeader)
+    shards = []
+    for shard in header.shards:
+        result = read_shard_result(layout, shard.index)
+        done = result is not None and result.status.value == "done"
+        shards.append(ShardStatusLine(shard.index, "pending" if result is None else result.status.value,
+                                      shard.files if done else 0, shard.files,
+                                      shard.bytes if done else 0, shard.bytes))
+    return CompareRunStatus(run_dir, int(header.summary.get("discrepancies", 0)), header.to_hash.to_json(), shards,
+                            _read_optional(layout.report_file))
 
 
 def backup_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None
@@ -250,13 +305,17 @@ def backup_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, s
         rate = bytes_done / elapsed
         if rate > 0 and bytes_done < total:
             eta = (total - bytes_done) / rate
-    return BackupRunStatus(run_dir, lines, rate, eta, _read_optional(run_dir / "jobs" / "submitted.json"),
-                           _read_optional(run_dir / "report.json"))
+    return BackupRunStatus(run_dir, lines, rate, eta, _read_optional(layout.submitted_file),
+                           _read_optional(layout.report_file))
 
 
 def run_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]] | None = None) -> RunStatus:
-    if (run_dir / "restore.json").is_file():
+    """Where the run in `run_dir` stands, whatever its kind (a directory without a header: a backup, as before)."""
+    layout = RunLayout.detect(run_dir)
+    if layout is not None and layout.kind is RunKind.RESTORE:
         return restore_status(run_dir)
+    if layout is not None and layout.kind is RunKind.COMPARE:
+        return compare_status(run_dir)
     return backup_status(run_dir, slurm_states)
 
 
@@ -275,7 +334,7 @@ def retry_rounds(run_dir: Path) -> list[Path]:
     while True:
         report = _read_optional(rounds[-1] / "report.json")
         nxt = (report or {}).get("retry", {}).get("run_dir")
-        if not nxt or Path(nxt) in rounds or not (Path(nxt) / "plan.json").is_file():
+        if not nxt or Path(nxt) in rounds or not RunLayout(Path(nxt)).plan_file.is_file():
             return rounds
         rounds.append(Path(nxt))
 
@@ -296,7 +355,12 @@ class CommandOutcome:
                 "status": self.runs[0].to_json(), "retries": [r.to_json() for r in self.runs[1:]]}
 
 
+def is_run_dir(path: Path) -> bool:
+    """A run directory of any kind (it holds plan.json, restore.json or compare.json)."""
+    return RunLayout.detect(path) is not None
+
+
 def runs_of_lab(lab_dir: Path) -> list[Path]:
     if not lab_dir.is_dir():
         return []
-    return sorted(p for p in lab_dir.iterdir() if (p / "plan.json").is_file() or (p / "restore.json").is_file())
+    return sorted(p for p in lab_dir.iterdir() if is_run_dir(p))

@@ -20,7 +20,7 @@ from fs3g_hpc.compare import (Against, Category, CompareSummary, Discrepancy, In
 from fs3g_hpc.compare.join import join
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.errors import UsageError
-from fs3g_hpc.manifest import catalog_path
+from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.model.entries import EntryClass
 from fs3g_hpc.model.keys import KeyClass
 from fs3g_hpc.model.records import Entry, EntryKind, by_key, read_records, write_records

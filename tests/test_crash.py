@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.plan import PlanOptions, make_plan
+from fs3g_hpc.backup.plan import PlanOptions, make_plan
 from fs3g_hpc.scan import ScanSettings
 
 

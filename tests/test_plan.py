@@ -17,10 +17,12 @@ import pytest
 from conftest import vanishing_scandir
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.manifest import RunLayout, catalog_path, update_catalog
+from fs3g_hpc.backup.catalog import update_catalog
+from fs3g_hpc.runs.catalog import catalog_path
+from fs3g_hpc.runs.layout import RunLayout
 from fs3g_hpc.model.entries import EntryClass, classify
 from fs3g_hpc.model.records import Entry, EntryKind, read_records
-from fs3g_hpc.plan import Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes
+from fs3g_hpc.backup.plan import Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes
 from fs3g_hpc.scan import ScanSettings
 
 NOBODY = 65534

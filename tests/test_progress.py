@@ -16,8 +16,8 @@ import pytest
 
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.localexec import Interrupted, run_locally
-from fs3g_hpc.manifest import ShardedLayout
-from fs3g_hpc.progress import (Counters, RunProgress, ShardProgress, eta_s, format_line,
+from fs3g_hpc.runs.layout import RunLayout
+from fs3g_hpc.runs.progress import (Counters, RunProgress, ShardProgress, eta_s, format_line,
                                log_interval_s, progress_file, read_progress, throughput, timing_fields, timing_line)
 
 
@@ -54,7 +54,7 @@ def test_throughput_and_timing_line():
 
 
 def test_shard_progress_writes_its_counters_file_and_a_rewritten_terminal_line(tmp_path):
-    layout = ShardedLayout(tmp_path)
+    layout = RunLayout(tmp_path)
     layout.results_dir.mkdir()
     done = {"files": 0}
     out = io.StringIO()
@@ -74,7 +74,7 @@ def test_shard_progress_writes_its_counters_file_and_a_rewritten_terminal_line(t
 
 
 def test_run_progress_reads_running_shards_and_finished_ones_once(tmp_path):
-    layout = ShardedLayout(tmp_path)
+    layout = RunLayout(tmp_path)
     layout.results_dir.mkdir()
     shards = [{"index": i, "files": 10, "bytes": 1000} for i in range(3)]
 
@@ -100,7 +100,7 @@ def test_run_progress_reads_running_shards_and_finished_ones_once(tmp_path):
 
 
 def test_timing_fields_span_from_the_start_and_over_the_shards(tmp_path):
-    layout = ShardedLayout(tmp_path)
+    layout = RunLayout(tmp_path)
     layout.results_dir.mkdir()
     for index, (start, end) in enumerate([(1000.0, 1010.0), (1005.0, 1020.0)]):
         progress_file(layout, index).write_text(json.dumps({"files_done": 1, "bytes_done": 1, "started": start,
@@ -166,7 +166,7 @@ def test_shards_get_sigterm_when_their_parent_is_killed_outright(tmp_path):
 
 
 def test_run_progress_on_a_terminal_rewrites_one_line_and_clears_it(tmp_path):
-    layout = ShardedLayout(tmp_path)
+    layout = RunLayout(tmp_path)
     layout.results_dir.mkdir()
     out = io.StringIO()
     progress = RunProgress("compare", layout, [{"index": 0, "files": 2, "bytes": 0}], out, tty=True)

@@ -15,7 +15,7 @@ import botocore.exceptions
 import pytest
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.manifest import catalog_path
+from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.model.records import read_records
 from fs3g_hpc.model.treehash import tree_hash
 from fs3g_hpc.restore.destination import Destination

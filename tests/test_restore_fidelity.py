@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.manifest import catalog_path
+from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.model.objectmeta import format_ns, parse_ns
 from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.restore.destination import SPARSE_BLOCK_BYTES, pwrite_sparse

@@ -7,8 +7,9 @@ import re
 import textwrap
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.manifest import RunLayout, ShardJournal, ensure_private_dir, journal_file
-from fs3g_hpc.plan import PlanOptions, make_plan
+from fs3g_hpc.runs.journal import ShardJournal
+from fs3g_hpc.runs.layout import RunLayout, ensure_private_dir, journal_file
+from fs3g_hpc.backup.plan import PlanOptions, make_plan
 from fs3g_hpc.scan import ScanSettings
 from fs3g_hpc.status import describe
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.manifest import catalog_path
+from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.slurm.jobs import array_chunks
 

@@ -147,7 +147,7 @@ def test_retryable_kinds():
 def test_submit_of_a_plan_and_fasts3plusglacier_backup_check_the_bucket_first(moto_bucket, tmp_path):
     """`fs3g submit RUN_DIR` and `fasts3plusglacier --backup` to a missing bucket: one line, exit 2, no shard ran."""
     from fs3g_hpc.config import load_policy
-    from fs3g_hpc.plan import PlanOptions, make_plan
+    from fs3g_hpc.backup.plan import PlanOptions, make_plan
     from fs3g_hpc.scan import ScanSettings
 
     absent = f"{moto_bucket.name}-absent"

@@ -18,7 +18,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from fs3g_hpc.config import load_policy
-from fs3g_hpc.manifest import RunLayout, shard_result_file
+from fs3g_hpc.runs.layout import RunLayout, shard_result_file
 from fs3g_hpc.model.checksums import composite_crc32, crc32_b64
 from fs3g_hpc.model.keys import KeyClass, decode_path, object_key, parse_key, pathmap_key
 from fs3g_hpc.model.objectmeta import parse_ns
@@ -26,9 +26,9 @@ from fs3g_hpc.model.records import read_records
 from fs3g_hpc.model.s3limits import S3_MAX_OBJECT_BYTES, S3_MAX_PART_BYTES, ObjectTooLarge, part_size_for
 from fs3g_hpc.model.sizes import MIB
 from fs3g_hpc.model.treehash import tree_hash_reference
-from fs3g_hpc.plan import PlanOptions, make_plan
+from fs3g_hpc.backup.plan import PlanOptions, make_plan
 from fs3g_hpc.scan import ScanSettings
-from fs3g_hpc.shard import run_shard
+from fs3g_hpc.backup.task import run_shard
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
 
 PREFIX = "labs/uptest"
@@ -413,8 +413,8 @@ def test_file_whose_parts_exceed_the_memory_budget_is_reported_not_buffered(buck
 def test_merge_verifies_against_the_bucket_and_writes_the_catalog(bucket, tmp_path):
     """Two shards, one never run: the merge fails its files by name; after the rerun all verify, exit 0, and the
     next plan finds nothing to do. A journaled object missing from the bucket is caught too."""
-    from fs3g_hpc.manifest import catalog_path
-    from fs3g_hpc.merge import merge_run
+    from fs3g_hpc.runs.catalog import catalog_path
+    from fs3g_hpc.backup.merge import merge_run
 
     root = tmp_path / "data"
     for d in range(4):

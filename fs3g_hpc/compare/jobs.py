@@ -29,17 +29,17 @@ from typing import Any, Callable, Sequence, TextIO
 from .. import __version__
 from ..config import Policy, policy_from_snapshot, policy_to_dict
 from ..errors import UsageError
-from ..manifest import (SequentialShardCutter, ShardedLayout, default_run_dir, ensure_private_dir, make_private_dir,
-                        read_json, write_json_atomic)
 from ..model.entries import EntryClass, classify
 from ..model.records import Entry, read_records
-from ..progress import Counters, ShardProgress, progress_file
+from ..runs.layout import RunLayout, default_run_dir, ensure_private_dir, make_private_dir, read_json, write_json_atomic
+from ..runs.progress import Counters, ShardProgress, progress_file
+from ..runs.shards import SequentialShardCutter
 from ..scan import ScanSettings
 from .checks import Category, Discrepancy, NotComparable, local_tree_hash
 from .join import compare_tree
 
 
-class CompareLayout(ShardedLayout):
+class CompareLayout(RunLayout):
     """A compare run whose hash checks run as jobs."""
 
     @property

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ..config import Policy
 from ..errors import UsageError
-from ..manifest import catalog_path, catalog_target_mismatch, lab_dir
+from ..runs.catalog import catalog_path, catalog_target_mismatch
+from ..runs.layout import lab_dir
 from ..model.catalog import UnreadablePaths, checked_order
 from ..model.entries import ENTRY_CLASS, EntryClass, classify
 from ..model.keys import LONG_DIR, PATHMAP_MAX_BYTES, encode_path, object_key, parse_key, pathmap_key

@@ -12,10 +12,10 @@ from typing import Callable, TextIO
 
 from .. import __version__
 from ..config import policy_from_snapshot
-from ..manifest import read_json, write_json_atomic
+from ..runs.layout import read_json, write_json_atomic
 from ..model.entries import EntryClass, classify
 from ..model.records import read_records
-from ..progress import timing_fields, timing_line
+from ..runs.progress import timing_fields, timing_line
 from .checks import Category, CompareSummary, Discrepancy
 from .jobs import CompareLayout, private_file
 

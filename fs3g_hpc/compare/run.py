@@ -15,7 +15,7 @@ from typing import Sequence, TextIO
 
 from ..config import Policy
 from ..errors import Fs3gError, UsageError
-from ..manifest import read_json
+from ..runs.layout import read_json
 from ..model.sizes import format_size
 from ..scan import ScanSettings
 from .checks import CompareSummary

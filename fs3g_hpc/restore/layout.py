@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Policy, policy_from_snapshot
-from ..manifest import ShardedLayout, failures_file, journal_file, read_json, shard_result_file
+from ..runs.layout import RunLayout, failures_file, journal_file, read_json, shard_result_file
 from ..transfer.client import ClientSettings, make_s3_client
 
 LIST_THREADS = 16
 
 
-class RestoreLayout(ShardedLayout):
+class RestoreLayout(RunLayout):
     """A restore run."""
 
     @property

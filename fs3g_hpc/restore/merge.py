@@ -13,10 +13,11 @@ from typing import Any
 
 from .. import __version__
 from ..errors import UsageError
-from ..manifest import read_json, write_json_atomic
+from ..runs.layout import read_json, write_json_atomic
 from ..model.records import display_path, read_records
 from ..model.sizes import format_size
-from ..progress import timing_fields, timing_line
+from ..runs.progress import timing_fields, timing_line
+from ..runs.report import describe_failures
 from .destination import Destination, restore_directory
 from .layout import RestoreLayout, load_header
 from .paths import Refused, Selection
@@ -158,27 +159,13 @@ def merge_restore(run_dir: Path) -> RestoreReport:
     return report
 
 
-def describe_failures(run_dir: Path, limit: int = 10) -> list[str]:
-    path = run_dir / "failures.jsonl"
-    lines: list[str] = []
-    if path.exists():
-        with open(path, encoding="ascii") as f:
-            for i, line in enumerate(f):
-                if i >= limit:
-                    lines.append("  ...")
-                    break
-                item = json.loads(line)
-                lines.append(f"  {display_path(os.fsencode(item['path']))}: {item['outcome']}: {item['reason']}")
-    return lines
-
-
 def merge_and_report(run_dir: Path) -> RestoreReport:
     """The merge with its report printed (what `fs3g restore-merge` and a local restore's last step show): the
     report's lines, then, when something is missing, the first failures and how to finish."""
     report = merge_restore(run_dir)
     print("\n".join(report.lines()))
     if not report.ok:
-        print("\n".join(describe_failures(report.run_dir)))
+        print("\n".join(describe_failures(report.run_dir, more=True)))
         print("  to finish: fix what is listed, then run the same `fs3g restore` again: it skips files already "
               "restored and verified")
     return report

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import Fs3gError, UsageError
-from ..manifest import ensure_private_dir, read_json, write_json_atomic
+from ..runs.layout import ensure_private_dir, read_json, write_json_atomic
 from .layout import RestoreLayout, load_header
 from .merge import merge_and_report
 from .stage import StageReport, StageVerdict, stage
@@ -71,7 +71,8 @@ def run_restore(run_dir: Path, *, slurm: bool, wait: bool, fs3g: Sequence[str],
             print(f"follow with: fs3g status {run_dir}   (or squeue -n fs3g-{policy.lab.name}-restore-poll)")
             return RunVerdict.COMPLETE
         return follow_restore(run_dir)
-    from ..localexec import FORWARDED, run_with_progress
+    from ..localexec import FORWARDED
+    from ..runs.executor import run_here
     from ..signals import StopOnSignals
 
     with StopOnSignals(tuple(FORWARDED)) as signals:  # a signal ends the wait between polls, not just the process
@@ -88,9 +89,9 @@ def run_restore(run_dir: Path, *, slurm: bool, wait: bool, fs3g: Sequence[str],
               f"{run_dir} --executor none until it says ready, then fs3g restore-shard {run_dir} --shard N for each "
               f"shard and fs3g restore-merge {run_dir}; or the same fs3g restore again", file=sys.stderr)
         return RunVerdict.INTERRUPTED
-    return run_with_progress(run_dir, header["shards"], fs3g, shard_command="restore-shard",
-                             merge=functools.partial(merged_verdict, run_dir), label="restore",
-                             resume=_RESUME.format(run_dir=run_dir), interrupted=RunVerdict.INTERRUPTED)
+    return run_here(run_dir, header["shards"], fs3g, shard_command="restore-shard",
+                    merge=functools.partial(merged_verdict, run_dir), label="restore",
+                    resume=_RESUME.format(run_dir=run_dir), interrupted=RunVerdict.INTERRUPTED)
 
 
 def merged_verdict(run_dir: Path) -> RunVerdict:

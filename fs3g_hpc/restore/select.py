@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterator
 from .. import __version__
 from ..config import Policy, RestoreTier, StorageClass, policy_to_dict
 from ..errors import UsageError
-from ..manifest import SequentialShardCutter, catalog_path, catalog_target_mismatch, default_run_dir, make_private_dir, \
-    write_json_atomic
+from ..runs.catalog import catalog_path, catalog_target_mismatch
+from ..runs.layout import default_run_dir, make_private_dir, write_json_atomic
+from ..runs.shards import SequentialShardCutter
 from ..model.keys import LONG_DIR, PATHMAP_MAX_BYTES, KeyClass, object_key, parse_key, pathmap_key
 from ..model.records import (Entry, EntryKind, RunSpiller, display_path, group_hard_links, hard_link_sort_key,
                              read_records, sorted_stream, write_records)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass
-from ..manifest import ensure_private_dir, read_json, write_json_atomic
+from ..runs.layout import ensure_private_dir, read_json, write_json_atomic
 from ..model.keys import LONG_DIR, KeyClass, object_key
 from ..model.records import Entry, EntryKind, group_hard_links, hard_link_identity, read_records
 from ..transfer.downloader import RequestOutcome, list_with_restore_status, request_restore

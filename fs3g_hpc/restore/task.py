@@ -23,13 +23,13 @@ from typing import Any, Callable, Iterable
 
 from ..config import ARCHIVED_CLASSES, Policy
 from ..errors import Fs3gError, UsageError
-from ..manifest import ensure_private_dir, read_json, write_json_atomic
+from ..runs.layout import ensure_private_dir, read_json, write_json_atomic
 from ..model.keys import KeyClass, object_key
 from ..model.objectmeta import TREEHASH_KEY
 from ..model.records import Entry, EntryKind, display_path, read_records
 from ..model.s3limits import part_size_for
 from ..model.treehash import LEAF_BYTES, TreeHasher
-from ..progress import Counters, ShardProgress, progress_file
+from ..runs.progress import Counters, ShardProgress, progress_file
 from ..signals import StopOnSignals
 from ..transfer.downloader import DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole
 from ..transfer.objects import ObjectAccessError, head_object, object_tag

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 import botocore.exceptions
 
 from ..config import Policy, StorageClass
-from ..manifest import OpenUpload, ShardJournal
+from ..runs.journal import OpenUpload, ShardJournal
 from ..model.checksums import composite_crc32, crc32_b64
 from ..model.keys import KeyClass, ObjectKey, object_key, pathmap_key
 from ..model.objectmeta import TREEHASH_KEY, object_metadata

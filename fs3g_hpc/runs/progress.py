@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TextIO
 
-from .errors import UsageError
-from .manifest import FILE_MODE, ShardedLayout
-from .model.sizes import format_duration, format_size
+from ..errors import UsageError
+from ..model.sizes import format_duration, format_size
+from .layout import FILE_MODE, RunLayout
 
 PROGRESS_FILE_INTERVAL_S = 1.0
 TTY_INTERVAL_S = 0.5
@@ -98,7 +98,7 @@ def throughput(files: int, size_bytes: int, elapsed_s: float | None) -> dict:
     return {"files_per_s": round(files / elapsed_s, 3), "bytes_per_s": round(size_bytes / elapsed_s, 1)}
 
 
-def timing_fields(layout: ShardedLayout, shard_count: int, started_iso: str | None, files: int,
+def timing_fields(layout: RunLayout, shard_count: int, started_iso: str | None, files: int,
                   size_bytes: int, now: float | None = None) -> dict:
     """What a merge adds to report.json: elapsed_s from the run's start (plan, prepare) to now, shard_phase_s from
     the first shard task's start to the last one's last update (their counters files), and throughput over both."""
@@ -139,7 +139,7 @@ def timing_line(data: Mapping) -> str:
             f"{format_duration(data.get('shard_phase_s'))}){speed}")
 
 
-def progress_file(layout: ShardedLayout, shard: int) -> Path:
+def progress_file(layout: RunLayout, shard: int) -> Path:
     return layout.result_file(shard, ".progress.json")
 
 
@@ -243,7 +243,7 @@ class RunProgress:
     `tick(running, finished)` is cheap to call often: it does nothing until the display is due, then reads the
     counters files of the running shards and, once, of each newly finished one."""
 
-    def __init__(self, label: str, layout: ShardedLayout, shards: Sequence[Mapping], stream: TextIO, *,
+    def __init__(self, label: str, layout: RunLayout, shards: Sequence[Mapping], stream: TextIO, *,
                  log_interval: float | None = None, tty: bool | None = None):
         self.label = label
         self.layout = layout

@@ -22,19 +22,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from . import __version__
-from .config import Policy, policy_from_snapshot
-from .manifest import (DoneRecord, RunLayout, catalog_path, catalog_target_mismatch, failures_file, journal_file,
-                       make_private_dir, record_catalog_target,
-                       read_done_records, read_json, read_open_uploads, shard_result_file, write_catalog,
-                       write_json_atomic)
-from .model.keys import LONG_DIR
-from .model.records import Entry, EntryKind, RecordWriter, display_path, read_records, write_records
-from .model.sizes import format_size
-from .progress import timing_fields, timing_line
+from .. import __version__
+from ..config import Policy
+from ..model.keys import LONG_DIR
+from ..model.records import Entry, EntryKind, RecordWriter, read_records, write_records
+from ..model.sizes import format_size
+from ..runs.catalog import catalog_path, catalog_target_mismatch, record_catalog_target
+from ..runs.files import FailureLine, PlanHeader, Report
+from ..runs.journal import DoneRecord, read_done_records, read_open_uploads
+from ..runs.layout import RunLayout, journal_file, make_private_dir, read_json, write_json_atomic
+from ..runs.progress import timing_fields, timing_line
+from ..runs.report import shard_failures, shard_state
+from .catalog import write_catalog
 
 if TYPE_CHECKING:
-    from .transfer.lister import ListedObject
+    from ..transfer.lister import ListedObject
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +78,9 @@ class MergeReport:
         ]
 
 
-def _shard_state(layout: RunLayout, index: int) -> str:
-    path = shard_result_file(layout, index)
-    if not path.exists():
-        return "never reported"
-    return str(json.loads(path.read_text()).get("status", "unknown"))
-
-
 def _failure_reasons(layout: RunLayout, index: int) -> dict[bytes, tuple[str, bool]]:
     """Each failed path's reason and whether a retry may mend it (files written before that field: yes)."""
-    reasons: dict[bytes, tuple[str, bool]] = {}
-    path = failures_file(layout, index)
-    if path.exists():
-        for line in path.read_text(encoding="ascii").splitlines():
-            item = json.loads(line)
-            reasons[os.fsencode(item["path"])] = (f"{item['outcome']}: {item['detail']}", item.get("retryable", True))
-    return reasons
+    return {item.path: (item.text(), item.retryable) for item in shard_failures(layout, index)}
 
 
 def _directory(key: str) -> str:
@@ -100,8 +89,9 @@ def _directory(key: str) -> str:
 
 def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = None) -> MergeReport:
     layout = RunLayout(run_dir)
-    header = read_json(layout.plan_file)
-    policy = policy_from_snapshot(header["policy"], f"{layout.plan_file}: policy")
+    plan = PlanHeader.from_json(read_json(layout.plan_file), layout.plan_file)
+    header = plan.to_json()
+    policy = plan.policy_snapshot(layout.plan_file)
     clients: list[Any] = []
 
     def client() -> Any:
@@ -110,7 +100,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
             if client_factory is not None:
                 clients.append(client_factory(policy))
             else:
-                from .transfer.client import ClientSettings, make_s3_client
+                from ..transfer.client import ClientSettings, make_s3_client
 
                 clients.append(make_s3_client(ClientSettings.from_policy(policy)))
         return clients[0]
@@ -121,26 +111,25 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     retryable = Count()
     states: dict[str, int] = defaultdict(int)
     verified_entries: list[Path] = []
-    fail_path = layout.run_dir / "failures.jsonl"
+    fail_path = layout.failures_file
     fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fail_out, ThreadPoolExecutor(LIST_THREADS) as pool, \
-                RecordWriter(failed_file(layout)) as failed_records:
+                RecordWriter(layout.failed_file) as failed_records:
             def fail(entry: Entry, shard: int, reason: str, may_mend: bool = True) -> None:
                 failed.add(entry.size_bytes)
                 if may_mend:
                     retryable.add(entry.size_bytes)
                 failed_records.write(entry)  # what a retry plan is cut from
-                fail_out.write(json.dumps({"path": os.fsdecode(entry.path), "shard": shard, "reason": reason,
-                                           "retryable": may_mend}) + "\n")
+                fail_out.write(json.dumps(FailureLine(entry.path, reason, None, may_mend, shard).to_json()) + "\n")
 
             for summary in header["shards"]:
                 index = summary["index"]
-                state = _shard_state(layout, index)
+                state = shard_state(layout, index)
                 states[state] += 1
                 done = read_done_records(journal_file(layout, index))
                 if state != "done":  # no rerun of this shard will resume them: a retry is a new run
-                    from .transfer.lister import abort_upload
+                    from ..transfer.lister import abort_upload
 
                     for upload in read_open_uploads(journal_file(layout, index)).values():
                         abort_upload(client(), bucket, upload.key, upload.upload_id)
@@ -198,16 +187,16 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         "failed_retryable": vars(retryable),
         "failures_file": fail_path.name,
         "shard_states": dict(states),
-        "shards": [{"index": s["index"], "state": _shard_state(layout, s["index"])} for s in header["shards"]],
+        "shards": [{"index": s["index"], "state": shard_state(layout, s["index"])} for s in header["shards"]],
         "catalog": {"path": str(catalog), "entries": entries},
         "retry_round": header.get("retry_round", 0),
         "retry_rounds": policy.retry_rounds,
         # Elapsed from the plan's start (its scan included) to now; throughput of what this run verified.
         **timing_fields(layout, len(header["shards"]), header.get("created"), verified.files, verified.bytes),
     }
-    write_json_atomic(layout.run_dir / "report.json", data)
+    write_json_atomic(layout.report_file, Report.from_json(data, layout.report_file).to_json())
     report = MergeReport(layout.run_dir, data)
-    text_fd = os.open(layout.run_dir / "summary.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    text_fd = os.open(layout.summary_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(text_fd, "w", encoding="utf-8") as f:
         f.write("\n".join(report.lines()) + "\n")
     if failed.files:
@@ -250,10 +239,6 @@ def _with_directories(entries: Iterator[Entry], layout: RunLayout) -> Iterator[E
         yield from read_records(layout.directories_file)
 
 
-def failed_file(layout: RunLayout) -> Path:
-    return layout.run_dir / "failed.rec"
-
-
 def may_retry(report: MergeReport) -> bool:
     """A retry round is due when rounds are left and some failure is of a kind a retry can mend (see
     transfer.target.FailureKind); a run whose failures are all permanent (access denied, vanished...) gets none."""
@@ -279,8 +264,8 @@ def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:
 def _list_keys(client_of: Callable[[], Any], bucket: str, keys: Iterator[str],
                pool: ThreadPoolExecutor) -> dict[str, ListedObject]:
     """What the bucket holds for `keys`: each directory listed once, in parallel; hashed long keys by HEAD."""
-    from .transfer.lister import list_directory
-    from .transfer.objects import head_listed
+    from ..transfer.lister import list_directory
+    from ..transfer.objects import head_listed
 
     client = client_of()
     directories: set[str] = set()
@@ -308,16 +293,3 @@ def _spill(work: Path, index: int, entries: list[Entry]) -> Path:
 def _stream(paths: list[Path]) -> Iterator[Entry]:
     for path in paths:
         yield from read_records(path)
-
-
-def describe_failures(run_dir: Path, limit: int = 10) -> list[str]:
-    path = run_dir / "failures.jsonl"
-    lines = []
-    if path.exists():
-        with open(path, encoding="ascii") as f:
-            for i, line in enumerate(f):
-                if i >= limit:
-                    break
-                item = json.loads(line)
-                lines.append(f"  {display_path(os.fsencode(item['path']))}: {item['reason']}")
-    return lines

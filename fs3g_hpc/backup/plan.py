@@ -1,4 +1,4 @@
-"""The planner: scan -> diff against the catalog -> shards -> manifest. No S3, no Slurm.
+"""The planner: scan -> diff against the catalog -> shards -> plan.json (runs/files.PlanHeader). No S3, no Slurm.
 
 Everything streams. The scan leaves sorted runs on disk; they merge into one stream sorted by path, which is
 merge-joined with the catalog (sorted the same way). Planned entries go to a spill file while totals are counted;
@@ -24,16 +24,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import __version__
-from .config import Policy, policy_to_dict
-from .errors import UsageError
-from .manifest import PLAN_FORMAT_VERSION, RunLayout, catalog_target_mismatch, make_private_dir, write_json_atomic
-from .model.catalog import CatalogError, UnreadablePaths, checked_order
-from .model.entries import EntryClass
-from .model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
-                            read_records, sorted_stream, write_records)
-from .model.sizes import GIB, KIB, MIB, TIB, format_size
-from .scan import IssueKind, ScanSettings, check_roots, scan
+from .. import __version__
+from ..config import Policy, policy_to_dict
+from ..errors import UsageError
+from ..model.catalog import CatalogError, UnreadablePaths, checked_order
+from ..model.entries import EntryClass
+from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
+                             read_records, sorted_stream, write_records)
+from ..model.sizes import GIB, KIB, MIB, TIB, format_size
+from ..runs.catalog import catalog_target_mismatch
+from ..runs.files import PlanHeader
+from ..runs.layout import RunLayout, make_private_dir, read_json, write_json_atomic
+from ..scan import IssueKind, ScanSettings, check_roots, scan
+
+PLAN_FORMAT_VERSION = 1
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +299,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     else:
         planned = RecordWriter(work / "planned.rec")
         sink = planned.write
-    unreachable = UnreadablePaths(
-        i.path for i in result.issues() if i.kind is IssueKind.UNREADABLE)
+    unreachable = UnreadablePaths(i.path for i in result.issues() if i.kind is IssueKind.UNREADABLE)
     planned_count = planned_bytes = kept_unreadable = 0
     try:
         with RecordWriter(layout.deleted_file) as deleted, RecordWriter(layout.directories_file) as dir_records:
@@ -485,12 +488,10 @@ def _copy_issues(sources: Iterable[Path], target: Path) -> int:
 
 def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = None) -> PlanSummary:
     """A run of exactly what `parent`'s merge failed: `parent/retry-N`, cut into shards like any plan."""
-    from .config import policy_from_snapshot
-    from .manifest import read_json
-
     now = now or datetime.now(timezone.utc)
-    parent_header = read_json(RunLayout(parent).plan_file)
-    policy = policy_from_snapshot(parent_header["policy"], f"{RunLayout(parent).plan_file}: policy")
+    parent_file = RunLayout(parent).plan_file
+    parent_header = read_json(parent_file)
+    policy = PlanHeader.from_json(parent_header, parent_file).policy_snapshot(parent_file)
     round_ = parent_header.get("retry_round", 0) + 1
     root_run = Path(parent_header.get("retry_of") or parent)
     layout = RunLayout(make_private_dir(parent / f"retry-{round_}"))
