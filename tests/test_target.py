@@ -105,7 +105,7 @@ def test_dead_endpoint_is_one_line_exit_2(command, tmp_path):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     config = write_policy(tmp_path, "fs3g-any", endpoint)
     started = time.monotonic()
-    proc = run(tmp_path, command, config)
+    proc = run(tmp_path, command, config, {**os.environ, "AWS_ACCESS_KEY_ID": "fs3g", "AWS_SECRET_ACCESS_KEY": "fs3g"})
     assert_one_line_exit_2(proc, f"endpoint {endpoint} unreachable", "s3.endpoint_url")
     assert time.monotonic() - started < 60  # the preflight's short retry budget, not the uploader's
     if command == "backup":
