@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 
 from fs3g_hpc import __version__, cli
 
 
-def fs3g(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=60, **kw)
-
+fs3g = functools.partial(helpers.fs3g, timeout=60)
 
 def test_version():
     proc = fs3g("--version")

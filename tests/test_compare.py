@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import helpers
 import pytest
 
 from fs3g_hpc.compare import (Against, Category, CompareSummary, Discrepancy, InOrder, JsonReport, NotComparable,
@@ -38,22 +37,12 @@ def entry(path: bytes, size: int = 1, mtime: int = 1, kind: EntryKind = EntryKin
 
 def write_policy(tmp: Path, root: Path, *, bucket_name: str = "unused-bucket", endpoint: str = "http://127.0.0.1:9",
                  exclude: tuple[str, ...] = (), storage: str = "small_file_threshold_bytes: 128KiB") -> Path:
-    path = tmp / "lab.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: cmp}}
-        roots: [{root}]
-        exclude: [{', '.join(json.dumps(p) for p in exclude)}]
-        s3: {{bucket: {bucket_name}, prefix: labs/cmp, endpoint_url: {endpoint}}}
-        run_root: {tmp / 'runs'}
-        storage: {{{storage}}}
-        uploader: {{buffer_size_bytes: 5MiB, large_buffers: 2}}
-        """))
-    return path
-
+    return helpers.write_policy(tmp, root, bucket_name, name="cmp", file="lab.yaml", endpoint_url=endpoint,
+                                prefix="labs/cmp", exclude=exclude, storage=storage,
+                                uploader="buffer_size_bytes: 5MiB, large_buffers: 2")
 
 def fs3g(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, timeout=timeout)
-
+    return helpers.fs3g(*args, timeout=timeout, text=False)  # bytes: the reports hold raw path bytes
 
 # --- pure parts ------------------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers import read_report
 from test_compare import compare, fs3g, make_tree, modify, write_policy
 
 
@@ -45,7 +46,7 @@ def test_hash_checks_as_a_job_array_find_what_the_in_process_compare_finds(execu
     run = shared_tmp / "runs" / "cmp-jobs"
     header = json.loads((run / "compare.json").read_text())
     assert header["shard_count"] >= 3
-    report = json.loads((run / "report.json").read_text())
+    report = read_report(run)
     assert report["discrepancies"] == len(in_process) and not report["ok"]
     assert report["hashed_files"] == header["to_hash"]["files"] > 5
     # Elapsed from the coordinator's join to the merge, and the reading's throughput over it.

@@ -9,17 +9,13 @@ import textwrap
 from pathlib import Path
 
 from conftest import REPO
+from helpers import fs3g
 from test_restore import assert_same_tree, make_tree
 
 
 def compat(*args: str, cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fs3g_hpc.compat", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
-
-
-def fs3g(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
 
 
 def compat_env(bucket, tmp: Path, **extra: str) -> dict:

@@ -9,7 +9,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from test_restore import backup, fs3g, make_tree, write_policy
+from helpers import fs3g, read_report
+from test_restore import backup, make_tree, write_policy
 
 
 def listing(b) -> dict[str, tuple[str, object]]:
@@ -56,7 +57,7 @@ def test_backup_dry_run_uploads_nothing_submits_nothing_and_keeps_a_plan_submit_
     planned = json.loads((run / "plan.json").read_text())["planned"]["files"]
     proc = fs3g("submit", str(run), "--executor", "local", "--wait")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads((run / "report.json").read_text())
+    report = read_report(run)
     assert report["verified"]["files"] == planned == 14
     before = listing(seaweed_bucket)
     assert len(before) == 14  # one object per entry

@@ -3,15 +3,15 @@ moto (which stores lifecycle rules) and SeaweedFS (which refuses rules with tran
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import botocore.stub
+import helpers
 import pytest
+
 
 from fs3g_hpc import cli
 from fs3g_hpc.config import load_policy
@@ -21,28 +21,17 @@ from fs3g_hpc.lifecycle import (ABORT_INCOMPLETE_UPLOAD_DAYS, RULE_NAMES, desire
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
 from fs3g_hpc.transfer.lifecycle import apply_bucket_policy, get_rules, put_rules, show_bucket_policy
 
+fs3g = functools.partial(helpers.fs3g, timeout=120)
+
 
 def write_policy(tmp: Path, name: str, bucket_name: str, endpoint_url: str, *, prefix: str | None = None,
                  archive: str = "GLACIER", days: int = 1) -> Path:
-    path = tmp / f"{name}.yaml"
-    prefix_line = "" if prefix is None else f", prefix: {prefix}"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: {name}}}
-        roots: [{tmp / 'data'}]
-        s3: {{bucket: {bucket_name}, endpoint_url: {endpoint_url}{prefix_line}}}
-        run_root: {tmp / 'runs'}
-        storage: {{archive_storage_class: {archive}, lifecycle_days: {days}}}
-        """))
     (tmp / "data").mkdir(exist_ok=True)
-    return path
-
+    return helpers.write_policy(tmp, tmp / "data", bucket_name, name=name, endpoint_url=endpoint_url, prefix=prefix,
+                                storage=f"archive_storage_class: {archive}, lifecycle_days: {days}")
 
 def policy_for(tmp: Path, name: str = "genomics", **kwargs: Any):
     return load_policy(write_policy(tmp, name, "some-bucket", "http://127.0.0.1:9", **kwargs), environ={})
-
-
-def fs3g(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=120)
 
 
 FOREIGN = {"ID": "site-expire-scratch", "Filter": {"Prefix": "scratch/"}, "Status": "Enabled",

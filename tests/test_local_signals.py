@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+
+import helpers
+from helpers import SMALL_SLURM, fs3g, read_report
 
 from fs3g_hpc.localexec import STOP_GRACE_S
 
@@ -21,38 +23,17 @@ TESTS = Path(__file__).resolve().parent
 
 
 def make_tree(root: Path, dirs: int, per_dir: int) -> int:
-    for d in range(dirs):
-        (root / f"proj{d:02d}").mkdir(parents=True)
-        for f in range(per_dir):
-            (root / f"proj{d:02d}" / f"f{f:04d}.dat").write_bytes(os.urandom(100 + (f * 37) % 2000))
-    return dirs * per_dir
-
+    return helpers.make_tree(root, dirs, per_dir, min_size=100)
 
 def write_policy(tmp: Path, name: str, root: Path, bucket, max_files: int, workers: int) -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: {name}}}
-        roots: [{root}]
-        s3: {{bucket: {bucket.name}, prefix: labs/{name}, endpoint_url: {bucket.endpoint_url}}}
-        run_root: {tmp / 'runs'}
-        shards: {{max_files: {max_files}}}
-        uploader: {{small_workers: {workers}}}
-        restore: {{download_workers: {workers}}}
-        slurm: {{time_limit: "10", cpus_per_task: 1, mem_bytes: 3GiB, array_parallelism: 16}}
-        memory_budget_bytes: 2GiB
-        """))
-    return path
-
+    return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards=f"max_files: {max_files}",
+                                uploader=f"small_workers: {workers}", restore=f"download_workers: {workers}",
+                                slurm=SMALL_SLURM, memory_budget_bytes="2GiB")
 
 def slow_env(tmp: Path, delay_s: float, **extra: str) -> dict[str, str]:
     """Every object PUT and GET of the shard processes waits `delay_s` (tests/upload_hooks.py slow)."""
     return {**os.environ, "FS3G_BOTOCORE_HOOK": "upload_hooks:slow", "FS3G_TEST_SLOW_S": str(delay_s),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), **extra}
-
-
-def fs3g(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
 
 
 def children_of(pid: int) -> set[int]:
@@ -145,7 +126,7 @@ def test_signal_stops_a_local_backup_and_every_shard_and_submit_resumes(seaweed_
 
     rerun = fs3g("submit", str(run_dir), "--executor", "local")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    report = json.loads((run_dir / "report.json").read_text())
+    report = read_report(run_dir)
     assert (report["verified"]["files"], report["failed"]["files"]) == (files, 0)
     resumed = [json.loads(p.read_text()) for p in (run_dir / "results").glob("shard-??????.json")]
     assert sum(r["already_done"] for r in resumed) == len(journaled)
@@ -186,7 +167,7 @@ def test_sigterm_stops_a_local_restore_and_its_shards_which_then_resume(seaweed_
         assert step.returncode == 0, step.stdout + step.stderr
     merged = fs3g("restore-merge", str(run_dir))
     assert merged.returncode == 0, merged.stdout + merged.stderr
-    report = json.loads((run_dir / "report.json").read_text())
+    report = read_report(run_dir)
     assert report["restored"]["files"] + report["already_present"] == files
     assert report["elapsed_s"] >= report["shard_phase_s"] > 0  # from the selection; the shards of the last rerun
     assert report["throughput"]["bytes_per_s"] == pytest.approx(report["restored"]["bytes"] / report["elapsed_s"],
@@ -213,7 +194,7 @@ def test_a_local_backup_logs_progress_and_reports_elapsed_and_throughput(seaweed
     # Each shard logs its own line too.
     assert "shard 0: 20/20 files" in (run_dir / "logs" / "shard-local-0.out").read_text()
 
-    report = json.loads((run_dir / "report.json").read_text())
+    report = read_report(run_dir)
     verified = report["verified"]
     assert verified["files"] == files
     # 40 files over 2 shards of 2 workers at >= 0.1 s per PUT: at least a second of shards.

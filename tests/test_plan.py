@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+import helpers
 from conftest import vanishing_scandir
 
 from fs3g_hpc.config import load_policy
@@ -24,6 +24,8 @@ from fs3g_hpc.model.entries import EntryClass, classify
 from fs3g_hpc.model.records import Entry, EntryKind, read_records
 from fs3g_hpc.backup.plan import Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes
 from fs3g_hpc.scan import ScanSettings
+
+fs3g = functools.partial(helpers.fs3g, timeout=300)
 
 NOBODY = 65534
 
@@ -147,26 +149,13 @@ def build_tree(root: Path) -> dict[bytes, EntryKind]:
 
 def write_policy(tmp: Path, root: Path, **shards) -> Path:
     bounds = {"max_files": 300, "max_bytes": "2MiB", **shards}
-    path = tmp / "lab.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: plantest}}
-        roots: [{root}]
-        exclude: ["*.tmp"]
-        s3: {{bucket: fs3g-plan-test}}
-        run_root: {tmp / 'runs'}
-        shards: {{max_files: {bounds['max_files']}, max_bytes: {bounds['max_bytes']}}}
-        """))
-    return path
-
+    return helpers.write_policy(tmp, root, "fs3g-plan-test", name="plantest", file="lab.yaml", exclude=["*.tmp"],
+                                shards=f"max_files: {bounds['max_files']}, max_bytes: {bounds['max_bytes']}")
 
 def shard_entries(run_dir: Path) -> list[list[Entry]]:
     layout = RunLayout(run_dir)
     header = json.loads(layout.plan_file.read_text())
     return [list(read_records(layout.shards_dir / s["file"])) for s in header["shards"]]
-
-
-def fs3g(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,15 +20,12 @@ from fs3g_hpc.model.treehash import tree_hash
 from fs3g_hpc.restore.destination import Destination
 from fs3g_hpc.restore.paths import Refused, Selection, unsafe_reason
 
+import helpers
 from conftest import REPO
+from helpers import SMALL_SLURM, fs3g, read_report
 
 MIB = 1024 * 1024
 T0 = 1_600_000_000_123_456_789  # mtimes with nanoseconds, to see them come back exactly
-
-
-def fs3g(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def make_tree(root: Path, *, newline_names: bool) -> None:
@@ -88,19 +84,9 @@ def assert_same_tree(src: Path, dst: Path) -> int:
 
 
 def write_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: {name}}}
-        roots: [{root}]
-        s3: {{bucket: {bucket.name}, prefix: labs/{name}, endpoint_url: {bucket.endpoint_url}}}
-        run_root: {tmp / 'runs'}
-        shards: {{max_files: 6}}
-        uploader: {{buffer_size_bytes: 5MiB, large_buffers: 4}}
-        slurm: {{time_limit: "10", cpus_per_task: 1, mem_bytes: 3GiB, array_parallelism: 16}}
-        memory_budget_bytes: 2GiB
-        """) + textwrap.dedent(extra))
-    return path
-
+    return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards="max_files: 6",
+                                uploader="buffer_size_bytes: 5MiB, large_buffers: 4", slurm=SMALL_SLURM,
+                                memory_budget_bytes="2GiB", extra=textwrap.dedent(extra))
 
 def backup(policy: Path) -> None:
     proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
@@ -164,7 +150,7 @@ def test_local_restore_round_trip_then_skip_then_overwrite(bucket, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     count = assert_same_tree(root, dest)
     run = max((tmp_path / "runs" / "rst").glob("restore-*"))
-    report = json.loads((run / "report.json").read_text())
+    report = read_report(run)
     assert report["restored"]["files"] == count == report["planned"]["files"]
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     # A task run again (a requeue) skips what its journal recorded.
@@ -174,7 +160,7 @@ def test_local_restore_round_trip_then_skip_then_overwrite(bucket, tmp_path):
     # The same restore again: nothing downloaded, everything found in place.
     proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    again = json.loads((max((tmp_path / "runs" / "rst").glob("restore-*")) / "report.json").read_text())
+    again = read_report(max((tmp_path / "runs" / "rst").glob("restore-*")))
     assert again["restored"]["files"] == 0 and again["already_present"] == count
 
     # A changed file is not overwritten without --overwrite; it is named; the others stay restored.
@@ -233,7 +219,7 @@ def test_crafted_keys_from_the_bucket_are_refused_and_nothing_is_written_outside
     run = max((tmp_path / "runs" / "craft").glob("restore-*"))
     refused = [json.loads(line) for line in (run / "refused.jsonl").read_text().splitlines()]
     assert len(refused) == 4, refused
-    assert json.loads((run / "report.json").read_text())["refused"] == 4
+    assert read_report(run)["refused"] == 4
     assert (dest / "ok" / "fine.txt").read_bytes() == data
     written = sorted(str(p.relative_to(arena)) for p in arena.rglob("*"))
     assert written == ["dest", "dest/ok", "dest/ok/fine.txt"]
@@ -311,7 +297,7 @@ def test_deep_archive_restore_through_slurm_polls_with_begin_until_ready(slurm_c
         _, name, submitted, eligible, state = rows[job]
         assert name == "fs3g-glac-restore-poll" and state == "COMPLETED"
         assert eligible > submitted, rows[job]
-    report = json.loads((run / "report.json").read_text())
+    report = read_report(run)
     assert report["stage"]["requested"] == 2 and report["stage"]["polls"] == 3
     # Served after the restore.
     assert moto_bucket.client.get_object(Bucket=moto_bucket.name, Key=large[0]["Key"])["ContentLength"] > 0

@@ -20,7 +20,8 @@ from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.restore.destination import SPARSE_BLOCK_BYTES, pwrite_sparse
 from fs3g_hpc.status import shard_states
 
-from test_restore import fs3g, write_policy
+from helpers import fs3g, read_report
+from test_restore import write_policy
 
 MIB = 1024 * 1024
 EPOCH_0 = 0  # `touch -d @0`
@@ -191,7 +192,7 @@ def test_round_trip_keeps_times_hard_links_directories_and_holes(seaweed_bucket,
     assert sum(s.bytes_done for s in lines) == sum(s.bytes for s in lines) == plan["planned"]["bytes"]
     unique = 300 * 1024 + len(data["small"]) + 64 * MIB + sum(len(data[k]) for k in ("epoch", "old", "inner"))
     assert plan["planned"]["bytes"] == unique
-    report = json.loads((run / "report.json").read_text())
+    report = read_report(run)
     assert report["verified"]["bytes"] == report["planned"]["bytes"] == unique
     proc = fs3g("status", str(run))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -210,7 +211,7 @@ def test_round_trip_keeps_times_hard_links_directories_and_holes(seaweed_bucket,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check_restored(root, dest, data)
     restore_run = max((tmp_path / "runs" / "fid").glob("restore-*"))
-    rreport = json.loads((restore_run / "report.json").read_text())
+    rreport = read_report(restore_run)
     assert rreport["restored"]["linked"] == 3  # two more links of big.bin, one of small
     assert rreport["restored"]["bytes"] == unique
     assert rreport["directories"] == {"planned": 7, "restored": 7, "failed": 0}
@@ -219,7 +220,7 @@ def test_round_trip_keeps_times_hard_links_directories_and_holes(seaweed_bucket,
     # The same restore again: everything in place, the epoch file included (it used to be refused).
     proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    again = json.loads((max((tmp_path / "runs" / "fid").glob("restore-*")) / "report.json").read_text())
+    again = read_report(max((tmp_path / "runs" / "fid").glob("restore-*")))
     assert again["restored"]["files"] == 0 and again["already_present"] == rreport["planned"]["files"]
     check_restored(root, dest, data, atimes=False)
 

@@ -3,14 +3,15 @@ restores with --at."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from datetime import datetime
 
+import helpers
 import pytest
 
 from fs3g_hpc.schedule import Schedule, ScheduleError, replace_block, scrontab_lines
@@ -62,9 +63,7 @@ def test_scrontab_block_is_replaced_and_removed_keeping_other_lines():
 
 # -- on the cluster ---------------------------------------------------------------------------------------------------
 
-def fs3g(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=300)
-
+fs3g = functools.partial(helpers.fs3g, timeout=300)
 
 def finished_links(name: str, since_job: int) -> list[tuple[str, str]]:
     """Links of this chain (job ids from `since_job` on: earlier runs of the test used the same name) that ended."""

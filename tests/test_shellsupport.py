@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import subprocess
-import sys
 
+import helpers
 import pytest
 
 from fs3g_hpc.cli import build_parser
 
 
-def fs3g(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=60)
-
+fs3g = functools.partial(helpers.fs3g, timeout=60)
 
 def subcommands(parser: argparse.ArgumentParser, prefix: str = "fs3g") -> list[str]:
     """Every command line that selects a subcommand: `fs3g backup`, `fs3g policy show`, ..."""

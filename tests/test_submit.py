@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
+
+import helpers
+from helpers import SMALL_SLURM, fs3g, make_tree
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.runs.catalog import catalog_path
@@ -16,30 +18,9 @@ from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.slurm.jobs import array_chunks
 
 
-def make_tree(root: Path, dirs: int, per_dir: int) -> int:
-    for d in range(dirs):
-        (root / f"proj{d:02d}").mkdir(parents=True)
-        for f in range(per_dir):
-            (root / f"proj{d:02d}" / f"f{f:04d}.dat").write_bytes(os.urandom((f * 37) % 2000))
-    return dirs * per_dir
-
-
 def write_policy(tmp: Path, name: str, root: Path, bucket, max_files: int) -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: {name}}}
-        roots: [{root}]
-        s3: {{bucket: {bucket.name}, prefix: labs/{name}, endpoint_url: {bucket.endpoint_url}}}
-        run_root: {tmp / 'runs'}
-        shards: {{max_files: {max_files}}}
-        slurm: {{time_limit: "10", cpus_per_task: 1, mem_bytes: 3GiB, array_parallelism: 16}}
-        memory_budget_bytes: 2GiB
-        """))
-    return path
-
-
-def fs3g(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=timeout)
+    return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards=f"max_files: {max_files}",
+                                slurm=SMALL_SLURM, memory_budget_bytes="2GiB")
 
 
 def plan_dir(tmp: Path, policy: Path, name: str) -> Path:

@@ -11,10 +11,10 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 
 from fs3g_hpc.transfer.target import FailureKind, PROBE_DIR, check_target
@@ -25,15 +25,8 @@ def write_policy(tmp: Path, bucket_name: str, endpoint_url: str) -> Path:
     root.mkdir(exist_ok=True)
     for i in range(5):
         (root / f"f{i}.dat").write_bytes(os.urandom(50 + i))
-    path = tmp / "lab.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: tgt}}
-        roots: [{root}]
-        s3: {{bucket: {bucket_name}, prefix: labs/tgt, endpoint_url: {endpoint_url}}}
-        run_root: {tmp / 'runs'}
-        """))
-    return path
-
+    return helpers.write_policy(tmp, root, bucket_name, name="tgt", file="lab.yaml", endpoint_url=endpoint_url,
+                                prefix="labs/tgt")
 
 COMMANDS = {
     "backup": ["backup", "--executor", "local", "--wait"],
@@ -48,8 +41,7 @@ def run(tmp: Path, command: str, config: Path, env: dict[str, str] | None = None
     argv = COMMANDS[command]
     args = [*argv[:2], "--config", str(config), *argv[2:]] if command.startswith("policy") else \
         [argv[0], "--config", str(config), *argv[1:]]
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc", *args], capture_output=True, text=True, timeout=120,
-                          cwd=tmp, env=env)
+    return helpers.fs3g(*args, timeout=120, cwd=tmp, env=env)
 
 
 def assert_one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> None:

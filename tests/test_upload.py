@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from botocore.awsrequest import AWSResponse
 
@@ -37,16 +38,8 @@ PREFIX = "labs/uptest"
 def write_policy(tmp: Path, root: Path, bucket, **extra: str) -> Path:
     storage = extra.pop("storage", "")
     uploader = extra.pop("uploader", "buffer_size_bytes: 5MiB, large_buffers: 3")
-    path = tmp / "lab.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        lab: {{name: uptest}}
-        roots: [{root}]
-        s3: {{bucket: {bucket.name}, prefix: {PREFIX}, endpoint_url: {bucket.endpoint_url}}}
-        run_root: {tmp / 'runs'}
-        uploader: {{{uploader}, max_attempts: 10}}
-        """) + (f"storage: {{{storage}}}\n" if storage else ""))
-    return path
-
+    return helpers.write_policy(tmp, root, bucket, name="uptest", file="lab.yaml", prefix=PREFIX,
+                                uploader=f"{uploader}, max_attempts: 10", **({"storage": storage} if storage else {}))
 
 def plan(tmp: Path, policy_file: Path, name: str = "run") -> Path:
     policy = load_policy(policy_file, environ={})
