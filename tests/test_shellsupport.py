@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fs3g_hpc.cli import build_parser
+from fs3g_hpc.cli.parser import build_parser
 
 
 def fs3g(*args: str) -> subprocess.CompletedProcess:
