@@ -69,8 +69,8 @@ OURS = ("fs3g", "fs3g-shard")
 PREFIX = "bench"
 SMALL_THRESHOLD = 128 * 1024  # the policy default (storage.small_file_threshold_bytes): which key class a file gets
 
-# What `fs3g restore` does before it starts the shard processes (cli.cmd_restore, then restore/run.py's stage loop),
-# run untimed to prepare the run directory that fs3g-shard times.
+# What `fs3g restore` does before it starts the shard processes (cli.handlers.cmd_restore, then restore/run.py's stage
+# loop), run untimed to prepare the run directory that fs3g-shard times.
 PREPARE = """\
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Errors carrying the context a user needs; exit codes are decided in cli.py only."""
+"""Errors carrying the context a user needs; exit codes are decided in cli/ only (cli/exitcodes.py)."""
 
 from __future__ import annotations
 

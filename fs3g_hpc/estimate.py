@@ -1,4 +1,5 @@
-"""`fs3g estimate`: what a backup and its storage cost, from a plan, before the first byte moves. Pure: no S3, no Slurm.
+"""`fs3g estimate`: what a backup and its storage cost, from a plan, before the first byte moves. Pure: no S3, no Slurm
+(estimate_for, the command's whole route, may scan the roots into a scratch plan first).
 
 Inputs: the entries of a plan (every planned file, streamed from its shards) and the policy (classes, part size,
 lifecycle), and a dated price table (`configs/pricing.yaml`, per region). Outputs, in the table's currency:
@@ -277,3 +278,33 @@ def plan_figures(run_dir: Path, policy: Policy, prices: Prices | None, scope: st
     if wanted:
         scope += f"; under {', '.join(os.fsdecode(w) for w in wanted)}"
     return PlanFigures(upload, stored, scope)
+
+
+def estimate_for(policy: Policy, prices: Prices, paths: Iterable[str] = (),
+                 run_dir: Path | None = None) -> tuple[PlanFigures, Estimate]:
+    """`fs3g estimate`: the figures of the plan in `run_dir`, or (None) of a fresh scan of the policy's roots (a full
+    plan into a private scratch directory under the lab's run directory, removed afterwards), and their estimate.
+    `paths`: only files under these."""
+    import shutil
+    import tempfile
+
+    from .backup.plan import PlanOptions, make_plan
+    from .runs.layout import ensure_private_dir, lab_dir
+    from .scan import ScanSettings
+
+    wanted = tuple(os.fsencode(os.path.normpath(os.path.abspath(p))) for p in paths)
+    scratch = None
+    try:
+        if run_dir is not None:
+            scope = f"plan {run_dir}"
+        else:  # a fresh scan: a full plan into a private scratch directory, removed afterwards
+            scratch = Path(tempfile.mkdtemp(prefix=".estimate-", dir=ensure_private_dir(lab_dir(policy))))
+            run_dir = scratch / "plan"
+            make_plan(policy, run_dir, PlanOptions(full=True, catalog=None, scan=ScanSettings(
+                workers=len(os.sched_getaffinity(0))), max_array_size=1001, max_array_size_source="estimate"))
+            scope = f"a fresh scan of {', '.join(policy.roots)}"
+        figures = plan_figures(run_dir, policy, prices, scope, wanted)
+        return figures, estimate(figures.upload, figures.stored, policy, prices)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,8 +1,8 @@
 """`fs3g completion bash|zsh` and `fs3g manpage`: generated from the argparse parser, so they never drift from it.
 
 Completion scripts come from shtab, the man page (roff, section 1) from argparse-manpage; both are small pure-Python
-dependencies. Options that take a file or directory are marked from their metavars here, so that the parser in cli.py
-needs no completion-specific code. Pure: prints text, writes nothing.
+dependencies. Options that take a file or directory are marked from their metavars here, so that the parser in
+cli/parser.py needs no completion-specific code. Pure: prints text, writes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Shell(Enum):
     ZSH = "zsh"
 
 
-# Metavars of arguments that name files or directories (cli.build_parser's), and what to complete for them.
+# Metavars of arguments that name files or directories (cli.parser.build_parser's), and what to complete for them.
 _FILE_METAVARS = ("LAB.yaml", "FILE", "PATH")
 _DIR_METAVARS = ("DIR", "RUN_DIR", "PLAN")
 

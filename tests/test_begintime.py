@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from fs3g_hpc.cli import checked_begin_time
+from fs3g_hpc.cli.handlers import checked_begin_time
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.model.begintime import is_begin_time
 from fs3g_hpc.slurm.commands import begin_time_accepted

@@ -60,7 +60,7 @@ def test_internal_error_is_one_line_exit_3(monkeypatch, capsys, tmp_path):
     def boom(args):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cli, "cmd_validate", boom)
+    monkeypatch.setattr(cli.handlers, "cmd_validate", boom)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     assert cli.main(["validate", "x.yaml"]) == 3
     lines = capsys.readouterr().err.strip().splitlines()

@@ -14,7 +14,7 @@ from test_restore import assert_same_tree, make_tree
 
 
 def compat(*args: str, cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fs3g_hpc.compat", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "fs3g_hpc.cli.compat", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
 
 

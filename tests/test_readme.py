@@ -83,7 +83,7 @@ def _option_defaults() -> dict[str, set]:
     """Every long option of every subcommand -> the defaults it has (the same name may recur)."""
     import argparse
 
-    from fs3g_hpc.cli import build_parser
+    from fs3g_hpc.cli.parser import build_parser
 
     out: dict[str, set] = {}
 

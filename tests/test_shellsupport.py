@@ -10,7 +10,7 @@ import subprocess
 import helpers
 import pytest
 
-from fs3g_hpc.cli import build_parser
+from fs3g_hpc.cli.parser import build_parser
 
 
 fs3g = functools.partial(helpers.fs3g, timeout=60)

@@ -152,7 +152,7 @@ def test_submit_of_a_plan_and_fasts3plusglacier_backup_check_the_bucket_first(mo
     assert_no_backup_ran(tmp_path, proc)
 
     env = {**os.environ, "AWS_ENDPOINT_URL": moto_bucket.endpoint_url, "FS3G_RUN_ROOT": str(tmp_path / "compat")}
-    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc.compat", "--bucketname", absent, "--backup",
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc.cli.compat", "--bucketname", absent, "--backup",
                            str(tmp_path / "data")], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert_one_line_exit_2(proc, f"bucket '{absent}' does not exist at {moto_bucket.endpoint_url}")
     assert not list((tmp_path / "compat").rglob("shard-local-*")) and not list((tmp_path / "compat").rglob("retry-*"))

@@ -6,7 +6,8 @@ rounds it submits, and the merge's own retry decision. The CLI's backup handlers
     merge_and_retry   `fs3g merge`: verify, report, and when failures may mend and rounds are left, a retry round on
                       the retry executor (recorded in report.json's `retry`)
 
-Exit codes (RunVerdict, cli.ExitCode's values): 0 everything verified, 1 some files not backed up, 130 stopped.
+Exit codes (RunVerdict, cli.exitcodes.ExitCode's values): 0 everything verified, 1 some files not backed up,
+130 stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .plan import PlanOptions, PlanSummary, make_plan, make_retry_plan
 
 
 class RunVerdict(IntEnum):
-    """How a backup command ended; the values are the process exit codes (cli.ExitCode)."""
+    """How a backup command ended; the values are the process exit codes (cli.exitcodes.ExitCode)."""
 
     OK = 0
     DIFFERENCES = 1

@@ -27,11 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .cli import ExitCode, _Parser, _positive, check_target, restore_exit_code, run_parser
-from .runs.executor import Executor
-from .config import Policy, policy_from_snapshot
-from .errors import UsageError
-from .model.sizes import MIB
+from ..config import Policy, policy_from_snapshot
+from ..errors import UsageError
+from ..model.sizes import MIB
+from ..runs.executor import Executor
+from .exitcodes import ExitCode, restore_exit_code
+from .handlers import check_target
+from .main import run_parser
+from .parser import Parser, positive
 
 # The original's sizes: 128 KiB splits small from large, each large-file buffer is 40 MB.
 SMALL_FILE_THRESHOLD_BYTES = 128 * 1024
@@ -70,14 +73,14 @@ def build_policy(args: argparse.Namespace, directories: Sequence[str]) -> Policy
 
 
 def _positive_count(text: str) -> int:
-    value = _positive(text)
+    value = positive(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fasts3plusglacier", description="Research Computing S3/Glacier backups (fs3g-hpc's "
+    parser = Parser(prog="fasts3plusglacier", description="Research Computing S3/Glacier backups (fs3g-hpc's "
                                                            "compatible command)")
     parser.add_argument("directories", nargs="*", help="dirs to scan (default: the current directory)")
     mode = parser.add_mutually_exclusive_group()
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show_bucket_policy or args.restore or not args.backup:  # --backup: after its plan (submit_backup_run)
         check_target(policy, write=False)
     if args.show_bucket_policy:
-        from .transfer.lifecycle import show_bucket_policy
+        from ..transfer.lifecycle import show_bucket_policy
 
         text, _differs = show_bucket_policy(policy)
         print(text)
@@ -127,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _backup(policy: Policy, *, dry_run: bool = False) -> int:
-    from .backup.plan import PlanOptions, make_plan
-    from .runs.catalog import catalog_path
-    from .runs.layout import default_run_dir
-    from .scan import ScanSettings
+    from ..backup.plan import PlanOptions, make_plan
+    from ..runs.catalog import catalog_path
+    from ..runs.layout import default_run_dir
+    from ..scan import ScanSettings
 
     now = datetime.now(timezone.utc)
     cpus = max(1, len(os.sched_getaffinity(0)))
@@ -139,24 +142,24 @@ def _backup(policy: Policy, *, dry_run: bool = False) -> int:
         max_array_size_source="local executor"), now)
     print("\n".join(summary.lines()))
     if dry_run:
-        from .dryrun import backup_dry_run
+        from ..dryrun import backup_dry_run
 
         print("\n".join(backup_dry_run(policy, summary).lines(with_plan=False)))
         return ExitCode.OK
-    from .backup.run import submit_backup_run
+    from ..backup.run import submit_backup_run
 
     return submit_backup_run(summary.run_dir, Executor.LOCAL, wait=True)
 
 
 def _restore(policy: Policy, directories: Sequence[str], *, dry_run: bool = False) -> int:
-    from .runs.executor import fs3g_argv
-    from .restore.run import run_restore
-    from .restore.select import RestoreRequest, default_restore_dir, prepare_restore
+    from ..runs.executor import fs3g_argv
+    from ..restore.run import run_restore
+    from ..restore.select import RestoreRequest, default_restore_dir, prepare_restore
 
     request = RestoreRequest(tuple(str(Path(d).absolute()) for d in directories), Path("glacierrestore").absolute(),
                              policy.restore.tier, policy.restore.days, wait=False)
     if dry_run:
-        from .dryrun import preview_restore
+        from ..dryrun import preview_restore
 
         print("\n".join(preview_restore(policy, request).lines()))
         return ExitCode.OK
@@ -167,7 +170,7 @@ def _restore(policy: Policy, directories: Sequence[str], *, dry_run: bool = Fals
 
 
 def _compare(policy: Policy, check_sha256: bool) -> int:
-    from .compare import TextReport, compare_tree
+    from ..compare import TextReport, compare_tree
 
     report = TextReport(sys.stdout)
     summary = compare_tree(policy, policy.roots, check_sha256=check_sha256, against_bucket=True, out=report)

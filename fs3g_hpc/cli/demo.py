@@ -4,6 +4,7 @@ environment of the processes it starts."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import json
@@ -15,10 +16,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .errors import Fs3gError, UsageError
+from ..config import Policy, load_policy
+from ..errors import Fs3gError, UsageError
+from ..runs.executor import Executor
 
 MIB = 1024 * 1024
 
@@ -95,3 +99,45 @@ def write_demo_policy(path: Path, root: Path, run_root: Path, endpoint: str, buc
 
 def json_quote(text: str) -> str:
     return json.dumps(text)  # a YAML flow scalar that holds any path
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..backup.plan import PlanOptions, make_plan
+    from ..backup.run import cluster_max_array_size, submit_backup_run
+    from ..runs.catalog import catalog_path
+    from ..scan import ScanSettings
+    from ..transfer.client import ClientSettings, ensure_bucket, make_s3_client
+
+    base = Path(args.dir).resolve()
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    count = make_sample_tree(base / "data")
+    print(f"demo: sample tree {base / 'data'} ({count} files and links)")
+    with contextlib.ExitStack() as stack:
+        endpoint = args.endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        fresh_endpoint = endpoint is None
+        if endpoint is None:
+            endpoint = stack.enter_context(moto_server(base / "moto.log"))
+            # moto accepts any credentials; these dummy ones live only in this process's environment and its children.
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "fs3g-demo")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "fs3g-demo")
+            print(f"demo: started a moto server at {endpoint} (stopped at the end)")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        policy_file = base / "lab.yaml"
+        write_demo_policy(policy_file, base / "data", base / "runs", endpoint, args.bucket)
+        policy = load_policy(policy_file, environ={})
+        ensure_bucket(make_s3_client(ClientSettings.from_policy(policy)), policy.s3.bucket)
+        max_array, source = cluster_max_array_size(Executor(args.executor))
+        # A moto server started here is empty: whatever the catalog says, everything must go again.
+        summary = make_plan(policy, default_demo_run(policy), PlanOptions(
+            full=fresh_endpoint, catalog=catalog_path(policy), scan=ScanSettings(workers=len(os.sched_getaffinity(0))),
+            max_array_size=max_array, max_array_size_source=source))
+        print("\n".join(summary.lines()))
+        code = submit_backup_run(summary.run_dir, Executor(args.executor), wait=True)
+        print(f"demo: run directory {summary.run_dir} (report.json, summary.txt); policy {policy_file}")
+        return code
+
+
+def default_demo_run(policy: Policy) -> Path:
+    from ..runs.layout import default_run_dir
+
+    return default_run_dir(policy, datetime.now(timezone.utc))
