@@ -256,21 +256,8 @@ def cycles(modules: dict[str, Module]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------------
 # The real tree.
 
-# cli.py and compat.py are being rewritten into the cli/ package (issue 14, item 4), which drops cli's own subprocess
-# use and compat's private imports from cli. Until that lands their breaches are held apart here; the strict xfail
-# below turns red the moment they are gone, so whoever merges the rewrite deletes IN_REWRITE and the marker.
-IN_REWRITE = ("fs3g_hpc/cli.py", "fs3g_hpc/compat.py", "fs3g_hpc/demo.py")
-
-
 def test_the_house_keeps_its_rules() -> None:
-    found = [v for v in violations(read_tree(REPO)) if not v.startswith(IN_REWRITE)]
-    assert not found, "layering rules broken:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(strict=True, reason="cli.py/compat.py break the rules until the cli/ rewrite lands; "
-                                       "then delete this marker and IN_REWRITE")
-def test_the_files_in_rewrite_keep_the_rules_too() -> None:
-    found = [v for v in violations(read_tree(REPO)) if v.startswith(IN_REWRITE)]
+    found = violations(read_tree(REPO))
     assert not found, "layering rules broken:\n" + "\n".join(found)
 
 

@@ -101,8 +101,9 @@ def _requeue_this_task() -> None:
     if job:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        # Said first: `scontrol requeue` ends this task at once, so a line logged after it is often never written.
+        log.warning("%s is requeued before its time limit; the rerun resumes from the journal", job)
         commands.requeue(f"{array}_{task}" if array and task else job)
-        log.warning("requeued %s before its time limit; the rerun resumes from the journal", job)
 
 
 def cmd_run_shard(args: argparse.Namespace) -> int:
