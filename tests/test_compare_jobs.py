@@ -62,3 +62,32 @@ def test_executor_without_check_sha256_is_refused(tmp_path):
     policy = write_policy(tmp_path, root)
     proc = fs3g("compare", "--config", str(policy), "--executor", "local")
     assert proc.returncode == 2 and b"--check-sha256" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_an_interrupted_hash_check_leaves_the_files_it_did_not_reach_cannot_check(seaweed_bucket, tmp_path):
+    from fs3g_hpc.compare.report import merge_compare
+    from fs3g_hpc.model.records import read_records
+
+    root = tmp_path / "data"
+    make_tree(root, newline=True)
+    policy = write_policy(tmp_path, root, bucket_name=seaweed_bucket.name, endpoint=seaweed_bucket.endpoint_url)
+    with open(policy, "a") as f:
+        f.write("shards: {max_files: 3}\n")
+    proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    run = tmp_path / "cmp"
+    proc = fs3g("compare", "--config", str(policy), "--check-sha256", "--executor", "local", "--wait",
+                "--run-dir", str(run))
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    result_file = run / "results" / "shard-000000.json"
+    result = json.loads(result_file.read_text())
+    assert result["status"] == "done" and result["hashed"] == result["files"]
+    # As a task stopped by a signal after its first file leaves it:
+    result.update(status="interrupted", signal="SIGUSR1", hashed=1)
+    result_file.write_text(json.dumps(result))
+    found = []
+    summary = merge_compare(run, found.append)
+    unreached = [e.path for e in read_records(run / "shards" / "shard-000000.rec")][1:]
+    assert unreached and sorted(d.path for d in found if "was interrupted" in d.detail) == sorted(unreached)
+    assert all(d.category.value == "cannot-check" for d in found if "was interrupted" in d.detail)
+    assert summary.hashed_files == json.loads((run / "compare.json").read_text())["to_hash"]["files"] - len(unreached)

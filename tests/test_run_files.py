@@ -75,3 +75,32 @@ def test_layout_detects_the_kind(tmp_path):
     (tmp_path / "compare.json").write_text("{}")
     layout = RunLayout.detect(tmp_path)
     assert layout is not None and layout.kind is RunKind.COMPARE and layout.header_file.name == "compare.json"
+
+
+def test_restore_header_accessors_read_what_prepare_restore_writes():
+    header = RestoreHeader.from_json(_header(destination="/d", planned={"files": 2, "bytes": 3}, source="catalog x",
+                                             requests=["/a"], tier="Bulk", days=2, overwrite=True, wait=False,
+                                             directories=5), "restore.json")
+    assert (header.requests, header.tier, header.days, header.overwrite, header.wait, header.directories) == (
+        ["/a"], "Bulk", 2, True, False, 5)
+    bare = RestoreHeader.from_json(_header(destination="/d", planned={"files": 2}, tier="Bulk", days=1), "r.json")
+    assert (bare.overwrite, bare.wait, bare.directories, bare.requests) == (False, True, 0, [])
+
+
+def test_a_task_that_stops_itself_is_not_interrupted(tmp_path):
+    """Only a signal makes a shard interrupted: work that sets `stop` itself (a restore whose destination is full)
+    ends failed, or done."""
+    from fs3g_hpc.runs.task import ShardWork, run_task
+
+    layout = RunLayout(tmp_path, RunKind.RESTORE)
+    header = RestoreHeader.from_json(_header(destination="/d", planned={"files": 2}), "restore.json")
+
+    def work(task):
+        task.stop.set()
+        task.failures.record(FailureLine(b"/a", "the destination is full", "failed"))
+        return ShardWork(1, {"restored": 0})
+
+    result = run_task(layout, header, None, work, environ={"SLURM_ARRAY_TASK_ID": "0"})
+    assert result.status is ShardStatus.FAILED and result.signal is None
+    written = ShardResult.from_json(json.loads((tmp_path / "results" / "shard-000000.json").read_text()), "r")
+    assert written == result and [f.reason for f in written.failures_sample] == ["the destination is full"]

@@ -5,12 +5,15 @@
         found.jsonl                               what the coordinator decided itself (missing, changed by
                                                   size/mtime, only in S3, cannot check)
         shards/shard-N.rec                        files to hash: the local entry, with the stored tree hash
-        results/shard-N.jsonl|json                what each array task found, and its counts
+        results/shard-N.jsonl|json                what each array task found, and its result (runs/files.ShardResult:
+                                                  hashed, hashed_bytes, changed, cannot_check; an older task's
+                                                  result counts its files in `files`)
         report.json, discrepancies.txt            written by the merge
 
 The coordinator (the submitting process) does the streamed merge-join of `compare.join.compare_tree` once and
 hands every file that needs its hash read to the shards instead of reading it (`prepare_compare`); each array task
-reads and hashes its shard (`compare_shard`); the merge (compare/report.py) adds the tasks' findings to the
+reads and hashes its shard (`compare_shard`, on runs/task.run_task: stopped by a signal, it ends as interrupted and
+the merge reports the files it did not reach as cannot-check); the merge (compare/report.py) adds the tasks' findings to the
 coordinator's and writes the verdict. Reading is what costs at petabyte scale (SHA-256 runs at ~1.4 GB/s per core), so
 that is what the array spreads. Memory: the coordinator's is the join's (shards are cut as files come, one record at a
 time); a task streams its shard, holding one record and one read buffer.
@@ -20,31 +23,33 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from .. import __version__
-from ..config import Policy, policy_from_snapshot, policy_to_dict
-from ..errors import UsageError
+from ..config import Policy, policy_to_dict
 from ..model.entries import EntryClass, classify
 from ..model.records import Entry, read_records
-from ..runs.layout import RunLayout, default_run_dir, ensure_private_dir, make_private_dir, read_json, write_json_atomic
-from ..runs.progress import Counters, ShardProgress, progress_file
+from ..runs.files import CompareHeader
+from ..runs.layout import RunKind, RunLayout, default_run_dir, make_private_dir, shard_from_environment, \
+    write_json_atomic
+from ..runs.progress import Counters
+from ..runs.report import read_header
+from ..runs.task import ShardTask, ShardWork, run_task
 from ..runs.shards import SequentialShardCutter
 from ..scan import ScanSettings
 from .checks import Category, Discrepancy, NotComparable, local_tree_hash
 from .join import compare_tree
 
 
+@dataclass(frozen=True)
 class CompareLayout(RunLayout):
-    """A compare run whose hash checks run as jobs."""
+    """A compare run whose hash checks run as jobs (its header: compare.json)."""
 
-    @property
-    def header_file(self) -> Path:
-        return self.run_dir / "compare.json"
+    kind: RunKind = RunKind.COMPARE
 
     @property
     def found_file(self) -> Path:
@@ -73,7 +78,7 @@ def private_file(path: Path, mode: str = "w") -> TextIO:
 
 def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, against_bucket: bool, workers: int,
                     scan_settings: ScanSettings | None = None,
-                    client_factory: Callable[[Policy], Any] | None = None) -> tuple[CompareLayout, dict]:
+                    client_factory: Callable[[Policy], Any] | None = None) -> tuple[CompareLayout, CompareHeader]:
     """Join both sides once, record what needs no reading, and cut the files to hash into shards."""
     started = datetime.now(timezone.utc)
     layout = CompareLayout(make_private_dir(run_dir))
@@ -106,49 +111,58 @@ def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, agai
         "policy": policy_to_dict(policy),
     }
     write_json_atomic(layout.header_file, header)
+    return layout, CompareHeader.from_json(header, layout.header_file)
+
+
+def load_compare(run_dir: Path) -> tuple[CompareLayout, CompareHeader]:
+    """A compare run's layout and its header (compare.json, typed)."""
+    layout = CompareLayout(run_dir)
+    header = read_header(layout)
+    assert isinstance(header, CompareHeader)
     return layout, header
 
 
-def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | None = None) -> dict:
-    """Read and hash one shard's files; write what differs. Rerunning it redoes the shard (it only reads)."""
-    layout = CompareLayout(run_dir)
-    header = read_json(layout.header_file)
-    policy = policy_from_snapshot(header["policy"], f"{layout.header_file}: policy")
+def compare_shard(run_dir: Path, shard: int | None, environ: dict[str, str] | None = None, *,
+                  on_requeue: Callable[[], None] | None = None) -> dict:
+    """Read and hash one shard's files (on runs/task.run_task); write what differs. Rerunning it redoes the shard
+    (it only reads). Its counts: files (hashed), hashed_bytes, changed, cannot_check."""
+    layout, header = load_compare(run_dir)
+    policy = header.policy_snapshot(layout.header_file)
     env = dict(os.environ if environ is None else environ)
-    if shard is None:
-        task = env.get("SLURM_ARRAY_TASK_ID")
-        if task is None or not task.isdigit():
-            raise UsageError("no shard given: pass --shard N or run as a Slurm array task (SLURM_ARRAY_TASK_ID)")
-        shard = int(task) + int(env.get("FS3G_SHARD_OFFSET", "0"))
-    if not 0 <= shard < header["shard_count"]:
-        raise UsageError(f"shard {shard} does not exist (the compare has {header['shard_count']} shards)")
-    ensure_private_dir(layout.results_dir)
+    shard = shard_from_environment(shard, header.shard_count, env, layout.header_file, "the compare")
     threshold = policy.storage.small_file_threshold_bytes
     counts = {"files": 0, "hashed_bytes": 0, "changed": 0, "cannot_check": 0}
-    planned = header["shards"][shard]
 
-    def counters() -> Counters:
-        return Counters(counts["files"], planned["files"], counts["hashed_bytes"], planned.get("bytes", 0),
-                        counts["cannot_check"])
+    def hash_files(task: ShardTask) -> ShardWork:
+        planned = task.summary
 
-    with private_file(layout.shard_found(shard)) as out, \
-            ShardProgress(f"compare shard {shard}", counters, sys.stderr, progress_file(layout, shard)):
-        for entry in read_records(layout.shard_file(shard)):
-            klass = classify(entry, threshold) or EntryClass.SMALL
-            counts["files"] += 1
-            try:
-                digest, read_bytes = local_tree_hash(entry)
-                counts["hashed_bytes"] += read_bytes
-                found = (None if digest == entry.tree_hash.hex() else
-                         Discrepancy(Category.CHANGED, klass, entry.path, "SHA-256 tree hash differs"))
-            except NotComparable as e:
-                found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, str(e))
-            except FileNotFoundError:
-                found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, "vanished during the compare")
-            except OSError as e:
-                found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, f"cannot read: {e.strerror or e}")
-            if found is not None:
-                counts["changed" if found.category is Category.CHANGED else "cannot_check"] += 1
-                out.write(json.dumps(found.to_json()) + "\n")
-    write_json_atomic(layout.shard_result(shard), {"shard": shard, "status": "done", **counts})
+        def counters() -> Counters:
+            return Counters(counts["files"], planned.files, counts["hashed_bytes"], planned.bytes,
+                            counts["cannot_check"])
+
+        with private_file(layout.shard_found(task.index)) as out, task.progress(counters):
+            for entry in read_records(layout.shard_file(task.index)):
+                if task.stop.is_set():
+                    break  # interrupted: the merge reports the files not reached as cannot-check
+                klass = classify(entry, threshold) or EntryClass.SMALL
+                counts["files"] += 1
+                try:
+                    digest, read_bytes = local_tree_hash(entry)
+                    counts["hashed_bytes"] += read_bytes
+                    found = (None if digest == entry.tree_hash.hex() else
+                             Discrepancy(Category.CHANGED, klass, entry.path, "SHA-256 tree hash differs"))
+                except NotComparable as e:
+                    found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, str(e))
+                except FileNotFoundError:
+                    found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, "vanished during the compare")
+                except OSError as e:
+                    found = Discrepancy(Category.CANNOT_CHECK, klass, entry.path, f"cannot read: {e.strerror or e}")
+                if found is not None:
+                    counts["changed" if found.category is Category.CHANGED else "cannot_check"] += 1
+                    out.write(json.dumps(found.to_json()) + "\n")
+        # A discrepancy is a finding, not a failure: the shard is done (its files are in its .jsonl).
+        return ShardWork(0, {"hashed": counts["files"], "hashed_bytes": counts["hashed_bytes"],
+                             "changed": counts["changed"], "cannot_check": counts["cannot_check"]})
+
+    run_task(layout, header, shard, hash_files, label="compare shard", environ=env, on_requeue=on_requeue)
     return counts

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from .. import __version__
-from ..config import policy_from_snapshot
+from ..runs.files import ShardStatus
 from ..runs.layout import read_json, write_json_atomic
 from ..model.entries import EntryClass, classify
 from ..model.records import read_records
 from ..runs.progress import timing_fields, timing_line
 from .checks import Category, CompareSummary, Discrepancy
-from .jobs import CompareLayout, private_file
+from ..runs.report import read_shard_result
+from .jobs import CompareLayout, load_compare, private_file
 
 class TextReport:
     """One line per discrepancy as it comes (at most `limit`), then the summary table."""
@@ -73,12 +74,11 @@ class JsonReport:
 # --- the merge of a compare run ---------------------------------------------------------------------------------------
 
 def merge_compare(run_dir: Path, out: Callable[[Discrepancy], None]) -> CompareSummary:
-    """The coordinator's findings plus every task's; a task that never reported leaves its files cannot-check."""
-    layout = CompareLayout(run_dir)
-    header = read_json(layout.header_file)
-    summary = CompareSummary.from_json(header["summary"])
-    threshold = policy_from_snapshot(header["policy"], f"{layout.header_file}: policy"
-                                     ).storage.small_file_threshold_bytes
+    """The coordinator's findings plus every task's; a task that never reported leaves its files cannot-check, and
+    one that was interrupted the files it did not reach."""
+    layout, header = load_compare(run_dir)
+    summary = CompareSummary.from_json(header.summary)
+    threshold = header.policy_snapshot(layout.header_file).storage.small_file_threshold_bytes
 
     def emit(d: Discrepancy) -> None:
         summary.add(d)
@@ -87,24 +87,33 @@ def merge_compare(run_dir: Path, out: Callable[[Discrepancy], None]) -> CompareS
     with open(layout.found_file, encoding="ascii") as f:
         for line in f:
             out(Discrepancy.from_json(json.loads(line)))  # already counted by the coordinator
-    for shard in header["shards"]:
-        index = shard["index"]
-        if not layout.shard_result(index).exists():
-            for entry in read_records(layout.shard_file(index)):
-                emit(Discrepancy(Category.CANNOT_CHECK, classify(entry, threshold) or EntryClass.SMALL, entry.path,
-                                 f"its hash check (shard {index}) never reported"))
+    for shard in header.shards:
+        index = shard.index
+        result = read_shard_result(layout, index)
+
+        def unchecked(skip: int, why: str) -> None:
+            for n, entry in enumerate(read_records(layout.shard_file(index))):
+                if n >= skip:
+                    emit(Discrepancy(Category.CANNOT_CHECK, classify(entry, threshold) or EntryClass.SMALL,
+                                     entry.path, f"its hash check (shard {index}) {why}"))
+
+        if result is None:
+            unchecked(0, "never reported")
             continue
-        result = read_json(layout.shard_result(index))
-        summary.hashed_files += result["files"]
-        summary.hashed_bytes += result["hashed_bytes"]
+        # `hashed`: the files the task read; a task of an older version wrote them as `files` (it always finished)
+        hashed = result.count("hashed") if "hashed" in result.counts else int(result.files or 0)
+        summary.hashed_files += hashed
+        summary.hashed_bytes += result.count("hashed_bytes")
         with open(layout.shard_found(index), encoding="ascii") as f:
             for line in f:
                 emit(Discrepancy.from_json(json.loads(line)))
+        if result.status is not ShardStatus.DONE:
+            unchecked(hashed, f"was {result.status.value}")
     write_json_atomic(layout.report_file, {
         "tool_version": __version__, "merged": datetime.now(timezone.utc).isoformat(), "run_dir": str(run_dir),
         **summary.to_json(),
         # Elapsed from the coordinator's start (its join included); throughput of the hash reading.
-        **timing_fields(layout, header["shard_count"], header.get("started") or header.get("created"),
+        **timing_fields(layout, header.shard_count, header.started,
                         summary.hashed_files, summary.hashed_bytes)})
     return summary
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from ..config import Policy
 from ..errors import Fs3gError, UsageError
+from ..runs.files import CompareHeader
 from ..runs.layout import read_json
 from ..model.sizes import format_size
 from ..scan import ScanSettings
@@ -57,7 +58,7 @@ class PreparedCompare:
     """A compare run whose coordinator has joined both sides: its layout and header (compare.json)."""
 
     layout: CompareLayout
-    header: dict
+    header: CompareHeader
 
     @property
     def run_dir(self) -> Path:
@@ -65,11 +66,11 @@ class PreparedCompare:
 
     @property
     def shards(self) -> list[dict]:
-        return self.header["shards"]
+        return [s.to_json() for s in self.header.shards]
 
     @property
     def shard_count(self) -> int:
-        return self.header["shard_count"]
+        return self.header.shard_count
 
 
 def prepare_jobs(policy: Policy, request: CompareRequest, run_dir: Path | None, out: TextIO) -> PreparedCompare:
@@ -83,9 +84,9 @@ def prepare_jobs(policy: Policy, request: CompareRequest, run_dir: Path | None, 
     run_dir = run_dir or default_compare_dir(policy, datetime.now(timezone.utc))
     layout, header = prepare_compare(policy, request.paths, run_dir, against_bucket=request.against_bucket,
                                      workers=request.workers, scan_settings=request.scan_settings)
-    out.write(f"compare {layout.run_dir}: {header['summary']['discrepancies']:,} discrepancies found without reading "
-              f"files; {header['to_hash']['files']:,} files ({format_size(header['to_hash']['bytes'])}) to hash in "
-              f"{header['shard_count']} shards\n")
+    out.write(f"compare {layout.run_dir}: {header.summary['discrepancies']:,} discrepancies found without reading "
+              f"files; {header.to_hash.files:,} files ({format_size(header.to_hash.bytes)}) to hash in "
+              f"{header.shard_count} shards\n")
     return PreparedCompare(layout, header)
 
 
@@ -109,9 +110,11 @@ def submit_and_follow(policy: Policy, prepared: PreparedCompare, *, fs3g: Sequen
     return bool(read_json(layout.report_file)["ok"])
 
 
-def hash_shard(run_dir: Path, shard: int | None, out: TextIO) -> dict:
-    """One array task: hash one shard's files (SLURM_ARRAY_TASK_ID when `shard` is None); one line of counts."""
-    counts = compare_shard(run_dir, shard)
+def hash_shard(run_dir: Path, shard: int | None, out: TextIO, *,
+               on_requeue: Callable[[], None] | None = None) -> dict:
+    """One array task: hash one shard's files (SLURM_ARRAY_TASK_ID when `shard` is None); one line of counts.
+    `on_requeue`: what a pre-timeout SIGUSR1 calls (the Slurm requeue, as for backup and restore tasks)."""
+    counts = compare_shard(run_dir, shard, on_requeue=on_requeue)
     out.write(f"compare shard: {counts['files']:,} files hashed ({format_size(counts['hashed_bytes'])}), "
               f"{counts['changed']:,} changed, {counts['cannot_check']:,} cannot check\n")
     return counts

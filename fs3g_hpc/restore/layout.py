@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Policy, policy_from_snapshot
-from ..runs.layout import RunLayout, failures_file, journal_file, read_json, shard_result_file
+from ..config import Policy
+from ..runs.files import RestoreHeader
+from ..runs.layout import RunKind, RunLayout, failures_file, journal_file, shard_result_file
+from ..runs.report import read_header
 from ..transfer.client import ClientSettings, make_s3_client
 
 LIST_THREADS = 16
 
 
+@dataclass(frozen=True)
 class RestoreLayout(RunLayout):
-    """A restore run."""
+    """A restore run (its header: restore.json)."""
 
-    @property
-    def header_file(self) -> Path:
-        return self.run_dir / "restore.json"
+    kind: RunKind = RunKind.RESTORE
 
     @property
     def refused_file(self) -> Path:
@@ -54,10 +56,12 @@ class RestoreLayout(RunLayout):
         return self.run_dir / "jobs" / "chain.json"
 
 
-def load_header(run_dir: Path) -> tuple[RestoreLayout, dict, Policy]:
+def load_header(run_dir: Path) -> tuple[RestoreLayout, RestoreHeader, Policy]:
+    """The restore's layout, its header (restore.json, typed) and the policy it was made with."""
     layout = RestoreLayout(run_dir)
-    header = read_json(layout.header_file)
-    return layout, header, policy_from_snapshot(header["policy"], f"{layout.header_file}: policy")
+    header = read_header(layout)
+    assert isinstance(header, RestoreHeader)
+    return layout, header, header.policy_snapshot(layout.header_file)
 
 
 def default_client(policy: Policy) -> Any:

@@ -17,7 +17,8 @@ from ..runs.layout import read_json, write_json_atomic
 from ..model.records import display_path, read_records
 from ..model.sizes import format_size
 from ..runs.progress import timing_fields, timing_line
-from ..runs.report import describe_failures
+from ..runs.files import RestoreHeader
+from ..runs.report import NEVER_REPORTED, describe_failures, read_shard_result
 from .destination import Destination, restore_directory
 from .layout import RestoreLayout, load_header
 from .paths import Refused, Selection
@@ -65,7 +66,7 @@ class DirectoryTally:
     failed: int = 0
 
 
-def restore_directories(layout: RestoreLayout, header: dict, failures: Any) -> DirectoryTally:
+def restore_directories(layout: RestoreLayout, header: RestoreHeader, failures: Any) -> DirectoryTally:
     """Create every selected directory (empty ones included) and put back its mode, times and (as root) owner,
     deepest first, once every file is in place: the files created in a directory change its mtime, so it is set
     last. Walks the destination as the shards do (O_NOFOLLOW, one component at a time): a symlink is never followed.
@@ -73,12 +74,12 @@ def restore_directories(layout: RestoreLayout, header: dict, failures: Any) -> D
     tally = DirectoryTally()
     if not layout.directories_file.is_file():
         return tally
-    selection = Selection(header["requests"])
+    selection = Selection(header.requests)
     as_root = os.geteuid() == 0
     try:
-        dest = Destination(Path(header["destination"]))
+        dest = Destination(Path(header.destination))
     except OSError as e:
-        raise UsageError(f"cannot use the destination: {e.strerror}", path=header["destination"]) from e
+        raise UsageError(f"cannot use the destination: {e.strerror}", path=header.destination) from e
     try:
         for entry in read_records(layout.directories_file):
             try:
@@ -108,16 +109,16 @@ def merge_restore(run_dir: Path) -> RestoreReport:
                 for line in f:
                     item = json.loads(line)
                     out.write(json.dumps({"path": item["path"], "outcome": "refused", "reason": item["reason"]}) + "\n")
-        for shard in header["shards"]:
-            index = shard["index"]
-            result = read_json(layout.result(index)) if layout.result(index).exists() else None
-            state = result["status"] if result else "never reported"
+        for shard in header.shards:
+            index = shard.index
+            result = read_shard_result(layout, index)
+            state = result.status.value if result else NEVER_REPORTED
             states[state] = states.get(state, 0) + 1
             if result:
-                restored_files += result["restored"]
-                restored_bytes += result["bytes_restored"]
-                linked += result.get("linked", 0)
-                present += result["already_present"]
+                restored_files += result.count("restored")
+                restored_bytes += result.count("bytes_restored")
+                linked += result.count("linked")
+                present += result.count("already_present")
             shard_failed = 0
             if layout.failures(index).exists():
                 with open(layout.failures(index), encoding="ascii") as f:
@@ -125,31 +126,31 @@ def merge_restore(run_dir: Path) -> RestoreReport:
                         out.write(line)
                         shard_failed += 1
             # Files a task never reached (killed, never started) are failures too, by count; a rerun finds them.
-            done = (result["restored"] + result["already_present"]) if result else 0
-            failed += max(shard_failed, shard["files"] - done)
+            done = (result.count("restored") + result.count("already_present")) if result else 0
+            failed += max(shard_failed, shard.files - done)
         # Last, once: after every shard's files, so that the directories' mtimes stay as set.
         directories = restore_directories(layout, header, out)
     stage = read_json(layout.stage_state) if layout.stage_state.exists() else {"requested": 0, "polls": 0}
     data = {
         "tool_version": __version__,
         "merged": datetime.now(timezone.utc).isoformat(),
-        "lab": header["lab"],
+        "lab": header.lab,
         "run_dir": str(layout.run_dir),
-        "destination": header["destination"],
-        "source": header["source"],
-        "planned": header["planned"],
+        "destination": header.destination,
+        "source": header.source,
+        "planned": header.details["planned"],  # as written (a Count would drop any other key)
         "restored": {"files": restored_files, "bytes": restored_bytes, "linked": linked},
-        "directories": {"planned": header.get("directories", 0), "restored": directories.restored,
+        "directories": {"planned": header.directories, "restored": directories.restored,
                         "failed": directories.failed},
         "already_present": present,
-        "refused": header["refused"],
+        "refused": header.refused,
         "failed": {"files": failed},
         "failures_file": fail_path.name,
         "stage": {"requested": stage.get("requested", 0), "polls": stage.get("polls", 0),
                   "verdict": stage.get("verdict")},
         "shard_states": states,
         # Elapsed from the restore's selection (a Glacier wait included); throughput of what was restored.
-        **timing_fields(layout, header["shard_count"], header.get("created"), restored_files, restored_bytes),
+        **timing_fields(layout, header.shard_count, header.created, restored_files, restored_bytes),
     }
     write_json_atomic(layout.report_file, data)
     report = RestoreReport(layout.run_dir, data)

@@ -89,7 +89,7 @@ def run_restore(run_dir: Path, *, slurm: bool, wait: bool, fs3g: Sequence[str],
               f"{run_dir} --executor none until it says ready, then fs3g restore-shard {run_dir} --shard N for each "
               f"shard and fs3g restore-merge {run_dir}; or the same fs3g restore again", file=sys.stderr)
         return RunVerdict.INTERRUPTED
-    return run_here(run_dir, header["shards"], fs3g, shard_command="restore-shard",
+    return run_here(run_dir, [s.to_json() for s in header.shards], fs3g, shard_command="restore-shard",
                     merge=functools.partial(merged_verdict, run_dir), label="restore",
                     resume=_RESUME.format(run_dir=run_dir), interrupted=RunVerdict.INTERRUPTED)
 
@@ -151,7 +151,7 @@ def stage_step(run_dir: Path, *, chain_on_slurm: bool, fs3g: Sequence[str]) -> S
         return report
     if report.verdict is StageVerdict.GAVE_UP:
         print(f"wait limit reached: downloading what is ready; {report.pending:,} objects will be reported not ready")
-    submitted = submit_restore_download(policy, layout.run_dir, header["shard_count"], fs3g)
+    submitted = submit_restore_download(policy, layout.run_dir, header.shard_count, fs3g)
     record_chain(layout, arrays=submitted.array_ids, merge_job=submitted.merge_id)
     print(f"submitted: restore arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id}")
     return report

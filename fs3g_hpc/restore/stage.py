@@ -64,16 +64,16 @@ def stage(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = Non
     state = read_json(layout.stage_state) if layout.stage_state.exists() else {"started": now_s(), "polls": 0,
                                                                                  "requested": 0}
     client = (client_factory or default_client)(policy)
-    tier, days = header["tier"], header["days"]
+    tier, days = header.tier, header.days
     pending_total = 0
     with ThreadPoolExecutor(LIST_THREADS) as pool:
-        for shard in header["shards"]:
-            path = layout.stage_file(shard["index"])
+        for shard in header.shards:
+            path = layout.stage_file(shard.index)
             if path.exists():
                 record = read_json(path)
                 record["pending"] = _still_pending(client, policy.s3.bucket, record["pending"], pool)
             else:
-                record = _request_shard(client, policy, layout.shard_file(shard["index"]), tier, days, pool)
+                record = _request_shard(client, policy, layout.shard_file(shard.index), tier, days, pool)
                 state["requested"] += record["requested"]
                 record["pending"] = _still_pending(client, policy.s3.bucket, record["pending"], pool)
             write_json_atomic(path, record)
@@ -84,7 +84,7 @@ def stage(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = Non
     waited = now_s() - state["started"]
     if pending_total == 0:
         verdict = StageVerdict.READY
-    elif waited >= policy.restore.wait_limit_s or not header.get("wait", True):
+    elif waited >= policy.restore.wait_limit_s or not header.wait:
         verdict = StageVerdict.GAVE_UP
     else:
         verdict = StageVerdict.WAITING
@@ -181,18 +181,18 @@ def preview_stage(run_dir: Path, *, client_factory: Callable[[Policy], Any] | No
     say), without requesting any restore, downloading or writing anything. Memory: one shard's keys at a time."""
     layout, header, policy = load_header(run_dir)
     client = (client_factory or default_client)(policy)
-    bucket, tier = policy.s3.bucket, header["tier"]
+    bucket, tier = policy.s3.bucket, header.tier
     archived_classes = {c.value for c in ARCHIVED_CLASSES}
-    preview = StagePreview(tier, header["days"])
+    preview = StagePreview(tier, header.days)
 
     def count(which: list[int], size: int) -> None:
         which[0] += 1
         which[1] += size
 
     with ThreadPoolExecutor(LIST_THREADS) as pool:
-        for shard in header["shards"]:
+        for shard in header.shards:
             large: dict[str, int] = {}
-            for entry in read_records(layout.shard_file(shard["index"])):
+            for entry in read_records(layout.shard_file(shard.index)):
                 key = large_key(policy, entry)
                 if key is None:
                     count(preview.standard, entry.size_bytes)

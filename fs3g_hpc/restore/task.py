@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import stat
-import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,14 +22,15 @@ from typing import Any, Callable, Iterable
 
 from ..config import ARCHIVED_CLASSES, Policy
 from ..errors import Fs3gError, UsageError
-from ..runs.layout import ensure_private_dir, read_json, write_json_atomic
+from ..runs.files import FailureLine, RestoreHeader, ShardStatus
+from ..runs.layout import read_json, shard_from_environment
 from ..model.keys import KeyClass, object_key
 from ..model.objectmeta import TREEHASH_KEY
 from ..model.records import Entry, EntryKind, display_path, read_records
 from ..model.s3limits import part_size_for
 from ..model.treehash import LEAF_BYTES, TreeHasher
-from ..runs.progress import Counters, ShardProgress, progress_file
-from ..signals import StopOnSignals
+from ..runs.progress import Counters
+from ..runs.task import FailureRecorder, ShardTask, ShardWork, run_task
 from ..transfer.downloader import DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole
 from ..transfer.objects import ObjectAccessError, head_object, object_tag
 from .destination import (NO_LINK_ERRNOS, Destination, DiskFull, FileMeta, pwrite_sparse, start_writeback,
@@ -53,10 +53,7 @@ class Outcome(str, Enum):
     INTERRUPTED = "interrupted"
 
 
-class ShardState(str, Enum):
-    DONE = "done"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
+ShardState = ShardStatus  # the name cli.py's restore-shard handler imports; the one vocabulary is ShardStatus
 
 
 @dataclass
@@ -70,16 +67,16 @@ class _Tally:
 
 
 class _ShardRestorer:
-    def __init__(self, client: Any, policy: Policy, header: dict, layout: RestoreLayout, shard: int,
-                 stop: threading.Event, dest: Destination):
+    def __init__(self, client: Any, policy: Policy, header: RestoreHeader, layout: RestoreLayout, shard: int,
+                 stop: threading.Event, dest: Destination, failures: FailureRecorder):
         self.client, self.policy, self.header, self.layout, self.shard = client, policy, header, layout, shard
         self.dest = dest
         self.halted: str | None = None
         self.bucket = policy.s3.bucket
         self.stop = stop
-        self.selection = Selection(header["requests"])
-        self.overwrite = bool(header["overwrite"])
-        self.from_catalog = str(header["source"]).startswith("catalog ")
+        self.selection = Selection(header.requests)
+        self.overwrite = header.overwrite
+        self.from_catalog = header.source.startswith("catalog ")
         self.as_root = os.geteuid() == 0
         self.tally = _Tally()
         self.lock = threading.Lock()
@@ -93,8 +90,7 @@ class _ShardRestorer:
         self.done = self._read_journal()
         self.journal = open(os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
                             encoding="ascii")
-        self.failures = open(os.open(layout.failures(shard), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
-                             encoding="ascii")
+        self.failures = failures
 
     def _read_journal(self) -> dict[bytes, tuple[int, int]]:
         done: dict[bytes, tuple[int, int]] = {}
@@ -110,7 +106,6 @@ class _ShardRestorer:
     def close(self) -> None:
         self.parts.shutdown(wait=True, cancel_futures=True)
         self.journal.close()
-        self.failures.close()
 
     def _record(self, entry: Entry, outcome: Outcome, detail: str = "", size: int = 0, mtime_ns: int = 0,
                 linked: bool = False) -> None:
@@ -135,9 +130,8 @@ class _ShardRestorer:
             if outcome is not Outcome.INTERRUPTED:
                 self.tally.failed += 1
                 log.warning("%s: %s: %s", display_path(entry.path), outcome.value, detail)
-            self.failures.write(json.dumps({"path": os.fsdecode(entry.path), "outcome": outcome.value,
-                                            "reason": detail}) + "\n")
-            self.failures.flush()
+            self.failures.record(FailureLine(entry.path, detail, outcome.value),
+                                 sampled=outcome is not Outcome.INTERRUPTED)
 
     def run(self, entries: Iterable[Entry]) -> None:
         """`download_workers` threads take units (a file, or the links of one) from the shard in turn: no queue, no
@@ -471,63 +465,48 @@ class _ShardRestorer:
 
 
 @dataclass(frozen=True)
-class ShardResult:
-    state: ShardState
+class RestoreShardResult:
+    state: ShardStatus
     restored: int
     present: int
     failed: int
     signal_name: str | None
 
 
-def resolve_restore_shard(header: dict, shard: int | None, environ: dict[str, str]) -> int:
-    if shard is None:
-        task = environ.get("SLURM_ARRAY_TASK_ID")
-        if task is None or not task.isdigit():
-            raise UsageError("no shard given: pass --shard N or run as a Slurm array task (SLURM_ARRAY_TASK_ID)")
-        shard = int(task) + int(environ.get("FS3G_SHARD_OFFSET", "0"))
-    if not 0 <= shard < header["shard_count"]:
-        raise UsageError(f"shard {shard} does not exist (the restore has {header['shard_count']} shards)")
-    return shard
-
-
 def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | None = None,
                   on_requeue: Callable[[], None] | None = None,
-                  client_factory: Callable[[Policy], Any] | None = None) -> ShardResult:
-    """Download, verify and put in place one shard of a restore; resumes from its journal when run again."""
+                  client_factory: Callable[[Policy], Any] | None = None) -> RestoreShardResult:
+    """Download, verify and put in place one shard of a restore (on runs/task.run_task); resumes from its journal
+    when run again."""
     env = dict(os.environ if environ is None else environ)
     layout, header, policy = load_header(run_dir)
-    shard = resolve_restore_shard(header, shard, env)
-    ensure_private_dir(layout.results_dir)
+    shard = shard_from_environment(shard, header.shard_count, env, layout.header_file, "the restore")
     try:
-        dest = Destination(Path(header["destination"]))
+        dest = Destination(Path(header.destination))
     except OSError as e:
-        raise UsageError(f"cannot use the destination: {e.strerror}", path=header["destination"]) from e
+        raise UsageError(f"cannot use the destination: {e.strerror}", path=header.destination) from e
+
+    def restore(task: ShardTask) -> ShardWork:
+        restorer = _ShardRestorer((client_factory or default_client)(policy), policy, header, layout, task.index,
+                                  task.stop, dest, task.failures)
+        planned, tally = task.summary, restorer.tally
+
+        def counters() -> Counters:
+            return Counters(tally.restored + tally.present + tally.failed, planned.files,
+                            tally.bytes_restored + tally.bytes_present, planned.bytes, tally.failed)
+
+        try:
+            with task.progress(counters):
+                restorer.run(read_records(layout.shard_file(task.index)))
+        finally:
+            restorer.close()
+        return ShardWork(tally.failed, {"restored": tally.restored, "already_present": tally.present,
+                                        "failed": tally.failed, "bytes_restored": tally.bytes_restored,
+                                        "linked": tally.linked})
+
     try:
-        with StopOnSignals() as signals:
-            restorer = _ShardRestorer((client_factory or default_client)(policy), policy, header, layout, shard,
-                                      signals.stop, dest)
-            planned = header["shards"][shard]
-            tally = restorer.tally
-
-            def counters() -> Counters:
-                return Counters(tally.restored + tally.present + tally.failed, planned["files"],
-                                tally.bytes_restored + tally.bytes_present, planned.get("bytes", 0), tally.failed)
-
-            try:
-                with ShardProgress(f"restore shard {shard}", counters, sys.stderr, progress_file(layout, shard)):
-                    restorer.run(read_records(layout.shard_file(shard)))
-            finally:
-                restorer.close()
+        result = run_task(layout, header, shard, restore, label="restore shard", environ=env, on_requeue=on_requeue)
     finally:
         dest.close()
-    tally = restorer.tally
-    interrupted = signals.first is not None
-    state = ShardState.INTERRUPTED if interrupted else ShardState.FAILED if tally.failed else ShardState.DONE
-    write_json_atomic(layout.result(shard), {
-        "shard": shard, "status": state.value, "signal": signals.first,
-        "files": header["shards"][shard]["files"], "restored": tally.restored, "already_present": tally.present,
-        "failed": tally.failed, "bytes_restored": tally.bytes_restored, "linked": tally.linked,
-    })
-    if signals.first == "SIGUSR1" and on_requeue is not None:
-        on_requeue()
-    return ShardResult(state, tally.restored, tally.present, tally.failed, signals.first)
+    return RestoreShardResult(result.status, result.count("restored"), result.count("already_present"),
+                              result.count("failed"), result.signal)

@@ -208,6 +208,33 @@ class RestoreHeader(RunHeader):
     def refused(self) -> int:
         return int(self.details.get("refused", 0))
 
+    @property
+    def requests(self) -> list[str]:
+        """The restored paths as requested (absolute, as the backup saw them)."""
+        return list(self.details.get("requests", []))
+
+    @property
+    def overwrite(self) -> bool:
+        return bool(self.details.get("overwrite", False))
+
+    @property
+    def tier(self) -> str:
+        return str(self.details["tier"])
+
+    @property
+    def days(self) -> int:
+        return int(self.details["days"])
+
+    @property
+    def wait(self) -> bool:
+        """Whether the restore waits for Glacier (its stage polls) rather than ending once requested."""
+        return bool(self.details.get("wait", True))
+
+    @property
+    def directories(self) -> int:
+        """How many directories the restore selected (directories.rec)."""
+        return int(self.details.get("directories", 0))
+
     @classmethod
     def from_json(cls, data: Any, where: Path | str) -> "RestoreHeader":
         header = super().from_json(data, where)

@@ -5,7 +5,9 @@ shared by every task of the run), catches SIGTERM, SIGINT and the pre-timeout SI
 `stop` set and ends cleanly, saving its state), writes every failure to results/shard-N.failures.jsonl as it
 happens (FailureLine; a sample of FAILURE_SAMPLE of them in the result), gives the work its progress counters
 (results/shard-N.progress.json, runs/progress.py), and writes results/shard-N.json (ShardResult) when the work ends:
-interrupted when stopped, failed when some file failed, else done. Stopped by SIGUSR1, it calls `on_requeue` (the
+interrupted when stopped by a signal, failed when some file failed, else done. The work keeps its own journal
+(runs/journal.py, or a kind's own: a restore's) and may set `stop` itself to end early (a restore whose destination
+is full); only a signal makes the shard interrupted. Stopped by SIGUSR1, it calls `on_requeue` (the
 CLI passes the Slurm requeue of slurm/commands.py), so that the rerun resumes. An internal error propagates: the CLI
 writes its crash file (crash.py).
 
@@ -98,7 +100,7 @@ def run_task(layout: RunLayout, header: RunHeader, shard: int | None, work: Call
         done = work(ShardTask(layout, index, summary, signals.stop, failures, label,
                               sys.stderr if progress_stream is None else progress_stream))
     caught = signals.caught
-    interrupted = signals.stop.is_set()
+    interrupted = bool(caught)  # the work may set `stop` itself to end early (a full destination): not interrupted
     status = ShardStatus.INTERRUPTED if interrupted else ShardStatus.FAILED if done.failed else ShardStatus.DONE
     result = ShardResult(index, status, caught[0] if caught else None, summary.files, done.counts, fail_path.name,
                          tuple(failures.sample))
