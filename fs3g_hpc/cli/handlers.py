@@ -170,8 +170,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return run_here(prepared.run_dir, prepared.shards, fs3g_argv(), shard_command="compare-shard",
                         merge=partial(_compare_merge, prepared.run_dir), label="compare", resume=run.RESUME_LOCAL,
                         interrupted=ExitCode.INTERRUPTED)
-    return compare_exit_code(run.submit_and_follow(policy, prepared, fs3g=fs3g_argv(), wait=args.wait, limit=args.limit,
-                                              out=sys.stdout))
+    return compare_exit_code(run.submit_and_follow(policy, prepared, fs3g=fs3g_argv(), wait=args.wait,
+                                                   limit=args.limit, out=sys.stdout))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
