@@ -358,14 +358,15 @@ def cmd_restore_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_shard(args: argparse.Namespace) -> int:
-    from ..restore.task import ShardState, restore_shard
+    from ..restore.task import restore_shard
+    from ..runs.files import ShardStatus
 
     result = restore_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
     print(f"restore shard: {result.state.value}: {result.restored:,} restored, {result.present:,} already present, "
           f"{result.failed:,} failed" + (f" (stopped by {result.signal_name}; rerun to resume)"
                                          if result.signal_name else ""))
-    return shard_exit_code(interrupted=result.state is ShardState.INTERRUPTED,
-                           failed=result.state is ShardState.FAILED)
+    return shard_exit_code(interrupted=result.state is ShardStatus.INTERRUPTED,
+                           failed=result.state is ShardStatus.FAILED)
 
 
 def cmd_restore_merge(args: argparse.Namespace) -> int:

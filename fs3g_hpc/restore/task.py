@@ -53,9 +53,6 @@ class Outcome(str, Enum):
     INTERRUPTED = "interrupted"
 
 
-ShardState = ShardStatus  # the name cli.py's restore-shard handler imports; the one vocabulary is ShardStatus
-
-
 @dataclass
 class _Tally:
     restored: int = 0
