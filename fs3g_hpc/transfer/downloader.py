@@ -119,6 +119,43 @@ def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag:
             yield piece
 
 
+class RangeStream:
+    """An open ranged GET through the client (its retries, its hooks): the body read in pieces as the caller asks,
+    never held whole. `etag` names the object's version (later ranges of the same object pass it as IfMatch)."""
+
+    def __init__(self, key: str, response: dict[str, Any]):
+        self.key = key
+        self.etag = str(response.get("ETag", "")).strip('"')
+        self.length = int(response.get("ContentLength", -1))
+        self._body = response["Body"]
+
+    def read(self, size: int) -> bytes:
+        return self._body.read(size)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "RangeStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_range(client: Any, bucket: str, key: str, start: int, end: int, etag: str | None = None) -> RangeStream:
+    """GET the bytes [start, end) of `key` as a stream (one request); with `etag`, only from that version (412
+    otherwise). NotRestored for an archived object without a restored copy, ObjectMissing when it is gone."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        kwargs["IfMatch"] = etag
+    return RangeStream(key, _get(client, **kwargs))
+
+
+def open_object(client: Any, bucket: str, key: str) -> RangeStream:
+    """GET a whole object as a stream (one request): an index object, read line by line by its parser."""
+    return RangeStream(key, _get(client, Bucket=bucket, Key=key))
+
+
 _ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _RETRY_STATUS = (500, 502, 503, 504)
 PRESIGN_EXPIRY_S = 900
