@@ -110,6 +110,7 @@ class RestoreDryRun:
                f"readable" + (f"; {pair(s.refused)} refused (DEEP_ARCHIVE has no Expedited)" if s.refused[0] else ""),
                f"  ready     {pair(s.ready)} can be downloaded now"
                + (f"; {pair(s.missing)} large objects missing from the bucket" if s.missing[0] else ""),
+               *([self._packs_line()] if s.packed[0] else []),
                f"  requests  {self.requests['RestoreObject']:,} RestoreObject, {self.requests['GET']:,} GET"]
         if self.cost is not None and self.prices is not None:
             c = self.cost
@@ -121,6 +122,18 @@ class RestoreDryRun:
             out.append(f"  cost      {self.prices_note}")
         out.append("dry run: nothing requested, downloaded or written; the same command without --dry-run restores")
         return out
+
+    def _packs_line(self) -> str:
+        s = self.stage
+        packs = s.packs
+        total = [sum(v[0] for v in packs.values()), sum(v[1] for v in packs.values())]
+        thaw = packs.get("to_request", [0, 0])
+        extra = "".join(f"; {packs[k][0]:,} {label}" for k, label in (
+            ("in_progress", "being thawed"), ("restored", "thawed and readable"), ("missing", "missing"),
+            ("refused", "refused (DEEP_ARCHIVE has no Expedited)")) if k in packs)
+        return (f"  packs     {s.packed[0]:,} packed files ({format_size(s.packed[1])}) in {total[0]:,} packs "
+                f"({format_size(total[1])}); {thaw[0]:,} packs to thaw ({format_size(thaw[1])}, one restore "
+                f"request each){extra}")
 
     def to_json(self) -> dict[str, Any]:
         h = self.header
