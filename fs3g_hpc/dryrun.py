@@ -169,7 +169,9 @@ def restore_dry_run(policy: Policy, header: dict, selected_entries: Iterable[Ent
     prices, note = load_prices_or_note(policy)
     selected = tally(selected_entries, policy, prices)
     # The archived objects found, of every class, are retrieved at the tier; the GETs are those of the whole selection.
-    requests = {"RestoreObject": stage.to_request[0], "GET": restore_gets(selected)}
+    # Packed files are read by ranged GETs of their packs (at least one per pack), not one GET each.
+    packs = sum(v[0] for v in stage.packs.values())
+    requests = {"RestoreObject": stage.to_request[0], "GET": restore_gets(selected) - stage.packed[0] + packs}
     cost = None
     if prices is not None:
         try:

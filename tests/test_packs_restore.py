@@ -293,13 +293,14 @@ def test_crafted_index_entries_cannot_write_outside_the_destination(moto_bucket,
         link(r + b"/h", b"/etc/passwd", MemberType.HARDLINK),    # 8 a hard link out of the tree
         link(r + b"/h2", r + b"/s", MemberType.HARDLINK),        # 9 a hard link to the symlink to /
         link(r + b"/h3", r + b"/ok/fine", MemberType.HARDLINK),  # 10 index: link ../../etc/passwd
-        file(r + b"/other"),                                     # 11 index says ROOT/claimed: the header differs
-        file(r + b"/placeholder-nul"),                           # 12 index: NUL in the name (ends the index)
-        file(r + b"/after-nul"),                                 # 13 not read: after the bad line
+        link(r + b"/sl", b"harmless"),                           # 11 index: its target is /etc/shadow instead
+        file(r + b"/other"),                                     # 12 index says ROOT/claimed: the header differs
+        file(r + b"/placeholder-nul"),                           # 13 index: NUL in the name (ends the index)
+        file(r + b"/after-nul"),                                 # 14 not read: after the bad line
     ]
     craft = {1: {"path": "../x"}, 2: {"path": f"etc/fs3g-{tag.decode()}"},
              3: {"path": f"{text}/a/../../x-{tag.decode()}"}, 10: {"link": "../../etc/passwd"},
-             11: {"path": f"{text}/claimed"}, 12: {"path": f"{text}/nul%00name"}}
+             11: {"link": "/etc/shadow"}, 12: {"path": f"{text}/claimed"}, 13: {"path": f"{text}/nul%00name"}}
 
     policy = policy_for(tmp_path, "craft", root, moto_bucket)
     built = build_pack(f"packs/{pack_fixture.RUN_ID}/000000-00000.tar", members)
@@ -317,10 +318,11 @@ def test_crafted_index_entries_cannot_write_outside_the_destination(moto_bucket,
     assert any(p.endswith("/h") and "does not hold" in why for p, why in reasons.items())
     assert any(p.endswith("/h2") and "does not hold" in why for p, why in reasons.items())
     assert any(p.endswith("/h3") and "does not hold" in why for p, why in reasons.items())
-    assert any(p.endswith(".tar.idx") and "NUL" in why and "line 14" in why for p, why in reasons.items()), reasons
+    assert any(p.endswith(".tar.idx") and "NUL" in why and "line 15" in why for p, why in reasons.items()), reasons
     assert len(refused) == 5, refused
     failed = failures(run)
     assert failed[str(root / "claimed")]["outcome"] == "mismatch"
+    assert failed[str(root / "sl")]["outcome"] == "corrupt"  # the header's target is not the index's
     through = [f for p, f in failed.items() if p.endswith("fs3g-" + tag.decode()) or "escaped-" in p]
     assert len(through) == 2 and {f["outcome"] for f in through} == {"refused"}, failed
     # What was written: the good file and the two symlinks, as symlinks (never followed), nothing else anywhere.
@@ -330,7 +332,7 @@ def test_crafted_index_entries_cannot_write_outside_the_destination(moto_bucket,
     assert written == ["dest", "dest/ok", "dest/ok/fine", "dest/s", "dest/up"], written
     assert not (Path("/etc") / f"fs3g-{tag.decode()}").exists() and not Path("/x").exists()
     assert not list(tmp_path.glob(f"**/escaped-{tag.decode()}")) and not list(tmp_path.glob("**/x-*"))
-    assert not (dest / "claimed").exists() and not (dest / "other").exists()
+    assert not (dest / "claimed").exists() and not (dest / "other").exists() and not os.path.lexists(dest / "sl")
 
 
 # -- Glacier -------------------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from ..transfer.downloader import open_object
 from ..transfer.lister import iter_objects
 from ..transfer.objects import read_small_object
 from .layout import RestoreLayout, default_client
+from .packs import symlink_hash
 from .paths import Refused, Selection
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,10 @@ def _index_entries(pack: str, when: int, members: Iterator[Any], selection: Sele
         elif member.type is MemberType.SYMLINK:
             kind, ref, size, sha = EntryKind.SYMLINK, PackRef(pack, member.header_offset, member.data_offset, 0), \
                 len(member.link), ""
+            # The index's target, as a symlink record's tree hash: the member header's must be the same.
+            yield Entry.of(path, kind, size, member.mtime_ns, when, 0, member.mode, member.uid, member.gid, 0, 0,
+                           1)._replace(tree_hash=bytes.fromhex(symlink_hash(member.link)), location=ref.encode())
+            continue
         else:
             ref = member.ref(pack)
             size, sha = member.size_bytes, member.sha256

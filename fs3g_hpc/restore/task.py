@@ -1,8 +1,15 @@
 """One restore task: download, verify (SHA-256 tree hash) and put in place one shard of a restore, resuming from its
 journal; the body of `fs3g restore-shard`. Where the bytes go and how safely is restore/destination.py's business.
 
+Packed files: the shard's packed units are grouped by pack (one job per pack, taken by the workers like a unit);
+restore/packs.py plans the ranged GETs and checks each member; the data streams into a temporary file beside the
+target (destination.py's rules: O_NOFOLLOW walk, temporary name, rename only once verified), a symlink member is made
+as a symlink, the other links of a unit are linked to its first. A member that fails is recorded by name (CORRUPT,
+MISMATCH, NOT_READY for an archived pack, ...) and the rest of the pack goes on.
+
 Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB pieces of large ones)
-plus the shard's journal (bounded by shards.max_files).
+plus the shard's journal (bounded by shards.max_files); packed files add the shard's packed records (grouped by pack)
+and, per worker, one member's headers (packs.MAX_HEADER_BYTES) and one piece of a pack's stream (packs.READ_BYTES).
 """
 
 from __future__ import annotations
