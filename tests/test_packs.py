@@ -505,6 +505,9 @@ def test_index_reads_links_and_hostile_paths_undecided():
     ([_entry(), _entry(header_offset=0, path="r/b")], "line 3: member at 0 is not after"),
     ([_entry(header_offset=1024, data_offset=2048, size=1 << 20)], "line 2: member ends at"),
     ([b"[1, 2]"], "line 2: index entry is not a JSON object"),
+    ([b'{"path": "r/\\ud800", "type": "0"}'], "line 2: index field 'path' is not text"),
+    ([_entry(type="2", size=0, sha256=None, link="\ud800")], "line 2: index field 'link' is not text"),
+    ([_entry(sha256="\udcff" * 64)], "line 2: index file entry needs a sha256"),
     ([b"1" * 70000], "line 2: index line is too long"),
 ])
 def test_bad_index_lines_are_refused_naming_the_line(lines, message):
@@ -528,6 +531,30 @@ def test_bad_index_lines_are_refused_naming_the_line(lines, message):
 def test_bad_index_headers_are_refused(header, message):
     with pytest.raises(PackFormatError, match=message):
         _read_all(_index([], header=header))
+
+
+def test_random_damage_to_an_index_gives_entries_or_pack_format_error(pack):
+    data, index, members = pack
+    writer = IndexWriter(PACK, RUN)
+    for entry in index:
+        writer.add(entry)
+    text = bytearray(gzip.decompress(writer.finish(len(data))))
+    rng = random.Random(16)
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(1500):
+        damaged = bytearray(text)
+        for _ in range(rng.choice((1, 1, 3))):
+            damaged[rng.randrange(len(damaged))] = rng.choice(b'0123456789"{}[],:\\u\n %\xff')
+        blob = gzip.compress(bytes(damaged))
+        if rng.random() < 0.2:
+            blob = blob[:rng.randrange(len(blob))]
+        try:
+            header, entries = read_index(io.BytesIO(blob), "fuzz")
+            assert all(isinstance(e, IndexEntry) for e in entries)
+            outcomes["read"] += 1
+        except PackFormatError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 500 and outcomes["read"] > 0
 
 
 def test_member_counts_and_the_container_are_checked():

@@ -42,7 +42,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from ..errors import UsageError
 from .keys import decode_path, encode_path
@@ -65,6 +65,7 @@ _RUN_ID = re.compile(RUN_ID_PATTERN)
 _PACK_TAIL = re.compile(rf"(?:^|/){PACKS_DIR}/({RUN_ID_PATTERN})/([0-9]{{6,}})-([0-9]{{5,}})\.tar")
 _INDEX_TAIL = re.compile(rf"(?:^|/){PACKS_DIR}/{RUN_ID_PATTERN}/[0-9]{{6,}}-[0-9]{{5,}}\.tar\.idx")
 _SHA256 = re.compile(rb"[0-9a-f]{64}")
+_SHA256_TEXT = re.compile(r"[0-9a-f]{64}")
 _DECIMAL = re.compile(rb"[0-9]{1,20}")
 _TIME = re.compile(rb"-?[0-9]{1,20}(?:\.[0-9]{1,9})?")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -520,6 +521,13 @@ class IndexHeader:
         return cls(pack, members, pack_bytes, run_id)
 
 
+def _decode_text(decode: Callable[[str], bytes], text: str, name: str, where: str) -> bytes:
+    try:
+        return decode(text)
+    except ValueError:  # a lone surrogate JSON let through: no bytes to give back
+        raise PackFormatError(f"index field {name!r} is not text fs3g writes", key=where) from None
+
+
 def _encode_link(member_type: MemberType, link: bytes) -> str:
     # encode_path escapes what follows the leading "/"; a symlink target is escaped the same way, without it
     return encode_path(link) if member_type is MemberType.HARDLINK else encode_path(b"/" + link)
@@ -583,8 +591,7 @@ class IndexEntry:
         member_type = _TYPE_VALUES.get(_get(data, "type", str, where))
         if member_type is None:
             raise PackFormatError(f"index entry type {str(data['type'])[:10]!r} is not 0, 1 or 2", key=where)
-        path_text = _get(data, "path", str, where)
-        path = decode_path(path_text)
+        path = _decode_text(decode_path, _get(data, "path", str, where), "path", where)
         if len(path) < 2 or b"\0" in path:
             raise PackFormatError("index entry path is empty or holds NUL", key=where)
         header_offset = _get(data, "header_offset", int, where, 0, _INT64_MAX)
@@ -595,14 +602,13 @@ class IndexEntry:
         sha = data.get("sha256", "")
         link_text = data.get("link", "")
         if member_type is MemberType.FILE:
-            if not isinstance(sha, str) or not _SHA256.fullmatch(sha.encode("utf-8", "surrogateescape")) \
-                    or "link" in data:
+            if not isinstance(sha, str) or not _SHA256_TEXT.fullmatch(sha) or "link" in data:
                 raise PackFormatError("index file entry needs a sha256 (64 lowercase hex) and no link", key=where)
             link = b""
         else:
             if "sha256" in data or size != 0 or not isinstance(link_text, str) or not link_text:
                 raise PackFormatError("index link entry needs a link, size 0 and no sha256", key=where)
-            link = _decode_link(member_type, link_text)
+            link = _decode_text(lambda text: _decode_link(member_type, text), link_text, "link", where)
             if b"\0" in link:
                 raise PackFormatError("index entry link holds NUL", key=where)
         return cls(path, member_type, header_offset, data_offset, size, _get(data, "mtime_ns", int, where,
