@@ -372,3 +372,51 @@ def test_a_glacier_pack_is_restore_requested_once_for_all_its_members(moto_bucke
     report = merge_restore(run)
     assert report.ok and report.data["restored"]["files"] == 7, report.data
     assert_same_tree(root, dest)
+
+
+def test_members_far_apart_are_read_with_one_ranged_get_each_on_one_version(seaweed_bucket, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    names = ["a", "b-filler", "c", "d-filler", "e"]  # packed in this order
+    for name in names:
+        (root / name).write_bytes(os.urandom(3 * 1024 * 1024 if "filler" in name else 5000))
+    policy = policy_for(tmp_path, "far", root, seaweed_bucket)
+    refs = pack_tree(seaweed_bucket.client, policy, root)
+    requests = Requests()
+    dest = tmp_path / "restored"
+    report = restore(policy, dest, tmp_path / "run", requests, paths=(str(root / "a"), str(root / "e")))
+    assert report.ok and report.data["restored"]["files"] == 2
+    assert (dest / "a").read_bytes() == (root / "a").read_bytes() and (dest / "e").read_bytes() == (
+        root / "e").read_bytes()
+    ranges = sorted(g[3] for g in requests.gets())
+    expected = sorted(f"bytes={refs[os.fsencode(root / n)].header_offset}-{refs[os.fsencode(root / n)].data_end - 1}"
+                      for n in ("a", "e"))
+    assert ranges == expected  # 6 MiB apart: two ranges, not the 6 MiB between them (the second If-Match the first)
+    # A hard link whose first link is not selected: its data is read at the first link's member.
+    os.link(root / "a", root / "a2")
+    (root / "sub").mkdir()
+    os.link(root / "a", root / "sub" / "a3")
+    pack_tree(seaweed_bucket.client, policy, root, run_id="20261202T000000Z-0badcafe")
+    report = restore(policy, tmp_path / "only-sub", tmp_path / "run2", Requests(), paths=(str(root / "sub"),))
+    assert report.ok and (tmp_path / "only-sub" / "a3").read_bytes() == (root / "a").read_bytes()
+
+
+def test_spans_join_close_members_and_take_the_whole_span_past_half_the_pack():
+    from fs3g_hpc.model.packs import PackRef
+    from fs3g_hpc.model.records import Entry, EntryKind
+    from fs3g_hpc.restore.packs import Wanted, plan_spans
+
+    def wanted(header_offset: int, size: int) -> Wanted:
+        entry = Entry.of(b"/x", EntryKind.FILE, size, 0, 0, 0, 0o100644, 0, 0, 0, 0, 1)
+        return Wanted(PackRef(f"packs/{pack_fixture.RUN_ID}/000000-00000.tar", header_offset, header_offset + 1024,
+                              size), (entry,))
+
+    mib = 1024 * 1024
+    near = [wanted(0, 100), wanted(4096, 100), wanted(3 * mib, 100)]
+    spans = plan_spans(near, pack_bytes=100 * mib)
+    assert [(s.start, s.end, len(s.members)) for s in spans] == [(0, 4096 + 1124, 2), (3 * mib, 3 * mib + 1124, 1)]
+    # More than half of a 4 MiB pack wanted: one span from the first to the last member.
+    big = [wanted(0, 2 * mib), wanted(3 * mib + 512 * 1024, 100)]
+    assert [(s.start, s.end) for s in plan_spans(big, pack_bytes=4 * mib)] == [(0, 3 * mib + 512 * 1024 + 1124)]
+    assert len(plan_spans(big, pack_bytes=None)) == 2  # size unknown: 1.5 MiB apart, two ranges
+    assert plan_spans([], pack_bytes=1) == []
