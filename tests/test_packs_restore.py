@@ -420,3 +420,27 @@ def test_spans_join_close_members_and_take_the_whole_span_past_half_the_pack():
     assert [(s.start, s.end) for s in plan_spans(big, pack_bytes=4 * mib)] == [(0, 3 * mib + 512 * 1024 + 1124)]
     assert len(plan_spans(big, pack_bytes=None)) == 2  # size unknown: 1.5 MiB apart, two ranges
     assert plan_spans([], pack_bytes=1) == []
+
+
+def test_a_packed_link_the_destination_refuses_is_read_from_its_pack_as_a_copy(seaweed_bucket, tmp_path,
+                                                                                monkeypatch):
+    import errno
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a").write_bytes(b"one file, two names\n")
+    os.link(root / "a", root / "b")
+    policy = policy_for(tmp_path, "nolink", root, seaweed_bucket)
+    pack_tree(seaweed_bucket.client, policy, root)
+
+    def no_links(*args, **kwargs):  # a filesystem with no hard links, or a file at its link limit
+        raise OSError(errno.EMLINK, "Too many links")
+
+    monkeypatch.setattr(os, "link", no_links)
+    requests = Requests()
+    dest = tmp_path / "restored"
+    report = restore(policy, dest, tmp_path / "run", requests)
+    assert report.ok and report.data["restored"]["files"] == 2 and report.data["restored"]["linked"] == 0
+    assert (dest / "a").read_bytes() == (dest / "b").read_bytes() == b"one file, two names\n"
+    assert os.stat(dest / "a").st_ino != os.stat(dest / "b").st_ino
+    assert len(requests.gets()) == 2  # the copy read from the pack again, at the first link's member

@@ -277,7 +277,10 @@ class _ShardRestorer:
                 else:
                     linked = True
                 if not linked:
-                    self._restore(entry)
+                    if packed(entry):  # a copy of its own, read from its pack like its first link was
+                        self._pack(PackJob(PackRef.decode(entry.location, display_path(entry.path)).pack, [[entry]]))
+                    else:
+                        self._restore(entry)
                     return
                 try:
                     made = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
