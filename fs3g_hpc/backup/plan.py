@@ -29,6 +29,7 @@ from ..config import Policy, policy_to_dict
 from ..errors import UsageError
 from ..model.catalog import CatalogError, UnreadablePaths, checked_order
 from ..model.entries import EntryClass
+from ..model.mtimes import mtime_matches
 from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
                              read_records, sorted_stream, write_records)
 from ..model.sizes import GIB, KIB, MIB, TIB, format_size
@@ -64,7 +65,10 @@ def _catalog_seen(catalog_file: Path) -> dict[str, Any]:
 
 
 def differs(now: Entry, before: Entry) -> bool:
-    return now.kind is not before.kind or now.size_bytes != before.size_bytes or now.mtime_ns != before.mtime_ns
+    """Kind, size or mtime differ; an mtime at the precision its writer recorded (model/mtimes.py: the original
+    tool's float strings)."""
+    return now.kind is not before.kind or now.size_bytes != before.size_bytes or (
+        now.mtime_ns != before.mtime_ns and not mtime_matches(now.mtime_ns, before.mtime_ns))
 
 
 def directory_differs(now: Entry, before: Entry) -> bool:
