@@ -18,11 +18,11 @@ import shutil
 import struct
 import time
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import __version__
 from ..config import Policy, policy_to_dict
@@ -209,6 +209,9 @@ class PlanOptions:
     scan: ScanSettings = ScanSettings()
     max_array_size: int = 1001
     max_array_size_source: str = "default"
+    # Called once the roots and the run directory are checked, before the scan: the catalog to diff against, made
+    # current from the bucket's snapshots (snapshots/baseline.py); None keeps `catalog` as it is.
+    prepare_catalog: Callable[[], Path] | None = None
 
 
 @dataclass
@@ -261,6 +264,8 @@ def make_plan(policy: Policy, run_dir: Path, options: PlanOptions, now: datetime
 
 def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptions, now: datetime) -> PlanSummary:
     threshold = policy.storage.small_file_threshold_bytes
+    if options.prepare_catalog is not None:
+        options = replace(options, catalog=options.prepare_catalog(), prepare_catalog=None)
     if not options.full and options.catalog is not None and options.catalog.is_file():
         moved = catalog_target_mismatch(policy)
         if moved:

@@ -65,9 +65,9 @@ def plan_backup(policy: Policy, request: PlanRequest, now: datetime | None = Non
     run_dir = request.run_dir or default_run_dir(policy, now)
     max_array, source = cluster_max_array_size(request.executor)
     # The local catalog, or the bucket's newest snapshot when that is missing, damaged or older (snapshots/).
-    catalog = prepare_baseline(policy, full=request.full) if request.baseline else catalog_path(policy)
-    options = PlanOptions(full=request.full, catalog=catalog, scan=request.scan,
-                          max_array_size=max_array, max_array_size_source=source)
+    baseline = (lambda: prepare_baseline(policy, full=request.full)) if request.baseline else None
+    options = PlanOptions(full=request.full, catalog=catalog_path(policy), scan=request.scan,
+                          max_array_size=max_array, max_array_size_source=source, prepare_catalog=baseline)
     return make_plan(policy, run_dir, options, now)
 
 

@@ -108,5 +108,6 @@ def prepare_baseline(policy: Policy, *, full: bool, client_factory: Callable[[Po
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except (ServiceError, TargetError) as e:
-        log.warning("catalog snapshots not read (%s); planning against the local catalog", e)
+        # Said at -v only: the preflight before any upload reports a bucket that cannot be used, in one line.
+        log.info("catalog snapshots not read (%s); planning against the local catalog", e)
         return local
