@@ -97,7 +97,8 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     clients: list[Any] = []
 
     def client() -> Any:
-        # Made on first use: a run with nothing planned (a no-op incremental) never imports boto3.
+        # Made on first use: a run with nothing planned and an unchanged catalog (a no-op incremental) never imports
+        # boto3 here (its snapshot is already in the bucket).
         if not clients:
             if client_factory is not None:
                 clients.append(client_factory(policy))
