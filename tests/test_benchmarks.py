@@ -134,3 +134,15 @@ def test_bench_array_smoke(slurm_cluster, tmp_path):
     assert array["complete"] and array["tasks"] == 8 and report["summary"]["array"]["jobs_cpu_s"] > 0
     assert report["summary"]["throughput_ratio_array_over_single"] > 0
     assert "Throughput ratio array / single" in results.with_suffix(".md").read_text()
+
+
+@pytest.mark.s3  # the script reads the SeaweedFS endpoint from `.ci/services env` itself
+def test_bench_snapshot_smoke(tmp_path):
+    """A 2,000-entry catalog written to SeaweedFS as a snapshot and read back, each phase with its peak RSS."""
+    results = tmp_path / "snapshot"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_snapshot.py"), "--smoke",
+                           "--results", str(results)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    assert report["phases"]["read"]["entries"] == 2000 and report["phases"]["write"]["chunks"] >= 1
+    assert all(p["peak_rss_mib"] > 0 for p in report["phases"].values())

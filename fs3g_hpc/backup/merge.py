@@ -33,6 +33,7 @@ from ..runs.journal import DoneRecord, read_done_records, read_open_uploads
 from ..runs.layout import RunLayout, journal_file, make_private_dir, read_json, write_json_atomic
 from ..runs.progress import timing_fields, timing_line
 from ..runs.report import shard_failures, shard_state
+from ..snapshots.publish import publish_after_merge, snapshot_lines
 from .catalog import write_catalog
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class MergeReport:
             + (f" (see {d['failures_file']})" if d["failed"]["files"] else ""),
             "  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
             f"  catalog   {d['catalog']['path']} ({d['catalog']['entries']:,} entries)",
+            *snapshot_lines(d.get("snapshot")),
             timing_line(d),
         ]
 
@@ -95,7 +97,8 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     clients: list[Any] = []
 
     def client() -> Any:
-        # Made on first use: a run with nothing planned (a no-op incremental) never imports boto3.
+        # Made on first use: a run with nothing planned and an unchanged catalog (a no-op incremental) never imports
+        # boto3 here (its snapshot is already in the bucket).
         if not clients:
             if client_factory is not None:
                 clients.append(client_factory(policy))
@@ -164,12 +167,16 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         # A catalog of another bucket or prefix (the policy moved) is not the starting point of this one.
         previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
         entries = None if previous is None or verified_entries else _count_if_untouched(header, previous)
+        rewritten = entries is None
         if entries is None:
             entries = write_catalog(previous, _with_directories(_stream(verified_entries), layout), layout.deleted_file,
                                     catalog, work)
             record_catalog_target(policy)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # Last, after the local catalog: the bucket's own copy of it (snapshots/publish.py).
+    snapshot = publish_after_merge(policy, catalog, client, rewritten=rewritten,
+                                   run_id=str(header.get("run_id") or layout.run_dir.name))
 
     changes = header["changes"]
     data = {
@@ -189,6 +196,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         "shard_states": dict(states),
         "shards": [{"index": s["index"], "state": shard_state(layout, s["index"])} for s in header["shards"]],
         "catalog": {"path": str(catalog), "entries": entries},
+        **({"snapshot": snapshot} if snapshot else {}),
         "retry_round": header.get("retry_round", 0),
         "retry_rounds": policy.retry_rounds,
         # Elapsed from the plan's start (its scan included) to now; throughput of what this run verified.

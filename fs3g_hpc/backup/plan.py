@@ -18,17 +18,18 @@ import shutil
 import struct
 import time
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import __version__
 from ..config import Policy, policy_to_dict
 from ..errors import UsageError
 from ..model.catalog import CatalogError, UnreadablePaths, checked_order
 from ..model.entries import EntryClass
+from ..model.mtimes import mtime_matches
 from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
                              read_records, sorted_stream, write_records)
 from ..model.sizes import GIB, KIB, MIB, TIB, format_size
@@ -64,7 +65,10 @@ def _catalog_seen(catalog_file: Path) -> dict[str, Any]:
 
 
 def differs(now: Entry, before: Entry) -> bool:
-    return now.kind is not before.kind or now.size_bytes != before.size_bytes or now.mtime_ns != before.mtime_ns
+    """Kind, size or mtime differ; an mtime at the precision its writer recorded (model/mtimes.py: the original
+    tool's float strings)."""
+    return now.kind is not before.kind or now.size_bytes != before.size_bytes or (
+        now.mtime_ns != before.mtime_ns and not mtime_matches(now.mtime_ns, before.mtime_ns))
 
 
 def directory_differs(now: Entry, before: Entry) -> bool:
@@ -205,6 +209,9 @@ class PlanOptions:
     scan: ScanSettings = ScanSettings()
     max_array_size: int = 1001
     max_array_size_source: str = "default"
+    # Called once the roots and the run directory are checked, before the scan: the catalog to diff against, made
+    # current from the bucket's snapshots (snapshots/baseline.py); None keeps `catalog` as it is.
+    prepare_catalog: Callable[[], Path] | None = None
 
 
 @dataclass
@@ -257,6 +264,8 @@ def make_plan(policy: Policy, run_dir: Path, options: PlanOptions, now: datetime
 
 def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptions, now: datetime) -> PlanSummary:
     threshold = policy.storage.small_file_threshold_bytes
+    if options.prepare_catalog is not None:
+        options = replace(options, catalog=options.prepare_catalog(), prepare_catalog=None)
     if not options.full and options.catalog is not None and options.catalog.is_file():
         moved = catalog_target_mismatch(policy)
         if moved:

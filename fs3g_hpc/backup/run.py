@@ -25,6 +25,7 @@ from ..runs.files import PlanHeader, Report
 from ..runs.layout import RunLayout, default_run_dir, read_json, write_json_atomic
 from ..runs.report import describe_failures
 from ..scan import ScanSettings
+from ..snapshots.baseline import prepare_baseline
 from .plan import PlanOptions, PlanSummary, make_plan, make_retry_plan
 
 
@@ -42,6 +43,7 @@ class PlanRequest:
     run_dir: Path | None = None
     scan: ScanSettings = ScanSettings()
     executor: Executor | None = None  # the plan only reports MaxArraySize: a local run does not ask Slurm
+    baseline: bool = True  # consult the bucket's snapshots for the catalog (snapshots/baseline.py)
 
 
 def cluster_max_array_size(executor: Executor | None = None) -> tuple[int, str]:
@@ -62,8 +64,10 @@ def plan_backup(policy: Policy, request: PlanRequest, now: datetime | None = Non
     now = now or datetime.now(timezone.utc)
     run_dir = request.run_dir or default_run_dir(policy, now)
     max_array, source = cluster_max_array_size(request.executor)
+    # The local catalog, or the bucket's newest snapshot when that is missing, damaged or older (snapshots/).
+    baseline = (lambda: prepare_baseline(policy, full=request.full)) if request.baseline else None
     options = PlanOptions(full=request.full, catalog=catalog_path(policy), scan=request.scan,
-                          max_array_size=max_array, max_array_size_source=source)
+                          max_array_size=max_array, max_array_size_source=source, prepare_catalog=baseline)
     return make_plan(policy, run_dir, options, now)
 
 

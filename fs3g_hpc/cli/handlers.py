@@ -350,6 +350,28 @@ def checked_begin_time(text: str) -> str:
     return text
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from ..snapshots.rebuild import rebuild_catalog
+
+    policy = load_policy(args.config)
+    check_target(policy, write=True)
+    print("\n".join(rebuild_catalog(policy, workers=args.workers).lines()))
+    return ExitCode.OK
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    from ..snapshots.listing import list_snapshots
+
+    policy = load_policy(args.config)
+    check_target(policy, write=False)
+    listing = list_snapshots(policy)
+    if args.json:
+        _print_json(listing.to_json())
+    else:
+        print("\n".join(listing.lines()))
+    return ExitCode.OK
+
+
 def cmd_restore_stage(args: argparse.Namespace) -> int:
     from ..restore.run import stage_step
 

@@ -173,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "progress lines go to stderr")
     p.set_defaults(func=handlers.cmd_restore)
 
+    p = sub.add_parser("catalog", help="the lab's catalog: rebuild it from the bucket",
+                       description="rebuild: build the lab's catalog (and a snapshot in the bucket) from listings and "
+                                   "each object's metadata (one HEAD per object), for a bucket written per object "
+                                   "without snapshots (the original tool's); the next backup then uploads only "
+                                   "what changed.")
+    actions = p.add_subparsers(dest="catalog_action", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+    q = actions.add_parser("rebuild", help="build the catalog from the bucket's objects and metadata")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--workers", type=positive, default=32, metavar="N", help="HEAD requests in flight")
+    q.set_defaults(func=handlers.cmd_catalog)
+
+    p = sub.add_parser("snapshots", help="the catalog snapshots in the bucket",
+                       description="List the lab's catalog snapshots ([PREFIX/]catalog/<id>/): time, files, bytes "
+                                   "and what changed since the one before.")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=handlers.cmd_snapshots)
+
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--executor", choices=["slurm", "none"], default="none",

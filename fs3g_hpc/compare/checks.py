@@ -18,7 +18,8 @@ from typing import Any, Callable
 from ..config import Policy
 from ..model.entries import KEY_CLASS, EntryClass
 from ..model.keys import KeyClass, object_key
-from ..model.objectmeta import TREEHASH_KEY, format_ns, parse_ns
+from ..model.mtimes import mtime_matches, mtime_text_matches, text_ns
+from ..model.objectmeta import TREEHASH_KEY, format_ns
 from ..model.records import Entry, EntryKind, display_path
 from ..model.sizes import MIB, format_size
 from ..model.treehash import TreeHasher
@@ -149,7 +150,7 @@ def quick_verdict(local: Entry, remote: Entry, klass: EntryClass, *, mtime_known
                            f"was a {_KIND_NAMES[remote.kind]}, now a {_KIND_NAMES[local.kind]}")
     if local.size_bytes != remote.size_bytes:
         return Discrepancy(Category.CHANGED, klass, local.path, f"size {remote.size_bytes} -> {local.size_bytes}")
-    if mtime_known and local.mtime_ns != remote.mtime_ns:
+    if mtime_known and local.mtime_ns != remote.mtime_ns and not mtime_matches(local.mtime_ns, remote.mtime_ns):
         return Discrepancy(Category.CHANGED, klass, local.path,
                            f"mtime {format_ns(remote.mtime_ns)} -> {format_ns(local.mtime_ns)}")
     return None
@@ -259,10 +260,11 @@ class Checker:
                 if mtime_text is None:
                     return cannot("object has no mtime metadata (not written by fs3g?)")
                 try:
-                    stored_mtime_ns = parse_ns(mtime_text)
+                    stored_mtime_ns = text_ns(mtime_text)
+                    same_mtime = mtime_text_matches(mtime_text, local.mtime_ns)
                 except ValueError:
                     return cannot(f"object has an unreadable mtime {mtime_text!r}")
-                if stored_mtime_ns != local.mtime_ns:
+                if not same_mtime:
                     return Discrepancy(Category.CHANGED, klass, local.path,
                                        f"mtime {format_ns(stored_mtime_ns)} -> {format_ns(local.mtime_ns)}")
                 if not self.check_sha256:

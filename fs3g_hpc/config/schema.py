@@ -208,6 +208,15 @@ class RestoreSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SnapshotSettings:
+    chunk_bytes: int = setting(size(1 * MIB, 4 * GIB), default=64 * MIB,
+                               doc="catalog records per snapshot chunk in the bucket (uncompressed bytes): the "
+                                   "memory and the download unit of a snapshot")
+    rebuild_shard_keys: int = setting(integer(1, 10_000_000), default=100_000,
+                                      doc="objects per task of `fs3g catalog rebuild` (one HEAD each)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScheduleSettings:
     backup: str | None = setting(optional(parse_schedule), default=None, scope=Scope.LAB,
                                  doc="when `fs3g schedule install` runs the backup: cron (`0 2 * * *`) or `every 6h`")
@@ -229,6 +238,7 @@ class Policy:
     slurm: SlurmSettings = section(SlurmSettings, doc="how jobs are submitted")
     restore: RestoreSettings = section(RestoreSettings, doc="restore defaults")
     schedule: ScheduleSettings = section(ScheduleSettings, doc="the lab's backup schedule")
+    snapshots: SnapshotSettings = section(SnapshotSettings, doc="catalog snapshots in the bucket (catalog/)")
     run_root: str = setting(absolute_path(slurm_safe=True), doc="shared directory for run directories")
     source_files: tuple[str, ...] = field(default=(), metadata={"internal": True})
 

@@ -3,6 +3,7 @@ entries under these paths"), streamed and checked in order.
 
     <run_root>/<lab>/catalog.rec            records sorted by path (model/records.py): files, symlinks, directories
     <run_root>/<lab>/catalog-target.json    the bucket, prefix and endpoint the catalog's objects are in
+    <run_root>/<lab>/catalog-snapshot.json  the bucket snapshot the catalog is (snapshots/; model/snapshots.py)
 
 Memory: one record at a time. The order check and the unreadable-path rule are pure: model/catalog.py.
 """
@@ -24,6 +25,10 @@ def catalog_path(policy: Policy) -> Path:
 
 def catalog_target_path(policy: Policy) -> Path:
     return lab_dir(policy) / "catalog-target.json"
+
+
+def catalog_origin_path(policy: Policy) -> Path:
+    return lab_dir(policy) / "catalog-snapshot.json"
 
 
 def _target(policy: Policy) -> dict:

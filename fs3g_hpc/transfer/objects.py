@@ -45,6 +45,11 @@ def _wrap(e: Exception, what: str, key: str | None = None) -> ObjectAccessError:
     return ObjectAccessError(f"{what}: {type(e).__name__}: {e}", key=key)
 
 
+# Public names for the other transfer/ modules (snapshots.py): one home for S3 error wrapping.
+NOT_FOUND_CODES = _NOT_FOUND
+wrap_error = _wrap
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size_bytes: int
