@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import logging
 import math
 import os
@@ -35,38 +34,18 @@ import botocore.exceptions
 
 from ..config import Policy, StorageClass
 from ..runs.journal import OpenUpload, ShardJournal
-from ..model.checksums import composite_crc32, crc32_b64
+from ..model.checksums import crc32_b64
 from ..model.keys import KeyClass, ObjectKey, object_key, pathmap_key
 from ..model.objectmeta import TREEHASH_KEY, object_metadata
 from ..model.records import Entry, EntryKind, display_path
 from ..model.s3limits import ObjectTooLarge, part_size_for
 from ..model.sizes import MIB
 from ..model.treehash import TreeHasher, leaf_digests
+from .multipart import ByteBudget, FileChanged, Interrupted, MultipartSender, UploadError, client_error_code, \
+    put_checked
 from .target import classify
 
 log = logging.getLogger(__name__)
-
-# Codes a server gives for a body that does not match its checksum: the data was damaged on the way, so send again.
-_CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "InvalidChecksum"}
-_RESEND_ATTEMPTS = 3
-
-
-class UploadError(Exception):
-    """One file could not be backed up; the message says why (the shard goes on). `retryable` says whether a retry
-    round may mend it (a checksum damaged in flight may; a file too large for S3 never will)."""
-
-    def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(message)
-        self.retryable = retryable
-
-
-class FileChanged(UploadError):
-    pass
-
-
-class Interrupted(Exception):
-    """The task was asked to stop; the file's state is saved for a rerun."""
-
 
 class Outcome(Enum):
     UPLOADED = "uploaded"
@@ -103,70 +82,6 @@ class UploadSettings:
         return self.large_workers * self.large_buffers * self.buffer_size_bytes
 
 
-class _Body(io.RawIOBase):
-    """A read-only, seekable view of a buffer, so botocore can send (and re-send) a part without copying it."""
-
-    def __init__(self, view: memoryview):
-        super().__init__()
-        self._view = view
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def __bool__(self) -> bool:
-        # An empty body must still count as a body: botocore would otherwise frame it differently from its length.
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), len(self._view) - self._pos)
-        buffer[:n] = self._view[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
-        data = bytes(self._view[self._pos:end])
-        self._pos = end
-        return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, min(len(self._view), base + offset))
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-class _ByteBudget:
-    """Bytes of large-file buffers in use across all files: the policy's memory ceiling, enforced."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self._free = total
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int, stop: threading.Event) -> None:
-        with self._cond:
-            while self._free < n:
-                if stop.is_set():
-                    raise Interrupted()
-                self._cond.wait(timeout=0.5)
-            self._free -= n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self._free += n
-            self._cond.notify_all()
-
-
 @dataclass
 class Totals:
     """Counters shared by the workers (under `lock`), read by the progress reporter."""
@@ -197,12 +112,6 @@ class FileReport:
     retryable: bool = True
 
 
-def _client_error_code(e: Exception) -> str:
-    if isinstance(e, botocore.exceptions.ClientError):
-        return str(e.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 class ShardUploader:
     """Uploads the entries of one shard; `run()` returns the per-file problems (successes go to the journal)."""
 
@@ -214,7 +123,7 @@ class ShardUploader:
         self.stop = stop
         self.report = report
         self.totals = totals
-        self.budget = _ByteBudget(settings.buffer_budget_bytes)
+        self.budget = ByteBudget(settings.buffer_budget_bytes)
         self._parts = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
                                          thread_name_prefix="fs3g-part")
         self._journal_lock = threading.Lock()
@@ -266,7 +175,7 @@ class ShardUploader:
         except botocore.exceptions.BotoCoreError as e:
             self._fail(entry, Outcome.FAILED, f"{type(e).__name__}: {e}", retryable=classify(e).retryable)
         except botocore.exceptions.ClientError as e:
-            self._fail(entry, Outcome.FAILED, f"S3 {_client_error_code(e)}: {e}", retryable=classify(e).retryable)
+            self._fail(entry, Outcome.FAILED, f"S3 {client_error_code(e)}: {e}", retryable=classify(e).retryable)
         except Exception as e:  # noqa: BLE001 - one file's bug must not stop the shard; it is reported by name
             log.exception("unexpected error on %s", display_path(entry.path))
             # The same code on the same file fails the same way: a retry round would only repeat it.
@@ -295,23 +204,7 @@ class ShardUploader:
         return key
 
     def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> tuple[str, str]:
-        """One PUT with our CRC32; a checksum rejection is sent again. Returns the ETag and the CRC32."""
-        checksum = crc32_b64(data)
-        for attempt in range(1, _RESEND_ATTEMPTS + 1):
-            try:
-                response = self.client.put_object(Bucket=self.settings.bucket, Key=key, Body=data,
-                                                  Metadata=metadata, StorageClass=storage_class.value,
-                                                  ChecksumCRC32=checksum)
-            except botocore.exceptions.ClientError as e:
-                if _client_error_code(e) in _CHECKSUM_ERRORS and attempt < _RESEND_ATTEMPTS:
-                    log.warning("%s: damaged in flight (%s), sending again", key, _client_error_code(e))
-                    continue
-                raise
-            echoed = response.get("ChecksumCRC32")
-            if echoed is not None and echoed != checksum:
-                raise UploadError(f"S3 stored CRC32 {echoed}, expected {checksum}")
-            return str(response.get("ETag", "")).strip('"'), checksum
-        raise AssertionError("unreachable")
+        return put_checked(self.client, self.settings.bucket, key, data, metadata, storage_class)
 
     # -- small files and symlinks --------------------------------------------------------------------------------------
 
@@ -415,7 +308,9 @@ class ShardUploader:
         with self._uploads_lock:
             self._started_uploads[upload.upload_id] = (entry.path, key.key)
 
-        pipeline = _PartPipeline(self, key.key, upload.upload_id, fd, size, part_size, buffers, uploaded)
+        sender = MultipartSender(self.client, s.bucket, key.key, upload.upload_id, self._parts,
+                                 lambda: self.totals.add(parts_sent=1))
+        pipeline = _PartPipeline(self, sender, fd, size, part_size, buffers, uploaded)
         try:
             pipeline.run()
         except Interrupted:
@@ -429,27 +324,15 @@ class ShardUploader:
         if not _same_version(before, after):
             self._abort(entry.path, key.key, upload.upload_id, "changed")
             return False
-        parts = pipeline.completed_parts()
-        response = self.client.complete_multipart_upload(
-            Bucket=s.bucket, Key=key.key, UploadId=upload.upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag, "ChecksumCRC32": crc}
-                                       for n, etag, crc in parts]})
+        etag, expected = sender.complete(size)  # on failure the upload stays listed: abort_leftovers ends it
         with self._uploads_lock:
             self._started_uploads.pop(upload.upload_id, None)
         with self._journal_lock:
             self.journal.record_upload_ended(entry.path, upload.upload_id, "completed")
-        expected = composite_crc32(crc for _, _, crc in parts)
-        reported = response.get("ChecksumCRC32")
-        if reported is not None and reported != expected:
-            raise UploadError(f"completed object has CRC32 {reported}, expected {expected}")
-        if reported is None:  # the store does not report composite checksums: check the size at least
-            head = self.client.head_object(Bucket=s.bucket, Key=key.key)
-            if head["ContentLength"] != size:
-                raise UploadError(f"completed object has {head['ContentLength']} bytes, expected {size}")
         tree = pipeline.tree_hash()
         self.client.put_object_tagging(Bucket=s.bucket, Key=key.key,
                                        Tagging={"TagSet": [{"Key": TREEHASH_KEY, "Value": tree}]})
-        self._done(entry, after, key.key, tree, str(response.get("ETag", "")).strip('"'), expected)
+        self._done(entry, after, key.key, tree, etag, expected)
         self.totals.add(parts_reused=pipeline.reused)
         return True
 
@@ -480,7 +363,7 @@ class ShardUploader:
         try:
             self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
         except botocore.exceptions.ClientError as e:
-            if _client_error_code(e) != "NoSuchUpload":
+            if client_error_code(e) != "NoSuchUpload":
                 raise
         with self._uploads_lock:
             self._started_uploads.pop(upload_id, None)
@@ -499,22 +382,20 @@ class ShardUploader:
 
 
 class _PartPipeline:
-    """Reads one file's parts into `buffers` buffers and sends them; parts the server already holds with the same
-    CRC32 (a resumed upload) are read for the tree hash but not sent again."""
+    """Reads one file's parts into `buffers` buffers and hands them to its MultipartSender; parts the server already
+    holds with the same CRC32 (a resumed upload) are read for the tree hash but not sent again."""
 
-    def __init__(self, up: ShardUploader, key: str, upload_id: str, fd: int, size: int, part_size: int,
+    def __init__(self, up: ShardUploader, sender: MultipartSender, fd: int, size: int, part_size: int,
                  buffers: int, uploaded: dict[int, tuple[str, str | None, int]]):
         self.up = up
-        self.key = key
-        self.upload_id = upload_id
+        self.sender = sender
         self.fd = fd
         self.size = size
         self.part_size = part_size
         self.uploaded = uploaded
         self.free: list[bytearray] = [bytearray(part_size) for _ in range(buffers)]
         self.free_cond = threading.Condition()
-        self.results: dict[int, tuple[str, str]] = {}
-        self.errors: list[BaseException] = []
+        self.errors = sender.errors  # one list: a failed read or a failed send stops the file alike
         self.hasher = TreeHasher()
         self.pending_leaves: dict[int, list[bytes]] = {}
         self.next_leaf_part = 1
@@ -544,7 +425,6 @@ class _PartPipeline:
     def run(self) -> None:
         up = self.up
         readers = ThreadPoolExecutor(up.settings.readers_per_file, thread_name_prefix="fs3g-read")
-        sends: list[Future] = []
         try:
             reads: list[Future] = []
             for number, offset in enumerate(range(0, self.size, self.part_size), start=1):
@@ -554,19 +434,21 @@ class _PartPipeline:
                     raise self.errors[0]
                 buffer = self._take_buffer()
                 length = min(self.part_size, self.size - offset)
-                reads.append(readers.submit(self._read_part, number, offset, length, buffer, sends))
+                reads.append(readers.submit(self._read_part, number, offset, length, buffer))
             for f in reads:
                 f.result()
         finally:
             readers.shutdown(wait=True)
-            for f in list(sends):
-                f.exception()  # wait; errors are in self.errors
+            try:
+                self.sender.wait()
+            except BaseException:  # noqa: BLE001 - raised below
+                pass
         if self.errors:
             raise self.errors[0]
-        if up.stop.is_set() and len(self.results) < -(-self.size // self.part_size):
+        if up.stop.is_set() and len(self.sender.results) < -(-self.size // self.part_size):
             raise Interrupted()
 
-    def _read_part(self, number: int, offset: int, length: int, buffer: bytearray, sends: list[Future]) -> None:
+    def _read_part(self, number: int, offset: int, length: int, buffer: bytearray) -> None:
         try:
             view = memoryview(buffer)[:length]
             got = 0
@@ -586,41 +468,12 @@ class _PartPipeline:
             self._give_buffer(buffer)
             raise
         if reuse:
+            self.sender.reuse(number, held[0], checksum)  # type: ignore[index]
             with self.lock:
-                self.results[number] = (held[0], checksum)  # type: ignore[index]
                 self.reused += 1
             self._give_buffer(buffer)
             return
-        sends.append(self.up._parts.submit(self._send_part, number, view, buffer, checksum))
-
-    def _send_part(self, number: int, view: memoryview, buffer: bytearray, checksum: str) -> None:
-        up = self.up
-        try:
-            for attempt in range(1, _RESEND_ATTEMPTS + 1):
-                try:
-                    response = up.client.upload_part(Bucket=up.settings.bucket, Key=self.key,
-                                                     UploadId=self.upload_id, PartNumber=number, Body=_Body(view),
-                                                     ChecksumCRC32=checksum)
-                    break
-                except botocore.exceptions.ClientError as e:
-                    if _client_error_code(e) in _CHECKSUM_ERRORS and attempt < _RESEND_ATTEMPTS:
-                        log.warning("%s part %d: damaged in flight (%s), sending again", self.key, number,
-                                    _client_error_code(e))
-                        continue
-                    raise
-            echoed = response.get("ChecksumCRC32")
-            if echoed is not None and echoed != checksum:
-                raise UploadError(f"part {number}: S3 stored CRC32 {echoed}, expected {checksum}")
-            with self.lock:
-                self.results[number] = (str(response["ETag"]), checksum)
-            up.totals.add(parts_sent=1)
-        except BaseException as e:  # noqa: BLE001 - handed to the file's thread
-            self.errors.append(e)
-        finally:
-            self._give_buffer(buffer)
-
-    def completed_parts(self) -> list[tuple[int, str, str]]:
-        return [(n, etag, crc) for n, (etag, crc) in sorted(self.results.items())]
+        self.sender.submit(number, view, checksum, lambda: self._give_buffer(buffer))
 
     def tree_hash(self) -> str:
         return self.hasher.hexdigest()
