@@ -194,7 +194,8 @@ class ShardJournal:
     def record_pack_started(self, pack: OpenPack) -> None:
         self._write({"t": "pack", "k": pack.key, "u": pack.upload_id, "n": pack.n})
 
-    def record_packed(self, key: str, path: bytes, size_bytes: int, mtime_ns: int, tree_hash: str, at: PackedAt) -> None:
+    def record_packed(self, key: str, path: bytes, size_bytes: int, mtime_ns: int, tree_hash: str,
+                      at: PackedAt) -> None:
         self._write({"t": "packed", "k": key, "p": _path_text(path), "s": size_bytes, "m": mtime_ns, "h": tree_hash,
                      "sha": at.sha256, "ho": at.header_offset, "do": at.data_offset})
 

@@ -28,7 +28,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import botocore.exceptions
 
@@ -43,6 +43,7 @@ from ..model.sizes import MIB
 from ..model.treehash import TreeHasher, leaf_digests
 from .multipart import ByteBudget, FileChanged, Interrupted, MultipartSender, UploadError, client_error_code, \
     put_checked
+from .packer import PackSettings, ShardPacker
 from .target import classify
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,15 @@ class UploadSettings:
     buffer_size_bytes: int
     readers_per_file: int
     change_retries: int = 2
+    packs: PackSettings | None = None  # small files and symlinks go into packs (transfer/packer.py)
 
     @classmethod
-    def from_policy(cls, policy: Policy) -> "UploadSettings":
+    def from_policy(cls, policy: Policy, packs: PackSettings | None = None) -> "UploadSettings":
         up, storage = policy.uploader, policy.storage
         large_class = storage.archive_storage_class if storage.upload_large_to_archive else StorageClass.STANDARD
         return cls(policy.s3.bucket, policy.s3.prefix, storage.small_file_threshold_bytes, large_class,
-                   up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes, up.readers_per_file)
+                   up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes, up.readers_per_file,
+                   packs=packs)
 
     @property
     def buffer_budget_bytes(self) -> int:
@@ -124,29 +127,37 @@ class ShardUploader:
         self.report = report
         self.totals = totals
         self.budget = ByteBudget(settings.buffer_budget_bytes)
-        self._parts = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
+        self.part_pool = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
                                          thread_name_prefix="fs3g-part")
-        self._journal_lock = threading.Lock()
+        self.journal_lock = threading.Lock()
         self._started_uploads: dict[str, tuple[bytes, str]] = {}  # upload id -> (path, key): to abort at the end
         self._uploads_lock = threading.Lock()
 
     # -- driver ------------------------------------------------------------------------------------------------------
 
-    def run(self, entries: Iterable[Entry]) -> None:
+    def run(self, entries: Callable[[], Iterable[Entry]]) -> None:
+        """Upload the shard's entries (`entries()` streams them; with packs it is read twice: once by the packer for
+        the small files and symlinks, once here for the rest, so that both run concurrently)."""
         s = self.settings
         small_slots = threading.Semaphore(s.small_workers * 2)
         large_slots = threading.Semaphore(s.large_workers)
+        packer_errors: list[BaseException] = []
         with ThreadPoolExecutor(s.small_workers, thread_name_prefix="fs3g-small") as small_pool, \
                 ThreadPoolExecutor(s.large_workers, thread_name_prefix="fs3g-large") as large_pool:
-            for entry in entries:
-                if self.stop.is_set():
-                    break
-                path = entry.path
-                done = self.journal.done.get(path)
-                if done is not None:
-                    self.totals.add(files_skipped=1, files_done=1, bytes_done=entry.size_bytes)
-                    continue
-                large = entry.kind is EntryKind.FILE and entry.size_bytes > s.small_file_threshold_bytes
+            packing = None
+            if s.packs is not None:
+                packer = ShardPacker(self, s.packs)
+
+                def pack() -> None:
+                    try:
+                        packer.run(self._pending(entries(), small=True), small_pool)
+                    except BaseException as e:  # noqa: BLE001 - raised in the driver's thread below
+                        packer_errors.append(e)
+
+                packing = threading.Thread(target=pack, name="fs3g-packer")
+                packing.start()
+            for entry in self._pending(entries(), small=None if packing is None else False):
+                large = self._large(entry)
                 slots, pool, work = ((large_slots, large_pool, self._large_file) if large
                                      else (small_slots, small_pool, self._small_entry))
                 while not slots.acquire(timeout=0.5):
@@ -155,31 +166,66 @@ class ShardUploader:
                 else:
                     future = pool.submit(self._guarded, work, entry)
                     future.add_done_callback(lambda _f, sem=slots: sem.release())
-        self._parts.shutdown(wait=True)
+            if packing is not None:
+                packing.join()
+        self.part_pool.shutdown(wait=True)
+        if packer_errors:
+            raise packer_errors[0]
+
+    def _large(self, entry: Entry) -> bool:
+        return entry.kind is EntryKind.FILE and entry.size_bytes > self.settings.small_file_threshold_bytes
+
+    def _pending(self, entries: Iterable[Entry], small: bool | None) -> Iterator[Entry]:
+        """The entries not yet done (the done ones counted as skipped); `small`: only the small files and symlinks
+        (True), only the others (False), or all (None)."""
+        for entry in entries:
+            if self.stop.is_set():
+                return
+            if small is not None and self._large(entry) == small:
+                continue
+            if entry.path in self.journal.done:
+                self.totals.add(files_skipped=1, files_done=1, bytes_done=entry.size_bytes)
+                continue
+            yield entry
 
     def _guarded(self, work: Callable[[Entry], None], entry: Entry) -> None:
         try:
             work(entry)
-        except Interrupted:
-            self.report(FileReport(entry.path, Outcome.INTERRUPTED, "stopped before it finished; a rerun resumes"))
-        except FileChanged as e:
-            self._fail(entry, Outcome.CHANGED, str(e))
-        except FileNotFoundError:
-            self._fail(entry, Outcome.VANISHED, "no longer exists", retryable=False)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - one file's failure must not stop the shard; it is reported by name
+            self.report_exception(entry, e)
+
+    def guarded_send_whole(self, entry: Entry, st: os.stat_result, data: bytes) -> None:
+        """A file read whole that is past the small-file threshold: its own object, as a large file."""
+        self._guarded(lambda e: self._send_whole(e, st, data, KeyClass.LARGE, self.settings.large_storage_class),
+                      entry)
+
+    def report_exception(self, entry: Entry, e: BaseException, *, context: str = "") -> None:
+        """Report why `entry` was not backed up (the one mapping of exceptions to outcomes, packs included);
+        `context` (a pack's key) prefixes the reason."""
+        def why(detail: str) -> str:
+            return f"{context}: {detail}" if context else detail
+
+        if isinstance(e, Interrupted):
+            self.report(FileReport(entry.path, Outcome.INTERRUPTED,
+                                   why("stopped before it finished; a rerun resumes")))
+        elif isinstance(e, FileChanged):
+            self._fail(entry, Outcome.CHANGED, why(str(e)))
+        elif isinstance(e, FileNotFoundError):
+            self._fail(entry, Outcome.VANISHED, why("no longer exists"), retryable=False)
+        elif isinstance(e, OSError):
             # Permissions and names the filesystem refuses stay so; EIO or ESTALE on a parallel filesystem may pass.
             permanent = isinstance(e, PermissionError) or e.errno in (errno.ENAMETOOLONG, errno.ELOOP)
-            self._fail(entry, Outcome.UNREADABLE, e.strerror or str(e), retryable=not permanent)
-        except UploadError as e:
-            self._fail(entry, Outcome.FAILED, str(e), retryable=e.retryable)
-        except botocore.exceptions.BotoCoreError as e:
-            self._fail(entry, Outcome.FAILED, f"{type(e).__name__}: {e}", retryable=classify(e).retryable)
-        except botocore.exceptions.ClientError as e:
-            self._fail(entry, Outcome.FAILED, f"S3 {client_error_code(e)}: {e}", retryable=classify(e).retryable)
-        except Exception as e:  # noqa: BLE001 - one file's bug must not stop the shard; it is reported by name
-            log.exception("unexpected error on %s", display_path(entry.path))
+            self._fail(entry, Outcome.UNREADABLE, why(e.strerror or str(e)), retryable=not permanent)
+        elif isinstance(e, UploadError):
+            self._fail(entry, Outcome.FAILED, why(str(e)), retryable=e.retryable)
+        elif isinstance(e, botocore.exceptions.BotoCoreError):
+            self._fail(entry, Outcome.FAILED, why(f"{type(e).__name__}: {e}"), retryable=classify(e).retryable)
+        elif isinstance(e, botocore.exceptions.ClientError):
+            self._fail(entry, Outcome.FAILED, why(f"S3 {client_error_code(e)}: {e}"), retryable=classify(e).retryable)
+        else:
+            log.error("unexpected error on %s", display_path(entry.path), exc_info=e)
             # The same code on the same file fails the same way: a retry round would only repeat it.
-            self._fail(entry, Outcome.FAILED, f"internal error {type(e).__name__}: {e}", retryable=False)
+            self._fail(entry, Outcome.FAILED, why(f"internal error {type(e).__name__}: {e}"), retryable=False)
 
     def _fail(self, entry: Entry, outcome: Outcome, detail: str, *, retryable: bool = True) -> None:
         self.totals.add(files_failed=1)
@@ -187,7 +233,7 @@ class ShardUploader:
 
     def _done(self, entry: Entry, st: os.stat_result, key: str, tree_hash: str, etag: str,
               checksum: str | None) -> None:
-        with self._journal_lock:
+        with self.journal_lock:
             self.journal.record_done(entry.path, st.st_size, st.st_mtime_ns, key, tree_hash, etag, checksum)
         self.totals.add(files_done=1, bytes_done=st.st_size)
 
@@ -208,10 +254,15 @@ class ShardUploader:
 
     # -- small files and symlinks --------------------------------------------------------------------------------------
 
-    def _small_entry(self, entry: Entry) -> None:
+    def read_small(self, entry: Entry) -> tuple[bytes, os.stat_result]:
+        """A small file's bytes (or a symlink's target) and the stat of the version read: the file is read whole,
+        fstat before and after; one that changed meanwhile is read again (`change_retries` times), then FileChanged."""
         if entry.kind is EntryKind.SYMLINK:
-            self._symlink(entry)
-            return
+            target = os.readlink(entry.path)
+            st = os.lstat(entry.path)
+            if not stat.S_ISLNK(st.st_mode):
+                raise UploadError("no longer a symlink")
+            return target, st
         retries = self.settings.change_retries
         for attempt in range(retries + 1):
             if self.stop.is_set():
@@ -223,11 +274,16 @@ class ShardUploader:
             finally:
                 os.close(fd)
             if _same_version(before, after) and len(data) == after.st_size:
-                break
-            if attempt == retries:
-                raise FileChanged(f"size or mtime changed while it was read ({retries + 1} tries)")
-        klass = KeyClass.SMALL if after.st_size <= self.settings.small_file_threshold_bytes else KeyClass.LARGE
-        self._send_whole(entry, after, data, klass,
+                return data, after
+        raise FileChanged(f"size or mtime changed while it was read ({retries + 1} tries)")
+
+    def _small_entry(self, entry: Entry) -> None:
+        data, st = self.read_small(entry)
+        if entry.kind is EntryKind.SYMLINK:
+            self._send_whole(entry, st, data, KeyClass.SYMLINK, StorageClass.STANDARD)
+            return
+        klass = KeyClass.SMALL if st.st_size <= self.settings.small_file_threshold_bytes else KeyClass.LARGE
+        self._send_whole(entry, st, data, klass,
                          StorageClass.STANDARD if klass is KeyClass.SMALL else self.settings.large_storage_class)
 
     def _send_whole(self, entry: Entry, st: os.stat_result, data: bytes, klass: KeyClass,
@@ -239,13 +295,6 @@ class ShardUploader:
         meta = object_metadata(_as_entry(entry, st), tree, key.long_path_sha256)
         etag, checksum = self._put(key.key, data, meta, storage_class)
         self._done(entry, st, key.key, tree, etag, checksum)
-
-    def _symlink(self, entry: Entry) -> None:
-        target = os.readlink(entry.path)
-        st = os.lstat(entry.path)
-        if not stat.S_ISLNK(st.st_mode):
-            raise UploadError("no longer a symlink")
-        self._send_whole(entry, st, target, KeyClass.SYMLINK, StorageClass.STANDARD)
 
     # -- large files ---------------------------------------------------------------------------------------------------
 
@@ -303,12 +352,12 @@ class ShardUploader:
                                                            StorageClass=s.large_storage_class.value,
                                                            ChecksumAlgorithm="CRC32")
             upload = OpenUpload(response["UploadId"], key.key, part_size, size, before.st_mtime_ns)
-            with self._journal_lock:
+            with self.journal_lock:
                 self.journal.record_upload_started(entry.path, upload)
         with self._uploads_lock:
             self._started_uploads[upload.upload_id] = (entry.path, key.key)
 
-        sender = MultipartSender(self.client, s.bucket, key.key, upload.upload_id, self._parts,
+        sender = MultipartSender(self.client, s.bucket, key.key, upload.upload_id, self.part_pool,
                                  lambda: self.totals.add(parts_sent=1))
         pipeline = _PartPipeline(self, sender, fd, size, part_size, buffers, uploaded)
         try:
@@ -327,7 +376,7 @@ class ShardUploader:
         etag, expected = sender.complete(size)  # on failure the upload stays listed: abort_leftovers ends it
         with self._uploads_lock:
             self._started_uploads.pop(upload.upload_id, None)
-        with self._journal_lock:
+        with self.journal_lock:
             self.journal.record_upload_ended(entry.path, upload.upload_id, "completed")
         tree = pipeline.tree_hash()
         self.client.put_object_tagging(Bucket=s.bucket, Key=key.key,
@@ -367,7 +416,7 @@ class ShardUploader:
                 raise
         with self._uploads_lock:
             self._started_uploads.pop(upload_id, None)
-        with self._journal_lock:
+        with self.journal_lock:
             self.journal.record_upload_ended(path, upload_id, f"aborted: {why}")
 
     def abort_leftovers(self, interrupted: bool) -> None:
