@@ -257,7 +257,7 @@ class _Walker:
                         symlinks += 1
                     buffer.append(new(entry_type, (prefix + name, kind, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                                                    st.st_atime_ns, mode, st.st_uid, st.st_gid, st.st_dev, st.st_ino,
-                                                   st.st_nlink, b"")))
+                                                   st.st_nlink, b"", b"")))
                     if len(buffer) >= limit:
                         self._spill()  # SpillError is not an OSError: it is never mistaken for a listing error
                         buffer = self.spiller.buffer

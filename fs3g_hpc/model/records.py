@@ -4,6 +4,10 @@ One record per filesystem entry: a fixed little-endian header then the path's ex
 byte but NUL: newlines, invalid UTF-8 and 4,000-byte paths round-trip unchanged). Files are streams of records compressed with zlib level 1
 (gzip container), streamed a chunk at a time, so nothing ever holds a whole tree in memory.
 
+Format 3 (written) adds each record's location: empty for a file stored as its own object (the key follows from the
+path, model/keys.py), an encoded `model.packs.PackRef` for a file stored as a member of a pack. Formats 1 and 2 are
+still read (location b"").
+
 Records sort by `sort_key(path)`: the parent directory, then NUL, then the name, so that the direct children of a
 directory are contiguous (small files of one directory stay together) and every writer and reader agrees on one order.
 """
@@ -19,13 +23,17 @@ from pathlib import Path
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-FORMAT_VERSION = 2
-_MAGIC = b"FS3GREC2"
+FORMAT_VERSION = 3
+_MAGIC = b"FS3GREC3"
+_MAGIC_V2 = b"FS3GREC2"  # before the location: still read (location b""), never written
 _MAGIC_V1 = b"FS3GREC1"  # before the tree hash: still read, never written
-# kind, size, mtime_ns, ctime_ns, atime_ns, mode, uid, gid, dev, ino, nlink, key length, hash length
-# (then the key, then the hash: empty in scans and shards, the 32-byte SHA-256 tree hash in the catalog)
-_HEADER = struct.Struct("<BQqqqIIIQQIIB")
+# kind, size, mtime_ns, ctime_ns, atime_ns, mode, uid, gid, dev, ino, nlink, key length, hash length, location length
+# (then the key, then the hash: empty in scans and shards, the 32-byte SHA-256 tree hash in the catalog; then the
+# location: empty for a per-object file, `model.packs.PackRef.encode()` for a file stored in a pack)
+_HEADER = struct.Struct("<BQqqqIIIQQIIBH")
+_HEADER_V2 = struct.Struct("<BQqqqIIIQQIIB")
 _HEADER_V1 = struct.Struct("<BQqqqIIIQQII")
+MAX_LOCATION_BYTES = (1 << 16) - 1
 _COMPRESS_LEVEL = 1
 
 
@@ -56,17 +64,18 @@ class Entry(NamedTuple):
     ino: int
     nlink: int
     tree_hash: bytes = b""  # the SHA-256 tree hash of what was backed up (catalog records only)
+    location: bytes = b""  # where the bytes are: b"" = the per-object key derived from the path; else a PackRef
 
     @classmethod
     def of(cls, path: bytes, kind: EntryKind, size_bytes: int, mtime_ns: int, ctime_ns: int, atime_ns: int,
            mode: int, uid: int, gid: int, dev: int, ino: int, nlink: int) -> "Entry":
         return _new(cls, (sort_key(path), kind, size_bytes, mtime_ns, ctime_ns, atime_ns, mode, uid, gid, dev, ino,
-                          nlink, b""))
+                          nlink, b"", b""))
 
     @classmethod
     def from_stat(cls, path: bytes, kind: EntryKind, st: os.stat_result) -> "Entry":
         return _new(cls, (sort_key(path), kind, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns,
-                          st.st_mode, st.st_uid, st.st_gid, st.st_dev, st.st_ino, st.st_nlink, b""))
+                          st.st_mode, st.st_uid, st.st_gid, st.st_dev, st.st_ino, st.st_nlink, b"", b""))
 
     @property
     def path(self) -> bytes:
@@ -101,10 +110,17 @@ def display_path(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
+def packed(entry: Entry) -> bool:
+    """True when the entry's bytes live in a pack (its location is a `PackRef`), False for a per-object file."""
+    return bool(entry[13])
+
+
 def encode(entry: Entry) -> bytes:
     # `_value_` is a plain attribute; Enum's `value` is a descriptor call, measurable at 10^8 records.
+    # struct raises for a location over MAX_LOCATION_BYTES ('H'), so no record is ever written truncated.
     return _HEADER.pack(entry[1]._value_, entry[2], entry[3], entry[4], entry[5], entry[6], entry[7], entry[8],
-                        entry[9], entry[10], entry[11], len(entry[0]), len(entry[12])) + entry[0] + entry[12]
+                        entry[9], entry[10], entry[11], len(entry[0]), len(entry[12]),
+                        len(entry[13])) + entry[0] + entry[12] + entry[13]
 
 
 class RecordFormatError(ValueError):
@@ -163,43 +179,80 @@ class RecordWriter:
 
 
 def read_records(path: Path) -> Iterator[Entry]:
-    """Stream the records of one file, in file order, decoding a chunk at a time."""
+    """Stream the records of one file, in file order, decoding a chunk at a time (format 1, 2 or 3)."""
     where = str(path)
-    kinds = _KINDS
     with gzip.open(path, "rb") as stream:
         magic = stream.read(len(_MAGIC))
-        if magic not in (_MAGIC, _MAGIC_V1):
+        if magic == _MAGIC:
+            yield from _read_v3(stream, where)
+        elif magic in (_MAGIC_V2, _MAGIC_V1):
+            yield from _read_old(stream, where, magic == _MAGIC_V1)
+        else:
             raise RecordFormatError(f"{where}: not an fs3g record file (format {FORMAT_VERSION})")
-        v1 = magic == _MAGIC_V1
-        header = _HEADER_V1 if v1 else _HEADER
-        unpack_from, header_size = header.unpack_from, header.size
-        buffer = b""
-        while True:
-            chunk = stream.read(_READ_CHUNK)
-            if not chunk:
-                if buffer:
-                    raise RecordFormatError(f"{where}: truncated record stream")
-                return
-            buffer = buffer + chunk if buffer else chunk
-            pos, end = 0, len(buffer)
-            while pos + header_size <= end:
-                if v1:
-                    kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n = unpack_from(buffer, pos)
-                    h = 0
-                else:
-                    kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h = unpack_from(buffer, pos)
-                key_end = pos + header_size + n
-                stop = key_end + h
-                if stop > end:
-                    break
-                try:
-                    kind_enum = kinds[kind]
-                except KeyError:
-                    raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
-                yield _new(Entry, (buffer[pos + header_size:key_end], kind_enum, size, mtime, ctime, atime, mode, uid,
-                                   gid, dev, ino, nlink, buffer[key_end:stop] if h else b""))
-                pos = stop
-            buffer = buffer[pos:]
+
+
+def _read_v3(stream, where: str) -> Iterator[Entry]:
+    kinds = _KINDS
+    unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
+    buffer = b""
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            if buffer:
+                raise RecordFormatError(f"{where}: truncated record stream")
+            return
+        buffer = buffer + chunk if buffer else chunk
+        pos, end = 0, len(buffer)
+        while pos + header_size <= end:
+            kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h, l = unpack_from(buffer, pos)
+            key_end = pos + header_size + n
+            hash_end = key_end + h
+            stop = hash_end + l
+            if stop > end:
+                break
+            try:
+                kind_enum = kinds[kind]
+            except KeyError:
+                raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
+            yield _new(Entry, (buffer[pos + header_size:key_end], kind_enum, size, mtime, ctime, atime, mode, uid,
+                               gid, dev, ino, nlink, buffer[key_end:hash_end] if h else b"",
+                               buffer[hash_end:stop] if l else b""))
+            pos = stop
+        buffer = buffer[pos:]
+
+
+def _read_old(stream, where: str, v1: bool) -> Iterator[Entry]:
+    """Formats 1 (no tree hash) and 2 (no location): every location is b""."""
+    kinds = _KINDS
+    header = _HEADER_V1 if v1 else _HEADER_V2
+    unpack_from, header_size = header.unpack_from, header.size
+    buffer = b""
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            if buffer:
+                raise RecordFormatError(f"{where}: truncated record stream")
+            return
+        buffer = buffer + chunk if buffer else chunk
+        pos, end = 0, len(buffer)
+        while pos + header_size <= end:
+            if v1:
+                kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n = unpack_from(buffer, pos)
+                h = 0
+            else:
+                kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h = unpack_from(buffer, pos)
+            key_end = pos + header_size + n
+            stop = key_end + h
+            if stop > end:
+                break
+            try:
+                kind_enum = kinds[kind]
+            except KeyError:
+                raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
+            yield _new(Entry, (buffer[pos + header_size:key_end], kind_enum, size, mtime, ctime, atime, mode, uid,
+                               gid, dev, ino, nlink, buffer[key_end:stop] if h else b"", b""))
+            pos = stop
+        buffer = buffer[pos:]
 
 
 def write_records(path: Path, entries: Iterable[Entry]) -> int:

@@ -1,0 +1,103 @@
+"""Record format 3 (the location field), and files of formats 1 and 2 still read, built here with their own layouts."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+
+import pytest
+
+from fs3g_hpc.model.packs import PackRef
+from fs3g_hpc.model.records import (FORMAT_VERSION, Entry, EntryKind, RecordFormatError, encode, packed, read_records,
+                                    sort_key, write_records)
+
+PACK = "packs/20261201T120000Z-1a2b3c4d/000003-00001.tar"
+
+
+def entries() -> list[Entry]:
+    out = []
+    for i in range(2000):  # more than one read chunk's worth of records at 4,000-byte paths
+        path = b"/r/" + (b"d\xff\n" * 1300)[: 1 + i % 4000] + b"/%d" % i
+        tree = hashlib.sha256(path).digest() if i % 3 else b""
+        location = PackRef(PACK, 1024 * i, 1024 * i + 1536, i).encode() if i % 2 else b""
+        out.append(Entry.of(path, EntryKind.FILE, i, -i * 10**9 - 1, i, 2**62, 0o100644, 2**32 - 1, 7, 2**64 - 1, i,
+                            3)._replace(tree_hash=tree, location=location))
+    return out
+
+
+def test_v3_round_trip_keeps_locations_and_tree_hashes(tmp_path):
+    assert FORMAT_VERSION == 3
+    written = entries()
+    path = tmp_path / "catalog.rec"
+    assert write_records(path, written) == len(written)
+    with gzip.open(path) as f:
+        assert f.read(8) == b"FS3GREC3"
+    back = list(read_records(path))
+    assert back == written
+    assert [packed(e) for e in back] == [bool(i % 2) for i in range(len(written))]
+    ref = PackRef.decode(back[5].location, "test")
+    assert ref == PackRef(PACK, 5120, 5120 + 1536, 5) and ref.data_end == 5120 + 1536 + 5
+    assert back[4].location == b"" and not packed(back[4])
+
+
+def test_new_entries_have_an_empty_location():
+    e = Entry.of(b"/a/b", EntryKind.FILE, 1, 2, 3, 4, 0o100644, 5, 6, 7, 8, 1)
+    assert e.location == b"" and e.tree_hash == b"" and len(e) == len(Entry._fields) == 14
+    assert not packed(e)
+
+
+def test_a_location_too_long_for_its_length_field_is_refused():
+    e = Entry.of(b"/a/b", EntryKind.FILE, 1, 2, 3, 4, 0o100644, 5, 6, 7, 8, 1)._replace(location=b"x" * 65536)
+    with pytest.raises(struct.error):
+        encode(e)
+
+
+# The layouts of formats 1 and 2, as they were written (kept here, not in the module: it never writes them).
+V1 = struct.Struct("<BQqqqIIIQQII")
+V2 = struct.Struct("<BQqqqIIIQQIIB")
+
+
+def write_old(path, magic: bytes, entries: list[Entry]) -> None:
+    with gzip.open(path, "wb") as f:
+        f.write(magic)
+        for e in entries:
+            fields = (e.kind.value, e.size_bytes, e.mtime_ns, e.ctime_ns, e.atime_ns, e.mode, e.uid, e.gid, e.dev,
+                      e.ino, e.nlink, len(e.key))
+            if magic == b"FS3GREC1":
+                f.write(V1.pack(*fields) + e.key)
+            else:
+                f.write(V2.pack(*fields, len(e.tree_hash)) + e.key + e.tree_hash)
+
+
+@pytest.mark.parametrize("magic", [b"FS3GREC1", b"FS3GREC2"])
+def test_format_1_and_2_files_still_read_with_empty_locations(tmp_path, magic):
+    written = [e._replace(location=b"") for e in entries()]
+    if magic == b"FS3GREC1":
+        written = [e._replace(tree_hash=b"") for e in written]
+    path = tmp_path / "old.rec"
+    write_old(path, magic, written)
+    back = list(read_records(path))
+    assert back == written
+    assert all(e.location == b"" and not packed(e) for e in back)
+    assert any(e.tree_hash for e in back) == (magic == b"FS3GREC2")
+
+
+def test_truncated_and_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "c.rec"
+    write_records(path, entries()[:10])
+    with gzip.open(path) as f:
+        data = f.read()
+    with gzip.open(tmp_path / "cut.rec", "wb") as f:
+        f.write(data[:-3])
+    with pytest.raises(RecordFormatError, match="truncated"):
+        list(read_records(tmp_path / "cut.rec"))
+    with gzip.open(tmp_path / "x.rec", "wb") as f:
+        f.write(b"FS3GREC9" + data[8:])
+    with pytest.raises(RecordFormatError, match="not an fs3g record file"):
+        list(read_records(tmp_path / "x.rec"))
+
+
+def test_sort_key_is_unchanged_by_the_location():
+    a = Entry.of(b"/d/x", EntryKind.FILE, 1, 1, 1, 1, 0o100644, 0, 0, 1, 1, 1)
+    assert a._replace(location=PackRef(PACK, 0, 1024, 1).encode()).key == a.key == sort_key(b"/d/x")
