@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
 from ..config import Policy, StorageClass
+from ..config.schema import SmallFiles
 from ..model.checksums import crc32_b64
 from ..model.objectmeta import group_name, user_name
-from ..model.packs import (END_OF_ARCHIVE, IndexWriter, MemberInfo, MemberType, index_key, member_header, pack_key,
+from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header, pack_key,
                            padding, relative_to_prefix)
 from ..model.records import Entry, EntryKind
 from ..model.treehash import TreeHasher
@@ -70,7 +71,7 @@ class PackSettings:
         """The packer's settings, or None when the policy keeps small files as objects (or the plan predates packs:
         it has no run id, and goes on as it was planned)."""
         storage = policy.storage
-        if not run_id or not storage.packs_enabled:
+        if not run_id or storage.small_files is not SmallFiles.PACKS:
             return None
         return cls(run_id, shard, storage.pack_size_bytes, storage.pack_storage_class)
 
@@ -196,7 +197,7 @@ class ShardPacker:
         pack.members.append(member)
         if info.type is MemberType.FILE and st.st_nlink > 1:
             pack.first_link.setdefault((st.st_dev, st.st_ino), member)
-        pack.index.add(info, header_offset, data_offset)
+        pack.index.add(IndexEntry.of(info, header_offset, data_offset))
         with self.up.journal_lock:
             self.up.journal.record_packed(pack.key, entry.path, st.st_size, st.st_mtime_ns, tree, at)
 

@@ -1,13 +1,17 @@
 """The threaded buffered uploader: one shard's entries to S3.
 
-Small files (and symlinks): a pool of `small_workers` threads, each reading a whole file and sending it with one PUT.
+Small files (and symlinks), `storage.small_files: objects`: a pool of `small_workers` threads, each reading a whole
+file and sending it with one PUT. With `packs`, they go to the shard's packer (transfer/packer.py) instead, which reads
+them on the same threads and streams them into packs, concurrently with the large files.
 Large files: `large_workers` files in flight; for each, `readers_per_file` reader threads fill that file's buffers with
 consecutive parts (one reader = a strictly sequential read) while a shared pool of upload threads sends full buffers as
-multipart parts, so the disk is read sequentially and the network in parallel.
+multipart parts (transfer/multipart.py, the engine packs use too), so the disk is read sequentially and the network
+in parallel.
 
-Memory ceiling (the policy's formula): large files never hold more than
-`large_workers × large_buffers × buffer_size_bytes` in buffers in all (a global byte budget; a file whose parts must
-grow past the buffer size gets fewer, bigger buffers), small files at most `small_workers × small_file_threshold`.
+Memory ceiling (the policy's formula): large files' and packs' part buffers never hold more than
+`large_workers × large_buffers × buffer_size_bytes` in all (one global byte budget; a file whose parts must grow past
+the buffer size gets fewer, bigger buffers), small files at most `small_workers × small_file_threshold` (files read
+at once, for objects or packs alike).
 
 Integrity: every PUT and part carries a CRC32 the server checks; a checksum rejection (a part damaged in flight) is
 sent again from the buffer. A completed multipart object is checked against the composite CRC32 of its parts (or its
