@@ -37,6 +37,17 @@ def lab_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Pat
     return path
 
 
+def test_the_original_layout_is_forced_one_object_per_small_file(tmp_path):
+    """fs3g labs pack small files by default; fasts3plusglacier keeps the original per-object layout."""
+    from fs3g_hpc.cli.compat import build_parser, build_policy
+    from fs3g_hpc.config import SmallFiles
+
+    args = build_parser().parse_args(["--backup", "--bucketname", "some-bucket", str(tmp_path)])
+    policy = build_policy(args, args.directories)
+    assert policy.storage.small_files is SmallFiles.OBJECTS
+    assert policy.s3.prefix == "" and policy.storage.small_file_threshold_bytes == 128 * 1024
+
+
 def test_backup_compare_restore_round_trip_and_bucket_policy(bucket, tmp_path):
     root = tmp_path / "data"
     make_tree(root, newline_names=bucket.endpoint_name != "moto")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fs3g_hpc.cli import main
-from fs3g_hpc.config import (FileKind, RestoreTier, StorageClass, UPLOADER_OVERHEAD_BYTES, load_policy, schema_keys,
-                             validate_file)
+from fs3g_hpc.config import (FileKind, RestoreTier, SmallFiles, StorageClass, UPLOADER_OVERHEAD_BYTES, load_policy,
+                             schema_keys, validate_file)
 from fs3g_hpc.errors import ConfigError, UsageError
 from fs3g_hpc.model.sizes import GIB, KIB, MIB
 from fs3g_hpc.resources import DataDir, data_dir
@@ -71,6 +71,21 @@ def test_defaults_follow_the_original_tool(tmp_path):
     assert policy.storage.archive_storage_class is StorageClass.GLACIER
     assert policy.storage.lifecycle_days == 1
     assert policy.s3.prefix == ""
+
+
+def test_pack_settings_default_to_512_mib_standard_packs_and_parse(tmp_path):
+    storage = load_policy(write(tmp_path, "lab.yaml", GOOD_LAB), environ={}).storage
+    assert storage.small_files is SmallFiles.PACKS
+    assert storage.pack_size_bytes == 512 * MIB
+    assert storage.pack_storage_class is StorageClass.STANDARD
+    text = GOOD_LAB + "storage:\n  small_files: objects\n  pack_size_bytes: 1GiB\n  pack_storage_class: DEEP_ARCHIVE\n"
+    storage = load_policy(write(tmp_path, "lab2.yaml", text), environ={}).storage
+    assert (storage.small_files, storage.pack_size_bytes, storage.pack_storage_class) == (
+        SmallFiles.OBJECTS, GIB, StorageClass.DEEP_ARCHIVE)
+    # objects: the pack size is not used, so a threshold above it is no problem
+    text = GOOD_LAB + "storage:\n  small_files: objects\n  pack_size_bytes: 16MiB\n  small_file_threshold_bytes: 32MiB\n"
+    text += "uploader:\n  small_workers: 2\n"
+    assert load_policy(write(tmp_path, "lab3.yaml", text), environ={}).storage.pack_size_bytes == 16 * MIB
 
 
 def test_site_from_environment(tmp_path):
@@ -154,6 +169,18 @@ BAD_CASES = {
                        "must be at most 5 GiB"),
     "small-threshold-over-put-limit": (GOOD_LAB + "storage:\n  small_file_threshold_bytes: 6GiB\n",
                                        "storage.small_file_threshold_bytes", "at most 5 GiB"),
+    "small-files-unknown": (GOOD_LAB + "storage:\n  small_files: tar\n", "storage.small_files",
+                            "'tar' is not one of packs, objects"),
+    "pack-size-too-small": (GOOD_LAB + "storage:\n  pack_size_bytes: 8MiB\n", "storage.pack_size_bytes",
+                            "must be at least 16 MiB"),
+    "pack-size-too-large": (GOOD_LAB + "storage:\n  pack_size_bytes: 6GiB\n", "storage.pack_size_bytes",
+                            "must be at most 5 GiB"),
+    "pack-size-under-threshold": (GOOD_LAB + "storage:\n  pack_size_bytes: 16MiB\n"
+                                  "  small_file_threshold_bytes: 32MiB\nuploader:\n  small_workers: 2\n",
+                                  "storage.pack_size_bytes",
+                                  "16 MiB is less than storage.small_file_threshold_bytes \\(32 MiB\\)"),
+    "pack-storage-class-unknown": (GOOD_LAB + "storage:\n  pack_storage_class: ICE\n", "storage.pack_storage_class",
+                                   "'ICE' is not one of STANDARD"),
     "deep-archive-expedited": (GOOD_LAB + "storage:\n  archive_storage_class: DEEP_ARCHIVE\nrestore:\n"
                                "  tier: Expedited\n", "restore.tier", "no Expedited"),
     "ia-too-early": (GOOD_LAB + "storage:\n  archive_storage_class: STANDARD_IA\n", "storage.lifecycle_days",

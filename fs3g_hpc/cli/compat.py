@@ -8,8 +8,8 @@ No mode flag compares the directories with the bucket itself (mtime and size, or
 --check-sha256); --backup uploads what is new or changed; --restore restores the directories into
 ./glacierrestore/ (requesting Glacier restores for archived objects and downloading what is readable now: run it
 again later for the rest, as before); --show-bucket-policy prints the lifecycle rules. Keys, metadata and the
-lifecycle rule are the original layout (no prefix, `largefile/` to GLACIER after 1 day), so `fs3g` reads what this
-writes and the reverse.
+lifecycle rule are the original layout (no prefix, one object per small file and symlink: `storage.small_files` is
+`objects`, never packs; `largefile/` to GLACIER after 1 day), so `fs3g` reads what this writes and the reverse.
 
 The policy is built in memory from the flags. The catalog and run directories go to
 `$FS3G_RUN_ROOT/dirs-<hash of the directories>/fasts3plusglacier-<bucket>/` (default `~/.fs3g`): one catalog per bucket
@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from ..config import Policy, policy_from_snapshot
+from ..config import Policy, SmallFiles, policy_from_snapshot
 from ..errors import UsageError
 from ..model.sizes import MIB
 from ..runs.executor import Executor
@@ -60,8 +60,10 @@ def build_policy(args: argparse.Namespace, directories: Sequence[str]) -> Policy
         "lab": {"name": lab},
         "roots": roots,
         "s3": {"bucket": args.bucketname, "prefix": ""},
+        # the original layout: every small file and symlink its own object (smallfile/, symlinks/), never packs
         "storage": {"small_file_threshold_bytes": SMALL_FILE_THRESHOLD_BYTES,
-                    "archive_storage_class": ORIGINAL_ARCHIVE_CLASS, "lifecycle_days": ORIGINAL_LIFECYCLE_DAYS},
+                    "archive_storage_class": ORIGINAL_ARCHIVE_CLASS, "lifecycle_days": ORIGINAL_LIFECYCLE_DAYS,
+                    "small_files": SmallFiles.OBJECTS.value},
         "uploader": {"small_workers": args.num_smallfile_workers, "large_workers": args.num_largefile_workers,
                      "large_buffers": args.num_largefile_buffers, "buffer_size_bytes": BUFFER_SIZE_BYTES,
                      "readers_per_file": 1},

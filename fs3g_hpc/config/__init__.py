@@ -22,7 +22,8 @@ from .parsers import MANAGED_SBATCH_OPTIONS
 from .pricing import Prices, check_price_table, load_prices
 from .schema import (ARCHIVED_CLASSES, TRANSITION_CLASSES, UPLOADER_OVERHEAD_BYTES, AddressingStyle, FileKind, LabInfo,
                      Policy, RestoreSettings, RestoreTier, RetryMode, S3Settings, ScheduleSettings, Scope, ShardBounds,
-                     SlurmSettings, StorageClass, StorageSettings, UploaderSettings, policy_to_dict, schema_keys)
+                     SlurmSettings, SmallFiles, StorageClass, StorageSettings, UploaderSettings, policy_to_dict,
+                     schema_keys)
 from .validate import SITE_ENV_VAR, ValidationResult, file_kind, load_policy, policy_from_snapshot, validate_file
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
     "SITE_ENV_VAR", "TRANSITION_CLASSES", "UPLOADER_OVERHEAD_BYTES", "AddressingStyle", "FileKind", "LabInfo", "Policy",
     "Prices",
     "RestoreSettings", "RestoreTier", "RetryMode", "S3Settings", "ScheduleSettings", "Scope", "ShardBounds",
-    "SlurmSettings", "StorageClass", "StorageSettings", "UploaderSettings", "ValidationResult", "YamlLimitError",
+    "SlurmSettings", "SmallFiles", "StorageClass", "StorageSettings", "UploaderSettings", "ValidationResult", "YamlLimitError",
     "check_price_table", "file_kind", "load_policy", "load_prices", "policy_from_snapshot", "policy_to_dict",
     "read_yaml", "schema_keys", "validate_file",
 ]

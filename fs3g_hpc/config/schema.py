@@ -65,6 +65,19 @@ ARCHIVED_CLASSES = (StorageClass.GLACIER, StorageClass.DEEP_ARCHIVE)
 IA_MIN_DAYS = 30
 
 
+class SmallFiles(Enum):
+    """How small files (and symlinks) are stored: as members of packs (model/packs.py) or each as its own object."""
+
+    PACKS = "packs"
+    OBJECTS = "objects"  # the original layout: smallfile/<path>, symlinks/<path>
+
+
+# Bounds of storage.pack_size_bytes. Below 16 MiB the per-object costs packs exist to save come back; above 5 GiB
+# (S3's single-PUT size, far below the multipart limit) one file restored from an archive class thaws too much.
+MIN_PACK_BYTES = 16 * MIB
+MAX_PACK_BYTES = 5 * GIB
+
+
 class RestoreTier(Enum):
     BULK = "Bulk"
     STANDARD = "Standard"
@@ -122,6 +135,14 @@ class StorageSettings:
     lifecycle_days: int = setting(integer(0, 36_500), default=1, doc="days before large files move to the archive")
     upload_large_to_archive: bool = setting(boolean, default=False,
                                             doc="write large files straight into the archive class")
+    small_files: SmallFiles = setting(choice(SmallFiles), default=SmallFiles.PACKS,
+                                      doc="packs: small files and symlinks go into indexed tar packs (packs/); "
+                                          "objects: one object each (smallfile/, symlinks/)")
+    pack_size_bytes: int = setting(size(MIN_PACK_BYTES, MAX_PACK_BYTES), default=512 * MIB,
+                                   doc="a pack is closed before the next member would pass this; in an archive "
+                                       "class the pack is the thaw unit: restoring one file thaws its whole pack")
+    pack_storage_class: StorageClass = setting(choice(StorageClass), default=StorageClass.STANDARD,
+                                               doc="class packs are written in (their indexes stay STANDARD)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ from .loader import Document, KeyPath, load_document, read_yaml
 from .parsers import choice, type_name
 from .pricing import check_price_table
 from .schema import (IA_MIN_DAYS, META_KEYS, SECRET_KEY_PATTERN, UPLOADER_OVERHEAD_BYTES, FileKind, Policy, RestoreTier,
-                     Scope, StorageClass, schema_fields)
+                     Scope, SmallFiles, StorageClass, schema_fields)
 
 SITE_ENV_VAR = "FS3G_SITE_CONFIG"
 
@@ -134,6 +134,11 @@ def _cross_checks(policy: Policy, checker: _Checker) -> None:
         checker.add(("shards", "max_bytes"),
                     f"{format_size(policy.shards.max_bytes)} is not above storage.small_file_threshold_bytes "
                     f"({format_size(policy.storage.small_file_threshold_bytes)})")
+    if (policy.storage.small_files is SmallFiles.PACKS
+            and policy.storage.pack_size_bytes < policy.storage.small_file_threshold_bytes):
+        checker.add(("storage", "pack_size_bytes"),
+                    f"{format_size(policy.storage.pack_size_bytes)} is less than storage.small_file_threshold_bytes "
+                    f"({format_size(policy.storage.small_file_threshold_bytes)}): a small file would not fit a pack")
     archive = policy.storage.archive_storage_class
     if archive in (StorageClass.STANDARD_IA, StorageClass.ONEZONE_IA) and policy.storage.lifecycle_days < IA_MIN_DAYS:
         checker.add(("storage", "lifecycle_days"),
