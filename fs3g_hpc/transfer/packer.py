@@ -37,8 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from ..config import Policy, StorageClass
-from ..config.schema import SmallFiles
+from ..config import Policy, SmallFiles, StorageClass
 from ..model.checksums import crc32_b64
 from ..model.objectmeta import group_name, user_name
 from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header, pack_key,
