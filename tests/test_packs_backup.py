@@ -273,6 +273,45 @@ def test_kill_9_mid_pack_then_rerun_verifies_everything(seaweed_bucket, tmp_path
     assert lost <= members and len(members) == 500
 
 
+def test_sigterm_mid_pack_closes_that_pack_then_the_rerun_packs_the_rest(seaweed_bucket, tmp_path):
+    """SIGTERM while a pack is half sent: the task takes no new member, finishes and closes the pack it has (its
+    members done), leaves no upload open, and exits 130; the rerun packs only the rest."""
+    bucket, client, name = seaweed_bucket, seaweed_bucket.client, seaweed_bucket.name
+    root = tmp_path / "data"
+    root.mkdir()
+    for f in range(400):
+        (root / f"f{f:03d}").write_bytes(os.urandom(100 * 1024))
+    run_dir = plan(tmp_path, write_policy(tmp_path, root, bucket), "run")
+    env = {**os.environ, "FS3G_BOTOCORE_HOOK": "upload_hooks:slow", "FS3G_TEST_SLOW_S": "0.3",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "run-shard", str(run_dir), "--shard", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    journal = run_dir / "results" / "shard-000000.journal"
+    open_pack = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and open_pack is None:
+        if journal.exists():
+            lines = [json.loads(line) for line in journal.read_text().splitlines() if line.endswith("}")]
+            finished = {r["k"] for r in lines if r["t"] == "pack-done"}
+            started = [r for r in lines if r["t"] == "pack" and r["u"] and r["k"] not in finished]
+            if started:
+                open_pack = started[-1]
+        time.sleep(0.02)
+    assert open_pack is not None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "stopped by SIGTERM" in out, out + err
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+    lines = journal_lines(run_dir)
+    assert open_pack["k"] in {r["k"] for r in lines if r["t"] == "pack-done"}
+    packed = sum(1 for r in lines if r["t"] == "packed")
+    assert 0 < packed < 400
+    again = run_shard(run_dir, 0)
+    assert (again.status, again.failed, again.skipped, again.uploaded) == ("done", 0, packed, 400 - packed)
+    report = merge_run(run_dir)
+    assert report.ok and report.data["verified"]["files"] == 400
+
+
 def test_a_file_changed_while_read_is_left_out_of_the_pack_and_reported(bucket, tmp_path, monkeypatch):
     root = tmp_path / "data"
     root.mkdir()

@@ -6,8 +6,8 @@ recorded size and ETag. A packed entry (transfer/packer.py) counts only when its
 one listing of the run's `packs/<run_id>/` shows the pack with the journaled size and ETag and its index with the
 journaled ETag (no request per member); otherwise it fails with a reason naming the pack. Its catalog record gets
 `location = PackRef(pack, header offset, data offset, size).encode()`. A shard that never wrote its result (killed,
-timed out, node lost) has every entry it did not journal counted as failed, and its open uploads (files and packs)
-aborted. Verification lists each key directory once (in parallel), so it costs one request per directory and per
+timed out, node lost) has every entry it did not journal counted as failed, and its open uploads aborted; an open
+pack (started, never done) is aborted whatever the shard's state, since no rerun resumes a pack. Verification lists each key directory once (in parallel), so it costs one request per directory and per
 1,000 keys, never one per object. After the catalog, the lab's packs.jsonl is recomputed from it (backup/catalog.py).
 
 Memory: one shard's journal and one directory's listing at a time per worker (both bounded by `shards.max_files`),
@@ -145,14 +145,16 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 states[state] += 1
                 journal = read_journal(journal_file(layout, index))
                 done = journal.done
-                if state != "done":  # no rerun of this shard will resume them: a retry is a new run
-                    from ..transfer.lister import abort_upload
+                from ..transfer.lister import abort_upload
 
+                if state != "done":  # no rerun of this shard will resume them: a retry is a new run
                     for upload in journal.open_uploads.values():
                         abort_upload(client(), bucket, upload.key, upload.upload_id)
-                    for pack in journal.open_packs.values():
-                        if pack.upload_id:
-                            abort_upload(client(), bucket, pack.key, pack.upload_id)
+                # A pack never finished is never resumed (a rerun packs its members again): aborted whatever the
+                # shard's state (one already aborted by the rerun that replaced it costs one NoSuchUpload).
+                for pack in journal.open_packs.values():
+                    if pack.upload_id:
+                        abort_upload(client(), bucket, pack.key, pack.upload_id)
                 object_keys = [r.key for r in done.values() if r.packed is None]
                 listed = _list_keys(client, bucket, iter(object_keys), pool) if object_keys else {}
                 pack_problems = {k: _pack_mismatch(p, listed_packs()) for k, p in journal.packs.items()}

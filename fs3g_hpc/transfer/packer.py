@@ -138,7 +138,10 @@ class ShardPacker:
         for pack in list(journal.open_packs.values()):
             if pack.upload_id:
                 log.info("aborting the unfinished pack %s (upload %s)", pack.key, pack.upload_id)
-                abort_upload(self.up.client, self.up.settings.bucket, pack.key, pack.upload_id)
+                try:
+                    abort_upload(self.up.client, self.up.settings.bucket, pack.key, pack.upload_id)
+                except Exception:  # noqa: BLE001 - the merge aborts it again from the journal
+                    log.warning("could not abort the unfinished pack %s", pack.key, exc_info=True)
             journal.open_packs.pop(pack.key, None)
 
     def _take(self, entry: Entry, future: Future) -> None:
