@@ -38,7 +38,7 @@ def entry(path: bytes, size: int = 1, mtime: int = 1, kind: EntryKind = EntryKin
 def write_policy(tmp: Path, root: Path, *, bucket_name: str = "unused-bucket", endpoint: str = "http://127.0.0.1:9",
                  exclude: tuple[str, ...] = (), storage: str = "small_file_threshold_bytes: 128KiB") -> Path:
     return helpers.write_policy(tmp, root, bucket_name, name="cmp", file="lab.yaml", endpoint_url=endpoint,
-                                prefix="labs/cmp", exclude=exclude, storage=storage,
+                                prefix="labs/cmp", exclude=exclude, storage=f"small_files: objects, {storage}",
                                 uploader="buffer_size_bytes: 5MiB, large_buffers: 2")
 
 def fs3g(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -84,9 +84,15 @@ def assert_same_tree(src: Path, dst: Path) -> int:
 
 
 def write_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Path:
+    """A lab in the per-object layout (`small_files: objects`), which these restores read; an `extra` storage
+    section gets the setting too."""
+    extra = textwrap.dedent(extra)
+    storage = {} if "storage: {" in extra else {"storage": "small_files: objects"}
     return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards="max_files: 6",
                                 uploader="buffer_size_bytes: 5MiB, large_buffers: 4", slurm=SMALL_SLURM,
-                                memory_budget_bytes="2GiB", extra=textwrap.dedent(extra))
+                                memory_budget_bytes="2GiB", extra=extra.replace("storage: {",
+                                                                                "storage: {small_files: objects, "),
+                                **storage)
 
 def backup(policy: Path) -> None:
     proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")

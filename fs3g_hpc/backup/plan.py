@@ -50,6 +50,12 @@ HISTOGRAM_EDGES = (0, 1 * KIB, 4 * KIB, 16 * KIB, 64 * KIB, 128 * KIB, 1 * MIB, 
                    16 * GIB, 128 * GIB, 1 * TIB)
 
 
+def new_run_id(now: datetime) -> str:
+    """A plan's own id, `<UTC %Y%m%dT%H%M%SZ>-<8 random hex>`: names its packs (packs/<run_id>/...); a retry round
+    has its own plan, so its own id."""
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{os.urandom(4).hex()}"
+
+
 class Change(Enum):
     NEW = "new"
     CHANGED = "changed"
@@ -384,6 +390,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         "format": PLAN_FORMAT_VERSION,
         "tool_version": __version__,
         "created": now.astimezone(timezone.utc).isoformat(),
+        "run_id": new_run_id(now),
         "lab": policy.lab.name,
         "policy_files": list(policy.source_files),
         "policy": policy_to_dict(policy),
@@ -521,7 +528,8 @@ def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = N
     write_records(layout.directories_file, ())  # the parent's merge recorded its directories
     layout.skipped_file.touch(mode=0o600)
     zero = {"files": 0, "bytes": 0}
-    header = {**parent_header, "created": now.isoformat(), "retry_of": str(root_run), "retry_round": round_,
+    header = {**parent_header, "created": now.isoformat(), "run_id": new_run_id(now), "retry_of": str(root_run),
+              "retry_round": round_,
               "full": False, "catalog": parent_header.get("catalog"), "skipped": 0, "kept_unreadable": 0,
               "directories": {**{c.value: 0 for c in Change}, "kept_unreadable": 0},
               "changes": {"new": zero, "changed": {"files": files, "bytes": size}, "unchanged": zero,

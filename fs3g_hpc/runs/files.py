@@ -162,6 +162,19 @@ class PlanHeader(RunHeader):
         return int(self.details.get("retry_round", 0))
 
     @property
+    def run_id(self) -> str:
+        """The plan's id (backup/plan.new_run_id), naming its packs; plans written before packs have none ("")."""
+        return str(self.details.get("run_id", ""))
+
+    @property
+    def kept_unreadable(self) -> int:
+        return int(self.details.get("kept_unreadable", 0))
+
+    @property
+    def directories(self) -> dict:
+        return dict(self.details.get("directories", {}))
+
+    @property
     def retry_of(self) -> str | None:
         return self.details.get("retry_of")
 
