@@ -62,10 +62,12 @@ def journal_lines(run_dir: Path, shard: int = 0) -> list[dict]:
 
 
 def listing(bucket, prefix: str = PREFIX + "/") -> dict[str, dict]:
+    """The data objects under `prefix`: everything but the catalog snapshots every merge writes under catalog/."""
     out = {}
     for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=prefix):
         for obj in page.get("Contents", []):
-            out[obj["Key"]] = obj
+            if f"{PREFIX}/catalog/" not in obj["Key"]:
+                out[obj["Key"]] = obj
     return out
 
 
