@@ -132,7 +132,7 @@ class ShardUploader:
         self.totals = totals
         self.budget = ByteBudget(settings.buffer_budget_bytes)
         self.part_pool = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
-                                         thread_name_prefix="fs3g-part")
+                                            thread_name_prefix="fs3g-part")
         self.journal_lock = threading.Lock()
         self._started_uploads: dict[str, tuple[bytes, str]] = {}  # upload id -> (path, key): to abort at the end
         self._uploads_lock = threading.Lock()
