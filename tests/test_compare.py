@@ -25,7 +25,7 @@ from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.model.entries import EntryClass
 from fs3g_hpc.model.keys import KeyClass
 from fs3g_hpc.model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, PackRef, member_header,
-                                  padding)
+                                  padding, run_time_ns)
 from fs3g_hpc.model.records import Entry, EntryKind, by_key, read_records, write_records
 from fs3g_hpc.model.records import packed as packed_record
 from fs3g_hpc.model.treehash import tree_hash
@@ -433,20 +433,28 @@ def test_archived_multipart_hash_is_cannot_check_never_a_pass(moto_bucket, share
 
 # --- packs -----------------------------------------------------------------------------------------------------------
 
-def packed(path: bytes, pack: str, modified_ns: int, size: int = 1) -> Entry:
-    return packed_entry(path, EntryKind.FILE, size, 1, b"\0" * 32, PackRef(pack, 0, 1024, size), modified_ns)
+def packed(path: bytes, pack: str, size: int = 1, offset: int = 0) -> Entry:
+    planned = run_time_ns(pack.split("/")[1])
+    assert planned is not None
+    return packed_entry(path, EntryKind.FILE, size, 1, b"\0" * 32, PackRef(pack, offset, offset + 1024, size),
+                        planned)
 
 
-def test_newest_copy_takes_the_latest_pack_then_the_later_of_pack_and_object():
-    old = packed(b"/r/a", "packs/20261201T100000Z-aaaaaaaa/000000-00000.tar", 100)
-    new = packed(b"/r/a", "packs/20261202T100000Z-00000000/000000-00000.tar", 50)  # later run, whatever its time
-    retry = packed(b"/r/a", "packs/20261202T100000Z-00000000/000000-00001.tar", 50)
-    assert newest_copy(None, [old, new]) is new and newest_copy(None, [new, retry, old]) is retry
-    before = listed_entry(b"/r/a", KeyClass.SMALL, 1, 49)
-    after = listed_entry(b"/r/a", KeyClass.SMALL, 1, 51)
-    assert newest_copy(before, [new, old]) is new  # the pack was written after the object
-    assert newest_copy(after, [new, old]) is after  # an object written after the pack (back to objects)
-    assert newest_copy(listed_entry(b"/r/a", KeyClass.SMALL, 1, 50), [new]) is new  # a tie goes to the pack
+def test_newest_copy_follows_the_restore_rule_run_time_then_last_modified():
+    """The rule of a restore from the bucket: the newest copy, a pack's dated by its run's plan time, an object's by
+    its LastModified; a tie goes to the pack, and between packs of one date to the smallest location."""
+    old = packed(b"/r/a", "packs/20261201T100000Z-ffffffff/000000-00000.tar")
+    new = packed(b"/r/a", "packs/20261202T100000Z-00000000/000000-00000.tar")
+    again = packed(b"/r/a", "packs/20261202T100000Z-00000000/000000-00001.tar")
+    assert newest_copy(None, [old, new]) is new and newest_copy(None, [again, new, old]) is new
+    planned = new.ctime_ns
+    assert planned == run_time_ns("20261202T100000Z-00000000") == 1_796_205_600 * 10**9
+    before = listed_entry(b"/r/a", KeyClass.SMALL, 1, planned - 1)
+    after = listed_entry(b"/r/a", KeyClass.SMALL, 1, planned + 1)
+    assert newest_copy(before, [new, old]) is new
+    assert newest_copy(after, [new, old]) is after  # an object written after the run was planned
+    assert newest_copy(listed_entry(b"/r/a", KeyClass.SMALL, 1, planned), [new]) is new  # a tie: the pack
+    assert run_time_ns("not-a-run") is None
 
 
 def pack_keys(bucket, prefix: str) -> list[str]:
@@ -467,6 +475,7 @@ def test_compare_a_packed_backup_from_the_catalog_and_from_the_indexes(seaweed_b
     assert first.returncode == 0, first.stdout.decode() + first.stderr.decode()
     grown = root / "proj" / "a.txt"
     grown.write_bytes(os.urandom(150))  # changed before the switch: its per-object copy is the older one
+    time.sleep(1.1)  # the packs run's id dates it to the second: a second after the objects' LastModified
     (root / "fresh").mkdir()
     (root / "fresh" / "p1.txt").write_bytes(b"p" * 33)
     (root / "fresh" / "p2.txt").write_bytes(b"q" * 2000)

@@ -175,12 +175,13 @@ def listed_entry(path: bytes, klass: KeyClass, size_bytes: int, last_modified_ns
 
 
 def packed_entry(path: bytes, kind: EntryKind, size_bytes: int, mtime_ns: int, sha256: bytes, ref: PackRef,
-                 pack_modified_ns: int) -> Entry:
+                 planned_ns: int) -> Entry:
     """A member of a pack, from its index, as a record: the mtime is the index's (no HEAD needed), `tree_hash`
     holds the member's SHA-256 (of the data; of the target for a symlink), `location` the member's place, `ctime_ns`
-    the pack's LastModified and `dev` the key class it is reported under (small file or symlink)."""
+    its run's plan time (the copy's date when copies of one path are ranked) and `dev` the key class it is reported
+    under (small file or symlink)."""
     klass = KeyClass.SYMLINK if kind is EntryKind.SYMLINK else KeyClass.SMALL
-    entry = Entry.of(path, kind, size_bytes, mtime_ns, pack_modified_ns, 0, 0, 0, 0, KEY_CLASSES.index(klass), 0, 0)
+    entry = Entry.of(path, kind, size_bytes, mtime_ns, planned_ns, 0, 0, 0, 0, KEY_CLASSES.index(klass), 0, 0)
     return entry._replace(tree_hash=sha256, location=ref.encode())
 
 

@@ -41,8 +41,8 @@ from ..model.catalog import UnreadablePaths, checked_order
 from ..model.entries import ENTRY_CLASS, EntryClass, classify
 from ..model.keys import LONG_DIR, PATHMAP_MAX_BYTES, encode_path, object_key, parse_key, pathmap_key
 from ..model.objectmeta import parse_ns
-from ..model.packs import (INDEX_SUFFIX, PACKS_DIR, MemberType, PackFormatError, PackRef, is_index_key, is_pack_key,
-                           read_index, relative_to_prefix)
+from ..model.packs import (INDEX_SUFFIX, PACKS_DIR, MemberType, PackFormatError, is_index_key, is_pack_key, read_index,
+                           relative_to_prefix, run_id_of, run_time_ns)
 from ..model.records import Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, packed, \
     read_records, sorted_stream
 from ..scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
@@ -319,7 +319,7 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
             for key, listed in list_tree(client, bucket, base + "/"):
                 _, key_path, _ = parse_key(prefix, key)
                 if key_path is not None:  # hashed long keys come from their own listing below
-                    spiller.add(listed_entry(key_path, key_class, listed.size_bytes, listed.last_modified_ns))
+                    spiller.add(listed_entry(key_path, key_class, listed.size_bytes, int(listed.modified_s * 1e9)))
 
         def path_of_long_key(item: tuple[str, Any]) -> bytes | None:
             digest = parse_key(prefix, item[0])[2] or ""
@@ -334,7 +334,7 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
                 emit(Discrepancy(Category.CANNOT_CHECK, ENTRY_CLASS[key_class], key.encode(),
                                  f"hashed long-path key {why}: cannot tell which file it holds"))
             elif scope.covers(path):
-                spiller.add(listed_entry(path, key_class, listed.size_bytes, listed.last_modified_ns))
+                spiller.add(listed_entry(path, key_class, listed.size_bytes, int(listed.modified_s * 1e9)))
     for entry in pack_members(client, policy, scope, checker, emit):
         spiller.add(entry)
 
@@ -365,13 +365,14 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
 
 
 def newest_copy(newest_object: Entry | None, packs: list[Entry]) -> Entry:
-    """Which copy of one path a bucket holds last: among packs, the latest pack key (run_id order: the run's UTC
-    start first, then shard and pack number); between that and the path's own object, the later LastModified
-    (listed in `ctime_ns`; a tie goes to the pack)."""
-    pack = max(packs, key=lambda e: PackRef.decode(e.location, "a spilled record").pack)
-    if newest_object is not None and newest_object.ctime_ns > pack.ctime_ns:
+    """Which copy of one path counts, by the rule a restore from the bucket follows (restore/select.py): the newest,
+    a packed copy dated by its run's plan time (`packs.run_time_ns` of the run_id), the path's own object by its
+    LastModified (both in `ctime_ns`); on equal dates a packed copy wins, and among packed copies of one date the
+    smallest location (pack, then offset)."""
+    best = min(packs, key=lambda e: (-e.ctime_ns, e.location))
+    if newest_object is not None and newest_object.ctime_ns > best.ctime_ns:
         return newest_object
-    return pack
+    return best
 
 
 def _safe_member_path(path: bytes) -> bool:
@@ -414,6 +415,10 @@ def pack_members(client: Any, policy: Policy, scope: Scope, checker: Checker,
         if pack is None:
             cannot("pack index without its pack: its members are not counted as backed up")
             continue
+        planned = run_time_ns(run_id_of(relative))
+        if planned is None:  # is_index_key checked the layout; a run_id whose date does not parse
+            cannot("pack index of a run whose id holds no date: not read")
+            continue
         checker.count(requests=1)
         try:
             with object_stream(client, bucket, key) as stream:
@@ -434,17 +439,17 @@ def pack_members(client: Any, policy: Policy, scope: Scope, checker: Checker,
                     ref = member.ref(relative)
                     if member.type is MemberType.SYMLINK:
                         entry = packed_entry(path, EntryKind.SYMLINK, len(member.link), member.mtime_ns,
-                                             hashlib.sha256(member.link).digest(), ref, pack.last_modified_ns)
+                                             hashlib.sha256(member.link).digest(), ref, planned)
                     elif member.type is MemberType.HARDLINK:
                         first = files.get(member.link)
                         if first is None:
                             cannot(f"hard link {display_path(path)!r} to a path not earlier in the pack; skipped")
                             continue
                         entry = packed_entry(path, EntryKind.FILE, first.size_bytes, first.mtime_ns,
-                                             first.tree_hash, ref, pack.last_modified_ns)
+                                             first.tree_hash, ref, planned)
                     else:
                         entry = packed_entry(path, EntryKind.FILE, member.size_bytes, member.mtime_ns,
-                                             bytes.fromhex(member.sha256), ref, pack.last_modified_ns)
+                                             bytes.fromhex(member.sha256), ref, planned)
                         files[path] = entry
                     if scope.covers(path):
                         yield entry

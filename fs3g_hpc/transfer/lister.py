@@ -14,14 +14,14 @@ class ListedObject:
     size_bytes: int
     etag: str
     storage_class: str
-    last_modified_ns: int = 0  # LastModified of the listing (0 when the source did not say)
+    modified_s: float = 0.0  # LastModified, seconds since the epoch (0 when the listing does not say)
 
 
 def listed(item: dict[str, Any]) -> ListedObject:
     """One `Contents` item of a ListObjectsV2 page."""
     modified = item.get("LastModified")
     return ListedObject(item["Size"], str(item["ETag"]).strip('"'), item.get("StorageClass", "STANDARD"),
-                        int(modified.timestamp() * 1_000_000_000) if modified is not None else 0)
+                        modified.timestamp() if modified is not None else 0.0)
 
 
 def list_pages(client: Any, **kwargs: Any) -> Iterator[list[dict[str, Any]]]:

@@ -162,4 +162,4 @@ def head_listed(client: Any, bucket: str, key: str) -> ListedObject | None:
     info = head_object(client, bucket, key)
     if info is None:
         return None
-    return ListedObject(info.size_bytes, info.etag, info.storage_class, info.last_modified_ns)
+    return ListedObject(info.size_bytes, info.etag, info.storage_class, info.last_modified_ns / 1e9)
