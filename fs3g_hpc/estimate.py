@@ -410,8 +410,8 @@ def estimate(upload: Tally, stored: Tally, policy: Policy, prices: Prices) -> Es
                                                      if target in archive_classes else 0.0)}
         if pack_std:
             e.notes.append(f"{stored.packs:,} packs in {pack_class} carry {pack_std + pack_arch:,} bytes of overhead "
-                           f"each: {stored.packs * (pack_std + pack_arch) / GB:.3f} GB, against "
-                           f"{per_object * (pack_std + pack_arch) / GB:.3f} GB for {per_object:,} objects")
+                           f"each: {format_size(stored.packs * (pack_std + pack_arch))}, against "
+                           f"{format_size(per_object * (pack_std + pack_arch))} for {per_object:,} objects")
     if not direct and policy.storage.lifecycle_days:
         e.notes.append(f"large files stay in STANDARD for {policy.storage.lifecycle_days} day(s) before the "
                        "lifecycle rule moves them (not in the monthly figure)")
@@ -421,13 +421,16 @@ def estimate(upload: Tally, stored: Tally, policy: Policy, prices: Prices) -> Es
     if stored.restore_selected_bytes:
         e.restore_packs = restore_packs_figures(stored, pack_class)
     out_bytes = stored.small_bytes + stored.symlink_bytes + stored.large_bytes
-    tiers = prices.tiers(archive) if archived else prices.tiers(pack_class) if packs_archived else ["(none)"]
+    # The tiers a restore of everything can use: the archive class's, and those the packs' class offers too.
+    tiers = prices.tiers(archive) if archived else ["(none)"]
+    if packs_archived:
+        tiers = [t for t in prices.tiers(pack_class) if not archived or t in tiers]
     for tier in tiers:
         cost = restore_cost(prices, archive, tier, policy.restore.days,
                             archived_objects=stored.large_files if archived else 0,
                             archived_bytes=stored.large_bytes if archived else 0, gets=restore_gets(stored),
                             out_bytes=out_bytes)
-        if packs_archived and tier in prices.tiers(pack_class):  # whole packs thawed
+        if packs_archived:  # whole packs thawed
             thaw = restore_cost(prices, pack_class, tier, policy.restore.days, archived_objects=stored.restore_packs,
                                 archived_bytes=stored.thawed_bytes, gets=0, out_bytes=0)
             cost = {**cost, "hours": max(cost["hours"], thaw["hours"]),

@@ -290,6 +290,8 @@ def test_cli_shows_packs_and_the_thaw_of_a_restore_from_an_archive_class(tmp_pat
     assert "packs     780 small files and symlinks in 1 packs" in text.stdout
     assert f"thaw amplification {thaw['thaw_amplification']:.2f}x" in text.stdout
     assert "transitions to DEEP_ARCHIVE: 1 (one per pack" in text.stdout
+    # DEEP_ARCHIVE has no Expedited tier: a restore that must thaw its packs cannot use it, whatever GLACIER offers
+    assert [r["tier"] for r in one["restore"]] == ["Bulk", "Standard"] and "Expedited" not in text.stdout
 
 
 def test_cli_estimates_an_incremental_plan_with_storage_from_the_catalog(seaweed_bucket, tmp_path):
