@@ -1054,13 +1054,15 @@ def fill(argv: list[str], values: dict[str, str], quote: bool = False) -> list[s
 
 
 def lab_policy(src: Path, bucket: str, prefix: str, endpoint: str, run_root: Path, *, lab: str = "bench",
-               more: str = "") -> str:
+               more: str = "", small_files: str = "objects") -> str:
     """A lab policy backing up src into s3://bucket/prefix on endpoint, run_root for its runs; more: YAML lines
-    after those (every other setting keeps its default)."""
+    after those (every other setting keeps its default). `small_files`: the scenarios' checks read the per-object
+    layout (one object per file), so `objects` unless a scenario asks for packs."""
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
     return (f"lab: {{name: {lab}}}\n"
             f"roots: [{q(str(src))}]\n"
             f"s3: {{bucket: {q(bucket)}, prefix: {q(prefix)}, endpoint_url: {q(endpoint)}}}\n"
+            f"storage: {{small_files: {small_files}}}\n"
             f"run_root: {q(str(run_root))}\n" + more)
 
 

@@ -33,6 +33,7 @@ from fs3g_hpc.model.sizes import MIB
 from fs3g_hpc.model.treehash import tree_hash_reference
 from fs3g_hpc.runs.catalog import catalog_path, packs_usage_path, read_packs_usage
 from fs3g_hpc.scan import ScanSettings
+from fs3g_hpc.status import shard_states
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
 
 PREFIX = "labs/packtest"
@@ -248,6 +249,9 @@ def test_kill_9_mid_pack_then_rerun_verifies_everything(seaweed_bucket, tmp_path
     finished_before = [r["k"] for r in before if r["t"] == "pack-done"]
     lost = {r["p"] for r in before if r["t"] == "packed" and r["k"] == open_pack["k"]}
     assert lost
+    # `status` counts the members of finished packs as done, those of the open one not.
+    (line,) = shard_states(run_dir)
+    assert line.files_done == sum(1 for r in before if r["t"] == "packed" and r["k"] in finished_before) > 0
 
     again = run_shard(run_dir, 0)
     assert (again.status, again.failed) == ("done", 0)

@@ -36,10 +36,12 @@ PREFIX = "labs/uptest"
 
 
 def write_policy(tmp: Path, root: Path, bucket, **extra: str) -> Path:
-    storage = extra.pop("storage", "")
+    """A lab of the per-object layout (`small_files: objects`): what these tests are about; packs have their own
+    (tests/test_packs_backup.py)."""
+    storage = ", ".join(filter(None, ["small_files: objects", extra.pop("storage", "")]))
     uploader = extra.pop("uploader", "buffer_size_bytes: 5MiB, large_buffers: 3")
     return helpers.write_policy(tmp, root, bucket, name="uptest", file="lab.yaml", prefix=PREFIX,
-                                uploader=f"{uploader}, max_attempts: 10", **({"storage": storage} if storage else {}))
+                                uploader=f"{uploader}, max_attempts: 10", storage=storage)
 
 def plan(tmp: Path, policy_file: Path, name: str = "run") -> Path:
     policy = load_policy(policy_file, environ={})

@@ -155,8 +155,8 @@ class ShardBounds:
 class UploaderSettings:
     """Uploader bounds. Memory ceiling of one uploader process, in bytes:
 
-        large_workers × large_buffers × buffer_size_bytes      (large-file buffer pools)
-      + small_workers × storage.small_file_threshold_bytes     (small files are read whole)
+        large_workers × large_buffers × buffer_size_bytes      (part buffers of large files and packs, one budget)
+      + small_workers × storage.small_file_threshold_bytes     (small files are read whole, for objects or packs)
       + UPLOADER_OVERHEAD_BYTES (256 MiB: interpreter, clients, journals)
 
     A policy is valid only when this fits `memory_budget_bytes`, which must fit `slurm.mem_bytes`.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -95,20 +96,28 @@ class Body(io.RawIOBase):
 
 class ByteBudget:
     """Bytes of multipart buffers in use across all large files and packs of a shard: the policy's memory ceiling,
-    enforced."""
+    enforced. Served in order of request, so that a large file asking for all its buffers at once is not starved by
+    a pack asking for one part's buffer at a time."""
 
     def __init__(self, total: int):
         self.total = total
         self._free = total
         self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
 
     def acquire(self, n: int, stop: threading.Event) -> None:
+        ticket = object()
         with self._cond:
-            while self._free < n:
-                if stop.is_set():
-                    raise Interrupted()
-                self._cond.wait(timeout=0.5)
-            self._free -= n
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or self._free < n:
+                    if stop.is_set():
+                        raise Interrupted()
+                    self._cond.wait(timeout=0.5)
+                self._free -= n
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
 
     def release(self, n: int) -> None:
         with self._cond:

@@ -37,12 +37,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from ..config import Policy, StorageClass
-from ..config.schema import SmallFiles
+from ..config import Policy, SmallFiles, StorageClass
 from ..model.checksums import crc32_b64
 from ..model.objectmeta import group_name, user_name
-from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header, pack_key,
-                           padding, relative_to_prefix)
+from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header,
+                           pack_key, padding, relative_to_prefix)
 from ..model.records import Entry, EntryKind
 from ..model.treehash import TreeHasher
 from ..runs.journal import DonePack, OpenPack, PackedAt
@@ -106,7 +105,11 @@ class ShardPacker:
         self.part_size = up.settings.buffer_size_bytes
         self.pack: _Pack | None = None
         self.next_n = up.journal.next_pack
-        self._never = threading.Event()  # closing a pack waits for buffers even when the task is stopping
+        # A pack's writes wait for buffers even while the task stops (stops are checked between members), so a
+        # stopped task still closes the pack it has. At most `large_buffers` of its buffers at a time: one large
+        # file's share of the budget, so the large files of the shard keep theirs.
+        self._never = threading.Event()
+        self._buffers = threading.Semaphore(up.settings.large_buffers)
 
     # -- driver ------------------------------------------------------------------------------------------------------
 
@@ -175,6 +178,10 @@ class ShardPacker:
         header = member_header(info)
         body = 0 if info.type is not MemberType.FILE else len(data)
         total = len(header) + body + len(padding(body))
+        if info.type is MemberType.FILE and total + len(END_OF_ARCHIVE) > self.settings.pack_size_bytes:
+            # One member alone would pass the pack size (a threshold above it): never packed, its own object.
+            self.up.guarded_send_whole(entry, st, data)
+            return
         if pack is not None and pack.members and pack.offset + total + len(END_OF_ARCHIVE) > \
                 self.settings.pack_size_bytes:
             self._close()
@@ -220,13 +227,18 @@ class ShardPacker:
         self.pack = pack
         return pack
 
-    def _write(self, data: bytes, pack: _Pack | None = None, stop: threading.Event | None = None) -> None:
+    def _write(self, data: bytes, pack: _Pack | None = None) -> None:
         pack = pack or self.pack
         assert pack is not None
         view = memoryview(data)
         while view:
             if pack.buffer is None:
-                self.up.budget.acquire(self.part_size, stop or self.up.stop)
+                self._buffers.acquire()
+                try:
+                    self.up.budget.acquire(self.part_size, self._never)
+                except BaseException:
+                    self._buffers.release()
+                    raise
                 pack.buffer = bytearray(self.part_size)
                 pack.fill = 0
             n = min(len(view), self.part_size - pack.fill)
@@ -255,7 +267,7 @@ class ShardPacker:
         pack.buffer, pack.fill = None, 0
         pack.parts += 1
         view = memoryview(buffer)[:fill]
-        pack.sender.submit(pack.parts, view, crc32_b64(view), lambda: up.budget.release(self.part_size))
+        pack.sender.submit(pack.parts, view, crc32_b64(view), self._give_back)
 
     def _metadata(self, pack: _Pack, members: int | None) -> dict[str, str]:
         meta = {"fs3g-run-id": self.settings.run_id, "fs3g-shard": str(self.settings.shard),
@@ -273,7 +285,7 @@ class ShardPacker:
             return
         up, s = self.up, self.settings
         try:
-            self._write(END_OF_ARCHIVE, pack, self._never)  # written even while the task stops
+            self._write(END_OF_ARCHIVE, pack)
             size = pack.offset
             if pack.sender is None:  # smaller than one part: one plain PUT says the same
                 assert pack.buffer is not None
@@ -296,10 +308,14 @@ class ShardPacker:
             up.journal.record_pack_done(DonePack(pack.key, etag, size, checksum, index_etag))
         up.totals.add(files_done=len(pack.members), bytes_done=sum(m.st.st_size for m in pack.members))
 
+    def _give_back(self) -> None:
+        self.up.budget.release(self.part_size)
+        self._buffers.release()
+
     def _release(self, pack: _Pack) -> None:
         if pack.buffer is not None:
             pack.buffer = None
-            self.up.budget.release(self.part_size)
+            self._give_back()
 
     def _fail_pack(self, e: BaseException, entry: Entry) -> None:
         """The current pack cannot be finished: it and `entry` are reported; the next member opens a new pack."""

@@ -199,9 +199,9 @@ class ShardUploader:
             self.report_exception(entry, e)
 
     def guarded_send_whole(self, entry: Entry, st: os.stat_result, data: bytes) -> None:
-        """A file read whole that is past the small-file threshold: its own object, as a large file."""
-        self._guarded(lambda e: self._send_whole(e, st, data, KeyClass.LARGE, self.settings.large_storage_class),
-                      entry)
+        """A file read whole that a pack does not take: its own object, keyed by its size as any file (failures
+        reported by name)."""
+        self._guarded(lambda e: self._send_file(e, st, data), entry)
 
     def report_exception(self, entry: Entry, e: BaseException, *, context: str = "") -> None:
         """Report why `entry` was not backed up (the one mapping of exceptions to outcomes, packs included);
@@ -286,6 +286,9 @@ class ShardUploader:
         if entry.kind is EntryKind.SYMLINK:
             self._send_whole(entry, st, data, KeyClass.SYMLINK, StorageClass.STANDARD)
             return
+        self._send_file(entry, st, data)
+
+    def _send_file(self, entry: Entry, st: os.stat_result, data: bytes) -> None:
         klass = KeyClass.SMALL if st.st_size <= self.settings.small_file_threshold_bytes else KeyClass.LARGE
         self._send_whole(entry, st, data, klass,
                          StorageClass.STANDARD if klass is KeyClass.SMALL else self.settings.large_storage_class)
