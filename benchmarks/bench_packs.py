@@ -98,8 +98,8 @@ class BackupIncomplete(RuntimeError):
 def layout_policy(src: Path, bucket: str, prefix: str, endpoint: str, run_root: Path, layout: str) -> str:
     """fs3g's lab policy for one layout: one shard whatever the tree (so one process does the work, as for the
     peers), every other setting at its default."""
-    return lab_policy(src, bucket, prefix.rstrip("/"), endpoint, run_root,
-                      more=f"shards: {{max_files: 1000000, max_bytes: 1PiB}}\nstorage: {{small_files: {layout}}}\n")
+    return lab_policy(src, bucket, prefix.rstrip("/"), endpoint, run_root, small_files=layout,
+                      more="shards: {max_files: 1000000, max_bytes: 1PiB}\n")
 
 
 def check_fs3g_backup(run_root: Path, n_files: int) -> dict[str, Any]:
