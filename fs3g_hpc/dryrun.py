@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .config import Policy, Prices
 from .errors import UsageError
 from .estimate import (Estimate, PlanFigures, Tally, default_region, estimate, plan_figures, prices_for, render,
-                       restore_cost, restore_gets, tally, upload_requests)
+                       restore_cost, restore_gets, tally_shards, upload_requests)
 from .model.records import Entry, read_records
 from .model.sizes import format_size
 from .backup.plan import PlanSummary
@@ -167,7 +167,8 @@ def restore_dry_run(policy: Policy, header: dict, selected_entries: Iterable[Ent
                     ) -> RestoreDryRun:
     """`selected_entries`: the selection's records (streamed); `stage`: restore.preview_stage's classification."""
     prices, note = load_prices_or_note(policy)
-    selected = tally(selected_entries, policy, prices)
+    # The selection's records come from the catalog (or the bucket): packed exactly when they carry a location.
+    selected = tally_shards([selected_entries], policy, prices, from_catalog=True)
     # The archived objects found, of every class, are retrieved at the tier; the GETs are those of the whole selection.
     # Packed files are read by ranged GETs of their packs (at least one per pack), not one GET each.
     packs = sum(v[0] for v in stage.packs.values())

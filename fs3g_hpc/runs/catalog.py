@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..config import Policy
 from ..errors import UsageError
@@ -62,15 +62,23 @@ def catalog_target_mismatch(policy: Policy) -> str | None:
             f"{_describe_target(_target(policy))}")
 
 
+def path_selector(paths: Sequence[bytes]) -> Callable[[Entry], bool]:
+    """Whether an entry is at or under one of `paths` (absolute, normalised; none given: every entry)."""
+    if not paths:
+        return lambda entry: True
+    exact = set(paths)
+    prefixes = tuple(p.rstrip(b"/") + b"/" for p in paths)
+    return lambda entry: entry.path in exact or entry.path.startswith(prefixes)
+
+
 def under_paths(entries: Iterable[Entry], paths: Sequence[bytes]) -> Iterator[Entry]:
     """The entries at or under one of `paths` (absolute, normalised; none given: all of them), in their order."""
     if not paths:
         yield from entries
         return
-    exact = set(paths)
-    prefixes = tuple(p.rstrip(b"/") + b"/" for p in paths)
+    selected = path_selector(paths)
     for entry in entries:
-        if entry.path in exact or entry.path.startswith(prefixes):
+        if selected(entry):
             yield entry
 
 
