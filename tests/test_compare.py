@@ -44,7 +44,7 @@ def write_policy(tmp: Path, root: Path, *, bucket_name: str = "unused-bucket", e
                  exclude: tuple[str, ...] = (),
                  storage: str = "small_file_threshold_bytes: 128KiB, small_files: objects") -> Path:
     return helpers.write_policy(tmp, root, bucket_name, name="cmp", file="lab.yaml", endpoint_url=endpoint,
-                                prefix="labs/cmp", exclude=exclude, storage=f"small_files: objects, {storage}",
+                                prefix="labs/cmp", exclude=exclude, storage=storage,
                                 uploader="buffer_size_bytes: 5MiB, large_buffers: 2")
 
 def fs3g(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
