@@ -65,3 +65,93 @@ def test_restore_without_the_run_root_reads_the_newest_snapshot_and_heads_no_obj
                p.count("/") == 4 and p.startswith("labs/snr/packs/") for p in listed), listed
     assert any(r["op"] == "GetObject" and r["key"].endswith("manifest.json") for r in sent)
     assert not (tmp_path / "runs" / "snr" / "catalog.rec").exists()  # a restore leaves the lab's catalog alone
+
+
+def small_tree(root: Path) -> None:
+    (root / "proj").mkdir(parents=True)
+    for name in ("deleted.txt", "overwritten.txt", "kept.txt"):
+        (root / "proj" / name).write_bytes(f"{name} as of the first snapshot\n".encode())
+    os.symlink("kept.txt", root / "proj" / "link")
+
+
+def change_after_first_snapshot(root: Path) -> None:
+    (root / "proj" / "deleted.txt").unlink()
+    (root / "proj" / "overwritten.txt").write_bytes(b"a later, longer content written after the first snapshot\n")
+
+
+def first_then_second_backup(tmp_path: Path, bucket, layout: str) -> tuple[Path, Path, Path, str]:
+    root = tmp_path / "data"
+    small_tree(root)
+    original = tmp_path / "original"
+    shutil.copytree(root, original, symlinks=True)
+    policy = lab_policy(tmp_path, root, bucket, layout, name="asof")
+    backup(policy)
+    [first] = snapshot_ids(bucket, "labs/asof/")
+    change_after_first_snapshot(root)
+    backup(policy)
+    assert len(snapshot_ids(bucket, "labs/asof/")) == 2
+    return root, original, policy, first
+
+
+def restore_as_of(policy: Path, dest: Path, as_of: str, env: dict | None = None):
+    return fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local", "--as-of", as_of,
+                env=env)
+
+
+def test_as_of_with_packs_brings_back_a_deleted_and_an_overwritten_file_and_compares_with_that_time(bucket, tmp_path):
+    root, original, policy, first = first_then_second_backup(tmp_path, bucket, "packs")
+    # compare --as-of: the tree now differs from the first snapshot (one file gone, one changed) ...
+    proc = fs3g("compare", "--config", str(policy), "--as-of", first, "--scan-workers", "0")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "deleted.txt" in proc.stdout and "overwritten.txt" in proc.stdout and "kept.txt" not in proc.stdout
+    assert f"snapshot {first}" in proc.stdout, proc.stdout
+    # ... and not from the newest catalog.
+    proc = fs3g("compare", "--config", str(policy), "--scan-workers", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    shutil.rmtree(tmp_path / "runs")
+    dest = tmp_path / "restored"
+    proc = restore_as_of(policy, dest, first)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"from catalog snapshot {first}" in proc.stdout
+    assert_same_tree(original, dest)  # the deleted file and the overwritten one's first content, byte-identical
+
+    # A time before any snapshot is bad input, said in one line.
+    proc = restore_as_of(policy, tmp_path / "never", "2001-01-01")
+    assert proc.returncode == 2 and "no snapshot" in proc.stderr and "\n" not in proc.stderr.strip(), proc.stderr
+
+
+@pytest.fixture
+def versioned_bucket(moto_bucket):
+    """A moto bucket with versioning on; its versions are removed afterwards, so the fixture can drop the bucket."""
+    client = moto_bucket.client
+    client.put_bucket_versioning(Bucket=moto_bucket.name, VersioningConfiguration={"Status": "Enabled"})
+    yield moto_bucket
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=moto_bucket.name):
+        for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=moto_bucket.name, Key=item["Key"], VersionId=item["VersionId"])
+
+
+def test_as_of_per_object_with_versioning_reads_the_recorded_versions(versioned_bucket, tmp_path):
+    moto_bucket = versioned_bucket
+    root, original, policy, first = first_then_second_backup(tmp_path, moto_bucket, "objects")
+    hooks = tmp_path / "hooks"
+    dest = tmp_path / "restored"
+    proc = restore_as_of(policy, dest, first, env=hooked_env(hooks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_tree(original, dest)
+    by_version = {r["key"].rsplit("/", 1)[-1] for r in requests(hooks) if r["op"] == "GetObject" and r["version"]}
+    assert by_version == {"overwritten.txt"}, by_version  # only the overwritten file needed an older version
+
+
+def test_as_of_per_object_without_versioning_names_what_it_cannot_restore(seaweed_bucket, tmp_path):
+    root, original, policy, first = first_then_second_backup(tmp_path, seaweed_bucket, "objects")
+    dest = tmp_path / "restored"
+    proc = restore_as_of(policy, dest, first)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "overwritten.txt" in proc.stdout and "versioning is off" in proc.stdout, proc.stdout
+    # The rest is restored: the file deleted from the disk still has its object (nothing is deleted from a bucket).
+    assert not (dest / "proj" / "overwritten.txt").exists()
+    for name in ("deleted.txt", "kept.txt"):
+        assert (dest / "proj" / name).read_bytes() == (original / "proj" / name).read_bytes()
+    assert os.readlink(dest / "proj" / "link") == "kept.txt"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from ..config import FileKind, Policy, RestoreTier, ValidationResult, load_policy, schema_keys, validate_file
 from ..errors import UsageError
 from ..model.sizes import format_size
+from ..model.snapshots import is_snapshot_id, parse_as_of
 from ..runs.executor import Executor, fs3g_argv, resolve
 from .exitcodes import ExitCode, compare_exit_code, restore_exit_code, shard_exit_code
 
@@ -147,7 +148,15 @@ def _compare_request(args: argparse.Namespace) -> "CompareRequest":
     from ..compare.run import CompareRequest
     from ..scan import ScanSettings
 
+    if args.as_of is not None:
+        if args.executor is not None:
+            raise UsageError("--as-of compares in this process: drop --executor")
+        if args.against_bucket:
+            raise UsageError("--as-of compares with a snapshot's catalog: drop --against-bucket")
+        if not is_snapshot_id(args.as_of):
+            parse_as_of(args.as_of)
     return CompareRequest(tuple(args.paths), check_sha256=args.check_sha256, against_bucket=args.against_bucket,
+                          as_of=args.as_of,
                           workers=args.workers, as_json=args.json, limit=args.limit,
                           scan_settings=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records))
 
@@ -307,7 +316,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     dest = Path(args.dest or policy.restore.destination).absolute()
     run_dir = Path(args.run_dir) if args.run_dir else default_restore_dir(policy, datetime.now(timezone.utc))
     check_target(policy, write=False)
-    request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite)
+    if args.as_of is not None and not is_snapshot_id(args.as_of):
+        parse_as_of(args.as_of)  # bad input says so before anything is read
+    request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite,
+                             as_of=args.as_of)
     if args.dry_run:
         return _restore_dry_run(policy, request, args)
     with _human_output(args.json):  # with --json, stdout carries only the JSON object

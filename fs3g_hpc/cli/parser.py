@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the bucket (and HEAD objects for their mtime) instead of reading the catalog")
     p.add_argument("--workers", type=positive, default=8, metavar="N",
                    help="files hashed / objects read at once (default 8)")
+    p.add_argument("--as-of", metavar="TIME|SNAPSHOT", default=None,
+                   help="use the bucket's catalog snapshot of that id, or the newest at or before TIME (ISO 8601, "
+                        "UTC unless a zone is given; `fs3g snapshots` lists them) instead of the newest catalog")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines and a table")
     p.add_argument("--limit", type=positive, default=None, metavar="N",
                    help="print at most N discrepancies (the counts stay complete)")
@@ -158,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
     p.add_argument("--days", type=positive, metavar="N", help="days the restored copies stay readable")
     p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
+    p.add_argument("--as-of", metavar="TIME|SNAPSHOT", default=None,
+                   help="use the bucket's catalog snapshot of that id, or the newest at or before TIME (ISO 8601, "
+                        "UTC unless a zone is given; `fs3g snapshots` lists them) instead of the newest catalog")
     p.add_argument("--at", metavar="TIME",
                    help="begin the whole restore chain at TIME, any time sbatch --begin takes (02:00, 4:00PM, "
                         "16:00 tomorrow, 2026-12-01T02:00, now+2hours, now+30minutes, tomorrow, 0101); "
