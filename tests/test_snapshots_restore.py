@@ -155,3 +155,31 @@ def test_as_of_per_object_without_versioning_names_what_it_cannot_restore(seawee
     for name in ("deleted.txt", "kept.txt"):
         assert (dest / "proj" / name).read_bytes() == (original / "proj" / name).read_bytes()
     assert os.readlink(dest / "proj" / "link") == "kept.txt"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_snapshots_verify_names_a_missing_object_or_pack_and_refuses_a_corrupt_chunk(bucket, tmp_path, layout):
+    root = tmp_path / "data"
+    small_tree(root)
+    policy = lab_policy(tmp_path, root, bucket, layout, name="ver")
+    backup(policy)
+    [sid] = snapshot_ids(bucket, "labs/ver/")
+    hooks = tmp_path / "hooks"
+    proc = fs3g("snapshots", "verify", "--config", str(policy), env=hooked_env(hooks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"snapshot {sid}" in proc.stdout and "all present" in proc.stdout, proc.stdout
+    assert not [r for r in requests(hooks) if r["op"] == "HeadObject"]
+
+    # One object gone (a lifecycle rule, a hand): named, exit 1; the others still checked.
+    client, name = bucket.client, bucket.name
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="labs/ver/")["Contents"]]
+    victim = next(k for k in keys if (k.endswith("kept.txt") if layout == "objects" else k.endswith(".tar")))
+    client.delete_object(Bucket=name, Key=victim)
+    proc = fs3g("snapshots", "verify", "--config", str(policy), sid)
+    assert proc.returncode == 1 and f"missing: s3://{name}/{victim}" in proc.stdout, proc.stdout + proc.stderr
+
+    key = f"labs/ver/catalog/{sid}/chunk-000000.rec.gz"
+    body = client.get_object(Bucket=name, Key=key)["Body"].read()
+    client.put_object(Bucket=name, Key=key, Body=body[:-7])
+    proc = fs3g("snapshots", "verify", "--config", str(policy))
+    assert proc.returncode == 2 and key in proc.stderr, proc.stdout + proc.stderr

@@ -374,14 +374,40 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def cmd_snapshots(args: argparse.Namespace) -> int:
     from ..snapshots.listing import list_snapshots
 
+    if args.config is None:
+        raise UsageError("fs3g snapshots: --config LAB.yaml is required")
     policy = load_policy(args.config)
     check_target(policy, write=False)
+    if getattr(args, "snapshots_action", None) == "verify":
+        return _verify_snapshot(policy, args)
     listing = list_snapshots(policy)
     if args.json:
         _print_json(listing.to_json())
     else:
         print("\n".join(listing.lines()))
     return ExitCode.OK
+
+
+def _verify_snapshot(policy: Policy, args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from ..runs.layout import lab_dir
+    from ..snapshots.baseline import default_client
+    from ..snapshots.verify import verify_snapshot
+
+    lab = lab_dir(policy)
+    lab.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".verify-", dir=lab))
+    try:
+        report = verify_snapshot(policy, default_client(policy), work, args.snapshot)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print("\n".join(report.lines()))
+    return ExitCode.OK if report.ok else ExitCode.DIFFERENCES
 
 
 def cmd_restore_stage(args: argparse.Namespace) -> int:

@@ -194,8 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshots", help="the catalog snapshots in the bucket",
                        description="List the lab's catalog snapshots ([PREFIX/]catalog/<id>/): time, files, bytes "
                                    "and what changed since the one before.")
-    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--config", metavar="LAB.yaml", help="the lab policy (required)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    actions = p.add_subparsers(dest="snapshots_action", metavar="ACTION", parser_class=Parser)
+    q = actions.add_parser("verify", help="every object or pack a snapshot names is in the bucket with its size",
+                           description="Check, from listings (no HEAD), that every object or pack SNAPSHOT (default: "
+                                       "the newest) names is in the bucket with its recorded size. Exit 0 when all "
+                                       "are, 1 naming those that are not, 2 for a chunk that fails its checksum.")
+    q.add_argument("snapshot", nargs="?", metavar="SNAPSHOT", help="a snapshot id, or a time (the newest before it)")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    q.set_defaults(func=handlers.cmd_snapshots)
     p.set_defaults(func=handlers.cmd_snapshots)
 
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
