@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the bucket (and HEAD objects for their mtime) instead of reading the catalog")
     p.add_argument("--workers", type=positive, default=8, metavar="N",
                    help="files hashed / objects read at once (default 8)")
+    p.add_argument("--as-of", metavar="TIME|SNAPSHOT", default=None,
+                   help="use the bucket's catalog snapshot of that id, or the newest at or before TIME (ISO 8601, "
+                        "UTC unless a zone is given; `fs3g snapshots` lists them) instead of the newest catalog")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines and a table")
     p.add_argument("--limit", type=positive, default=None, metavar="N",
                    help="print at most N discrepancies (the counts stay complete)")
@@ -158,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
     p.add_argument("--days", type=positive, metavar="N", help="days the restored copies stay readable")
     p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
+    p.add_argument("--as-of", metavar="TIME|SNAPSHOT", default=None,
+                   help="use the bucket's catalog snapshot of that id, or the newest at or before TIME (ISO 8601, "
+                        "UTC unless a zone is given; `fs3g snapshots` lists them) instead of the newest catalog")
     p.add_argument("--at", metavar="TIME",
                    help="begin the whole restore chain at TIME, any time sbatch --begin takes (02:00, 4:00PM, "
                         "16:00 tomorrow, 2026-12-01T02:00, now+2hours, now+30minutes, tomorrow, 0101); "
@@ -188,8 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshots", help="the catalog snapshots in the bucket",
                        description="List the lab's catalog snapshots ([PREFIX/]catalog/<id>/): time, files, bytes "
                                    "and what changed since the one before.")
-    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--config", metavar="LAB.yaml", help="the lab policy (required)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    actions = p.add_subparsers(dest="snapshots_action", metavar="ACTION", parser_class=Parser)
+    q = actions.add_parser("verify", help="every object or pack a snapshot names is in the bucket with its size",
+                           description="Check, from listings (no HEAD), that every object or pack SNAPSHOT (default: "
+                                       "the newest) names is in the bucket with its recorded size. Exit 0 when all "
+                                       "are, 1 naming those that are not, 2 for a chunk that fails its checksum.")
+    q.add_argument("snapshot", nargs="?", metavar="SNAPSHOT", help="a snapshot id, or a time (the newest before it)")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    q.set_defaults(func=handlers.cmd_snapshots)
     p.set_defaults(func=handlers.cmd_snapshots)
 
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")

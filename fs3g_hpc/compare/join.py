@@ -489,22 +489,25 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
                  against_bucket: bool = False, workers: int = DEFAULT_WORKERS,
                  out: Callable[[Discrepancy], None], client_factory: Callable[[Policy], Any] | None = None,
                  scan_settings: ScanSettings | None = None, work_root: Path | None = None,
-                 hash_sink: HashSink | None = None) -> CompareSummary:
+                 hash_sink: HashSink | None = None, as_of: str | None = None) -> CompareSummary:
     """Compare the policy's roots (or `paths` inside them) with the backup; `out` gets every discrepancy, in
     sort-key order (hashed long keys without a pathmap first), from this thread. Raises UsageError for bad input
     (a PATH outside the roots or missing, no catalog in catalog mode) before any work.
 
     With `hash_sink` (and check_sha256), files that need their tree hash read are handed to it, with the stored
-    hash, instead of being read here (from pool threads: it must be thread-safe): a job array reads them."""
+    hash, instead of being read here (from pool threads: it must be thread-safe): a job array reads them.
+
+    With `as_of` (a time or snapshot id), the catalog is that snapshot of the bucket's (snapshots/store.py), copied
+    into the work directory a chunk at a time, each chunk checked; the lab's catalog is not read."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     scope = resolve_scope(policy, paths)
     against = Against.BUCKET if against_bucket else Against.CATALOG
     catalog = catalog_path(policy)
-    if against is Against.CATALOG and not catalog.is_file():
+    if against is Against.CATALOG and not catalog.is_file() and as_of is None:
         raise UsageError("no catalog: this lab has no completed backup yet", path=str(catalog),
                          hint="run `fs3g backup --config LAB.yaml` first, or compare with --against-bucket")
-    moved = catalog_target_mismatch(policy) if against is Against.CATALOG else None
+    moved = catalog_target_mismatch(policy) if against is Against.CATALOG and as_of is None else None
     if moved:
         raise UsageError(moved, path=str(catalog), hint="compare with --against-bucket, or back up with --full first")
     prefix = policy.s3.prefix
@@ -529,6 +532,16 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
     window = workers * PENDING_CHECKS_PER_WORKER
     work = _private_work_dir(work_root or lab_dir(policy))
     try:
+        if as_of is not None:
+            from ..snapshots.store import chosen_snapshot, snapshot_to_file
+
+            manifest = chosen_snapshot(policy, client(), work, as_of)
+            if manifest is None:
+                raise UsageError(f"no snapshot of this lab's roots at or before {as_of!r} in s3://{policy.s3.bucket}",
+                                 hint="list them with `fs3g snapshots --config LAB.yaml`")
+            catalog = work / "as-of.rec"
+            snapshot_to_file(policy, client(), manifest, catalog, work)
+            summary.source = f"snapshot {manifest.snapshot_id} ({manifest.created})"
         # The scan forks its walkers: it runs before any thread of ours exists.
         local, unreadable = _local_stream(policy, scope, work, settings, summary)
         with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-compare") as pool:

@@ -246,3 +246,38 @@ class CatalogOrigin:
                 not isinstance(data.get("catalog_bytes"), int):
             raise SnapshotError(f"{where}: not a catalog origin record")
         return cls(data["snapshot_id"], data["catalog_bytes"])
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """A restore's point in time (restore.json "as_of"): the snapshot it selected from, when that snapshot was
+    written, and whether the bucket kept older versions then. A per-object file is the snapshot's version when the
+    bucket's object is no newer than `created` and has the recorded size; otherwise, with versioning, the newest
+    version at or before `created` is read (GetObject VersionId); without, the file can no longer be restored as of
+    this time."""
+
+    snapshot_id: str
+    created: str  # the manifest's ISO 8601 UTC time
+    versioned: bool
+
+    @property
+    def created_s(self) -> float:
+        return datetime.fromisoformat(self.created).timestamp()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot_id, "created": self.created, "versioned": self.versioned}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "AsOf":
+        if not isinstance(data, dict) or not is_snapshot_id(str(data.get("snapshot", ""))) or \
+                not isinstance(data.get("created"), str) or not isinstance(data.get("versioned"), bool):
+            raise SnapshotError(f"{where}: bad as_of {data!r}")
+        try:
+            datetime.fromisoformat(data["created"])
+        except ValueError:
+            raise SnapshotError(f"{where}: as_of.created {data['created']!r} is not a time") from None
+        return cls(data["snapshot"], data["created"], data["versioned"])
+
+    @classmethod
+    def of(cls, manifest: SnapshotManifest) -> "AsOf":
+        return cls(manifest.snapshot_id, manifest.created, manifest.versioned)

@@ -1,4 +1,6 @@
-"""Selecting a restore: the catalog's records (or, with no catalog, the bucket listing's) under the requested paths,
+"""Selecting a restore: the catalog's records under the requested paths -- the local catalog when it is usable (and
+no --as-of), else the bucket's snapshot (the newest of the policy's lab and roots, or the one --as-of names: its chunks
+streamed and checked one at a time, snapshots/store.py), else, with neither, the bucket listing's --
 cut into shards (the selected links of one hard-linked file contiguous in one shard), the selected directories deepest
 first, refused paths noted; then the header, written last.
 
@@ -41,7 +43,10 @@ from ..model.packs import (INDEX_SUFFIX, PACKS_DIR, MemberType, PackFormatError,
                            relative_to_prefix)
 from ..model.records import (Entry, EntryKind, RunSpiller, by_key, display_path, group_hard_links, hard_link_sort_key,
                              read_records, sorted_stream, write_records)
+from ..model.snapshots import AsOf, snapshot_prefix, snapshots_prefix
 from ..model.treehash import LEAF_BYTES
+from ..snapshots.baseline import local_catalog_usable
+from ..snapshots.store import chosen_snapshot, iter_snapshot
 from ..transfer.downloader import open_object
 from ..transfer.lister import iter_objects
 from ..transfer.objects import read_small_object
@@ -69,7 +74,11 @@ def _append_json(path: Path, record: dict) -> None:
 
 
 def _from_catalog(catalog: Path, selection: Selection) -> Iterator[Entry]:
-    for entry in read_records(catalog):
+    return _selected(read_records(catalog), selection)
+
+
+def _selected(records: Iterator[Entry], selection: Selection) -> Iterator[Entry]:
+    for entry in records:
         if entry.kind in _FILE_KINDS and selection.covers(entry.path):
             yield entry
         elif entry.kind is EntryKind.DIRECTORY and entry.path != selection.base and selection.covers(entry.path):
@@ -210,6 +219,7 @@ class RestoreRequest:
     days: int
     overwrite: bool = False
     wait: bool = True  # False: download what is readable now, request the rest (the original tool's way)
+    as_of: str | None = None  # a time or snapshot id: select from that snapshot (model/snapshots.select_snapshot)
 
 
 def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
@@ -234,6 +244,7 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
     directories = RunSpiller(work, "dirs", SPILL_RECORDS, key=deepest_first_key)
     refused = 0
     dir_count = 0
+    as_of: AsOf | None = None
     try:
         moved = catalog_target_mismatch(policy) if catalog.is_file() else None
         if moved:
@@ -244,7 +255,24 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
             _append_json(layout.refused_file, {"path": name, "reason": reason})
             log.warning("refused %s: %s", name, reason)
 
-        if catalog.is_file() and not moved:
+        # The sources, in order: the local catalog (when usable, and no --as-of), the bucket's snapshot (the newest
+        # of the policy's lab and roots, or --as-of's), the bucket listing (no snapshot either).
+        usable = catalog.is_file() and not moved and local_catalog_usable(policy)[0]
+        manifest = None
+        if request.as_of is not None or not usable:
+            client = (client_factory or default_client)(policy)
+            manifest = chosen_snapshot(policy, client, work, request.as_of)
+            if manifest is None and request.as_of is not None:
+                raise UsageError(f"no snapshot of this lab's roots at or before {request.as_of!r} in "
+                                 f"s3://{policy.s3.bucket}/{snapshots_prefix(policy.s3.prefix)}",
+                                 hint="list them with `fs3g snapshots --config LAB.yaml`")
+        if manifest is not None:
+            sid = manifest.snapshot_id
+            source = f"catalog snapshot {sid} (s3://{policy.s3.bucket}/{snapshot_prefix(policy.s3.prefix, sid)})"
+            if request.as_of is not None:
+                as_of = AsOf.of(manifest)
+            entries = _selected(iter_snapshot(policy, client, manifest, work), selection)
+        elif usable:
             source = f"catalog {catalog}"
             entries = _from_catalog(catalog, selection)
         else:
@@ -289,6 +317,7 @@ def prepare_restore(policy: Policy, request: RestoreRequest, run_dir: Path, *,
         "days": request.days,
         "overwrite": request.overwrite,
         "wait": request.wait,
+        **({"as_of": as_of.to_json()} if as_of is not None else {}),
         "refused": refused,
         "shard_count": len(shards),
         # Bytes count a hard-linked file once: its other links are made, not downloaded.

@@ -42,6 +42,7 @@ from ..runs.task import FailureRecorder, ShardTask, ShardWork, run_task
 from ..transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole,
                                    open_range)
 from ..transfer.objects import ObjectAccessError, head_object, object_tag
+from ..transfer.snapshots import version_at
 from .destination import (NO_LINK_ERRNOS, Destination, DiskFull, FileMeta, pwrite_sparse, start_writeback,
                           unlink_quietly)
 from .layout import RestoreLayout, default_client, load_header
@@ -97,6 +98,7 @@ class _ShardRestorer:
         self.selection = Selection(header.requests)
         self.overwrite = header.overwrite
         self.from_catalog = header.source.startswith("catalog ")
+        self.as_of = header.as_of  # restore --as-of: per-object files are checked against that snapshot
         self.as_root = os.geteuid() == 0
         self.tally = _Tally()
         self.lock = threading.Lock()
@@ -340,14 +342,21 @@ class _ShardRestorer:
             obj = self._get_whole(key)
         except ObjectMissing:
             if klass is KeyClass.SYMLINK:
-                raise
-            # The small-file threshold may have changed since this file was backed up.
-            other = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
-            try:
-                obj = self._get_whole(other)
-            except ObjectMissing:
-                raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
-            key = other
+                if self.as_of is None:
+                    raise
+                obj = None
+            else:
+                # The small-file threshold may have changed since this file was backed up.
+                other = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
+                try:
+                    obj = self._get_whole(other)
+                    key = other
+                except ObjectMissing:
+                    if self.as_of is None:
+                        raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
+                    obj = None
+        if self.as_of is not None:
+            obj = self._as_of_version(entry, key, obj)
         meta = FileMeta.of(obj.metadata, entry, catalog_times=self.from_catalog)
         symlink = klass is KeyClass.SYMLINK
         if self._same_as(present, len(obj.data), meta, symlink) and (
@@ -385,6 +394,28 @@ class _ShardRestorer:
                 raise
         self._record(entry, Outcome.RESTORED, size=len(obj.data), mtime_ns=meta.mtime_ns or 0)
 
+    def _stale(self, size: int, modified_s: float, entry: Entry) -> bool:
+        """The bucket's object is not the one the --as-of snapshot recorded: written after it, or of another size."""
+        assert self.as_of is not None
+        return modified_s > self.as_of.created_s or size != entry.size_bytes
+
+    def _as_of_version(self, entry: Entry, key: str, obj: WholeObject | None) -> WholeObject:
+        """The object as of the restore's snapshot: the current one when it is no newer (and of the recorded size),
+        else, in a versioned bucket, the newest version at or before the snapshot (GetObject VersionId); otherwise
+        the file can no longer be restored as of that time (ObjectMissing, saying so by name)."""
+        as_of = self.as_of
+        assert as_of is not None
+        if obj is not None and not self._stale(len(obj.data), obj.last_modified_s, entry):
+            return obj
+        now = "gone from the bucket" if obj is None else "overwritten after it"
+        if not as_of.versioned:
+            raise ObjectMissing(f"{key}: {now}; bucket versioning is off, so this file can no longer be restored as "
+                                f"of snapshot {as_of.snapshot_id}")
+        version = version_at(self.client, self.bucket, key, as_of.created_s)
+        if version is None:
+            raise ObjectMissing(f"{key}: {now}, and no version of it is older than snapshot {as_of.snapshot_id}")
+        return get_whole(self.client, self.bucket, key, version)
+
     def _tag(self, key: str) -> str | None:
         """The tree hash a multipart upload left as a tag (its metadata was fixed before the hash was known)."""
         try:
@@ -399,6 +430,13 @@ class _ShardRestorer:
 
     def _large(self, entry: Entry, key: str, dir_fd: int, name: bytes, present: os.stat_result | None) -> None:
         head = head_object(self.client, self.bucket, key)
+        if self.as_of is not None and (head is None or self._stale(head.size_bytes, head.last_modified_ns / 1e9,
+                                                                    entry)):
+            later = "gone from the bucket" if head is None else "overwritten after it"
+            raise ObjectMissing(f"{key}: {later}; " + (
+                "an older version of a large file is not read by --as-of yet" if self.as_of.versioned else
+                "bucket versioning is off") + f", so this file cannot be restored as of snapshot "
+                f"{self.as_of.snapshot_id}")
         if head is None:
             raise ObjectMissing(f"{key} is not in the bucket")
         if head.storage_class in {c.value for c in ARCHIVED_CLASSES} and not head.restore_ready:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from ..errors import UsageError
+from ..model.snapshots import AsOf
 from .layout import RunKind
 
 T = TypeVar("T")
@@ -242,6 +243,12 @@ class RestoreHeader(RunHeader):
     def wait(self) -> bool:
         """Whether the restore waits for Glacier (its stage polls) rather than ending once requested."""
         return bool(self.details.get("wait", True))
+
+    @property
+    def as_of(self) -> AsOf | None:
+        """The snapshot a `restore --as-of` selected from (None: the newest catalog, as it is now)."""
+        data = self.details.get("as_of")
+        return None if data is None else AsOf.from_json(data, "restore.json")
 
     @property
     def directories(self) -> int:

@@ -7,6 +7,8 @@
     download_catalog(policy, client, sid, dest, work)    the snapshot back into one local catalog file; a chunk whose
                                                          size or SHA-256 differs from its manifest line is refused
                                                          (SnapshotError naming the chunk key: exit 2)
+    chosen_snapshot / iter_snapshot / snapshot_to_file   what restore and compare read instead of a local catalog
+                                                         (the newest, or --as-of's), streamed a chunk at a time
 
 Safety: nothing is deleted from the bucket; a snapshot without its manifest (a merge killed half-way) is ignored by
 readers. Memory: one chunk at a time, on disk in the owner-only work directory (at most `snapshots.chunk_bytes` of
@@ -205,6 +207,21 @@ def download_catalog(policy: Policy, client: Any, manifest: SnapshotManifest, de
     record_catalog_target(policy)
     record_origin(policy, manifest.snapshot_id, dest)
     return count
+
+
+def snapshot_to_file(policy: Policy, client: Any, manifest: SnapshotManifest, dest: Path, work: Path) -> int:
+    """The snapshot as a catalog file `dest` (a compare's or restore's own copy: the lab's catalog and its notes are
+    not touched); its entry count. Every chunk is checked as `iter_snapshot` checks it."""
+    with RecordWriter(dest) as writer:
+        for entry in iter_snapshot(policy, client, manifest, work):
+            writer.write(entry)
+        return writer.count
+
+
+def chosen_snapshot(policy: Policy, client: Any, work: Path, as_of: str | None) -> SnapshotManifest | None:
+    """The snapshot a restore or compare reads: the newest complete one of the policy's lab and roots (at or before
+    `as_of`: a time or a snapshot id). None when there is none."""
+    return next(matching_snapshots(policy, client, work, as_of), None)
 
 
 def record_origin(policy: Policy, sid: str | None, catalog_file: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+from email.utils import parsedate_to_datetime
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -86,6 +87,7 @@ class WholeObject:
     data: bytes
     etag: str
     metadata: dict[str, str]
+    last_modified_s: float = 0.0  # 0: not said
 
 
 def _get(client: Any, **kwargs: Any) -> Any:
@@ -100,12 +102,15 @@ def _get(client: Any, **kwargs: Any) -> Any:
         raise
 
 
-def get_whole(client: Any, bucket: str, key: str) -> WholeObject:
-    """A small object in one request; held in memory (at most the small-file threshold)."""
-    r = _get(client, Bucket=bucket, Key=key)
+def get_whole(client: Any, bucket: str, key: str, version_id: str = "") -> WholeObject:
+    """A small object (that version of it, when given) in one request; held in memory (at most the small-file
+    threshold)."""
+    r = _get(client, Bucket=bucket, Key=key, **({"VersionId": version_id} if version_id else {}))
     with r["Body"] as body:
         data = body.read()
-    return WholeObject(data, str(r["ETag"]).strip('"'), dict(r.get("Metadata", {})))
+    modified = r.get("LastModified")
+    return WholeObject(data, str(r["ETag"]).strip('"'), dict(r.get("Metadata", {})),
+                       modified.timestamp() if modified is not None else 0.0)
 
 
 def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
@@ -216,7 +221,9 @@ class DirectGetter:
             raise DownloadError(f"GET {key}: {len(data)} bytes received, {length} announced")
         metadata = {name[11:].lower(): value for name, value in headers.items()
                     if name.lower().startswith("x-amz-meta-")}
-        return WholeObject(data, str(headers.get("ETag", "")).strip('"'), metadata)
+        modified = headers.get("Last-Modified")
+        return WholeObject(data, str(headers.get("ETag", "")).strip('"'), metadata,
+                           parsedate_to_datetime(modified).timestamp() if modified else 0.0)
 
     def get_range(self, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
         response = self._send(bucket, key, {"Range": f"bytes={start}-{start + length - 1}", "If-Match": f'"{etag}"'},

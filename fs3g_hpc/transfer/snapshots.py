@@ -7,6 +7,7 @@
     bucket_versioned   GetBucketVersioning: Enabled (or Suspended, whose old versions remain) -> True
     has_objects        is there any object under a prefix (one LIST of one key)
     iter_versions      ListObjectVersions under a prefix, one page at a time: (key, version id, size, latest)
+    version_at         the version of one key that was current at a time (restore --as-of, versioned buckets)
 
 Failures come out as ObjectAccessError (transfer/objects.py), credentials and bucket problems as TargetError.
 """
@@ -117,6 +118,28 @@ def iter_versions(client: Any, bucket: str, prefix: str, delimiter: str = "") ->
             kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         raise _wrap(e, f"listing versions under s3://{bucket}/{prefix}") from e
+
+
+def version_at(client: Any, bucket: str, key: str, when_s: float) -> str | None:
+    """The id of `key`'s newest version written at or before `when_s` (POSIX seconds); None when it has none (delete
+    markers are no version). One ListObjectVersions of the key (a page at a time), never a HEAD."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    best: tuple[float, str] | None = None
+    try:
+        while True:
+            page = client.list_object_versions(**kwargs)
+            for item in page.get("Versions", []):
+                if item["Key"] != key:
+                    continue
+                stamp = item["LastModified"].timestamp()
+                if stamp <= when_s and (best is None or stamp > best[0]):
+                    best = (stamp, str(item.get("VersionId") or ""))
+            if not page.get("IsTruncated") or page.get("NextKeyMarker", key) != key:
+                return best[1] if best else None
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        raise _wrap(e, f"listing versions of s3://{bucket}/{key}") from e
 
 
 def sha256_file(path: Path) -> str:
