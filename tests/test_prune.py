@@ -5,6 +5,7 @@ early-deletion charges from the objects' class and age."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -96,3 +97,199 @@ def test_a_retention_policy_survives_the_plan_snapshot_round_trip(tmp_path):
     policy = load_policy(write_policy(tmp_path, root, extra="retention: {keep_last: 3, keep_within: 1y6m}\n"))
     again = policy_from_snapshot(policy_to_dict(policy), "plan.json")
     assert again.retention == policy.retention and again.retention.rule().keep_within == Duration(years=1, months=6)
+
+
+# -- against the services ------------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from test_restore import assert_same_tree  # noqa: E402
+
+PREFIX = "labs/pr"
+
+
+def _listing(bucket, prefix: str = PREFIX + "/") -> dict[str, tuple[str, int]]:
+    out = {}
+    for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=prefix):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = (o["ETag"], o["Size"])
+    return out
+
+
+def _policy(tmp_path, root, bucket, retention: str = "keep_last: 1"):
+    return write_policy(tmp_path, root, bucket, name="pr", prefix=PREFIX, shards="max_files: 50",
+                        uploader="buffer_size_bytes: 5MiB, large_buffers: 4", memory_budget_bytes="2GiB",
+                        retention=retention)
+
+
+def _backup(policy) -> None:
+    proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    time.sleep(1.1)  # run ids and snapshot ids are stamped to the second
+
+
+def _three_backups(tmp_path, bucket):
+    """Backup 1: pack P1 {a, b, c, e} and largefile big2; 2: b deleted, a overwritten (pack P2 {a'}), big2 deleted;
+    3: a overwritten again (P3 {a'', d}), c deleted. With keep_last 1, P2 and big2 are unreferenced; P1 still
+    holds e (live) and is kept."""
+    root = tmp_path / "data"
+    (root / "p").mkdir(parents=True)
+    for name in "abce":
+        (root / "p" / name).write_bytes(os.urandom(3000))
+    (root / "p" / "big2").write_bytes(os.urandom(300 * 1024))
+    (root / "p" / "big1").write_bytes(os.urandom(200 * 1024))
+    policy = _policy(tmp_path, root, bucket)
+    _backup(policy)
+    (root / "p" / "b").unlink()
+    (root / "p" / "big2").unlink()
+    (root / "p" / "a").write_bytes(os.urandom(3100))
+    _backup(policy)
+    (root / "p" / "c").unlink()
+    (root / "p" / "a").write_bytes(os.urandom(3200))
+    (root / "p" / "d").write_bytes(os.urandom(10))
+    _backup(policy)
+    return root, policy
+
+
+def _expected_deletions(before: dict) -> set[str]:
+    runs = sorted({k.split("/")[3] for k in before if k.startswith(PREFIX + "/packs/")})
+    snaps = sorted({k.split("/")[3] for k in before if k.startswith(PREFIX + "/catalog/")})
+    assert len(runs) == 3 and len(snaps) == 3, (runs, snaps)
+    return ({k for k in before if k.startswith(f"{PREFIX}/packs/{runs[1]}/")}
+            | {k for k in before if k.startswith(f"{PREFIX}/catalog/{snaps[0]}/")}
+            | {k for k in before if k.startswith(f"{PREFIX}/catalog/{snaps[1]}/")}
+            | {k for k in before if k.endswith("/p/big2") and "/largefile/" in k})
+
+
+def test_prune_keep_last_1_deletes_exactly_the_unreferenced_and_the_newest_restores(bucket, tmp_path):
+    root, policy = _three_backups(tmp_path, bucket)
+    before = _listing(bucket)
+    expected = _expected_deletions(before)
+    assert len([k for k in expected if k.endswith(".tar")]) == 1 and any(k.endswith("big2") for k in expected)
+
+    dry = fs3g("prune", "--config", str(policy), "--json")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    report = json.loads(dry.stdout)
+    assert len(report["forgotten"]) == 2 and report["unreferenced"]["packs"] == 1
+    assert report["unreferenced"]["objects"] == 3  # P2's tar and index, big2
+    assert _listing(bucket) == before  # the dry run changed nothing
+
+    proc = fs3g("prune", "--config", str(policy), "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = _listing(bucket)
+    assert set(before) - set(after) == expected and set(after) <= set(before)
+    [run_dir] = (tmp_path / "runs" / "pr").glob("prune-*")
+    listed = (run_dir / "delete.txt").read_text().split()
+    assert set(listed) == expected and listed[-2:] == sorted(k for k in expected if k.endswith("manifest.json"))
+    assert (run_dir / "delete.txt").stat().st_mode & 0o777 == 0o600 and run_dir.stat().st_mode & 0o777 == 0o700
+
+    dest = tmp_path / "restored"
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert assert_same_tree(root, dest) == 4  # a, e, d, big1
+
+    again = fs3g("prune", "--config", str(policy), "--apply", "--json")  # nothing left to do
+    assert json.loads(again.stdout)["unreferenced"]["objects"] == 0 and _listing(bucket) == after
+
+
+KILLER = """
+import os, sys
+from fs3g_hpc.config import load_policy
+from fs3g_hpc.prune.run import prune
+def hook(n):
+    if n == 1:
+        os.kill(os.getpid(), 9)
+prune(load_policy(sys.argv[1]), apply=True, batch_keys=1, after_batch=hook)
+"""
+
+
+def test_kill_9_during_apply_then_a_rerun_loses_nothing_referenced(seaweed_bucket, tmp_path):
+    bucket = seaweed_bucket
+    root, policy = _three_backups(tmp_path, bucket)
+    before = _listing(bucket)
+    expected = _expected_deletions(before)
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(policy)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    middle = _listing(bucket)
+    assert len(set(before) - set(middle)) == 2 and set(before) - set(middle) <= expected
+    [run_dir] = (tmp_path / "runs" / "pr").glob("prune-*")
+    assert len((run_dir / "deleted.jsonl").read_text().splitlines()) == 2
+    proc = fs3g("prune", "--config", str(policy), "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(before) - set(_listing(bucket)) == expected
+    dest = tmp_path / "restored"
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_tree(root, dest)
+
+
+def test_prune_refuses_while_a_backup_holds_the_lock_and_break_lock_removes_it(seaweed_bucket, tmp_path):
+    from fs3g_hpc.config import load_policy
+    from fs3g_hpc.model.locks import LockKind
+    from fs3g_hpc.prune.locks import take_lock
+
+    bucket = seaweed_bucket
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "x").write_bytes(b"x")
+    path = _policy(tmp_path, root, bucket)
+    _backup(path)
+    assert f"{PREFIX}/locks/backup.json" not in _listing(bucket)  # the merge removed the backup's lock
+    policy = load_policy(path)
+    take_lock(policy, bucket.client, LockKind.BACKUP, "/runs/pr/pr-x")
+    proc = fs3g("prune", "--config", str(path), "--apply")
+    assert proc.returncode == 2 and "a backup is running" in proc.stderr and "--break-lock" in proc.stderr, \
+        proc.stdout + proc.stderr
+    take_lock(policy, bucket.client, LockKind.BACKUP, "/runs/pr/pr-x", now=datetime.now(timezone.utc) -
+              timedelta(hours=100))
+    proc = fs3g("prune", "--config", str(path))
+    assert proc.returncode == 2 and "stale backup lock" in proc.stderr, proc.stdout + proc.stderr
+    assert "removed: backup lock" in fs3g("prune", "--config", str(path), "--break-lock").stdout
+    proc = fs3g("prune", "--config", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_early_deletion_charges_follow_storage_class_and_age(moto_bucket, tmp_path):
+    from fs3g_hpc.config import load_policy
+    from fs3g_hpc.estimate import prices_for
+    from fs3g_hpc.prune.run import prune
+
+    bucket = moto_bucket
+    old = {f"{PREFIX}/largefile/elsewhere/g.bin": ("GLACIER", 2 * 1024 * 1024),
+           f"{PREFIX}/largefile/elsewhere/d.bin": ("DEEP_ARCHIVE", 1024 * 1024),
+           f"{PREFIX}/largefile/elsewhere/s.bin": ("STANDARD", 1024 * 1024)}
+    for key, (klass, size) in old.items():
+        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=os.urandom(size), StorageClass=klass)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "x").write_bytes(b"x")
+    path = _policy(tmp_path, root, bucket)
+    _backup(path)
+    policy = load_policy(path)
+    prices = prices_for(policy)
+    now = datetime.now(timezone.utc) + timedelta(days=100)  # GLACIER past its 90 days, DEEP_ARCHIVE not (180)
+    plan = prune(policy, prices=prices, now=now).plan
+    deep = 1024 * 1024 / 1024 ** 3 * prices.storage("DEEP_ARCHIVE") * 80 / 30
+    assert plan.objects == 3 and plan.held_objects == 1 and plan.early_charge == pytest.approx(deep, rel=0.01)
+    result = prune(policy, prices=prices, now=now, apply=True)
+    assert result.deleted == 2 and set(_listing(bucket, f"{PREFIX}/largefile/")) == \
+        {f"{PREFIX}/largefile/elsewhere/d.bin"}
+    # 10 days later in wall time the GLACIER object would have been held too: 80 days of charge shown.
+    bucket.client.put_object(Bucket=bucket.name, Key=f"{PREFIX}/largefile/elsewhere/g2.bin", Body=b"g" * 1024,
+                             StorageClass="GLACIER")
+    time.sleep(1.1)
+    # Newer than the newest snapshot (an unmerged backup's, as far as prune can tell): kept, said so.
+    assert prune(policy, prices=prices, now=now).plan.young_objects == 1
+    (root / "x").write_bytes(b"changed")  # an unchanged run writes no snapshot
+    _backup(path)
+    soon = datetime.now(timezone.utc) + timedelta(days=10)
+    plan = prune(policy, prices=prices, now=soon).plan
+    glacier = 1024 / 1024 ** 3 * prices.storage("GLACIER") * 80 / 30
+    assert plan.held_objects == 2 and plan.early_charge == pytest.approx(
+        glacier + 1024 * 1024 / 1024 ** 3 * prices.storage("DEEP_ARCHIVE") * 170 / 30, rel=0.01)
+    assert prune(policy, prices=prices, now=soon, apply=True, allow_early_delete=True).deleted >= 2
+    assert not _listing(bucket, f"{PREFIX}/largefile/elsewhere/")
