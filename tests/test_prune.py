@@ -293,3 +293,17 @@ def test_early_deletion_charges_follow_storage_class_and_age(moto_bucket, tmp_pa
         glacier + 1024 * 1024 / 1024 ** 3 * prices.storage("DEEP_ARCHIVE") * 170 / 30, rel=0.01)
     assert prune(policy, prices=prices, now=soon, apply=True, allow_early_delete=True).deleted >= 2
     assert not _listing(bucket, f"{PREFIX}/largefile/elsewhere/")
+
+
+def test_the_hard_check_refuses_a_batch_holding_a_key_the_newest_snapshot_references(tmp_path):
+    from fs3g_hpc.prune.run import NewestGuard, ReferencedKeyError
+
+    refs = tmp_path / "newest.sorted"
+    refs.write_text("p/packs/r3/000000-00000.tar\np/smallfile/d/x\n")
+    guard = NewestGuard(refs, "p/catalog/20261201T100000Z-0000000a/")
+    guard.check(["p/largefile/d/gone", "p/packs/r2/000000-00000.tar"])  # unreferenced: passes
+    with pytest.raises(ReferencedKeyError, match="p/smallfile/d/x"):
+        guard.check(["p/packs/r4/000000-00000.tar", "p/smallfile/d/x"])
+    with pytest.raises(ReferencedKeyError, match="newest snapshot"):
+        NewestGuard(refs, "p/catalog/20261201T100000Z-0000000a/").check(
+            ["p/catalog/20261201T100000Z-0000000a/manifest.json"])

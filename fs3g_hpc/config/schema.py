@@ -145,8 +145,8 @@ class StorageSettings:
     pack_storage_class: StorageClass = setting(choice(StorageClass), default=StorageClass.STANDARD,
                                                doc="class packs are written in (their indexes stay STANDARD)")
     pack_compact_below: float = setting(fraction, default=0.0,
-                                        doc="a pack whose live fraction (packs.jsonl) is below this is reported by "
-                                            "`fs3g prune` as a compaction candidate (0: never)")
+                                        doc="pack compaction threshold, live fraction 0..1 (validated; "
+                                            "compaction is not implemented yet: no effect)")
 
 
 @dataclass(frozen=True, kw_only=True)
