@@ -244,10 +244,15 @@ def make_plan(policy: Policy, client: Any, work: Path, prices: Prices | None, *,
     doomed = work / "doomed.txt"
     refs = referenced.sorted_unique()
     ref = next(refs, None)
+    last_key = ""
     fd = os.open(doomed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         for directory in DATA_DIRS:
             for key, obj in iter_objects(client, bucket, "/".join(p for p in (prefix, directory) if p) + "/"):
+                if key <= last_key:  # the join needs key order: a store listing otherwise is not pruned
+                    raise Fs3gError(f"the listing of s3://{bucket}/ is not in key order ({last_key!r} then {key!r}); "
+                                    "nothing deleted")
+                last_key = key
                 while ref is not None and ref < key:
                     ref = next(refs, None)
                 if ref == key:
