@@ -408,6 +408,38 @@ def _verify_snapshot(policy: Policy, args: argparse.Namespace) -> int:
     else:
         print("\n".join(report.lines()))
     return ExitCode.OK if report.ok else ExitCode.DIFFERENCES
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..estimate import prices_for
+    from ..prune.run import break_lock, prune
+
+    policy = load_policy(args.config)
+    check_target(policy, write=args.apply or args.break_lock)
+    if args.break_lock:
+        print(break_lock(policy))
+        return ExitCode.OK
+    try:
+        prices = prices_for(policy, Path(args.pricing) if args.pricing else None, args.region)
+    except UsageError:
+        if args.pricing or args.region:
+            raise
+        prices = None  # a region the shipped table lacks: costs shown as 0
+    with _human_output(args.json):
+        result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices)
+    data = result.plan.to_json()
+    data.update({"applied": args.apply, "deleted": result.deleted, "errors": len(result.errors),
+                 "run_dir": str(result.run_dir) if result.run_dir else None})
+    if args.json:
+        _print_json(data)
+    else:
+        print("\n".join(result.plan.lines()))
+        if args.apply:
+            print(f"deleted {result.deleted:,} objects ({len(result.errors):,} refused); list and journal in "
+                  f"{result.run_dir}" if result.run_dir else "nothing to delete")
+            for key, code in result.errors[:20]:
+                print(f"  not deleted: {key}: {code}")
+        else:
+            print("dry run: nothing deleted (run again with --apply)")
+    return ExitCode.OK if not result.errors else ExitCode.DIFFERENCES
 
 
 def cmd_restore_stage(args: argparse.Namespace) -> int:

@@ -207,6 +207,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=handlers.cmd_snapshots)
     p.set_defaults(func=handlers.cmd_snapshots)
 
+    p = sub.add_parser("prune", help="forget snapshots the retention rule does not keep, delete what no kept "
+                                     "snapshot references (a dry run unless --apply)",
+                       description="Apply the policy's retention: section. By default a dry run: the snapshots "
+                                   "kept and forgotten, the objects and packs no kept snapshot references, the "
+                                   "bytes and monthly cost freed and the early-deletion charge of deleting them now. "
+                                   "--apply writes the list to a run directory, then deletes (data objects, then "
+                                   "the forgotten snapshots' chunks, their manifests last). Refuses while a backup "
+                                   "holds the lab's lock.")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--apply", action="store_true", help="delete (default: only say what would be deleted)")
+    p.add_argument("--allow-early-delete", action="store_true",
+                   help="also delete objects still inside their class's minimum duration (the charge is shown)")
+    p.add_argument("--break-lock", action="store_true",
+                   help="remove a stale backup (or prune) lock, then stop; check the backup is gone first")
+    p.add_argument("--region", help="price region (default: the policy's s3.region, else us-east-1)")
+    p.add_argument("--pricing", metavar="FILE", help="price table (default: the shipped configs/pricing.yaml)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=handlers.cmd_prune)
+
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--executor", choices=["slurm", "none"], default="none",
