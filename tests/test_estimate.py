@@ -299,7 +299,7 @@ def test_cli_estimates_an_incremental_plan_with_storage_from_the_catalog(seaweed
 
     root = tmp_path / "data"
     make_tree(root, newline_names=True)
-    policy = write_policy(tmp_path, "inc", root, seaweed_bucket)
+    policy = write_policy(tmp_path, "inc", root, seaweed_bucket, layout="packs")
     backup(policy)
     (root / "proj" / "added.txt").write_bytes(b"new file")
     plan = tmp_path / "plan"
