@@ -41,10 +41,11 @@ def entry(path: bytes, size: int = 1, mtime: int = 1, kind: EntryKind = EntryKin
 
 
 def write_policy(tmp: Path, root: Path, *, bucket_name: str = "unused-bucket", endpoint: str = "http://127.0.0.1:9",
-                 exclude: tuple[str, ...] = (),
-                 storage: str = "small_file_threshold_bytes: 128KiB, small_files: objects") -> Path:
+                 exclude: tuple[str, ...] = (), storage: str = "small_file_threshold_bytes: 128KiB") -> Path:
+    """The per-object layout (`small_files: objects`) unless `storage` names the layout."""
+    layout = "" if "small_files" in storage else "small_files: objects, "
     return helpers.write_policy(tmp, root, bucket_name, name="cmp", file="lab.yaml", endpoint_url=endpoint,
-                                prefix="labs/cmp", exclude=exclude, storage=storage,
+                                prefix="labs/cmp", exclude=exclude, storage=layout + storage,
                                 uploader="buffer_size_bytes: 5MiB, large_buffers: 2")
 
 def fs3g(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -417,8 +418,7 @@ def test_archived_multipart_hash_is_cannot_check_never_a_pass(moto_bucket, share
     (root / "d" / "single.bin").write_bytes(os.urandom(300 * KIB))  # one PUT: its hash is in the metadata
     (root / "d" / "small.txt").write_bytes(b"s")
     policy = write_policy(tmp, root, bucket_name=moto_bucket.name, endpoint=moto_bucket.endpoint_url,
-                          storage="small_file_threshold_bytes: 128KiB, upload_large_to_archive: true, "
-                                  "small_files: objects")
+                          storage="small_file_threshold_bytes: 128KiB, upload_large_to_archive: true")
     backup = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
     assert backup.returncode == 0, backup.stdout.decode() + backup.stderr.decode()
     assert compare(policy, "--against-bucket")[:2] == (0, set())  # HEAD works on archived objects
