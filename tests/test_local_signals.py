@@ -138,6 +138,45 @@ def test_signal_stops_a_local_backup_and_every_shard_and_submit_resumes(seaweed_
     assert sum(r["already_done"] for r in resumed) == len(journaled)
 
 
+def test_kill_9_of_a_local_backup_stops_its_forked_shards_which_save_their_journals(seaweed_bucket, shared_tmp):
+    """The shards of a local backup are forked from it (no new interpreter: the same command line as the parent's,
+    in a session of their own, their output in their logs); kill -9 of the parent still reaches them (SIGTERM, from
+    the kernel), each saves its journal and exits 130, and `fs3g submit` completes the run from the journals."""
+    tmp = shared_tmp
+    root = tmp / "data"
+    files = make_tree(root, 2, 40)
+    policy = write_policy(tmp, "kill9", root, seaweed_bucket, max_files=40, workers=2)
+    proc = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "backup", "--config", str(policy), "--executor",
+                             "local"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=slow_env(tmp, 0.15))
+    runs = tmp / "runs" / "kill9"
+    wait_until(lambda: done_lines(list(runs.glob("*/results/shard-*.journal"))) >= 4 or proc.poll() is not None, 120,
+               "a growing journal")
+    children = children_of(proc.pid)
+    assert proc.poll() is None and len(children) == 2, "the run finished before the test could stop it"
+    parent_cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    for pid in children:  # forked, never exec'd: the parent's command line, each in a session of its own
+        assert Path(f"/proc/{pid}/cmdline").read_bytes() == parent_cmdline
+        assert os.getsid(pid) == pid
+    proc.kill()
+    proc.communicate(timeout=60)
+    wait_until(lambda: not [pid for pid in children if alive(pid)], STOP_GRACE_S + 30, "the shards to stop")
+    run_dir = next(p.parent for p in runs.glob("*/plan.json"))
+    results = [json.loads(p.read_text()) for p in (run_dir / "results").glob("shard-??????.json")]
+    assert len(results) == 2 and {(r["status"], r["signal"]) for r in results} == {("interrupted", "SIGTERM")}
+    logs = [(run_dir / "logs" / f"shard-local-{n}.out").read_text() for n in range(2)]
+    assert all("shard " in text for text in logs), logs
+    journaled = journal_keys(run_dir)
+    assert 0 < len(journaled) < files
+    lock = "labs/kill9/locks/backup.json"
+    assert {k: v for k, v in bucket_keys(seaweed_bucket, "labs/kill9/").items() if k != lock} == journaled
+
+    rerun = fs3g("submit", str(run_dir), "--executor", "local")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    report = read_report(run_dir)
+    assert (report["verified"]["files"], report["failed"]["files"]) == (files, 0)
+
+
 def test_sigterm_stops_a_local_restore_and_its_shards_which_then_resume(seaweed_bucket, shared_tmp):
     tmp = shared_tmp
     root = tmp / "data"

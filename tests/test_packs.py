@@ -574,3 +574,31 @@ def test_member_counts_and_the_container_are_checked():
     with pytest.raises(PackFormatError, match="describes"):
         read_index(io.BytesIO(whole), "w", pack=f"packs/{RUN}/000003-00002.tar")
     assert MAX_INDEX_LINE_BYTES < 70000
+
+
+def test_one_pass_hashes_are_the_tree_hash_and_the_sha256_on_both_sides_of_one_leaf():
+    from fs3g_hpc.model.treehash import LEAF_BYTES, TreeHasher, tree_hash_and_sha256
+
+    rng = random.Random(7)
+    for size in (0, 1, 4096, LEAF_BYTES - 1, LEAF_BYTES, LEAF_BYTES + 1, 3 * LEAF_BYTES + 5):
+        data = rng.randbytes(size)
+        hasher = TreeHasher()
+        hasher.update(data)
+        assert tree_hash_and_sha256(data) == (hasher.hexdigest(), hashlib.sha256(data).hexdigest()), size
+    # Past one leaf the two differ: the shortcut must not be taken there.
+    big = rng.randbytes(LEAF_BYTES + 1)
+    tree, sha = tree_hash_and_sha256(big)
+    assert tree != sha
+
+
+def test_pax_record_lengths_count_their_own_digits_across_digit_boundaries():
+    """Every path length from 1 to 1,100 bytes (records whose length, counting its own digits, crosses 10, 100 and
+    1,000 bytes): the strict parser takes each header back, and Python's tarfile reads the same name."""
+    for n in range(1, 1101):
+        info = MemberInfo(path=b"/" + b"p" * n, type=MemberType.FILE, size_bytes=0, mtime_ns=1, atime_ns=1,
+                          mode=0o100644, uid=0, gid=0, uname="u", gname="g", sha256=hashlib.sha256(b"").hexdigest())
+        header = member_header(info)
+        assert parse_member_header(header, "x") == (info, len(header)), n
+        if n in (4, 5, 80, 81, 82, 985, 986, 987, 988):
+            with tarfile.open(fileobj=io.BytesIO(header + END_OF_ARCHIVE)) as tar:
+                assert tar.getnames() == ["p" * n]

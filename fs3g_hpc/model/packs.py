@@ -72,6 +72,7 @@ _TIME = re.compile(rb"-?[0-9]{1,20}(?:\.[0-9]{1,9})?")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _UINT32_MAX = (1 << 32) - 1
 _USTAR_MAGIC = b"ustar\x0000"
+_OCTAL_DIGITS = b"01234567"
 _BINARY = b"BINARY"
 _UTF8_CHARSET = b"ISO-IR 10646 2000 UTF-8"
 _KEYWORDS = frozenset((b"path", b"linkpath", b"mtime", b"atime", b"uid", b"gid", b"uname", b"gname", b"size",
@@ -127,10 +128,11 @@ def padded(size: int) -> int:
 
 def _pax_record(keyword: bytes, value: bytes) -> bytes:
     body = b" " + keyword + b"=" + value + b"\n"
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:  # the length counts its own digits
-        n = len(str(n)) + len(body)
-    return str(n).encode() + body
+    size = len(body)
+    digits = len(str(size))
+    if len(str(size + digits)) > digits:  # the length counts its own digits, which may make one more
+        digits += 1
+    return b"%d" % (size + digits) + body
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -223,7 +225,7 @@ def _parse_octal(field: bytes, what: str, where: str) -> int:
     digits = field.rstrip(b"\0 ").lstrip(b" ")
     if not digits:
         return 0
-    if not all(48 <= c <= 55 for c in digits):  # 0-7 only: no base-256, no signs, no spaces inside
+    if digits.translate(None, _OCTAL_DIGITS):  # 0-7 only: no base-256, no signs, no spaces inside
         raise PackFormatError(f"ustar {what} field is not octal: {field!r}", key=where)
     return int(digits, 8)
 

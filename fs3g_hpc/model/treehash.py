@@ -25,6 +25,18 @@ def leaf_digests(data: bytes | bytearray | memoryview) -> list[bytes]:
     return [hashlib.sha256(view[i:i + LEAF_BYTES]).digest() for i in range(0, len(view), LEAF_BYTES)]
 
 
+def tree_hash_and_sha256(data: bytes | bytearray | memoryview) -> tuple[str, str]:
+    """(tree hash, SHA-256) of `data`, both hex. Data of one leaf or less has one digest for both (the tree of a
+    single leaf is that leaf's SHA-256), so a small file is hashed once, not twice."""
+    view = memoryview(data)
+    if len(view) <= LEAF_BYTES:
+        digest = hashlib.sha256(view).hexdigest()
+        return digest, digest
+    hasher = TreeHasher()
+    hasher.update(view)
+    return hasher.hexdigest(), hashlib.sha256(view).hexdigest()
+
+
 class TreeHasher:
     def __init__(self) -> None:
         self._stack: list[tuple[int, bytes]] = []  # (level, digest) of complete subtrees, left to right

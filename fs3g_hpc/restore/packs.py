@@ -107,17 +107,23 @@ class Readable(Protocol):
 
 class SpanReader:
     """The bytes of one span, from its stream, by absolute pack offset: skip forward, read exactly, or stream a
-    length in pieces. Holds at most one piece."""
+    length in pieces. The stream is read READ_BYTES at a time (one call for many small members: each read of an
+    HTTP body costs tens of microseconds of Python whatever its size) and handed out as views of that buffer:
+    holds at most one such read."""
 
     def __init__(self, stream: Readable, start: int, end: int, where: str):
         self.stream, self.pos, self.end, self.where = stream, start, end, where
+        self._buffer = memoryview(b"")  # read from the stream, not handed out yet: it starts at self.pos
 
-    def _read(self, size: int) -> bytes:
-        piece = self.stream.read(min(size, self.end - self.pos))
-        if not piece:
-            raise MemberError(MemberFault.CORRUPT, f"{self.where}: the pack ends at {self.pos}, before {self.end}")
-        self.pos += len(piece)
-        return piece
+    def _read(self, size: int) -> memoryview:
+        if not self._buffer:
+            piece = self.stream.read(min(READ_BYTES, self.end - self.pos))
+            if not piece:
+                raise MemberError(MemberFault.CORRUPT, f"{self.where}: the pack ends at {self.pos}, before {self.end}")
+            self._buffer = memoryview(piece)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        self.pos += len(out)
+        return out
 
     def skip_to(self, offset: int) -> None:
         if offset < self.pos:
@@ -133,7 +139,7 @@ class SpanReader:
             size -= len(piece)
         return b"".join(pieces)
 
-    def pieces(self, size: int) -> Iterator[bytes]:
+    def pieces(self, size: int) -> Iterator[memoryview]:
         while size:
             piece = self._read(min(size, READ_BYTES))
             size -= len(piece)

@@ -614,6 +614,7 @@ class _ShardRestorer:
         where = f"{key} at {w.ref.header_offset}"
         targets: list[tuple[int, Entry, int, bytes, bytes, int]] = []  # index, entry, dir fd, name, temp, file fd
         results: list[bool | None] = []
+        placed: set[int] = set()
         try:
             for index, entry in enumerate(w.entries):
                 opened: list[tuple[int, bytes, bytes, int]] = []
@@ -643,6 +644,7 @@ class _ShardRestorer:
             for index, entry, dir_fd, name, tmp, fd in targets:
                 meta = FileMeta.of_member(info, entry, catalog_times=self.from_catalog)
                 if self._attempt(entry, lambda: self._place(info, meta, dir_fd, name, tmp, fd)):
+                    placed.add(index)  # renamed: no temporary name left to remove
                     size = len(info.link_target) if info.type is MemberType.SYMLINK else info.size_bytes
                     self._record(entry, Outcome.RESTORED, size=size, mtime_ns=meta.mtime_ns or 0)
                     with self.lock:
@@ -651,13 +653,14 @@ class _ShardRestorer:
                     results[index] = None
             return results
         finally:
-            for _, _, dir_fd, _, tmp, fd in targets:
+            for index, _, dir_fd, _, tmp, fd in targets:
                 if fd >= 0:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
-                unlink_quietly(dir_fd, tmp)
+                if index not in placed:
+                    unlink_quietly(dir_fd, tmp)
                 os.close(dir_fd)
 
     def _open_target(self, entry: Entry, info: MemberInfo) -> tuple[int, bytes, bytes, int]:

@@ -154,7 +154,8 @@ def _parse_journal(path: Path) -> JournalState:
 
 class ShardJournal:
     """Append-only JSON lines, one per finished file or multipart event, flushed as written (a `kill -9` loses
-    nothing already written) and fsynced every `fsync_interval_s`. Reading it back gives what a rerun may skip.
+    nothing already written; a pack's "packed" lines are flushed with the line that makes them count, its
+    "pack-done") and fsynced every `fsync_interval_s`. Reading it back gives what a rerun may skip.
 
     Memory: one small record per file of the shard (bounded by `shards.max_files`).
     """
@@ -171,8 +172,10 @@ class ShardJournal:
         self._file = os.fdopen(fd, "a", encoding="ascii")
         self._last_sync = 0.0
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: dict, *, flush: bool = True) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if not flush:
+            return
         self._file.flush()
         now = time_monotonic()
         if now - self._last_sync >= self.fsync_interval_s:
@@ -196,8 +199,10 @@ class ShardJournal:
 
     def record_packed(self, key: str, path: bytes, size_bytes: int, mtime_ns: int, tree_hash: str,
                       at: PackedAt) -> None:
+        # Not flushed one by one: a member counts only once its pack's "pack-done" follows, and that line flushes
+        # every one before it (a kill -9 before it redoes the open pack whatever part of its lines were written).
         self._write({"t": "packed", "k": key, "p": _path_text(path), "s": size_bytes, "m": mtime_ns, "h": tree_hash,
-                     "sha": at.sha256, "ho": at.header_offset, "do": at.data_offset})
+                     "sha": at.sha256, "ho": at.header_offset, "do": at.data_offset}, flush=False)
 
     def record_pack_done(self, pack: DonePack) -> None:
         self._write({"t": "pack-done", "k": pack.key, "e": pack.etag, "b": pack.size_bytes, "c": pack.checksum,

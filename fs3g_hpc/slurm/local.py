@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,24 +21,8 @@ from typing import Callable, Sequence
 from submitit.core.utils import DelayedSubmission, JobPaths
 from submitit.local.local import LocalExecutor
 
+from ..localexec import die_with_parent
 from .engine import Fs3gCommand, job_python
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> Callable[[], None]:
-    """The child's pre-exec step that asks for SIGTERM when `parent` dies (kept across exec). Made only when a shard
-    starts: a run with nothing to upload pays nothing (CDLL(None) is this process's own symbols, libc's prctl among
-    them: no ldconfig)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def preexec() -> None:  # in the child, between fork and exec
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
-            os.kill(os.getpid(), signal.SIGTERM)
-    return preexec
 
 
 class Fs3gLocalExecutor(LocalExecutor):

@@ -51,6 +51,24 @@ class ClientSettings:
         )
 
 
+# botocore's data loader (the S3 service model, endpoints, partitions: JSON files parsed on first use, ~0.1 s of CPU
+# each time), shared by every session of this process. A command makes several clients (preflight, plan baseline,
+# lock, merge, snapshot), each from a new session, so credentials and profiles are resolved as before, per client;
+# only the parsed, read-only model files are shared. Made and handed out under the lock.
+_loader: Any = None
+_loader_lock = threading.Lock()
+
+
+def _share_loader(session: Any) -> None:
+    global _loader
+    core = session._session  # boto3's botocore session: its component registry holds the loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _loader)
+
+
 def make_s3_client(settings: ClientSettings) -> Any:
     """A botocore S3 client; boto3 sessions are not thread-safe, clients are."""
     try:
@@ -58,6 +76,7 @@ def make_s3_client(settings: ClientSettings) -> Any:
     except botocore.exceptions.ProfileNotFound as e:
         raise UsageError(f"AWS profile {settings.profile!r} not found", key="s3.profile",
                          hint="define it in ~/.aws/config or unset s3.profile") from e
+    _share_loader(session)
     config = botocore.config.Config(
         retries={"total_max_attempts": settings.max_attempts, "mode": settings.retry_mode.value},
         max_pool_connections=settings.max_pool_connections,

@@ -28,7 +28,6 @@ term), part buffers within the shared ByteBudget, and one pack's member list and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -43,7 +42,7 @@ from ..model.objectmeta import group_name, user_name
 from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header,
                            pack_key, padding, relative_to_prefix)
 from ..model.records import Entry, EntryKind
-from ..model.treehash import TreeHasher
+from ..model.treehash import tree_hash_and_sha256
 from ..runs.journal import DonePack, OpenPack, PackedAt
 from .lister import abort_upload
 from .multipart import Interrupted, MultipartSender, put_checked
@@ -163,9 +162,7 @@ class ShardPacker:
 
     def _append(self, entry: Entry, data: bytes, st: os.stat_result) -> None:
         symlink = entry.kind is EntryKind.SYMLINK
-        hasher = TreeHasher()
-        hasher.update(data)
-        tree = hasher.hexdigest()
+        tree, sha256 = tree_hash_and_sha256(data)  # one pass for a file of one leaf or less
         pack = self.pack
         first = None
         if not symlink and st.st_nlink > 1 and pack is not None:
@@ -177,7 +174,7 @@ class ShardPacker:
         elif first is not None:
             info = self._info(entry, st, MemberType.HARDLINK, 0, link=first.entry.path)
         else:
-            info = self._info(entry, st, MemberType.FILE, len(data), sha256=_sha256(data))
+            info = self._info(entry, st, MemberType.FILE, len(data), sha256=sha256)
         header = member_header(info)
         body = 0 if info.type is not MemberType.FILE else len(data)
         total = len(header) + body + len(padding(body))
@@ -191,7 +188,7 @@ class ShardPacker:
             pack = None
             first = None
             if info.type is MemberType.HARDLINK:  # its first link is in the pack just closed: this one has data
-                info = self._info(entry, st, MemberType.FILE, len(data), sha256=_sha256(data))
+                info = self._info(entry, st, MemberType.FILE, len(data), sha256=sha256)
                 header = member_header(info)
                 body = len(data)
         if pack is None:
@@ -344,6 +341,3 @@ class ShardPacker:
         for entry in [*(m.entry for m in pack.members), *also]:
             self.up.report_exception(entry, e, context=f"pack {pack.key}")
 
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
