@@ -5,8 +5,15 @@ merge-joined with the catalog (sorted the same way). Planned entries go to a spi
 hard-linked files go to a second spill sorted by (device, inode) so that each link group reaches one shard;
 directories are diffed too (mtime, mode, owner) but never planned: the new and changed ones go to directories.rec,
 which the merge records in the catalog (a directory has no object). A second pass cuts shards against a balanced
-target. Memory is bounded by the scan's `workers × run_records` records plus one record per open run file, whatever
-the size of the tree.
+target.
+
+With `scan.partitions` > 1 (the CLI: one per CPU) the diff runs in one process per partition of the directories
+(`PartitionedDiff`: the scan splits its runs by a hash of the parent directory) and shards are cut directory by
+directory from what those processes wrote; the outputs hold exactly the records the single-process diff writes.
+
+Memory, whatever the size of the tree: the scan's `(workers + 1) × run_records` records; per diff process the merge's
+read chunks (`records.MERGE_BUFFER_BYTES`, however many runs), one catalog read chunk, one directory's planned entries
+and `run_records` hard-linked entries; in the planning process one directory's planned block per partition.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from ..model.catalog import CatalogError, UnreadablePaths, checked_order
 from ..model.entries import EntryClass
 from ..model import zlibs
 from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, decode_records, encode_many,
-                             filter_partition, group_hard_links, merge_sorted, read_partition, read_records,
+                             group_hard_links, merge_sorted, read_partition, read_records,
                              sorted_stream, write_records)
 from ..model.sizes import GIB, KIB, MIB, TIB, format_size
 from ..runs.catalog import catalog_target_mismatch
@@ -672,7 +679,8 @@ class PartitionedDiff:
     """The diff over the cores: one process per partition of the directories (`records.directory_partition`).
 
     The scan leaves its runs by partition; each process merges its partition's runs, reads the catalog (skipping other
-    partitions' directories by their key, without building their entries), runs the same `diff` and `DiffTally`,
+    partitions' directories by their key, without building their entries, and checking the order of its own),
+    runs the same `diff` and `DiffTally`,
     and writes its deleted entries, new and changed directories, hard-linked files (a run spill) and one
     `DirectoryRun` per directory of planned entries to work files. The planning process then merges those, all in
     path order: deleted.rec and directories.rec entry by entry (both small unless the tree changed much), the shards
@@ -706,11 +714,9 @@ class PartitionedDiff:
                    if e[1] is EntryKind.FILE or e[1] is EntryKind.SYMLINK or e[1] is EntryKind.DIRECTORY)
         catalog: Iterator[Entry] | None = None
         if self.catalog_file is not None:
-            where = str(self.catalog_file)
-            if p == 0:  # one process checks the order of the whole catalog, the others read their partition
-                catalog = filter_partition(checked_order(read_records(self.catalog_file), where), p, n)
-            else:
-                catalog = read_partition(self.catalog_file, p, n)
+            # Each process checks the order of what it reads: the merge-join needs its partition sorted, and a damaged
+            # catalog fails the plan by name as in one process.
+            catalog = checked_order(read_partition(self.catalog_file, p, n), str(self.catalog_file))
         deleted_file, directories_file, runs_file = self._files(p)
         hardlinks = RunSpiller(work, f"hardlinks-p{p}", self.settings.run_records, key=_hardlink_key)
         runs = DirectoryRunWriter(runs_file, self.threshold)
