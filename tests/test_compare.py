@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,13 +17,17 @@ import pytest
 from fs3g_hpc.compare import (Against, Category, CompareSummary, Discrepancy, InOrder, JsonReport, NotComparable,
                               SubtreeExcluder, TextReport, bounded_map, compare_tree, is_under, listed_entry,
                               local_tree_hash, newest_per_path, quick_verdict, resolve_scope)
-from fs3g_hpc.compare.join import join
+from fs3g_hpc.compare.checks import packed_entry
+from fs3g_hpc.compare.join import join, newest_copy
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.errors import UsageError
 from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.model.entries import EntryClass
 from fs3g_hpc.model.keys import KeyClass
+from fs3g_hpc.model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, PackRef, member_header,
+                                  padding, run_time_ns)
 from fs3g_hpc.model.records import Entry, EntryKind, by_key, read_records, write_records
+from fs3g_hpc.model.records import packed as packed_record
 from fs3g_hpc.model.treehash import tree_hash
 from fs3g_hpc.scan import ScanSettings, scan
 
@@ -37,8 +42,10 @@ def entry(path: bytes, size: int = 1, mtime: int = 1, kind: EntryKind = EntryKin
 
 def write_policy(tmp: Path, root: Path, *, bucket_name: str = "unused-bucket", endpoint: str = "http://127.0.0.1:9",
                  exclude: tuple[str, ...] = (), storage: str = "small_file_threshold_bytes: 128KiB") -> Path:
+    """The per-object layout (`small_files: objects`) unless `storage` names the layout."""
+    layout = "" if "small_files" in storage else "small_files: objects, "
     return helpers.write_policy(tmp, root, bucket_name, name="cmp", file="lab.yaml", endpoint_url=endpoint,
-                                prefix="labs/cmp", exclude=exclude, storage=storage,
+                                prefix="labs/cmp", exclude=exclude, storage=layout + storage,
                                 uploader="buffer_size_bytes: 5MiB, large_buffers: 2")
 
 def fs3g(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -164,6 +171,9 @@ def test_local_tree_hash_of_files_and_symlinks(tmp_path):
     st = os.lstat(f)
     assert local_tree_hash(Entry.from_stat(os.fsencode(f), EntryKind.FILE, st), piece_bytes=MIB // 3) == \
         (tree_hash(data), len(data))
+    # What a pack's index holds: the plain SHA-256 (the same as the tree hash only up to one 1 MiB leaf).
+    whole = local_tree_hash(Entry.from_stat(os.fsencode(f), EntryKind.FILE, st), whole_sha256=True)
+    assert whole == (hashlib.sha256(data).hexdigest(), len(data)) and whole[0] != tree_hash(data)
     link = tmp_path / "l"
     os.symlink(b"target\xff", link)
     assert local_tree_hash(Entry.from_stat(os.fsencode(link), EntryKind.SYMLINK, os.lstat(link)))[0] == \
@@ -419,3 +429,187 @@ def test_archived_multipart_hash_is_cannot_check_never_a_pass(moto_bucket, share
     problem = [line for line in lines if line.startswith("cannot-check")]
     assert len(problem) == 1 and problem[0].startswith(f"cannot-check large {root}/d/multi.bin\t")
     assert "InvalidObjectState" in problem[0] and "GLACIER" in problem[0]
+
+
+# --- packs -----------------------------------------------------------------------------------------------------------
+
+def packed(path: bytes, pack: str, size: int = 1, offset: int = 0) -> Entry:
+    planned = run_time_ns(pack.split("/")[1])
+    assert planned is not None
+    return packed_entry(path, EntryKind.FILE, size, 1, b"\0" * 32, PackRef(pack, offset, offset + 1024, size),
+                        planned)
+
+
+def test_newest_copy_follows_the_restore_rule_run_time_then_last_modified():
+    """The rule of a restore from the bucket: the newest copy, a pack's dated by its run's plan time, an object's by
+    its LastModified; a tie goes to the pack, and between packs of one date to the smallest location."""
+    old = packed(b"/r/a", "packs/20261201T100000Z-ffffffff/000000-00000.tar")
+    new = packed(b"/r/a", "packs/20261202T100000Z-00000000/000000-00000.tar")
+    again = packed(b"/r/a", "packs/20261202T100000Z-00000000/000000-00001.tar")
+    assert newest_copy(None, [old, new]) is new and newest_copy(None, [again, new, old]) is new
+    planned = new.ctime_ns
+    assert planned == run_time_ns("20261202T100000Z-00000000") == 1_796_205_600 * 10**9
+    before = listed_entry(b"/r/a", KeyClass.SMALL, 1, planned - 1)
+    after = listed_entry(b"/r/a", KeyClass.SMALL, 1, planned + 1)
+    assert newest_copy(before, [new, old]) is new
+    assert newest_copy(after, [new, old]) is after  # an object written after the run was planned
+    assert newest_copy(listed_entry(b"/r/a", KeyClass.SMALL, 1, planned), [new]) is new  # a tie: the pack
+    assert run_time_ns("not-a-run") is None
+
+
+def pack_keys(bucket, prefix: str) -> list[str]:
+    listing = bucket.client.list_objects_v2(Bucket=bucket.name, Prefix=f"{prefix}/packs/")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_compare_a_packed_backup_from_the_catalog_and_from_the_indexes(seaweed_bucket, shared_tmp):
+    """A lab backed up per object, then switched to packs: both layouts in one bucket and one catalog. Every mode
+    compares clean; a change is found from the catalog and from the packs' indexes; a content change with the same
+    size and mtime only by --check-sha256; the newest copy of a path (a later pack, or a pack after an object) wins;
+    a damaged index is a cannot-check line by name, never a pass."""
+    bucket, tmp = seaweed_bucket, shared_tmp
+    root = tmp / "data"
+    make_tree(root, newline=True)
+    objects = write_policy(tmp, root, bucket_name=bucket.name, endpoint=bucket.endpoint_url)
+    first = fs3g("backup", "--config", str(objects), "--executor", "local", "--wait")
+    assert first.returncode == 0, first.stdout.decode() + first.stderr.decode()
+    grown = root / "proj" / "a.txt"
+    grown.write_bytes(os.urandom(150))  # changed before the switch: its per-object copy is the older one
+    time.sleep(1.1)  # the packs run's id dates it to the second: a second after the objects' LastModified
+    (root / "fresh").mkdir()
+    (root / "fresh" / "p1.txt").write_bytes(b"p" * 33)
+    (root / "fresh" / "p2.txt").write_bytes(b"q" * 2000)
+    policy = write_policy(tmp, root, bucket_name=bucket.name, endpoint=bucket.endpoint_url,
+                          storage="small_file_threshold_bytes: 128KiB, small_files: packs")
+    second = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
+    assert second.returncode == 0, second.stdout.decode() + second.stderr.decode()
+    keys = pack_keys(bucket, "labs/cmp")
+    assert len(keys) == 2 and keys[1] == keys[0] + ".idx"  # the changed files in one pack, and its index
+    records = {e.path: e for e in read_records(catalog_path(load_policy(policy, environ={})))}
+    assert packed_record(records[os.fsencode(grown)]) and not packed_record(records[os.fsencode(root / "ab/x.txt")])
+
+    for mode in MODES:
+        code, found, summary = compare(policy, *mode)
+        assert (code, found) == (0, set()), mode
+        assert summary["local_entries"] == summary["backed_up_entries"] > 10
+    # From the bucket, a packed file needs no HEAD: the index gave its mtime. Requests: one GET of the index and
+    # one of the pathmap of the lab's hashed long key (read whatever the PATH).
+    _, _, summary = compare(policy, "--against-bucket", str(root / "fresh"))
+    assert summary["object_requests"] == 2 and summary["backed_up_entries"] == 2
+
+    # A packed file: content changed, same size and mtime; another packed file: mtime changed; one packed file gone.
+    st = os.stat(grown)
+    data = bytearray(grown.read_bytes())
+    data[7] ^= 0xFF
+    grown.write_bytes(data)
+    os.utime(grown, ns=(st.st_atime_ns, st.st_mtime_ns))
+    only = root / "fresh" / "p1.txt"
+    os.utime(only, ns=(st.st_atime_ns, os.stat(only).st_mtime_ns + 2_000_000_000))
+    (root / "fresh" / "p2.txt").unlink()
+    r = str(root)
+    expected = {("changed", "small", f"{r}/fresh/p1.txt"), ("only-in-s3", "small", f"{r}/fresh/p2.txt")}
+    content = ("changed", "small", f"{r}/proj/a.txt")
+    for mode in MODES:
+        code, found, _ = compare(policy, *mode)
+        assert code == 1, mode
+        assert found == (expected | {content} if "--check-sha256" in mode else expected), mode
+    lines = fs3g("compare", "--config", str(policy), "--against-bucket", "--check-sha256").stdout.decode()
+    assert f"changed small {r}/proj/a.txt\tSHA-256 differs" in lines.splitlines() or \
+        f"changed small {r}/proj/a.txt\tSHA-256 tree hash differs" in lines.splitlines()
+
+    # The next backup packs the mtime change again into a new pack; the bucket keeps the old copy in the first
+    # pack: the newest (the later run's pack) is the one compared, so only the content-only change remains (and,
+    # in the bucket, the deleted file).
+    third = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
+    assert third.returncode == 0, third.stdout.decode() + third.stderr.decode()
+    assert len(pack_keys(bucket, "labs/cmp")) == 4
+    deleted = {("only-in-s3", "small", f"{r}/fresh/p2.txt")}
+    for mode in MODES:
+        code, found, _ = compare(policy, *mode)
+        want = ({content} if "--check-sha256" in mode else set()) | (deleted if "--against-bucket" in mode else set())
+        assert found == want, mode
+
+    # A damaged index beside a pack: a cannot-check line naming the index; a stray index without its pack too.
+    run = "packs/20300101T000000Z-0badc0de"
+    bucket.client.put_object(Bucket=bucket.name, Key=f"labs/cmp/{run}/000000-00000.tar", Body=b"\0" * 1024)
+    bucket.client.put_object(Bucket=bucket.name, Key=f"labs/cmp/{run}/000000-00000.tar.idx", Body=b"not gzip")
+    bucket.client.put_object(Bucket=bucket.name, Key=f"labs/cmp/{run}/000000-00001.tar.idx", Body=b"x")
+    proc = fs3g("compare", "--config", str(policy), "--against-bucket")
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 1
+    bad = [line for line in lines if line.startswith("cannot-check")]
+    assert len(bad) == 2, lines
+    assert bad[0].startswith(f"cannot-check small labs/cmp/{run}/000000-00000.tar.idx\tmalformed pack index")
+    assert bad[1].startswith(f"cannot-check small labs/cmp/{run}/000000-00001.tar.idx\tpack index without its pack")
+    assert [line for line in lines if line.startswith(("changed", "missing", "only"))] == \
+        [f"only-in-s3 small {r}/fresh/p2.txt"]
+
+
+def put_pack(bucket, prefix: str, run_id: str, members: list[tuple[MemberInfo, bytes]]) -> str:
+    """A pack and its index written the way the format says (model/packs), straight into the bucket."""
+    relative = f"packs/{run_id}/000000-00000.tar"
+    writer = IndexWriter(relative, run_id)
+    body = bytearray()
+    for info, data in members:
+        header = member_header(info)
+        writer.add(IndexEntry.of(info, len(body), len(body) + len(header)))
+        body += header + data + padding(len(data))
+    body += END_OF_ARCHIVE
+    bucket.client.put_object(Bucket=bucket.name, Key=f"{prefix}/{relative}", Body=bytes(body))
+    bucket.client.put_object(Bucket=bucket.name, Key=f"{prefix}/{relative}.idx", Body=writer.finish(len(body)))
+    return relative
+
+
+def member(path: Path, kind: MemberType = MemberType.FILE, link: bytes = b"",
+           mtime_ns: int | None = None) -> tuple[MemberInfo, bytes]:
+    st = os.lstat(path)
+    data = b"" if kind is not MemberType.FILE else path.read_bytes()
+    info = MemberInfo(os.fsencode(path), kind, len(data), st.st_mtime_ns if mtime_ns is None else mtime_ns,
+                      st.st_atime_ns, st.st_mode, st.st_uid, st.st_gid, "u", "g", link,
+                      hashlib.sha256(data).hexdigest() if kind is MemberType.FILE else "")
+    return info, data
+
+
+def test_against_bucket_reads_pack_indexes_with_links_and_judges_their_names(seaweed_bucket, shared_tmp):
+    """Packs written by the format alone (no catalog): files, a symlink and a hard link compare clean from the
+    indexes, with no HEAD; a later pack's copy wins over an earlier one; a content change of the same size and mtime
+    is found by --check-sha256 only; an index name that is not an absolute normalised path is named, not used."""
+    bucket, tmp = seaweed_bucket, shared_tmp
+    root = tmp / "data"
+    (root / "d").mkdir(parents=True)
+    a, b, link, hard = root / "d" / "a.txt", root / "d" / "b.bin", root / "d" / "l", root / "d" / "h"
+    a.write_bytes(b"a" * 10)
+    b.write_bytes(os.urandom(3000))
+    os.symlink(b"a.txt", link)
+    os.link(a, hard)
+    policy = write_policy(tmp, root, bucket_name=bucket.name, endpoint=bucket.endpoint_url,
+                          storage="small_file_threshold_bytes: 128KiB")
+    old = member(b, mtime_ns=1_000_000_000)  # an older copy of b, in an earlier run
+    put_pack(bucket, "labs/cmp", "20261201T100000Z-00000001", [old])
+    put_pack(bucket, "labs/cmp", "20261201T110000Z-00000002",
+             [member(a), member(b), member(link, MemberType.SYMLINK, b"a.txt"),
+              member(hard, MemberType.HARDLINK, os.fsencode(a))])
+    for mode in [("--against-bucket",), ("--against-bucket", "--check-sha256")]:
+        code, found, summary = compare(policy, *mode)
+        assert (code, found) == (0, set()), mode
+        assert summary["backed_up_entries"] == summary["local_entries"] == 4
+        assert summary["object_requests"] == 2  # the two indexes; no HEAD for a packed file
+
+    st = os.stat(b)
+    data = bytearray(b.read_bytes())
+    data[0] ^= 1
+    b.write_bytes(data)
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert compare(policy, "--against-bucket")[:2] == (0, set())
+    assert compare(policy, "--against-bucket", "--check-sha256")[:2] == (1, {("changed", "small", str(b))})
+
+    weird = MemberInfo(b"/" + os.fsencode(root).lstrip(b"/") + b"/d/../d/a.txt", MemberType.FILE, 1, 1, 1,
+                       0o100644, 0, 0, "u", "g", b"", hashlib.sha256(b"x").hexdigest())
+    put_pack(bucket, "labs/cmp", "20261201T120000Z-00000003", [(weird, b"x")])
+    proc = fs3g("compare", "--config", str(policy), "--against-bucket")
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 1
+    assert [line for line in lines if line.split(" ", 1)[0] in ("changed", "missing-in-s3", "only-in-s3")] == []
+    (bad,) = [line for line in lines if line.startswith("cannot-check")]
+    assert bad.startswith("cannot-check small labs/cmp/packs/20261201T120000Z-00000003/000000-00000.tar.idx\t"
+                          "index holds an unusable name")

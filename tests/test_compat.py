@@ -25,7 +25,10 @@ def compat_env(bucket, tmp: Path, **extra: str) -> dict:
 
 
 def lab_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Path:
-    """An fs3g lab on the same bucket in the original layout (no prefix)."""
+    """An fs3g lab on the same bucket in the original layout (no prefix, `small_files: objects`, also in an `extra`
+    storage section): the objects the original command reads."""
+    extra = textwrap.dedent(extra)
+    storage = "" if "storage: {" in extra else "storage: {small_files: objects}\n"
     path = tmp / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""\
         lab: {{name: {name}}}
@@ -33,7 +36,7 @@ def lab_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Pat
         s3: {{bucket: {bucket.name}, endpoint_url: {bucket.endpoint_url}}}
         run_root: {tmp / 'runs'}
         uploader: {{buffer_size_bytes: 5MiB, large_buffers: 4}}
-        """) + textwrap.dedent(extra))
+        """) + storage + extra.replace("storage: {", "storage: {small_files: objects, "))
     return path
 
 

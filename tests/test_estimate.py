@@ -11,7 +11,9 @@ import pytest
 
 from fs3g_hpc.config import load_prices, policy_from_snapshot
 from fs3g_hpc.errors import UsageError
-from fs3g_hpc.estimate import GB, estimate, tally
+from fs3g_hpc.estimate import (END_OF_ARCHIVE_BYTES, GB, INDEX_BYTES_PER_MEMBER, estimate, member_tar_bytes, render,
+                               tally, tally_shards)
+from fs3g_hpc.model.packs import PackRef
 from fs3g_hpc.model.records import Entry, EntryKind
 from fs3g_hpc.resources import DataDir, data_file
 
@@ -20,6 +22,7 @@ PRICES = data_file(DataDir.CONFIGS, "pricing.yaml")
 
 
 def policy(**storage):
+    storage.setdefault("small_files", "objects")  # the per-object layout unless a test says packs
     return policy_from_snapshot({"lab": {"name": "est"}, "roots": ["/data"], "s3": {"bucket": "est-bucket"},
                                  "run_root": "/tmp/est-runs", "storage": storage,
                                  "uploader": {"buffer_size_bytes": 40 * MIB}, "restore": {"days": 7}}, "test policy")
@@ -105,6 +108,106 @@ def test_minimum_object_size_of_infrequent_access():
     assert t.large_billed_bytes == 131072  # billed as 128 KB
 
 
+# -- packs ------------------------------------------------------------------------------------------------------------
+
+def test_pack_member_bytes_are_headers_plus_data_padded_to_a_block():
+    assert member_tar_bytes(f("/data/p/a", 1)) == 1536 + 512
+    assert member_tar_bytes(f("/data/p/a", 512)) == 1536 + 512
+    assert member_tar_bytes(f("/data/p/a", 513)) == 1536 + 1024
+    assert member_tar_bytes(f("/data/p/a", 0)) == 1536
+    assert member_tar_bytes(link("/data/p/l", 40)) == 1536  # the target rides in the header
+    assert member_tar_bytes(f("/data/p/" + "x" * 400, 1)) == 1536 + 512 + 512  # a long path: one more block
+
+
+def test_pack_count_is_per_shard_and_puts_are_per_pack():
+    pol = policy(small_files="packs", pack_size_bytes="16MiB")
+    member = member_tar_bytes(f("/data/d/f", 10_000))  # 11,776
+    per_pack = (16 * MIB - END_OF_ARCHIVE_BYTES) // member  # members a pack takes before the next would pass it
+    big = [f(f"/data/d{i // 100}/f{i}", 10_000) for i in range(3000)]
+    prices = load_prices(PRICES, "us-east-1")
+    t = tally_shards([big], pol, prices)
+    assert t.packs == -(-3000 // per_pack) == 3 and t.packed_members == t.small_files == 3000
+    assert t.pack_bytes == 3000 * member + 3 * END_OF_ARCHIVE_BYTES
+    assert t.key_directories == 0 and t.index_bytes == 3000 * INDEX_BYTES_PER_MEMBER
+    e = estimate(t, t, pol, prices)
+    # each pack fits one 40 MiB part: one PUT, and one index PUT; no PUT per file
+    assert e.requests == {"PUT": 3 + 3, "LIST": 1, "HEAD": 0, "transitions": 0}
+    assert e.upload_cost["PUT STANDARD (packs)"] == pytest.approx(3 / 1000 * 0.005)
+    assert e.upload_cost["PUT STANDARD"] == pytest.approx(3 / 1000 * 0.005)  # the indexes
+    assert e.storage_gb["STANDARD"] == pytest.approx((t.pack_bytes + t.index_bytes) / GB)
+    # Two shards of ten small files each: at least one pack per shard, however small.
+    two = tally_shards([[f(f"/data/a/f{i}", 100) for i in range(10)], [f(f"/data/b/f{i}", 100) for i in range(10)]],
+                       pol, prices)
+    assert (two.packs, two.packed_members) == (2, 20)
+    # Symlinks go into packs too; large files keep their own objects (a multipart upload and its tag).
+    mixed = tally_shards([[f("/data/m/s", 10), link("/data/m/l", 5), f("/data/m/big", 100 * MIB)]], pol, prices)
+    assert (mixed.packs, mixed.packed_members, mixed.symlinks, mixed.large_files) == (1, 2, 1, 1)
+    assert estimate(mixed, mixed, pol, prices).requests["PUT"] == 1 + 1 + (1 + 3 + 2)
+    # A pack bigger than a part is a multipart upload in parts.
+    huge = policy(small_files="packs", pack_size_bytes="1GiB", small_file_threshold_bytes="1MiB")
+    t = tally_shards([[f(f"/data/h/f{i}", MIB) for i in range(100)]], huge, prices)
+    assert (t.packs, t.pack_multipart_uploads, t.pack_parts) == (1, 1, 3)  # ~100 MiB in 40 MiB parts
+    assert estimate(t, t, huge, prices).requests["PUT"] == 3 + 2 + 1
+
+
+def test_glacier_overhead_and_transitions_are_per_pack_not_per_file():
+    prices = load_prices(PRICES, "us-east-1")
+    entries = [f(f"/data/d{i // 100}/f{i}", 4000) for i in range(2000)]
+    packed_pol = policy(small_files="packs", pack_storage_class="GLACIER", archive_storage_class="GLACIER")
+    t = tally_shards([entries], packed_pol, prices)
+    e = estimate(t, t, packed_pol, prices)
+    assert t.packs == 1
+    assert e.storage_gb["GLACIER"] == pytest.approx((t.pack_bytes + 32768) / GB)
+    assert e.storage_gb["STANDARD"] == pytest.approx((8192 + t.index_bytes) / GB)
+    assert e.packs["overhead_bytes"] == 40960 and e.packs["overhead_bytes_if_per_object"] == 2000 * 40960
+    assert e.packs["transitions_if_moved"] == 1 and e.packs["transitions_if_per_object"] == 2000
+    assert e.packs["transition_cost_if_per_object"] == pytest.approx(2000 / 1000 * 0.03)
+    assert e.upload_cost["PUT GLACIER (packs)"] == pytest.approx(1 / 1000 * 0.03)
+    # The same files per object: every one in STANDARD, a PUT each.
+    t2, e2 = run(entries, policy())
+    assert e2.requests["PUT"] == 2000 and e2.storage_gb["STANDARD"] == pytest.approx(8_000_000 / GB)
+    # A restore from GLACIER packs thaws the whole pack: the retrieval is priced on its bytes, once per pack.
+    standard = next(r for r in e.restore if r["tier"] == "Standard")
+    gb = t.pack_bytes / GB
+    assert standard["retrieval"] == pytest.approx(gb * 0.01 + 1 / 1000 * 0.05)
+    assert e.restore_packs["thawed_bytes"] == t.pack_bytes and e.restore_packs["packs"] == 1
+    text = "\n".join(render(e, t, t, "test"))
+    assert "2,000 small files and symlinks in 1 packs" in text and "thaw amplification" in text
+    assert "transitions to GLACIER: 1 (one per pack" in text
+
+
+def test_thaw_amplification_counts_whole_packs_for_the_selected_files():
+    prices = load_prices(PRICES, "us-east-1")
+    pol = policy(small_files="packs", pack_size_bytes="16MiB", pack_storage_class="DEEP_ARCHIVE")
+    shard = [f(f"/data/d{i // 100:02d}/f{i}", 10_000) for i in range(3000)]  # 3 packs, d00..d29 in order
+    wanted = [b"/data/d00/"]  # the first 100 files: all in the first pack
+    t = tally_shards([shard], pol, prices, selected=lambda e: e.path.startswith(wanted[0]))
+    assert (t.small_files, t.restore_packs) == (100, 1)
+    assert t.restore_selected_bytes == 100 * 10_000
+    first = (16 * MIB - END_OF_ARCHIVE_BYTES) // member_tar_bytes(shard[0]) * member_tar_bytes(shard[0])
+    assert t.thawed_bytes == first + END_OF_ARCHIVE_BYTES
+    assert t.thaw_amplification == pytest.approx(t.thawed_bytes / 1_000_000) and t.thaw_amplification > 16
+    e = estimate(t, t, pol, prices)
+    assert e.restore_packs["thaw_amplification"] == pytest.approx(t.thaw_amplification)
+    # Everything selected: every pack thawed, amplification only the tar headers and padding.
+    every = tally_shards([shard], pol, prices)
+    assert every.restore_packs == 3 and every.thawed_bytes == every.pack_bytes
+    assert 1.0 < every.thaw_amplification < 1.2
+    # STANDARD packs: nothing to thaw, ranged GETs fetch the members.
+    plain = policy(small_files="packs", pack_size_bytes="16MiB")
+    e = estimate(every, every, plain, prices)
+    assert e.restore_packs["thawed_bytes"] == 0 and e.restore_packs["thaw_amplification"] is None
+    # From the catalog: records with a location are packed, counted per distinct pack; the others per object.
+    def packed_record(path, size, pack, offset):
+        return f(path, size)._replace(location=PackRef(pack, offset, offset + 1024, size).encode())
+
+    catalog = [packed_record(f"/data/c/f{i}", 1000, f"packs/20261201T000000Z-00000000/000000-0000{i % 2}.tar",
+                             i * 2048) for i in range(10)] + [f("/data/c/old", 500)]
+    c = tally_shards([catalog], pol, prices, from_catalog=True, selected=lambda e: e.path == b"/data/c/f3")
+    assert (c.packs, c.packed_members, c.small_files, c.restore_packs) == (1, 1, 1, 1)  # the pack holding it
+    assert c.restore_selected_bytes == 1000 and c.thawed_bytes == 9 * 2048 + 1024 + 1000 + END_OF_ARCHIVE_BYTES
+
+
 def test_unknown_region_or_class_is_a_clear_error(tmp_path):
     with pytest.raises(UsageError, match="no prices for region 'mars-1'"):
         load_prices(PRICES, "mars-1")
@@ -135,7 +238,9 @@ def test_cli_estimates_a_fresh_scan_and_refuses_bad_prices(tmp_path):
 
     data = json.loads(proc.stdout)
     assert (data["stored"]["small_files"], data["stored"]["large_files"]) == (3, 1)
-    assert data["requests"]["PUT"] == 4 and data["requests"]["transitions"] == 1
+    # packs (the default): the 3 small files in one pack, its index, and the large file's own PUT
+    assert data["requests"]["PUT"] == 3 and data["requests"]["transitions"] == 1
+    assert (data["stored"]["packs"], data["stored"]["packed_members"]) == (1, 3)
     assert not [p for p in (tmp_path / "runs" / "est").iterdir() if p.name.startswith(".estimate-")]
     text = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab)],
                           capture_output=True, text=True, timeout=120)
@@ -150,12 +255,51 @@ def test_cli_estimates_a_fresh_scan_and_refuses_bad_prices(tmp_path):
     assert bad.returncode == 2 and "GLACIER" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
+def test_cli_shows_packs_and_the_thaw_of_a_restore_from_an_archive_class(tmp_path):
+    """`fs3g estimate` with packs in DEEP_ARCHIVE: the packs line, per-pack transitions against per-object ones, and
+    the thaw of a restore of one directory (whole packs) with its amplification, in text and JSON."""
+    import json
+
+    root = tmp_path / "data"
+    for d in range(3):
+        (root / f"d{d}").mkdir(parents=True)
+        for i in range(780):  # a member is 10,752 tar bytes: 1,560 fill a 16 MiB pack, so d0 + d1, then d2
+            (root / f"d{d}" / f"f{i:04d}").write_bytes(b"z" * 9000)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(textwrap.dedent(f"""\
+        lab: {{name: est}}
+        roots: [{root}]
+        s3: {{bucket: est-bucket}}
+        run_root: {tmp_path / 'runs'}
+        storage: {{small_files: packs, pack_size_bytes: 16MiB, pack_storage_class: DEEP_ARCHIVE}}
+        """))
+    args = [sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(lab)]
+    data = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=120).stdout)
+    assert (data["stored"]["packs"], data["stored"]["packed_members"]) == (2, 2340)
+    assert data["requests"]["PUT"] == 4  # two packs (one part each) and their indexes, not 2,340 PUTs
+    assert data["packs"]["transitions_if_per_object"] == 2340 and data["packs"]["overhead_bytes"] == 2 * 40960
+    assert data["restore_packs"]["thawed_bytes"] == data["stored"]["pack_bytes"]
+    one = json.loads(subprocess.run([*args, "--json", str(root / "d2")], capture_output=True, text=True,
+                                    timeout=120).stdout)
+    thaw = one["restore_packs"]
+    assert thaw["packs"] == 1 and thaw["selected_bytes"] == 780 * 9000  # d2 fills the second pack alone
+    assert thaw["thawed_bytes"] > thaw["selected_bytes"] and thaw["thaw_amplification"] == pytest.approx(
+        thaw["thawed_bytes"] / thaw["selected_bytes"])
+    text = subprocess.run([*args, str(root / "d2")], capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert "packs     780 small files and symlinks in 1 packs" in text.stdout
+    assert f"thaw amplification {thaw['thaw_amplification']:.2f}x" in text.stdout
+    assert "transitions to DEEP_ARCHIVE: 1 (one per pack" in text.stdout
+    # DEEP_ARCHIVE has no Expedited tier: a restore that must thaw its packs cannot use it, whatever GLACIER offers
+    assert [r["tier"] for r in one["restore"]] == ["Bulk", "Standard"] and "Expedited" not in text.stdout
+
+
 def test_cli_estimates_an_incremental_plan_with_storage_from_the_catalog(seaweed_bucket, tmp_path):
     from test_restore import backup, make_tree, write_policy
 
     root = tmp_path / "data"
     make_tree(root, newline_names=True)
-    policy = write_policy(tmp_path, "inc", root, seaweed_bucket)
+    policy = write_policy(tmp_path, "inc", root, seaweed_bucket, layout="packs")
     backup(policy)
     (root / "proj" / "added.txt").write_bytes(b"new file")
     plan = tmp_path / "plan"
@@ -167,7 +311,12 @@ def test_cli_estimates_an_incremental_plan_with_storage_from_the_catalog(seaweed
     import json
 
     data = json.loads(proc.stdout)
-    assert data["upload"]["small_files"] == 1 and data["requests"]["PUT"] == 1  # only the new file goes
+    # only the new file goes: one pack (it alone) and its index
+    assert data["upload"]["small_files"] == 1 and data["requests"]["PUT"] == 2 and data["upload"]["packs"] == 1
+    stored = data["stored"]  # the catalog's packed records, by their locations; packs.jsonl gives the pack's size
+    assert stored["packed_members"] == stored["small_files"] + stored["symlinks"]
+    usage = [json.loads(line) for line in (tmp_path / "runs" / "inc" / "packs.jsonl").read_text().splitlines()]
+    assert stored["packs"] == len(usage) >= 1 and stored["pack_bytes"] == sum(u["bytes"] for u in usage)
     assert data["stored"]["small_files"] + data["stored"]["large_files"] + data["stored"]["symlinks"] == 14
     assert "storage and restore from the catalog" in data["scope"]
     under = subprocess.run([sys.executable, "-m", "fs3g_hpc", "estimate", "--config", str(policy), "--run-dir",

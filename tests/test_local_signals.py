@@ -26,9 +26,10 @@ def make_tree(root: Path, dirs: int, per_dir: int) -> int:
     return helpers.make_tree(root, dirs, per_dir, min_size=100)
 
 def write_policy(tmp: Path, name: str, root: Path, bucket, max_files: int, workers: int) -> Path:
+    # The per-object layout: these tests stop runs between per-file PUTs (packs: tests/test_packs_backup.py).
     return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards=f"max_files: {max_files}",
                                 uploader=f"small_workers: {workers}", restore=f"download_workers: {workers}",
-                                slurm=SMALL_SLURM, memory_budget_bytes="2GiB")
+                                slurm=SMALL_SLURM, memory_budget_bytes="2GiB", storage="small_files: objects")
 
 def slow_env(tmp: Path, delay_s: float, **extra: str) -> dict[str, str]:
     """Every object PUT and GET of the shard processes waits `delay_s` (tests/upload_hooks.py slow)."""
@@ -122,10 +123,15 @@ def test_signal_stops_a_local_backup_and_every_shard_and_submit_resumes(seaweed_
     journaled = journal_keys(run_dir)
     assert 0 < len(journaled) < files
     # The journals hold exactly what reached the bucket: nothing uploaded and forgotten, nothing journaled and absent.
-    assert bucket_keys(seaweed_bucket, f"labs/{lab}/") == journaled
+    # The stopped run still holds the lab's backup lock (a prune waits for it) until the merge that ends it.
+    lock = f"labs/{lab}/locks/backup.json"
+    keys = bucket_keys(seaweed_bucket, f"labs/{lab}/")
+    assert lock in keys
+    assert {k: v for k, v in keys.items() if k != lock} == journaled
 
     rerun = fs3g("submit", str(run_dir), "--executor", "local")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert lock not in bucket_keys(seaweed_bucket, f"labs/{lab}/")
     report = read_report(run_dir)
     assert (report["verified"]["files"], report["failed"]["files"]) == (files, 0)
     resumed = [json.loads(p.read_text()) for p in (run_dir / "results").glob("shard-??????.json")]
@@ -223,8 +229,9 @@ def test_sigterm_ends_a_local_restore_waiting_for_glacier_between_polls(moto_buc
     make_tree(root, 1, 2)
     (root / "big.bin").write_bytes(os.urandom(300 * 1024))  # over the small-file threshold: archived
     policy = write_policy(tmp, "sigglac", root, moto_bucket, max_files=10, workers=2)
-    with open(policy, "a") as f:
-        f.write("storage: {archive_storage_class: GLACIER, upload_large_to_archive: true}\n")
+    policy.write_text(policy.read_text().replace(
+        "storage: {small_files: objects}",
+        "storage: {small_files: objects, archive_storage_class: GLACIER, upload_large_to_archive: true}"))
     policy.write_text(policy.read_text().replace("restore: {download_workers: 2}",
                                                  "restore: {download_workers: 2, poll_interval_s: 3600}"))
     backup = fs3g("backup", "--config", str(policy), "--executor", "local")

@@ -15,7 +15,7 @@ import pytest
 
 from fs3g_hpc.config import load_policy
 from fs3g_hpc.runs.catalog import catalog_path
-from fs3g_hpc.model.records import read_records
+from fs3g_hpc.model.records import EntryKind, read_records
 from fs3g_hpc.model.treehash import tree_hash
 from fs3g_hpc.restore.destination import Destination
 from fs3g_hpc.restore.paths import Refused, Selection, unsafe_reason
@@ -83,10 +83,16 @@ def assert_same_tree(src: Path, dst: Path) -> int:
     return count
 
 
-def write_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "") -> Path:
+def write_policy(tmp: Path, name: str, root: Path, bucket, extra: str = "", layout: str = "objects") -> Path:
+    """A lab in the per-object layout (`small_files: objects`) unless `layout` says packs; an `extra` storage section
+    gets the setting too."""
+    extra = textwrap.dedent(extra)
+    storage = {} if "storage: {" in extra else {"storage": f"small_files: {layout}"}
     return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards="max_files: 6",
                                 uploader="buffer_size_bytes: 5MiB, large_buffers: 4", slurm=SMALL_SLURM,
-                                memory_budget_bytes="2GiB", extra=textwrap.dedent(extra))
+                                memory_budget_bytes="2GiB", extra=extra.replace("storage: {",
+                                                                                f"storage: {{small_files: {layout}, "),
+                                **storage)
 
 def backup(policy: Path) -> None:
     proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
@@ -135,15 +141,22 @@ def test_destination_never_follows_a_symlink_it_finds(tmp_path):
 
 # -- local executor, both endpoints ---------------------------------------------------------------------------------------
 
-def test_local_restore_round_trip_then_skip_then_overwrite(bucket, tmp_path):
+@pytest.mark.parametrize("layout", ["objects", "packs"])
+def test_local_restore_round_trip_then_skip_then_overwrite(bucket, tmp_path, layout):
+    """The hostile-name tree, byte for byte, through per-object keys and through packs."""
     root = tmp_path / "data"
     make_tree(root, newline_names=bucket.endpoint_name != "moto")  # moto cannot store keys with a newline
-    policy = write_policy(tmp_path, "rst", root, bucket)
+    policy = write_policy(tmp_path, "rst", root, bucket, layout=layout)
     backup(policy)
     # The catalog carries each file's tree hash: what restore and compare --check-sha256 verify against.
     records = {e.path: e for e in read_records(catalog_path(load_policy(policy)))}
     big = os.fsencode(root) + b"/proj/large-multi.bin"
     assert records[big].tree_hash.hex() == tree_hash(open(big, "rb").read())
+    # Packs hold every small file and symlink (the large file keeps its object); objects hold none.
+    small = [e for e in records.values() if e.kind is EntryKind.SYMLINK or (
+        e.kind is EntryKind.FILE and e.size_bytes <= 128 * 1024)]
+    assert small and all(bool(e.location) is (layout == "packs") for e in small)
+    assert not records[big].location
 
     dest = tmp_path / "restored"
     proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
@@ -178,10 +191,11 @@ def test_local_restore_round_trip_then_skip_then_overwrite(bucket, tmp_path):
     assert not list(dest.rglob(".fs3g-restore-*"))
 
 
-def test_restore_of_a_subdirectory_goes_below_the_destination(seaweed_bucket, tmp_path):
+@pytest.mark.parametrize("layout", ["objects", "packs"])
+def test_restore_of_a_subdirectory_goes_below_the_destination(seaweed_bucket, tmp_path, layout):
     root = tmp_path / "data"
     make_tree(root, newline_names=True)
-    policy = write_policy(tmp_path, "sub", root, seaweed_bucket)
+    policy = write_policy(tmp_path, "sub", root, seaweed_bucket, layout=layout)
     backup(policy)
     dest = tmp_path / "only-deep"
     proc = fs3g("restore", "--config", str(policy), str(root / "proj" / "deep"), "--dest", str(dest),

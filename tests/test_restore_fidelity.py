@@ -252,6 +252,26 @@ def test_round_trip_keeps_times_hard_links_directories_and_holes(seaweed_bucket,
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_packed_round_trip_keeps_times_hard_links_directories_and_holes(seaweed_bucket, tmp_path):
+    """The fidelity tree through packs: extreme times to the nanosecond, a hard-link group, directories, the sparse
+    file (large: its own object) beside them."""
+    root = tmp_path / "data"
+    data = make_fidelity_tree(root)
+    policy = write_policy(tmp_path, "fidp", root, seaweed_bucket, layout="packs")
+    proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = {e.path: e for e in read_records(catalog_path(load_policy(policy)))}
+    assert records[os.fsencode(root / "times" / "old")].location  # packed
+    assert not records[os.fsencode(root / "sparse.bin")].location  # its own object
+    dest = tmp_path / "restored"
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_restored(root, dest, data)
+    rreport = read_report(max((tmp_path / "runs" / "fidp").glob("restore-*")))
+    assert rreport["restored"]["linked"] == 3
+    assert rreport["directories"] == {"planned": 7, "restored": 7, "failed": 0}
+
+
 def test_a_symlink_in_the_way_of_a_directory_is_not_followed(seaweed_bucket, tmp_path):
     root = tmp_path / "data"
     (root / "d" / "sub").mkdir(parents=True)
@@ -274,7 +294,9 @@ def test_a_symlink_in_the_way_of_a_directory_is_not_followed(seaweed_bucket, tmp
     assert (dest / "d" / "f").read_bytes() == b"x"
 
 
-def test_restore_on_the_slurm_cluster_links_and_puts_directories_back(slurm_cluster, seaweed_bucket, shared_tmp):
+@pytest.mark.parametrize("layout", ["objects", "packs"])
+def test_restore_on_the_slurm_cluster_links_and_puts_directories_back(slurm_cluster, seaweed_bucket, shared_tmp,
+                                                                      layout):
     root = shared_tmp / "data"
     (root / "x" / "empty").mkdir(parents=True)
     (root / "y").mkdir()
@@ -283,7 +305,7 @@ def test_restore_on_the_slurm_cluster_links_and_puts_directories_back(slurm_clus
     os.chmod(root / "x" / "empty", 0o710)
     os.utime(root / "x" / "empty", ns=(T_DIR, T_DIR))
     os.utime(root / "x", ns=(0, 0))
-    policy = write_policy(shared_tmp, "fslurm", root, seaweed_bucket)
+    policy = write_policy(shared_tmp, "fslurm", root, seaweed_bucket, layout=layout)
     proc = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     dest = shared_tmp / "restored"

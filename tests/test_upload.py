@@ -36,10 +36,12 @@ PREFIX = "labs/uptest"
 
 
 def write_policy(tmp: Path, root: Path, bucket, **extra: str) -> Path:
-    storage = extra.pop("storage", "")
+    """A lab of the per-object layout (`small_files: objects`): what these tests are about; packs have their own
+    (tests/test_packs_backup.py)."""
+    storage = ", ".join(filter(None, ["small_files: objects", extra.pop("storage", "")]))
     uploader = extra.pop("uploader", "buffer_size_bytes: 5MiB, large_buffers: 3")
     return helpers.write_policy(tmp, root, bucket, name="uptest", file="lab.yaml", prefix=PREFIX,
-                                uploader=f"{uploader}, max_attempts: 10", **({"storage": storage} if storage else {}))
+                                uploader=f"{uploader}, max_attempts: 10", storage=storage)
 
 def plan(tmp: Path, policy_file: Path, name: str = "run") -> Path:
     policy = load_policy(policy_file, environ={})
@@ -458,8 +460,9 @@ def test_merge_verifies_against_the_bucket_and_writes_the_catalog(bucket, tmp_pa
 
 
 def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, tmp_path):
-    """`fs3g backup --executor local` with nothing to upload: the merge runs in the same process and never imports
-    boto3 (so sends no request: the catalog already says everything); a deletion on disk still reaches the catalog."""
+    """`fs3g backup --executor local` with nothing to upload: the merge runs in the same process and writes no data
+    object (the catalog already says everything); a deletion on disk still reaches the catalog, and its bucket
+    snapshot; a run where nothing changed at all writes no snapshot either (the plan only lists catalog/)."""
     root = tmp_path / "data"
     root.mkdir()
     for f in range(30):
@@ -476,11 +479,20 @@ def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, 
         subprocess.Popen = subprocess.run = no_child
         from fs3g_hpc.cli import main
         code = main(["backup", "--config", {str(policy_file)!r}, "--executor", "local", "--wait"])
-        print("boto3 imported" if "boto3" in sys.modules else "no boto3", code)
+        print("exit", code)
         """)
+
+    def objects() -> tuple[dict, list]:
+        listed = bucket.client.list_objects_v2(Bucket=bucket.name).get("Contents", [])
+        return ({o["Key"]: (o["ETag"], o["LastModified"]) for o in listed if "/catalog/" not in o["Key"]},
+                sorted(o["Key"] for o in listed if "/catalog/" in o["Key"]))
+
+    data_before, snapshots_before = objects()
     again = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "nothing to upload" in again.stdout and again.stdout.rstrip().endswith("no boto3 0"), again.stdout
+    assert "nothing to upload" in again.stdout and again.stdout.rstrip().endswith("exit 0"), again.stdout
+    data_after, snapshots_after = objects()
+    assert data_after == data_before and len(snapshots_after) == len(snapshots_before) + 2  # chunk + manifest
     runs = sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))
     report = json.loads((runs[-1] / "report.json").read_text())
     # 29 files and the root directory
@@ -491,7 +503,8 @@ def test_noop_incremental_backup_runs_in_one_process_without_the_bucket(bucket, 
     catalog = tmp_path / "runs" / "uptest" / "catalog.rec"
     before = catalog.stat()
     third = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and third.stdout.rstrip().endswith("no boto3 0"), third.stdout + third.stderr
+    assert third.returncode == 0 and third.stdout.rstrip().endswith("exit 0"), third.stdout + third.stderr
+    assert objects() == (data_after, snapshots_after)
     report = json.loads((sorted((tmp_path / "runs" / "uptest").glob("uptest-*"))[-1] / "report.json").read_text())
     assert (report["planned"]["files"], report["deleted"]["files"], report["catalog"]["entries"]) == (0, 0, 30)
     assert (catalog.stat().st_ino, catalog.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -1,19 +1,25 @@
 """The backup's catalog update: the catalog the next plan diffs against, written by the merge from what it verified.
 
-Streams everything: an external sort of the backed-up entries, then a merge-join with the previous catalog.
+Streams everything: an external sort of the backed-up entries, then a merge-join with the previous catalog. Then the
+lab's packs.jsonl (runs/catalog.PackUsage) is recomputed from the new catalog: memory one counter per pack (and the
+offsets of hard-linked packed files, which share one member's bytes), never one per file.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
+import os
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import UsageError
+from ..model.packs import BLOCK, PackRef
 from ..model.records import Entry, RunSpiller, read_records, sorted_stream, write_records
-from ..runs.layout import DIR_MODE, RunLayout
+from ..runs.catalog import PackUsage
+from ..runs.layout import DIR_MODE, FILE_MODE, RunLayout
 
 
 def write_catalog(previous: Path | None, backed_up: Iterable[Entry], deleted_file: Path | None, target: Path,
@@ -54,3 +60,36 @@ def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_
     entries = (e for shard in sorted(layout.shards_dir.glob("shard-*.rec")) for e in read_records(shard)
                if backed_up(e))
     return write_catalog(previous, entries, layout.deleted_file, target, work_dir, run_records)
+
+
+def write_packs_usage(catalog: Path, known: Iterable[PackUsage], written: dict[str, tuple[int, int]],
+                      target: Path) -> int:
+    """Write packs.jsonl: every pack of `known` (the previous file's lines) and `written` (this run's packs:
+    members, bytes), with its live members and bytes counted from `catalog`; returns the number of packs.
+
+    A live member's bytes are its whole span in the pack (headers, data, padding); hard links pointing at one
+    member's data count it once."""
+    usage: dict[str, list[int]] = {u.pack: [u.members, u.bytes, 0, 0] for u in known}
+    for pack, (members, size) in written.items():
+        usage[pack] = [members, size, 0, 0]
+    linked: set[tuple[str, int]] = set()
+    for entry in read_records(catalog):
+        if not entry.location:
+            continue
+        ref = PackRef.decode(entry.location, f"{catalog}: {entry.path!r}")
+        counts = usage.setdefault(ref.pack, [0, 0, 0, 0])  # a pack the previous file missed: its totals unknown
+        counts[2] += 1
+        if entry.nlink > 1:
+            if (ref.pack, ref.data_offset) in linked:
+                continue
+            linked.add((ref.pack, ref.data_offset))
+        counts[3] += -(-ref.data_end // BLOCK) * BLOCK - ref.header_offset
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for pack in sorted(usage):
+            f.write(json.dumps(PackUsage(pack, *usage[pack]).to_json()) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return len(usage)

@@ -2,11 +2,16 @@
 
 Directories have no object: the plan's new or changed ones (directories.rec) go to the catalog unverified.
 An entry counts as backed up only when its shard's journal recorded it AND the bucket lists its object with the
-recorded size and ETag. A shard that never wrote its result (killed, timed out, node lost) has every entry it did not
-journal counted as failed. Verification lists each key directory once (in parallel), so it costs one request per
-directory and per 1,000 keys, never one per object.
+recorded size and ETag. A packed entry (transfer/packer.py) counts only when its pack's "pack-done" is journaled AND
+one listing of the run's `packs/<run_id>/` shows the pack with the journaled size and ETag and its index with the
+journaled ETag (no request per member); otherwise it fails with a reason naming the pack. Its catalog record gets
+`location = PackRef(pack, header offset, data offset, size).encode()`. A shard that never wrote its result (killed,
+timed out, node lost) has every entry it did not journal counted as failed, and its open uploads aborted; an open
+pack (started, never done) is aborted whatever the shard's state, since no rerun resumes a pack. Verification lists each key directory once (in parallel), so it costs one request per directory and per
+1,000 keys, never one per object. After the catalog, the lab's packs.jsonl is recomputed from it (backup/catalog.py).
 
-Memory: one shard's journal and one directory's listing at a time per worker (both bounded by `shards.max_files`).
+Memory: one shard's journal and one directory's listing at a time per worker (both bounded by `shards.max_files`),
+plus the run's packs listing (bounded by the number of packs).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ from ..config import Policy
 from ..model.keys import LONG_DIR
 from ..model.records import Entry, EntryKind, RecordWriter, read_records, write_records
 from ..model.sizes import format_size
-from ..runs.catalog import catalog_path, catalog_target_mismatch, record_catalog_target
+from ..model.packs import PackRef, index_key, pack_key, relative_to_prefix
+from ..runs.catalog import (catalog_path, catalog_target_mismatch, packs_usage_path, read_packs_usage,
+                            record_catalog_target)
 from ..runs.files import FailureLine, PlanHeader, Report
-from ..runs.journal import DoneRecord, read_done_records, read_open_uploads
+from ..runs.journal import DonePack, DoneRecord, read_journal
 from ..runs.layout import RunLayout, journal_file, make_private_dir, read_json, write_json_atomic
 from ..runs.progress import timing_fields, timing_line
 from ..runs.report import shard_failures, shard_state
-from .catalog import write_catalog
+from ..snapshots.publish import publish_after_merge, snapshot_lines
+from .catalog import write_catalog, write_packs_usage
 
 if TYPE_CHECKING:
     from ..transfer.lister import ListedObject
@@ -74,6 +82,7 @@ class MergeReport:
             + (f" (see {d['failures_file']})" if d["failed"]["files"] else ""),
             "  shards    " + ", ".join(f"{k} {v}" for k, v in sorted(d["shard_states"].items())),
             f"  catalog   {d['catalog']['path']} ({d['catalog']['entries']:,} entries)",
+            *snapshot_lines(d.get("snapshot")),
             timing_line(d),
         ]
 
@@ -90,12 +99,12 @@ def _directory(key: str) -> str:
 def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = None) -> MergeReport:
     layout = RunLayout(run_dir)
     plan = PlanHeader.from_json(read_json(layout.plan_file), layout.plan_file)
-    header = plan.to_json()
     policy = plan.policy_snapshot(layout.plan_file)
     clients: list[Any] = []
 
     def client() -> Any:
-        # Made on first use: a run with nothing planned (a no-op incremental) never imports boto3.
+        # Made on first use: a run with nothing planned and an unchanged catalog (a no-op incremental) never imports
+        # boto3 here (its snapshot is already in the bucket).
         if not clients:
             if client_factory is not None:
                 clients.append(client_factory(policy))
@@ -105,12 +114,14 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 clients.append(make_s3_client(ClientSettings.from_policy(policy)))
         return clients[0]
 
-    bucket = policy.s3.bucket
+    bucket, prefix = policy.s3.bucket, policy.s3.prefix
     work = make_private_dir(layout.run_dir / ".merge-work")
     planned, verified, failed = Count(), Count(), Count()
     retryable = Count()
     states: dict[str, int] = defaultdict(int)
     verified_entries: list[Path] = []
+    packs_listing: list[dict[str, ListedObject]] = []  # this run's packs/<run_id>/, listed once when first needed
+    run_packs: dict[str, tuple[int, int]] = {}  # verified packs of this run (relative key): members, bytes
     fail_path = layout.failures_file
     fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -123,23 +134,40 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 failed_records.write(entry)  # what a retry plan is cut from
                 fail_out.write(json.dumps(FailureLine(entry.path, reason, None, may_mend, shard).to_json()) + "\n")
 
-            for summary in header["shards"]:
-                index = summary["index"]
+            def listed_packs() -> dict[str, ListedObject]:
+                if not packs_listing:
+                    from ..transfer.lister import list_directory
+
+                    run_dir_key = _directory(pack_key(prefix, plan.run_id, 0, 0))  # [PREFIX/]packs/<run_id>/
+                    packs_listing.append(list_directory(client(), bucket, run_dir_key))
+                return packs_listing[0]
+
+            for summary in plan.shards:
+                index = summary.index
                 state = shard_state(layout, index)
                 states[state] += 1
-                done = read_done_records(journal_file(layout, index))
-                if state != "done":  # no rerun of this shard will resume them: a retry is a new run
-                    from ..transfer.lister import abort_upload
+                journal = read_journal(journal_file(layout, index))
+                done = journal.done
+                from ..transfer.lister import abort_upload
 
-                    for upload in read_open_uploads(journal_file(layout, index)).values():
+                if state != "done":  # no rerun of this shard will resume them: a retry is a new run
+                    for upload in journal.open_uploads.values():
                         abort_upload(client(), bucket, upload.key, upload.upload_id)
-                listed = _list_keys(client, bucket, (r.key for r in done.values()), pool) if done else {}
-                reasons = _failure_reasons(layout, index) if len(done) < summary["files"] else {}
+                # A pack never finished is never resumed (a rerun packs its members again): aborted whatever the
+                # shard's state (one already aborted by the rerun that replaced it costs one NoSuchUpload).
+                for pack in journal.open_packs.values():
+                    if pack.upload_id:
+                        abort_upload(client(), bucket, pack.key, pack.upload_id)
+                object_keys = [r.key for r in done.values() if r.packed is None]
+                listed = _list_keys(client, bucket, iter(object_keys), pool) if object_keys else {}
+                pack_problems = {k: _pack_mismatch(p, listed_packs()) for k, p in journal.packs.items()}
+                reasons = _failure_reasons(layout, index) if len(done) < summary.files else {}
                 good: list[Entry] = []
+                members: dict[str, int] = defaultdict(int)
                 # Hard links of one file share its bytes: counted once (a group is in one shard), as the plan does.
                 planned_links: set[tuple[int, int]] = set()
                 verified_links: set[tuple[int, int]] = set()
-                for entry in read_records(layout.shards_dir / summary["file"]):
+                for entry in read_records(layout.shards_dir / summary.file):
                     inode = (entry.dev, entry.ino) if entry.nlink > 1 and entry.kind is EntryKind.FILE else None
                     planned.add(_once(entry.size_bytes, inode, planned_links))
                     record = done.get(entry.path)
@@ -149,50 +177,76 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                             f"not backed up: shard {index} {state}" if state != "done" else "not backed up", True)
                         fail(entry, index, reason, may_mend)
                         continue
-                    obj = listed.get(record.key)
-                    problem = _mismatch(record, obj)
+                    location = b""
+                    if record.packed is not None:
+                        problem = pack_problems.get(record.key) or (
+                            None if record.key in journal.packs else f"pack {record.key} was never finished")
+                        if not problem:
+                            relative = relative_to_prefix(prefix, record.key)
+                            members[relative] += 1
+                            size = 0 if entry.kind is EntryKind.SYMLINK else record.size_bytes
+                            location = PackRef(relative, record.packed.header_offset, record.packed.data_offset,
+                                               size).encode()
+                    else:
+                        problem = _mismatch(record, listed.get(record.key))
                     if problem:
                         fail(entry, index, problem)
                         continue
                     verified.add(_once(record.size_bytes, inode, verified_links))
                     # The catalog keeps the version that was read, which may be newer than the planned one.
                     good.append(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
-                                               tree_hash=bytes.fromhex(record.tree_hash)))
+                                               tree_hash=bytes.fromhex(record.tree_hash), location=location))
+                for key, pack in journal.packs.items():
+                    relative = relative_to_prefix(prefix, key)
+                    if relative in members:
+                        run_packs[relative] = (members[relative], pack.size_bytes)
                 if good:
                     verified_entries.append(_spill(work, index, good))
         catalog = catalog_path(policy)
         # A catalog of another bucket or prefix (the policy moved) is not the starting point of this one.
         previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
-        entries = None if previous is None or verified_entries else _count_if_untouched(header, previous)
+        entries = None if previous is None or verified_entries else _count_if_untouched(plan, previous)
+        usage = packs_usage_path(policy)
+        pack_count = None
+        rewritten = entries is None
         if entries is None:
             entries = write_catalog(previous, _with_directories(_stream(verified_entries), layout), layout.deleted_file,
                                     catalog, work)
             record_catalog_target(policy)
+            known = read_packs_usage(usage) if previous is not None else iter(())
+            pack_count = write_packs_usage(catalog, known, run_packs, usage)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # Last, after the local catalog: the bucket's own copy of it (snapshots/publish.py).
+    snapshot = publish_after_merge(policy, catalog, client, rewritten=rewritten,
+                                   run_id=plan.run_id or layout.run_dir.name)
 
-    changes = header["changes"]
+    changes = plan.changes
     data = {
         "tool_version": __version__,
         "merged": datetime.now(timezone.utc).isoformat(),
-        "lab": header["lab"],
+        "lab": plan.lab,
         "run_dir": str(layout.run_dir),
         "planned": vars(planned),
         "verified": vars(verified),
         "uploaded": vars(verified),
-        "unchanged": changes["unchanged"],
-        "deleted": changes["deleted"],
-        "skipped": header["skipped"],
+        "unchanged": changes["unchanged"].to_json(),
+        "deleted": changes["deleted"].to_json(),
+        "skipped": plan.skipped,
         "failed": vars(failed),
         "failed_retryable": vars(retryable),
         "failures_file": fail_path.name,
         "shard_states": dict(states),
-        "shards": [{"index": s["index"], "state": shard_state(layout, s["index"])} for s in header["shards"]],
+        "shards": [{"index": s.index, "state": shard_state(layout, s.index)} for s in plan.shards],
         "catalog": {"path": str(catalog), "entries": entries},
-        "retry_round": header.get("retry_round", 0),
+        **({"snapshot": snapshot} if snapshot else {}),
+        # This run's verified packs; the lab's packs.jsonl lists every pack (`lab_packs`: how many, when rewritten).
+        "packs": {"count": len(run_packs), "bytes": sum(b for _, b in run_packs.values()), "usage": str(usage),
+                  **({} if pack_count is None else {"lab_packs": pack_count})},
+        "retry_round": plan.retry_round,
         "retry_rounds": policy.retry_rounds,
         # Elapsed from the plan's start (its scan included) to now; throughput of what this run verified.
-        **timing_fields(layout, len(header["shards"]), header.get("created"), verified.files, verified.bytes),
+        **timing_fields(layout, plan.shard_count, plan.created, verified.files, verified.bytes),
     }
     write_json_atomic(layout.report_file, Report.from_json(data, layout.report_file).to_json())
     report = MergeReport(layout.run_dir, data)
@@ -204,14 +258,14 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     return report
 
 
-def _count_if_untouched(header: dict[str, Any], catalog: Path) -> int | None:
+def _count_if_untouched(plan: PlanHeader, catalog: Path) -> int | None:
     """The catalog's entry count when a run that verified nothing leaves it as it is (no deletion to apply, the file
     still as the plan read it), so that a no-op incremental does not rewrite it; else None."""
-    seen = header.get("catalog")
-    changes = header["changes"]
-    dirs = header.get("directories", {})
-    deleted = changes["deleted"]["files"] + dirs.get("deleted", 0)
-    if seen is None or "retry_of" in header or deleted != header["kept_unreadable"] or dirs.get("new", 0) or \
+    seen = plan.catalog
+    changes = plan.changes
+    dirs = plan.directories
+    deleted = changes["deleted"].files + dirs.get("deleted", 0)
+    if seen is None or plan.retry_of is not None or deleted != plan.kept_unreadable or dirs.get("new", 0) or \
             dirs.get("changed", 0):
         return None
     st = catalog.stat()
@@ -219,7 +273,7 @@ def _count_if_untouched(header: dict[str, Any], catalog: Path) -> int | None:
             str(catalog), st.st_size, st.st_ino, st.st_mtime_ns):
         return None
     # Every catalog record met the plan's diff once: as unchanged, changed or deleted (kept when unreadable).
-    return sum(changes[c]["files"] for c in ("unchanged", "changed", "deleted")) + sum(
+    return sum(changes[c].files for c in ("unchanged", "changed", "deleted")) + sum(
         dirs.get(c, 0) for c in ("unchanged", "deleted"))
 
 
@@ -258,6 +312,23 @@ def _mismatch(record: DoneRecord, obj: ListedObject | None) -> str | None:
         return f"{record.key} holds {obj.size_bytes} bytes, expected {record.size_bytes}"
     if record.etag and obj.etag != record.etag:
         return f"{record.key} has ETag {obj.etag}, expected {record.etag}"
+    return None
+
+
+def _pack_mismatch(pack: DonePack, listing: dict[str, ListedObject]) -> str | None:
+    """Why a journaled pack does not count as in the bucket (its members fail with this reason), or None."""
+    obj = listing.get(pack.key)
+    if obj is None:
+        return f"pack {pack.key} is not in the bucket"
+    if obj.size_bytes != pack.size_bytes:
+        return f"pack {pack.key} holds {obj.size_bytes} bytes, expected {pack.size_bytes}"
+    if pack.etag and obj.etag != pack.etag:
+        return f"pack {pack.key} has ETag {obj.etag}, expected {pack.etag}"
+    index = listing.get(index_key(pack.key))
+    if index is None:
+        return f"pack {pack.key}: its index {index_key(pack.key)} is not in the bucket"
+    if pack.index_etag and index.etag != pack.index_etag:
+        return f"pack {pack.key}: its index has ETag {index.etag}, expected {pack.index_etag}"
     return None
 
 

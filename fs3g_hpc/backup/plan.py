@@ -26,8 +26,8 @@ import shutil
 import struct
 import time
 from bisect import bisect_left
+from dataclasses import dataclass, replace
 from operator import attrgetter
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -39,6 +39,7 @@ from ..errors import Fs3gError, UsageError
 from ..model.catalog import CatalogError, UnreadablePaths, checked_order
 from ..model.entries import EntryClass
 from ..model import zlibs
+from ..model.mtimes import mtime_matches
 from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, decode_records, encode_many,
                              group_hard_links, merge_sorted, read_partition, read_records,
                              sorted_stream, write_records)
@@ -60,6 +61,12 @@ HISTOGRAM_EDGES = (0, 1 * KIB, 4 * KIB, 16 * KIB, 64 * KIB, 128 * KIB, 1 * MIB, 
                    16 * GIB, 128 * GIB, 1 * TIB)
 
 
+def new_run_id(now: datetime) -> str:
+    """A plan's own id, `<UTC %Y%m%dT%H%M%SZ>-<8 random hex>`: names its packs (packs/<run_id>/...); a retry round
+    has its own plan, so its own id."""
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{os.urandom(4).hex()}"
+
+
 class Change(Enum):
     NEW = "new"
     CHANGED = "changed"
@@ -75,7 +82,10 @@ def _catalog_seen(catalog_file: Path) -> dict[str, Any]:
 
 
 def differs(now: Entry, before: Entry) -> bool:
-    return now.kind is not before.kind or now.size_bytes != before.size_bytes or now.mtime_ns != before.mtime_ns
+    """Kind, size or mtime differ; an mtime at the precision its writer recorded (model/mtimes.py: the original
+    tool's float strings)."""
+    return now.kind is not before.kind or now.size_bytes != before.size_bytes or (
+        now.mtime_ns != before.mtime_ns and not mtime_matches(now.mtime_ns, before.mtime_ns))
 
 
 def directory_differs(now: Entry, before: Entry) -> bool:
@@ -326,6 +336,9 @@ class PlanOptions:
     scan: ScanSettings = ScanSettings()
     max_array_size: int = 1001
     max_array_size_source: str = "default"
+    # Called once the roots and the run directory are checked, before the scan: the catalog to diff against, made
+    # current from the bucket's snapshots (snapshots/baseline.py); None keeps `catalog` as it is.
+    prepare_catalog: Callable[[], Path] | None = None
 
 
 @dataclass
@@ -378,6 +391,8 @@ def make_plan(policy: Policy, run_dir: Path, options: PlanOptions, now: datetime
 
 def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptions, now: datetime) -> PlanSummary:
     threshold = policy.storage.small_file_threshold_bytes
+    if options.prepare_catalog is not None:
+        options = replace(options, catalog=options.prepare_catalog(), prepare_catalog=None)
     if not options.full and options.catalog is not None and options.catalog.is_file():
         moved = catalog_target_mismatch(policy)
         if moved:
@@ -464,6 +479,7 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         "format": PLAN_FORMAT_VERSION,
         "tool_version": __version__,
         "created": now.astimezone(timezone.utc).isoformat(),
+        "run_id": new_run_id(now),
         "lab": policy.lab.name,
         "policy_files": list(policy.source_files),
         "policy": policy_to_dict(policy),
@@ -833,7 +849,8 @@ def make_retry_plan(parent: Path, failed_entries: Path, now: datetime | None = N
     write_records(layout.directories_file, ())  # the parent's merge recorded its directories
     layout.skipped_file.touch(mode=0o600)
     zero = {"files": 0, "bytes": 0}
-    header = {**parent_header, "created": now.isoformat(), "retry_of": str(root_run), "retry_round": round_,
+    header = {**parent_header, "created": now.isoformat(), "run_id": new_run_id(now), "retry_of": str(root_run),
+              "retry_round": round_,
               "full": False, "catalog": parent_header.get("catalog"), "skipped": 0, "kept_unreadable": 0,
               "directories": {**{c.value: 0 for c in Change}, "kept_unreadable": 0},
               "changes": {"new": zero, "changed": {"files": files, "bytes": size}, "unchanged": zero,

@@ -12,6 +12,8 @@ Exit codes (RunVerdict, cli.exitcodes.ExitCode's values): 0 everything verified,
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntEnum
@@ -25,7 +27,11 @@ from ..runs.files import PlanHeader, Report
 from ..runs.layout import RunLayout, default_run_dir, read_json, write_json_atomic
 from ..runs.report import describe_failures
 from ..scan import ScanSettings
+from ..snapshots.baseline import prepare_baseline
 from .plan import PlanOptions, PlanSummary, make_plan, make_retry_plan
+
+
+log = logging.getLogger(__name__)
 
 
 class RunVerdict(IntEnum):
@@ -42,6 +48,7 @@ class PlanRequest:
     run_dir: Path | None = None
     scan: ScanSettings = ScanSettings()
     executor: Executor | None = None  # the plan only reports MaxArraySize: a local run does not ask Slurm
+    baseline: bool = True  # consult the bucket's snapshots for the catalog (snapshots/baseline.py)
 
 
 def cluster_max_array_size(executor: Executor | None = None) -> tuple[int, str]:
@@ -62,8 +69,10 @@ def plan_backup(policy: Policy, request: PlanRequest, now: datetime | None = Non
     now = now or datetime.now(timezone.utc)
     run_dir = request.run_dir or default_run_dir(policy, now)
     max_array, source = cluster_max_array_size(request.executor)
+    # The local catalog, or the bucket's newest snapshot when that is missing, damaged or older (snapshots/).
+    baseline = (lambda: prepare_baseline(policy, full=request.full)) if request.baseline else None
     options = PlanOptions(full=request.full, catalog=catalog_path(policy), scan=request.scan,
-                          max_array_size=max_array, max_array_size_source=source)
+                          max_array_size=max_array, max_array_size_source=source, prepare_catalog=baseline)
     return make_plan(policy, run_dir, options, now)
 
 
@@ -111,6 +120,7 @@ def submit_backup_run(run_dir: Path, executor: Executor, wait: bool) -> int:
         print("nothing to upload; merging to record the catalog")
     else:  # before any job: a missing bucket would otherwise fail every file, then every retry round
         preflight(policy, run_dir)
+        _take_backup_lock(policy, run_dir)
     spec = _spec(run_dir, header, policy)
     if executor is Executor.LOCAL:
         return int(choose_executor(executor).run(spec, wait=True).exit_code or 0)
@@ -123,6 +133,29 @@ def submit_backup_run(run_dir: Path, executor: Executor, wait: bool) -> int:
         print(f"follow with: fs3g status {run_dir}   (or squeue -j {submitted.merge_id})")
         return RunVerdict.OK
     return follow_merges(submitted.merge_id, run_dir)
+
+
+def _take_backup_lock(policy: Policy, run_dir: Path) -> None:
+    """locks/backup.json (prune/locks.py): prune refuses while it exists; the run's last merge removes it."""
+    from ..model.locks import LockKind
+    from ..prune.locks import take_lock
+    from ..snapshots.baseline import default_client
+
+    take_lock(policy, default_client(policy), LockKind.BACKUP, str(run_dir))
+
+
+def _release_backup_lock(run_dir: Path) -> None:
+    """The merge that ends a run (no retry round follows) removes the backup lock; a failure to is logged only
+    (the lock then goes stale after retention.backup_lock_stale_hours, and prune says how to break it)."""
+    from ..model.locks import LockKind
+    from ..prune.locks import release_lock
+    from ..snapshots.baseline import default_client
+
+    try:
+        _, policy = _header(run_dir)
+        release_lock(policy, default_client(policy), LockKind.BACKUP)
+    except Exception as e:  # noqa: BLE001 - the merge's verdict stands; the lock is only advice to prune
+        log.warning("could not remove the backup lock: %s", e)
 
 
 def follow_merges(merge_id: str, run_dir: Path) -> int:
@@ -153,6 +186,7 @@ def merge_and_retry(run_dir: Path, retry_executor: str) -> int:
     report = merge_run(run_dir)
     print("\n".join(report.lines()))
     if report.ok:
+        _release_backup_lock(run_dir)
         return RunVerdict.OK
     print("\n".join(describe_failures(report.run_dir)))
     if retry_executor == "none" or not may_retry(report):
@@ -162,6 +196,7 @@ def merge_and_retry(run_dir: Path, retry_executor: str) -> int:
                f" (the policy's {report.data['retry_rounds']} automatic retries are used up)")
         print(f"  to retry: fs3g run-shard {report.run_dir} --shard N for the shards listed above, then fs3g merge "
               "again" + why)
+        _release_backup_lock(run_dir)
         return RunVerdict.DIFFERENCES
     layout = RunLayout(report.run_dir)
     retry = make_retry_plan(report.run_dir, layout.failed_file)

@@ -20,6 +20,7 @@ from ..runs.layout import RunLayout, journal_file, read_json, shard_from_environ
 from ..runs.progress import Counters
 from ..runs.task import ShardTask, ShardWork, run_task
 from ..transfer.client import ClientSettings, make_s3_client
+from ..transfer.packer import PackSettings
 from ..transfer.uploader import FileReport, Outcome, ShardUploader, Totals, UploadSettings
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,16 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
                     log.warning("%s: %s: %s", display_path(item.path), item.outcome.value, item.detail)
 
             client = (client_factory or _default_client)(policy)
-            uploader = ShardUploader(client, UploadSettings.from_policy(policy), journal, task.stop, report, totals)
+            packs = PackSettings.from_policy(policy, header.run_id, task.index)
+            uploader = ShardUploader(client, UploadSettings.from_policy(policy, packs), journal, task.stop, report,
+                                     totals)
 
             def counters() -> Counters:
                 return Counters(totals.files_done, totals.files_total, totals.bytes_done, totals.bytes_total,
                                 totals.files_failed)
 
             with task.progress(counters):
-                uploader.run(read_records(layout.shards_dir / summary.file))
+                uploader.run(lambda: read_records(layout.shards_dir / summary.file))
             uploader.abort_leftovers(interrupted=task.stop.is_set())
         finally:
             journal.close()

@@ -136,12 +136,28 @@ def _backup(policy: Policy, *, dry_run: bool = False) -> int:
     from ..runs.catalog import catalog_path
     from ..runs.layout import default_run_dir
     from ..scan import ScanSettings
+    from ..snapshots.baseline import NeedsRebuild, prepare_baseline
 
     now = datetime.now(timezone.utc)
     cpus = max(1, len(os.sched_getaffinity(0)))
+
+    def baseline() -> Path:
+        try:
+            return prepare_baseline(policy, full=False)
+        except NeedsRebuild:
+            if dry_run:
+                raise
+            # The original tool skipped what the bucket already held with the same mtime: so does this, by building
+            # the catalog from the bucket first (once; its snapshot serves every later run).
+            from ..snapshots.rebuild import rebuild_catalog
+
+            print("catalog: none here and no snapshot in the bucket; building it from the bucket's objects")
+            print("\n".join(rebuild_catalog(policy).lines()))
+            return prepare_baseline(policy, full=False)
+
     summary = make_plan(policy, default_run_dir(policy, now), PlanOptions(
         full=False, catalog=catalog_path(policy), scan=ScanSettings(workers=cpus, partitions=cpus), max_array_size=1001,
-        max_array_size_source="local executor"), now)
+        max_array_size_source="local executor", prepare_catalog=baseline), now)
     print("\n".join(summary.lines()))
     if dry_run:
         from ..dryrun import backup_dry_run

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from ..config import FileKind, Policy, RestoreTier, ValidationResult, load_policy, schema_keys, validate_file
 from ..errors import UsageError
 from ..model.sizes import format_size
+from ..model.snapshots import is_snapshot_id, parse_as_of
 from ..runs.executor import Executor, fs3g_argv, resolve
 from .exitcodes import ExitCode, compare_exit_code, restore_exit_code, shard_exit_code
 
@@ -148,7 +149,15 @@ def _compare_request(args: argparse.Namespace) -> "CompareRequest":
     from ..compare.run import CompareRequest
     from ..scan import ScanSettings
 
+    if args.as_of is not None:
+        if args.executor is not None:
+            raise UsageError("--as-of compares in this process: drop --executor")
+        if args.against_bucket:
+            raise UsageError("--as-of compares with a snapshot's catalog: drop --against-bucket")
+        if not is_snapshot_id(args.as_of):
+            parse_as_of(args.as_of)
     return CompareRequest(tuple(args.paths), check_sha256=args.check_sha256, against_bucket=args.against_bucket,
+                          as_of=args.as_of,
                           workers=args.workers, as_json=args.json, limit=args.limit,
                           scan_settings=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records))
 
@@ -308,7 +317,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     dest = Path(args.dest or policy.restore.destination).absolute()
     run_dir = Path(args.run_dir) if args.run_dir else default_restore_dir(policy, datetime.now(timezone.utc))
     check_target(policy, write=False)
-    request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite)
+    if args.as_of is not None and not is_snapshot_id(args.as_of):
+        parse_as_of(args.as_of)  # bad input says so before anything is read
+    request = RestoreRequest(tuple(args.paths), dest, tier, args.days or policy.restore.days, args.overwrite,
+                             as_of=args.as_of)
     if args.dry_run:
         return _restore_dry_run(policy, request, args)
     with _human_output(args.json):  # with --json, stdout carries only the JSON object
@@ -349,6 +361,86 @@ def checked_begin_time(text: str) -> str:
         raise UsageError(f"--at {text!r}: not a time sbatch --begin takes",
                          hint=f"e.g. {EXAMPLES} (see sbatch(1), --begin)")
     return text
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from ..snapshots.rebuild import rebuild_catalog
+
+    policy = load_policy(args.config)
+    check_target(policy, write=True)
+    print("\n".join(rebuild_catalog(policy, workers=args.workers).lines()))
+    return ExitCode.OK
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    from ..snapshots.listing import list_snapshots
+
+    if args.config is None:
+        raise UsageError("fs3g snapshots: --config LAB.yaml is required")
+    policy = load_policy(args.config)
+    check_target(policy, write=False)
+    if getattr(args, "snapshots_action", None) == "verify":
+        return _verify_snapshot(policy, args)
+    listing = list_snapshots(policy)
+    if args.json:
+        _print_json(listing.to_json())
+    else:
+        print("\n".join(listing.lines()))
+    return ExitCode.OK
+
+
+def _verify_snapshot(policy: Policy, args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from ..runs.layout import lab_dir
+    from ..snapshots.baseline import default_client
+    from ..snapshots.verify import verify_snapshot
+
+    lab = lab_dir(policy)
+    lab.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".verify-", dir=lab))
+    try:
+        report = verify_snapshot(policy, default_client(policy), work, args.snapshot)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print("\n".join(report.lines()))
+    return ExitCode.OK if report.ok else ExitCode.DIFFERENCES
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..estimate import prices_for
+    from ..prune.run import break_lock, prune
+
+    policy = load_policy(args.config)
+    check_target(policy, write=args.apply or args.break_lock)
+    if args.break_lock:
+        print(break_lock(policy))
+        return ExitCode.OK
+    try:
+        prices = prices_for(policy, Path(args.pricing) if args.pricing else None, args.region)
+    except UsageError:
+        if args.pricing or args.region:
+            raise
+        prices = None  # a region the shipped table lacks: costs shown as 0
+    with _human_output(args.json):
+        result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices)
+    data = result.plan.to_json()
+    data.update({"applied": args.apply, "deleted": result.deleted, "errors": len(result.errors),
+                 "run_dir": str(result.run_dir) if result.run_dir else None})
+    if args.json:
+        _print_json(data)
+    else:
+        print("\n".join(result.plan.lines()))
+        if args.apply:
+            print(f"deleted {result.deleted:,} objects ({len(result.errors):,} refused); list and journal in "
+                  f"{result.run_dir}" if result.run_dir else "nothing to delete")
+            for key, code in result.errors[:20]:
+                print(f"  not deleted: {key}: {code}")
+        else:
+            print("dry run: nothing deleted (run again with --apply)")
+    return ExitCode.OK if not result.errors else ExitCode.DIFFERENCES
 
 
 def cmd_restore_stage(args: argparse.Namespace) -> int:

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the bucket (and HEAD objects for their mtime) instead of reading the catalog")
     p.add_argument("--workers", type=positive, default=8, metavar="N",
                    help="files hashed / objects read at once (default 8)")
+    p.add_argument("--as-of", metavar="TIME|SNAPSHOT", default=None,
+                   help="use the bucket's catalog snapshot of that id, or the newest at or before TIME (ISO 8601, "
+                        "UTC unless a zone is given; `fs3g snapshots` lists them) instead of the newest catalog")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines and a table")
     p.add_argument("--limit", type=positive, default=None, metavar="N",
                    help="print at most N discrepancies (the counts stay complete)")
@@ -158,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=[t.value for t in RestoreTier], help="Glacier retrieval tier (default: policy)")
     p.add_argument("--days", type=positive, metavar="N", help="days the restored copies stay readable")
     p.add_argument("--overwrite", action="store_true", help="replace existing files that differ")
+    p.add_argument("--as-of", metavar="TIME|SNAPSHOT", default=None,
+                   help="use the bucket's catalog snapshot of that id, or the newest at or before TIME (ISO 8601, "
+                        "UTC unless a zone is given; `fs3g snapshots` lists them) instead of the newest catalog")
     p.add_argument("--at", metavar="TIME",
                    help="begin the whole restore chain at TIME, any time sbatch --begin takes (02:00, 4:00PM, "
                         "16:00 tomorrow, 2026-12-01T02:00, now+2hours, now+30minutes, tomorrow, 0101); "
@@ -172,6 +178,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object on stdout (the dry run, or the run's status and report); the "
                         "progress lines go to stderr")
     p.set_defaults(func=handlers.cmd_restore)
+
+    p = sub.add_parser("catalog", help="the lab's catalog: rebuild it from the bucket",
+                       description="rebuild: build the lab's catalog (and a snapshot in the bucket) from listings and "
+                                   "each object's metadata (one HEAD per object), for a bucket written per object "
+                                   "without snapshots (the original tool's); the next backup then uploads only "
+                                   "what changed.")
+    actions = p.add_subparsers(dest="catalog_action", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+    q = actions.add_parser("rebuild", help="build the catalog from the bucket's objects and metadata")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--workers", type=positive, default=32, metavar="N", help="HEAD requests in flight")
+    q.set_defaults(func=handlers.cmd_catalog)
+
+    p = sub.add_parser("snapshots", help="the catalog snapshots in the bucket",
+                       description="List the lab's catalog snapshots ([PREFIX/]catalog/<id>/): time, files, bytes "
+                                   "and what changed since the one before.")
+    p.add_argument("--config", metavar="LAB.yaml", help="the lab policy (required)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    actions = p.add_subparsers(dest="snapshots_action", metavar="ACTION", parser_class=Parser)
+    q = actions.add_parser("verify", help="every object or pack a snapshot names is in the bucket with its size",
+                           description="Check, from listings (no HEAD), that every object or pack SNAPSHOT (default: "
+                                       "the newest) names is in the bucket with its recorded size. Exit 0 when all "
+                                       "are, 1 naming those that are not, 2 for a chunk that fails its checksum.")
+    q.add_argument("snapshot", nargs="?", metavar="SNAPSHOT", help="a snapshot id, or a time (the newest before it)")
+    q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    q.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    q.set_defaults(func=handlers.cmd_snapshots)
+    p.set_defaults(func=handlers.cmd_snapshots)
+
+    p = sub.add_parser("prune", help="forget snapshots the retention rule does not keep, delete what no kept "
+                                     "snapshot references (a dry run unless --apply)",
+                       description="Apply the policy's retention: section. By default a dry run: the snapshots "
+                                   "kept and forgotten, the objects and packs no kept snapshot references, the "
+                                   "bytes and monthly cost freed and the early-deletion charge of deleting them now. "
+                                   "--apply writes the list to a run directory, then deletes (data objects, then "
+                                   "the forgotten snapshots' chunks, their manifests last). Refuses while a backup "
+                                   "holds the lab's lock.")
+    p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
+    p.add_argument("--apply", action="store_true", help="delete (default: only say what would be deleted)")
+    p.add_argument("--allow-early-delete", action="store_true",
+                   help="also delete objects still inside their class's minimum duration (the charge is shown)")
+    p.add_argument("--break-lock", action="store_true",
+                   help="remove a stale backup (or prune) lock, then stop; check the backup is gone first")
+    p.add_argument("--region", help="price region (default: the policy's s3.region, else us-east-1)")
+    p.add_argument("--pricing", metavar="FILE", help="price table (default: the shipped configs/pricing.yaml)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=handlers.cmd_prune)
 
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
     p.add_argument("run_dir", metavar="RUN_DIR")

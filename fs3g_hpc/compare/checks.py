@@ -2,12 +2,17 @@
 for the mtime in bucket mode, reading a file for its SHA-256 tree hash); the discrepancy types, their categories and
 the summary that counts them.
 
+A packed file compares like any other: from the catalog its record holds size, mtime and tree hash; from the bucket
+(`packed_entry`) its pack's index gives size, mtime and the SHA-256 of the data, so it needs no HEAD, and
+`--check-sha256` reads the local file once (the plain SHA-256 above 1 MiB, where it differs from the tree hash).
+
 Every check holds one pair at a time: a file is hashed through one `READ_PIECE_BYTES` buffer, so memory per check is
 bounded whatever the file's size. Anything unreadable becomes a cannot-check discrepancy with its reason, never a pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
@@ -18,10 +23,12 @@ from typing import Any, Callable
 from ..config import Policy
 from ..model.entries import KEY_CLASS, EntryClass
 from ..model.keys import KeyClass, object_key
-from ..model.objectmeta import TREEHASH_KEY, format_ns, parse_ns
-from ..model.records import Entry, EntryKind, display_path
+from ..model.mtimes import mtime_matches, mtime_text_matches, text_ns
+from ..model.objectmeta import TREEHASH_KEY, format_ns
+from ..model.packs import PackRef
+from ..model.records import Entry, EntryKind, display_path, packed
 from ..model.sizes import MIB, format_size
-from ..model.treehash import TreeHasher
+from ..model.treehash import LEAF_BYTES, TreeHasher
 
 READ_PIECE_BYTES = 1 * MIB
 
@@ -149,7 +156,7 @@ def quick_verdict(local: Entry, remote: Entry, klass: EntryClass, *, mtime_known
                            f"was a {_KIND_NAMES[remote.kind]}, now a {_KIND_NAMES[local.kind]}")
     if local.size_bytes != remote.size_bytes:
         return Discrepancy(Category.CHANGED, klass, local.path, f"size {remote.size_bytes} -> {local.size_bytes}")
-    if mtime_known and local.mtime_ns != remote.mtime_ns:
+    if mtime_known and local.mtime_ns != remote.mtime_ns and not mtime_matches(local.mtime_ns, remote.mtime_ns):
         return Discrepancy(Category.CHANGED, klass, local.path,
                            f"mtime {format_ns(remote.mtime_ns)} -> {format_ns(local.mtime_ns)}")
     return None
@@ -160,11 +167,23 @@ def quick_verdict(local: Entry, remote: Entry, klass: EntryClass, *, mtime_known
 KEY_CLASSES = (KeyClass.SMALL, KeyClass.LARGE, KeyClass.SYMLINK)
 
 
-def listed_entry(path: bytes, klass: KeyClass, size_bytes: int) -> Entry:
+def listed_entry(path: bytes, klass: KeyClass, size_bytes: int, last_modified_ns: int = 0) -> Entry:
     """An object of the listing as a record, so it sorts and spills like the scan's. The key class travels in the
-    `dev` field (listings carry no mtime: 0 until a HEAD reads the metadata)."""
+    `dev` field, the listing's LastModified in `ctime_ns` (listings carry no mtime: 0 until a HEAD reads the
+    metadata)."""
     kind = EntryKind.SYMLINK if klass is KeyClass.SYMLINK else EntryKind.FILE
-    return Entry.of(path, kind, size_bytes, 0, 0, 0, 0, 0, 0, KEY_CLASSES.index(klass), 0, 0)
+    return Entry.of(path, kind, size_bytes, 0, last_modified_ns, 0, 0, 0, 0, KEY_CLASSES.index(klass), 0, 0)
+
+
+def packed_entry(path: bytes, kind: EntryKind, size_bytes: int, mtime_ns: int, sha256: bytes, ref: PackRef,
+                 planned_ns: int) -> Entry:
+    """A member of a pack, from its index, as a record: the mtime is the index's (no HEAD needed), `tree_hash`
+    holds the member's SHA-256 (of the data; of the target for a symlink), `location` the member's place, `ctime_ns`
+    its run's plan time (the copy's date when copies of one path are ranked) and `dev` the key class it is reported
+    under (small file or symlink)."""
+    klass = KeyClass.SYMLINK if kind is EntryKind.SYMLINK else KeyClass.SMALL
+    entry = Entry.of(path, kind, size_bytes, mtime_ns, planned_ns, 0, 0, 0, 0, KEY_CLASSES.index(klass), 0, 0)
+    return entry._replace(tree_hash=sha256, location=ref.encode())
 
 
 def listed_class(entry: Entry) -> KeyClass:
@@ -178,13 +197,15 @@ class NotComparable(Exception):
 
 
 def local_tree_hash(entry: Entry, piece_bytes: int = READ_PIECE_BYTES,
-                    stop: threading.Event | None = None) -> tuple[str, int]:
+                    stop: threading.Event | None = None, *, whole_sha256: bool = False) -> tuple[str, int]:
     """(hex tree hash, bytes read) of what the uploader would store: the file's data, or a symlink's target bytes.
-    `stop` ends a long read early (Ctrl-C must not wait for a terabyte file)."""
+    `stop` ends a long read early (Ctrl-C must not wait for a terabyte file). `whole_sha256`: the plain SHA-256 of
+    the data instead (what a pack's index holds; the same as the tree hash up to 1 MiB)."""
     path = entry.path
+    new_hasher: Callable[[], Any] = hashlib.sha256 if whole_sha256 else TreeHasher
     if entry.kind is EntryKind.SYMLINK:
         target = os.readlink(path)
-        hasher = TreeHasher()
+        hasher = new_hasher()
         hasher.update(target)
         return hasher.hexdigest(), len(target)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -198,7 +219,7 @@ def local_tree_hash(entry: Entry, piece_bytes: int = READ_PIECE_BYTES,
             raise NotComparable("no longer a regular file")
         if (before.st_size, before.st_mtime_ns) != (entry.size_bytes, entry.mtime_ns):
             raise NotComparable("changed during the compare; run it again")
-        hasher = TreeHasher()
+        hasher = new_hasher()
         buffer = bytearray(piece_bytes)
         view = memoryview(buffer)
         total = 0
@@ -250,7 +271,15 @@ class Checker:
             return Discrepancy(Category.CANNOT_CHECK, klass, local.path, reason)
 
         try:
-            if self.against is Against.BUCKET:
+            whole_sha256 = False
+            if self.against is Against.BUCKET and packed(remote):
+                # A member of a pack: its index gave the size and mtime (quick_verdict compared them) and the
+                # SHA-256 of its data, which is the tree hash up to one 1 MiB leaf (and always for a symlink).
+                if not self.check_sha256:
+                    return None
+                stored = remote.tree_hash.hex()
+                whole_sha256 = local.kind is EntryKind.FILE and remote.size_bytes > LEAF_BYTES
+            elif self.against is Against.BUCKET:
                 key = object_key(self.prefix, listed_class(remote), remote.path).key
                 info = self._head(key)
                 if info is None:
@@ -259,10 +288,11 @@ class Checker:
                 if mtime_text is None:
                     return cannot("object has no mtime metadata (not written by fs3g?)")
                 try:
-                    stored_mtime_ns = parse_ns(mtime_text)
+                    stored_mtime_ns = text_ns(mtime_text)
+                    same_mtime = mtime_text_matches(mtime_text, local.mtime_ns)
                 except ValueError:
                     return cannot(f"object has an unreadable mtime {mtime_text!r}")
-                if stored_mtime_ns != local.mtime_ns:
+                if not same_mtime:
                     return Discrepancy(Category.CHANGED, klass, local.path,
                                        f"mtime {format_ns(stored_mtime_ns)} -> {format_ns(local.mtime_ns)}")
                 if not self.check_sha256:
@@ -276,13 +306,14 @@ class Checker:
                     return cannot("the catalog lists it but the bucket has no object for it")
             if not stored:
                 return cannot("no SHA-256 tree hash stored with the object")
-            if self.hash_sink is not None:  # hashed later, by an array task
+            if self.hash_sink is not None and not whole_sha256:  # hashed later, by an array task
                 self.hash_sink(local, stored.strip().lower(), klass)
                 return None
-            digest, read_bytes = local_tree_hash(local, stop=self.stop)
+            digest, read_bytes = local_tree_hash(local, stop=self.stop, whole_sha256=whole_sha256)
             self.count(hashed_bytes=read_bytes)
             if digest != stored.strip().lower():
-                return Discrepancy(Category.CHANGED, klass, local.path, "SHA-256 tree hash differs")
+                return Discrepancy(Category.CHANGED, klass, local.path,
+                                   "SHA-256 differs" if whole_sha256 else "SHA-256 tree hash differs")
             return None
         except ObjectAccessError as e:
             return cannot(e.message)

@@ -4,8 +4,12 @@ Both sides are streams sorted by `records.sort_key`, merge-joined one entry at a
 
 - the filesystem: the parallel scan's sorted runs (`scan.scan` + `records.sorted_stream`) in a private work directory
   that is removed afterwards;
-- the backup: the lab's catalog (already sorted), or, with `against_bucket`, a recursive listing of the lab's key
-  prefixes spilled into sorted runs (S3 lists keys in UTF-8 byte order of the *encoded* key, which is not our order).
+- the backup: the lab's catalog (already sorted; packed and per-object files alike), or, with `against_bucket`, a
+  recursive listing of the lab's key prefixes and the members of every pack index under `packs/` (`pack_members`),
+  spilled together into sorted runs (S3 lists keys in UTF-8 byte order of the *encoded* key, which is not our order,
+  and an index lists its members in pack order). A path held several times (in several packs, or in a pack and as
+  its own object) is decided by `newest_copy`: the latest pack key (run_id order), and the later LastModified
+  between that pack and the path's object.
 
 Pairs whose size and kind agree may need a check that costs I/O (a HEAD for the mtime in bucket mode, reading the file
 for its SHA-256 tree hash with `check_sha256`): those run in a pool of `workers` threads, at most a bounded window of
@@ -37,11 +41,13 @@ from ..model.catalog import UnreadablePaths, checked_order
 from ..model.entries import ENTRY_CLASS, EntryClass, classify
 from ..model.keys import LONG_DIR, PATHMAP_MAX_BYTES, encode_path, object_key, parse_key, pathmap_key
 from ..model.objectmeta import parse_ns
-from ..model.records import Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, read_records, \
-    sorted_stream
+from ..model.packs import (INDEX_SUFFIX, PACKS_DIR, MemberType, PackFormatError, is_index_key, is_pack_key, read_index,
+                           relative_to_prefix, run_id_of, run_time_ns)
+from ..model.records import Entry, EntryKind, RecordFormatError, RunSpiller, by_key, display_path, packed, \
+    read_records, sorted_stream
 from ..scan import ExcludeMatcher, IssueKind, ScanSettings, check_roots, scan
 from .checks import (KEY_CLASSES, Against, Category, Checker, CompareSummary, Discrepancy, HashSink, listed_class,
-                     listed_entry, quick_verdict)
+                     listed_entry, packed_entry, quick_verdict)
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +319,7 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
             for key, listed in list_tree(client, bucket, base + "/"):
                 _, key_path, _ = parse_key(prefix, key)
                 if key_path is not None:  # hashed long keys come from their own listing below
-                    spiller.add(listed_entry(key_path, key_class, listed.size_bytes))
+                    spiller.add(listed_entry(key_path, key_class, listed.size_bytes, int(listed.modified_s * 1e9)))
 
         def path_of_long_key(item: tuple[str, Any]) -> bytes | None:
             digest = parse_key(prefix, item[0])[2] or ""
@@ -328,9 +334,11 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
                 emit(Discrepancy(Category.CANNOT_CHECK, ENTRY_CLASS[key_class], key.encode(),
                                  f"hashed long-path key {why}: cannot tell which file it holds"))
             elif scope.covers(path):
-                spiller.add(listed_entry(path, key_class, listed.size_bytes))
+                spiller.add(listed_entry(path, key_class, listed.size_bytes, int(listed.modified_s * 1e9)))
+    for entry in pack_members(client, policy, scope, checker, emit):
+        spiller.add(entry)
 
-    def newest(group: list[Entry]) -> Entry:
+    def newest_object(group: list[Entry]) -> Entry:
         from ..transfer.objects import head_object
 
         def age(entry: Entry) -> tuple[int, int]:
@@ -346,7 +354,109 @@ def _bucket_stream(client: Any, policy: Policy, scope: Scope, work: Path, run_re
 
         return max(group, key=age)
 
+    def newest(group: list[Entry]) -> Entry:
+        packs = [e for e in group if packed(e)]
+        objects = [e for e in group if not packed(e)]
+        if not packs:
+            return newest_object(objects)
+        return newest_copy(newest_object(objects) if objects else None, packs)
+
     return newest_per_path(sorted_stream(spiller.finish(), work), newest)
+
+
+def newest_copy(newest_object: Entry | None, packs: list[Entry]) -> Entry:
+    """Which copy of one path counts, by the rule a restore from the bucket follows (restore/select.py): the newest,
+    a packed copy dated by its run's plan time (`packs.run_time_ns` of the run_id), the path's own object by its
+    LastModified (both in `ctime_ns`); on equal dates a packed copy wins, and among packed copies of one date the
+    smallest location (pack, then offset)."""
+    best = min(packs, key=lambda e: (-e.ctime_ns, e.location))
+    if newest_object is not None and newest_object.ctime_ns > best.ctime_ns:
+        return newest_object
+    return best
+
+
+def _safe_member_path(path: bytes) -> bool:
+    """An index's name usable as a record's path: absolute, normalised, no NUL (the sort key's separator). Whether
+    it may be written anywhere is restore's question (restore/paths.py); compare only reads."""
+    return path.startswith(b"/") and b"\0" not in path and os.path.normpath(path) == path and path != b"/"
+
+
+def pack_members(client: Any, policy: Policy, scope: Scope, checker: Checker,
+                 emit: Callable[[Discrepancy], None]) -> Iterator[Entry]:
+    """Every member of the lab's packs under the compared subtrees, as records (`packed_entry`), in index order.
+
+    One listing of `packs/`, then each index (`.tar.idx`) read streamed (`packs.read_index`: untrusted, every field
+    checked) with its pack's listed size and LastModified: an index whose pack is missing or of another size, or
+    that is malformed, is a cannot-check line naming the index (its members are not counted as backed up; what a
+    malformed index gave before the bad line is kept). Memory: one listing page, the pack sizes of one run
+    directory, and the file members of the pack being read (only for its hard-link members, which take the size,
+    mtime and SHA-256 of the member they link to)."""
+    from ..transfer.objects import ObjectAccessError, list_tree, object_stream
+
+    bucket, prefix = policy.s3.bucket, policy.s3.prefix
+    packs_dir = _join_key(prefix, PACKS_DIR) + "/"
+    run_dir, sizes = "", {}  # pack key -> listed object, for the run directory being listed
+    for key, listed in list_tree(client, bucket, packs_dir):
+        run = key[:key.rfind("/") + 1]
+        if run != run_dir:
+            run_dir, sizes = run, {}
+        if is_pack_key(key):
+            sizes[key] = listed
+            continue
+        if not is_index_key(key):
+            continue
+        pack_key = key[:-len(INDEX_SUFFIX)]
+        pack = sizes.get(pack_key)
+        relative = relative_to_prefix(prefix, pack_key)
+
+        def cannot(why: str) -> None:
+            emit(Discrepancy(Category.CANNOT_CHECK, EntryClass.SMALL, key.encode(), why))
+
+        if pack is None:
+            cannot("pack index without its pack: its members are not counted as backed up")
+            continue
+        planned = run_time_ns(run_id_of(relative))
+        if planned is None:  # is_index_key checked the layout; a run_id whose date does not parse
+            cannot("pack index of a run whose id holds no date: not read")
+            continue
+        checker.count(requests=1)
+        try:
+            with object_stream(client, bucket, key) as stream:
+                header, members = read_index(stream, key)
+                if header.pack != relative:
+                    cannot(f"index names another pack ({header.pack!r})")
+                    continue
+                if header.pack_bytes != pack.size_bytes:
+                    cannot(f"pack {pack_key} is {pack.size_bytes} bytes, its index says {header.pack_bytes}: "
+                           "its members are not counted as backed up")
+                    continue
+                files: dict[bytes, Entry] = {}
+                for member in members:
+                    path = member.path
+                    if not _safe_member_path(path):
+                        cannot(f"index holds an unusable name {display_path(path)!r}; skipped")
+                        continue
+                    ref = member.ref(relative)
+                    if member.type is MemberType.SYMLINK:
+                        entry = packed_entry(path, EntryKind.SYMLINK, len(member.link), member.mtime_ns,
+                                             hashlib.sha256(member.link).digest(), ref, planned)
+                    elif member.type is MemberType.HARDLINK:
+                        first = files.get(member.link)
+                        if first is None:
+                            cannot(f"hard link {display_path(path)!r} to a path not earlier in the pack; skipped")
+                            continue
+                        entry = packed_entry(path, EntryKind.FILE, first.size_bytes, first.mtime_ns,
+                                             first.tree_hash, ref, planned)
+                    else:
+                        entry = packed_entry(path, EntryKind.FILE, member.size_bytes, member.mtime_ns,
+                                             bytes.fromhex(member.sha256), ref, planned)
+                        files[path] = entry
+                    if scope.covers(path):
+                        yield entry
+        except PackFormatError as e:
+            cannot(f"malformed pack index: {e}")
+        except ObjectAccessError as e:
+            cannot(f"pack index unreadable: {e.message}")
 
 
 # --- the library entry point -----------------------------------------------------------------------------------------
@@ -379,22 +489,25 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
                  against_bucket: bool = False, workers: int = DEFAULT_WORKERS,
                  out: Callable[[Discrepancy], None], client_factory: Callable[[Policy], Any] | None = None,
                  scan_settings: ScanSettings | None = None, work_root: Path | None = None,
-                 hash_sink: HashSink | None = None) -> CompareSummary:
+                 hash_sink: HashSink | None = None, as_of: str | None = None) -> CompareSummary:
     """Compare the policy's roots (or `paths` inside them) with the backup; `out` gets every discrepancy, in
     sort-key order (hashed long keys without a pathmap first), from this thread. Raises UsageError for bad input
     (a PATH outside the roots or missing, no catalog in catalog mode) before any work.
 
     With `hash_sink` (and check_sha256), files that need their tree hash read are handed to it, with the stored
-    hash, instead of being read here (from pool threads: it must be thread-safe): a job array reads them."""
+    hash, instead of being read here (from pool threads: it must be thread-safe): a job array reads them.
+
+    With `as_of` (a time or snapshot id), the catalog is that snapshot of the bucket's (snapshots/store.py), copied
+    into the work directory a chunk at a time, each chunk checked; the lab's catalog is not read."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     scope = resolve_scope(policy, paths)
     against = Against.BUCKET if against_bucket else Against.CATALOG
     catalog = catalog_path(policy)
-    if against is Against.CATALOG and not catalog.is_file():
+    if against is Against.CATALOG and not catalog.is_file() and as_of is None:
         raise UsageError("no catalog: this lab has no completed backup yet", path=str(catalog),
                          hint="run `fs3g backup --config LAB.yaml` first, or compare with --against-bucket")
-    moved = catalog_target_mismatch(policy) if against is Against.CATALOG else None
+    moved = catalog_target_mismatch(policy) if against is Against.CATALOG and as_of is None else None
     if moved:
         raise UsageError(moved, path=str(catalog), hint="compare with --against-bucket, or back up with --full first")
     prefix = policy.s3.prefix
@@ -419,6 +532,16 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
     window = workers * PENDING_CHECKS_PER_WORKER
     work = _private_work_dir(work_root or lab_dir(policy))
     try:
+        if as_of is not None:
+            from ..snapshots.store import chosen_snapshot, snapshot_to_file
+
+            manifest = chosen_snapshot(policy, client(), work, as_of)
+            if manifest is None:
+                raise UsageError(f"no snapshot of this lab's roots at or before {as_of!r} in s3://{policy.s3.bucket}",
+                                 hint="list them with `fs3g snapshots --config LAB.yaml`")
+            catalog = work / "as-of.rec"
+            snapshot_to_file(policy, client(), manifest, catalog, work)
+            summary.source = f"snapshot {manifest.snapshot_id} ({manifest.created})"
         # The scan forks its walkers: it runs before any thread of ours exists.
         local, unreadable = _local_stream(policy, scope, work, settings, summary)
         with ThreadPoolExecutor(workers, thread_name_prefix="fs3g-compare") as pool:
@@ -451,10 +574,11 @@ def compare_tree(policy: Policy, paths: Sequence[str | bytes] = (), *, check_sha
                     if there is None:
                         in_order.ready(Discrepancy(Category.MISSING_IN_S3, klass, here.path))
                         continue
-                    verdict = quick_verdict(here, there, klass, mtime_known=against is Against.CATALOG)
+                    from_index = against is Against.BUCKET and packed(there)  # the index gave the mtime
+                    verdict = quick_verdict(here, there, klass, mtime_known=against is Against.CATALOG or from_index)
                     if verdict is not None:
                         in_order.ready(verdict)
-                    elif deferred:
+                    elif check_sha256 or (deferred and not from_index):
                         in_order.later(pool.submit(checker, here, there, klass))
                 in_order.finish()
             except RecordFormatError as e:

@@ -41,6 +41,7 @@ class CompareRequest:
     scan_settings: ScanSettings | None = None
     as_json: bool = False
     limit: int | None = None
+    as_of: str | None = None  # compare with that snapshot of the bucket's instead of the lab's catalog
 
 
 def compare_here(policy: Policy, request: CompareRequest, out: TextIO) -> CompareSummary:
@@ -48,7 +49,7 @@ def compare_here(policy: Policy, request: CompareRequest, out: TextIO) -> Compar
     report = (JsonReport if request.as_json else TextReport)(out, request.limit)
     summary = compare_tree(policy, request.paths, check_sha256=request.check_sha256,
                            against_bucket=request.against_bucket, workers=request.workers, out=report,
-                           scan_settings=request.scan_settings)
+                           scan_settings=request.scan_settings, as_of=request.as_of)
     report.finish(summary)
     return summary
 

@@ -242,3 +242,21 @@ def parse_schedule(value: Any) -> str:
     except ScheduleError as e:
         raise ValueError(str(e)) from e
 
+
+
+def parse_duration(value: Any) -> Any:
+    """A retention duration such as 30d, 12w, 6m, 1y or 1y6m (restic's form, plus weeks): a model Duration."""
+    from ..model.retention import Duration
+
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as 30d, 12w or 6m, got {type_name(value)}")
+    return Duration.parse(value)
+
+
+def fraction(value: Any) -> float:
+    """A number from 0 to 1 inclusive."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a fraction from 0 to 1, got {type_name(value)}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be from 0 to 1, got {value}")
+    return float(value)

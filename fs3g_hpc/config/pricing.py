@@ -13,6 +13,17 @@ from .loader import read_yaml
 from .schema import RestoreTier
 
 
+# S3's minimum storage durations: an object deleted (or overwritten, or transitioned) sooner is billed as if it had
+# been stored this long. The one home of the rule `fs3g prune` applies (it keeps such objects unless
+# --allow-early-delete); price tables' `minimum_days` feed the estimates.
+MINIMUM_STORAGE_DAYS = {"STANDARD_IA": 30, "ONEZONE_IA": 30, "GLACIER_IR": 90, "GLACIER": 90, "DEEP_ARCHIVE": 180}
+
+
+def minimum_storage_days(storage_class: str) -> int:
+    """Days an object of `storage_class` is billed for at least (0 for classes without a minimum)."""
+    return MINIMUM_STORAGE_DAYS.get(storage_class, 0)
+
+
 @dataclass(frozen=True)
 class Prices:
     source: str

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from ..model.retention import Duration, RetentionRule
 from ..model.s3limits import S3_MAX_PART_BYTES, S3_MAX_PUT_BYTES, S3_MIN_PART_BYTES
 from ..model.sizes import GIB, KIB, MIB, TIB
-from .parsers import (Parser, SLURM_TOKEN, absolute_path, boolean, choice, integer, optional, parse_bucket,
-                      parse_endpoint_url, parse_glob, parse_prefix, parse_sbatch_option, parse_schedule,
+from .parsers import (Parser, SLURM_TOKEN, absolute_path, boolean, choice, fraction, integer, optional, parse_bucket,
+                      parse_duration, parse_endpoint_url, parse_glob, parse_prefix, parse_sbatch_option, parse_schedule,
                       parse_slurm_time, size, string, string_list)
 
 # What the uploader process costs beyond its buffers: interpreter, boto3 clients and their connection pools,
@@ -143,6 +144,9 @@ class StorageSettings:
                                        "class the pack is the thaw unit: restoring one file thaws its whole pack")
     pack_storage_class: StorageClass = setting(choice(StorageClass), default=StorageClass.STANDARD,
                                                doc="class packs are written in (their indexes stay STANDARD)")
+    pack_compact_below: float = setting(fraction, default=0.0,
+                                        doc="pack compaction threshold, live fraction 0..1 (validated; "
+                                            "compaction is not implemented yet: no effect)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,8 +159,8 @@ class ShardBounds:
 class UploaderSettings:
     """Uploader bounds. Memory ceiling of one uploader process, in bytes:
 
-        large_workers × large_buffers × buffer_size_bytes      (large-file buffer pools)
-      + small_workers × storage.small_file_threshold_bytes     (small files are read whole)
+        large_workers × large_buffers × buffer_size_bytes      (part buffers of large files and packs, one budget)
+      + small_workers × storage.small_file_threshold_bytes     (small files are read whole, for objects or packs)
       + UPLOADER_OVERHEAD_BYTES (256 MiB: interpreter, clients, journals)
 
     A policy is valid only when this fits `memory_budget_bytes`, which must fit `slurm.mem_bytes`.
@@ -208,6 +212,42 @@ class RestoreSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SnapshotSettings:
+    chunk_bytes: int = setting(size(1 * MIB, 4 * GIB), default=64 * MIB,
+                               doc="catalog records per snapshot chunk in the bucket (uncompressed bytes): the "
+                                   "memory and the download unit of a snapshot")
+    rebuild_shard_keys: int = setting(integer(1, 10_000_000), default=100_000,
+                                      doc="objects per task of `fs3g catalog rebuild` (one HEAD each)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    """What `fs3g prune` keeps (model/retention.py has the rules). No key set: every snapshot is kept."""
+
+    keep_last: int | None = setting(optional(integer(1, 1_000_000)), default=None,
+                                    doc="keep the N newest snapshots")
+    keep_daily: int | None = setting(optional(integer(1, 1_000_000)), default=None,
+                                     doc="keep the newest snapshot of each of the last N days that have one")
+    keep_weekly: int | None = setting(optional(integer(1, 1_000_000)), default=None,
+                                      doc="keep the newest snapshot of each of the last N ISO weeks that have one")
+    keep_monthly: int | None = setting(optional(integer(1, 1_000_000)), default=None,
+                                       doc="keep the newest snapshot of each of the last N months that have one")
+    keep_within: Duration | None = setting(optional(parse_duration), default=None,
+                               doc="keep every snapshot made within this long before the newest (30d, 12w, 6m, 1y6m)")
+    deleted_restorable_days: int | None = setting(optional(integer(0, 36_500)), default=None,
+                                                  doc="keep every snapshot younger than N days (wall time), so a "
+                                                      "file deleted from disk stays restorable that long after the "
+                                                      "last backup that had it")
+    backup_lock_stale_hours: int = setting(integer(1, 10_000), default=72,
+                                           doc="a backup lock older than this is stale: prune says so and stops "
+                                               "until `fs3g prune --break-lock`")
+
+    def rule(self) -> RetentionRule:
+        return RetentionRule(self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_within,
+                             self.deleted_restorable_days)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScheduleSettings:
     backup: str | None = setting(optional(parse_schedule), default=None, scope=Scope.LAB,
                                  doc="when `fs3g schedule install` runs the backup: cron (`0 2 * * *`) or `every 6h`")
@@ -229,6 +269,8 @@ class Policy:
     slurm: SlurmSettings = section(SlurmSettings, doc="how jobs are submitted")
     restore: RestoreSettings = section(RestoreSettings, doc="restore defaults")
     schedule: ScheduleSettings = section(ScheduleSettings, doc="the lab's backup schedule")
+    snapshots: SnapshotSettings = section(SnapshotSettings, doc="catalog snapshots in the bucket (catalog/)")
+    retention: RetentionSettings = section(RetentionSettings, doc="which snapshots `fs3g prune` keeps")
     run_root: str = setting(absolute_path(slurm_safe=True), doc="shared directory for run directories")
     source_files: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
@@ -266,6 +308,8 @@ def policy_to_dict(policy: Policy) -> dict:
     def convert(value: Any) -> Any:
         if isinstance(value, Enum):
             return value.value
+        if isinstance(value, Duration):
+            return str(value)
         if isinstance(value, tuple):
             return [convert(v) for v in value]
         if dataclasses.is_dataclass(value):

@@ -41,6 +41,7 @@ import stat
 import struct
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from enum import Enum
 from typing import IO, Any, Callable, Iterator
 
@@ -460,6 +461,16 @@ def run_id_of(pack: str) -> str:
     if match is None or match.end() != len(pack):
         raise ValueError(f"{pack!r} is not a pack key")
     return match.group(1)
+
+
+def run_time_ns(run_id: str) -> int | None:
+    """When a run was planned, from the `<UTC %Y%m%dT%H%M%SZ>` its id starts with (ns since the epoch); None for
+    anything else. A packed copy dates from it when copies of one path are ranked (compare, restore from indexes)."""
+    try:
+        when = datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return int(when.timestamp()) * 1_000_000_000
 
 
 # -- index -------------------------------------------------------------------------------------------------------------

@@ -25,9 +25,14 @@ changes when a file is created in it, so it is set last). Directories and hard l
 restore from the bucket listing (no catalog) makes the directories its files need, with default metadata, and
 restores every link as a separate file.
 
+Packed files (a catalog record with a location, or a pack index's entry without a catalog) are read by pack:
+restore/packs.py says which ranged GETs and how each member is checked before it is written; select.py how indexes
+are read without a catalog; stage.py how archived packs are thawed (once per pack).
+
 Safety: restore/destination.py (its docstring states the rules).
 
 Memory of one restore task: download_workers × max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB
-pieces of large ones) plus one shard's journal (bounded by shards.max_files). Selecting hard links and directories
+pieces of large ones) plus one shard's journal (bounded by shards.max_files); for packed files, the shard's packed
+records grouped by pack, and per worker one member's headers (64 KiB) and 1 MiB of a pack's stream. Selecting hard links and directories
 spills sorted runs of SPILL_RECORDS records; the merge streams directories.rec.
 """

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..model.objectmeta import parse_ns
+from ..model.packs import MemberInfo
 from ..model.records import Entry, display_path
 from .paths import Refused, unsafe_reason
 
@@ -55,8 +56,9 @@ class Destination:
     def close(self) -> None:
         os.close(self.root_fd)
 
-    def parent(self, relative: bytes) -> tuple[int, bytes]:
-        """An open fd of the target's directory (created as needed) and the target's name; the caller closes it."""
+    def parent(self, relative: bytes, *, create: bool = True) -> tuple[int, bytes]:
+        """An open fd of the target's directory (created as needed) and the target's name; the caller closes it.
+        With `create=False` nothing is made: FileNotFoundError when a directory on the way is missing."""
         reason = unsafe_reason(relative)
         if reason:
             raise Refused(reason)
@@ -67,6 +69,8 @@ class Destination:
                 try:
                     child = os.open(part, self.DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
+                    if not create:
+                        raise
                     try:
                         os.mkdir(part, 0o777, dir_fd=fd)
                     except FileExistsError:
@@ -106,7 +110,7 @@ class FileMeta:
     gid: int | None
 
     @classmethod
-    def of(cls, metadata: dict[str, str], entry: Entry, *, catalog_times: bool) -> "FileMeta":
+    def of(cls, metadata: dict[str, str], entry: Entry, *, catalog_times: bool) -> FileMeta:
         def number(key: str, parse: Callable[[str], int]) -> int | None:
             try:
                 return parse(metadata[key])
@@ -121,6 +125,11 @@ class FileMeta:
         if atime is None and catalog_times:
             atime = entry.atime_ns
         return cls(mtime, atime, number("mode", lambda t: int(t, 8)), number("owneruid", int), number("groupuid", int))
+
+    @classmethod
+    def of_member(cls, info: MemberInfo, entry: Entry, *, catalog_times: bool) -> FileMeta:
+        """A packed file's: its member header says what an object's metadata says (the catalog's mtime first)."""
+        return cls(entry.mtime_ns if catalog_times else info.mtime_ns, info.atime_ns, info.mode, info.uid, info.gid)
 
     @property
     def times(self) -> tuple[int, int]:

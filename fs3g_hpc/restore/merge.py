@@ -46,6 +46,10 @@ class RestoreReport:
             "SHA-256 tree hash)",
             *([f"  linked    {d['restored']['linked']:,} of them as hard links (bytes counted once)"]
               if d["restored"].get("linked") else []),
+            *([f"  layouts   {d['layouts']['packed']['files']:,} from packs ({d['layouts']['packed']['packs']:,} "
+               f"packs, {d['layouts']['packed']['gets']:,} ranged GETs, every member checked by SHA-256), "
+               f"{d['layouts']['objects']['files']:,} from their own objects"]
+              if d.get("layouts", {}).get("packed", {}).get("files") else []),
             *([f"  dirs      {d['directories']['restored']:,} of {d['directories']['planned']:,} directories "
                "(mode, times, empty ones)" + (f", {d['directories']['failed']:,} failed (see failures.jsonl)"
                                               if d["directories"]["failed"] else "")]
@@ -100,6 +104,7 @@ def restore_directories(layout: RestoreLayout, header: RestoreHeader, failures: 
 def merge_restore(run_dir: Path) -> RestoreReport:
     layout, header, _policy = load_header(run_dir)
     restored_files = restored_bytes = present = failed = linked = 0
+    packed = packs = pack_gets = 0
     states: dict[str, int] = {}
     fail_path = layout.run_dir / "failures.jsonl"
     fd = os.open(fail_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -118,6 +123,9 @@ def merge_restore(run_dir: Path) -> RestoreReport:
                 restored_files += result.count("restored")
                 restored_bytes += result.count("bytes_restored")
                 linked += result.count("linked")
+                packed += result.count("packed")
+                packs += result.count("packs")
+                pack_gets += result.count("pack_gets")
                 present += result.count("already_present")
             shard_failed = 0
             if layout.failures(index).exists():
@@ -140,6 +148,10 @@ def merge_restore(run_dir: Path) -> RestoreReport:
         "source": header.source,
         "planned": header.details["planned"],  # as written (a Count would drop any other key)
         "restored": {"files": restored_files, "bytes": restored_bytes, "linked": linked},
+        # By layout: read from packs (the packs read, a pack read by two shards counts twice; the ranged GETs), or
+        # per-object (their own objects; hard links made from either count here as linked).
+        "layouts": {"packed": {"files": packed, "packs": packs, "gets": pack_gets},
+                    "objects": {"files": restored_files - packed - linked}},
         "directories": {"planned": header.directories, "restored": directories.restored,
                         "failed": directories.failed},
         "already_present": present,

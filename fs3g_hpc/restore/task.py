@@ -1,8 +1,15 @@
 """One restore task: download, verify (SHA-256 tree hash) and put in place one shard of a restore, resuming from its
 journal; the body of `fs3g restore-shard`. Where the bytes go and how safely is restore/destination.py's business.
 
+Packed files: the shard's packed units are grouped by pack (one job per pack, taken by the workers like a unit);
+restore/packs.py plans the ranged GETs and checks each member; the data streams into a temporary file beside the
+target (destination.py's rules: O_NOFOLLOW walk, temporary name, rename only once verified), a symlink member is made
+as a symlink, the other links of a unit are linked to its first. A member that fails is recorded by name (CORRUPT,
+MISMATCH, NOT_READY for an archived pack, ...) and the rest of the pack goes on.
+
 Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB pieces of large ones)
-plus the shard's journal (bounded by shards.max_files).
+plus the shard's journal (bounded by shards.max_files); packed files add the shard's packed records (grouped by pack)
+and, per worker, one member's headers (packs.MAX_HEADER_BYTES) and one piece of a pack's stream (packs.READ_BYTES).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..config import ARCHIVED_CLASSES, Policy
 from ..errors import Fs3gError, UsageError
@@ -26,18 +33,22 @@ from ..runs.files import FailureLine, RestoreHeader, ShardStatus
 from ..runs.layout import read_json, shard_from_environment
 from ..model.keys import KeyClass, object_key
 from ..model.objectmeta import TREEHASH_KEY
-from ..model.records import Entry, EntryKind, display_path, read_records
+from ..model.packs import MemberInfo, MemberType, PackRef, absolute_key
+from ..model.records import Entry, EntryKind, display_path, packed, read_records
 from ..model.s3limits import part_size_for
 from ..model.treehash import LEAF_BYTES, TreeHasher
 from ..runs.progress import Counters
 from ..runs.task import FailureRecorder, ShardTask, ShardWork, run_task
-from ..transfer.downloader import DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole
+from ..transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole,
+                                   open_range)
 from ..transfer.objects import ObjectAccessError, head_object, object_tag
+from ..transfer.snapshots import version_at
 from .destination import (NO_LINK_ERRNOS, Destination, DiskFull, FileMeta, pwrite_sparse, start_writeback,
                           unlink_quietly)
 from .layout import RestoreLayout, default_client, load_header
+from .packs import DataHash, MemberError, MemberFault, Span, SpanReader, Wanted, plan_spans, read_header, symlink_hash
 from .paths import Refused, Selection
-from .stage import restore_units
+from .stage import pack_sizes, restore_units
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,16 @@ class Outcome(str, Enum):
     REFUSED = "refused"
     NOT_READY = "not-ready"
     INTERRUPTED = "interrupted"
+    CORRUPT = MemberFault.CORRUPT.value  # a packed member whose bytes are not what was written: not written
+    MISMATCH = MemberFault.MISMATCH.value  # the pack holds another member than the catalog or index says
+
+
+@dataclass(frozen=True)
+class PackJob:
+    """The packed units of one shard that live in one pack (relative key)."""
+
+    pack: str
+    units: list[list[Entry]]
 
 
 @dataclass
@@ -61,6 +82,9 @@ class _Tally:
     bytes_restored: int = 0
     bytes_present: int = 0  # for progress only: what the shard has behind it
     linked: int = 0  # restored as a hard link to another restored file
+    packed: int = 0  # restored from a pack (the rest of `restored`: per-object, or linked)
+    packs: int = 0  # packs read from
+    pack_gets: int = 0  # ranged GETs of packs
 
 
 class _ShardRestorer:
@@ -74,6 +98,7 @@ class _ShardRestorer:
         self.selection = Selection(header.requests)
         self.overwrite = header.overwrite
         self.from_catalog = header.source.startswith("catalog ")
+        self.as_of = header.as_of  # restore --as-of: per-object files are checked against that snapshot
         self.as_root = os.geteuid() == 0
         self.tally = _Tally()
         self.lock = threading.Lock()
@@ -81,7 +106,9 @@ class _ShardRestorer:
         self.direct = DirectGetter(client, policy.uploader.max_attempts)
         self.errors: list[BaseException] = []
         stage_file = layout.stage_file(shard)
-        self.stage_refused: dict[str, str] = read_json(stage_file).get("refused", {}) if stage_file.exists() else {}
+        stage_record = read_json(stage_file) if stage_file.exists() else {}
+        self.stage_refused: dict[str, str] = stage_record.get("refused", {})
+        self.pack_bytes: dict[str, int] = pack_sizes(stage_record)  # from the stage's listing; absent: not listed
         self.journal_path = layout.journal(shard)
         self.journal_flushed_s = 0.0
         self.done = self._read_journal()
@@ -134,7 +161,7 @@ class _ShardRestorer:
         """`download_workers` threads take units (a file, or the links of one) from the shard in turn: no queue, no
         future per file (at 5,000 small files a second, each synchronisation object costs measurable CPU in futex
         calls)."""
-        source = restore_units(entries)
+        source = self._work(entries)
         take = threading.Lock()
 
         def work() -> None:
@@ -144,7 +171,10 @@ class _ShardRestorer:
                 if unit is None:
                     return
                 try:
-                    self._unit(unit)
+                    if isinstance(unit, PackJob):
+                        self._pack(unit)
+                    else:
+                        self._unit(unit)
                 except BaseException as e:  # _guarded reports every file's failure; this one is ours (the journal's disk)
                     self.errors.append(e)
                     self.stop.set()
@@ -159,6 +189,19 @@ class _ShardRestorer:
         if self.errors:
             raise self.errors[0]
 
+    @staticmethod
+    def _work(entries: Iterable[Entry]) -> Iterator[list[Entry] | PackJob]:
+        """Units of per-object files as they come; then the packed ones, one job per pack (held for the shard: its
+        records are bounded by shards.max_files)."""
+        packs: dict[str, list[list[Entry]]] = {}
+        for unit in restore_units(entries):
+            if packed(unit[0]):
+                packs.setdefault(PackRef.decode(unit[0].location, display_path(unit[0].path)).pack, []).append(unit)
+            else:
+                yield unit
+        for pack, units in packs.items():
+            yield PackJob(pack, units)
+
     def _unit(self, unit: list[Entry]) -> None:
         """The first link of a file that restores is downloaded and verified; the others become hard links to it
         (should it fail, the next one is downloaded instead)."""
@@ -169,6 +212,12 @@ class _ShardRestorer:
 
     def _guarded(self, entry: Entry, link_to: Entry | None = None) -> bool:
         """Restore one entry (or link it to `link_to`, already restored); True when it is in place."""
+        if link_to is None:
+            return self._attempt(entry, lambda: self._restore(entry))
+        return self._attempt(entry, lambda: self._link(entry, link_to))
+
+    def _attempt(self, entry: Entry, action: Callable[[], object]) -> bool:
+        """Run `action` for `entry`; any failure is recorded against the entry by name (False), never raised."""
         if self.halted:
             self._record(entry, Outcome.FAILED, self.halted)
             return False
@@ -176,15 +225,14 @@ class _ShardRestorer:
             self._record(entry, Outcome.INTERRUPTED, "stopped before it started")
             return False
         try:
-            if link_to is None:
-                self._restore(entry)
-            else:
-                self._link(entry, link_to)
+            action()
             return True
+        except MemberError as e:
+            self._record(entry, Outcome(e.fault.value), str(e))
         except Refused as e:
             self._record(entry, Outcome.REFUSED, str(e))
         except NotRestored as e:
-            key = self._key(entry)[0]
+            key = self._pack_key(entry) if packed(entry) else self._key(entry)[0]
             self._record(entry, Outcome.NOT_READY, self.stage_refused.get(key) or (
                 f"{e}; the Glacier restore was requested: run the same restore again once it is ready"))
         except ObjectMissing as e:
@@ -231,7 +279,10 @@ class _ShardRestorer:
                 else:
                     linked = True
                 if not linked:
-                    self._restore(entry)
+                    if packed(entry):  # a copy of its own, read from its pack like its first link was
+                        self._pack(PackJob(PackRef.decode(entry.location, display_path(entry.path)).pack, [[entry]]))
+                    else:
+                        self._restore(entry)
                     return
                 try:
                     made = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
@@ -291,14 +342,21 @@ class _ShardRestorer:
             obj = self._get_whole(key)
         except ObjectMissing:
             if klass is KeyClass.SYMLINK:
-                raise
-            # The small-file threshold may have changed since this file was backed up.
-            other = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
-            try:
-                obj = self._get_whole(other)
-            except ObjectMissing:
-                raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
-            key = other
+                if self.as_of is None:
+                    raise
+                obj = None
+            else:
+                # The small-file threshold may have changed since this file was backed up.
+                other = object_key(self.policy.s3.prefix, KeyClass.LARGE, entry.path).key
+                try:
+                    obj = self._get_whole(other)
+                    key = other
+                except ObjectMissing:
+                    if self.as_of is None:
+                        raise ObjectMissing(f"{key} is not in the bucket (nor {other})") from None
+                    obj = None
+        if self.as_of is not None:
+            obj = self._as_of_version(entry, key, obj)
         meta = FileMeta.of(obj.metadata, entry, catalog_times=self.from_catalog)
         symlink = klass is KeyClass.SYMLINK
         if self._same_as(present, len(obj.data), meta, symlink) and (
@@ -336,6 +394,28 @@ class _ShardRestorer:
                 raise
         self._record(entry, Outcome.RESTORED, size=len(obj.data), mtime_ns=meta.mtime_ns or 0)
 
+    def _stale(self, size: int, modified_s: float, entry: Entry) -> bool:
+        """The bucket's object is not the one the --as-of snapshot recorded: written after it, or of another size."""
+        assert self.as_of is not None
+        return modified_s > self.as_of.created_s or size != entry.size_bytes
+
+    def _as_of_version(self, entry: Entry, key: str, obj: WholeObject | None) -> WholeObject:
+        """The object as of the restore's snapshot: the current one when it is no newer (and of the recorded size),
+        else, in a versioned bucket, the newest version at or before the snapshot (GetObject VersionId); otherwise
+        the file can no longer be restored as of that time (ObjectMissing, saying so by name)."""
+        as_of = self.as_of
+        assert as_of is not None
+        if obj is not None and not self._stale(len(obj.data), obj.last_modified_s, entry):
+            return obj
+        now = "gone from the bucket" if obj is None else "overwritten after it"
+        if not as_of.versioned:
+            raise ObjectMissing(f"{key}: {now}; bucket versioning is off, so this file can no longer be restored as "
+                                f"of snapshot {as_of.snapshot_id}")
+        version = version_at(self.client, self.bucket, key, as_of.created_s)
+        if version is None:
+            raise ObjectMissing(f"{key}: {now}, and no version of it is older than snapshot {as_of.snapshot_id}")
+        return get_whole(self.client, self.bucket, key, version)
+
     def _tag(self, key: str) -> str | None:
         """The tree hash a multipart upload left as a tag (its metadata was fixed before the hash was known)."""
         try:
@@ -350,6 +430,13 @@ class _ShardRestorer:
 
     def _large(self, entry: Entry, key: str, dir_fd: int, name: bytes, present: os.stat_result | None) -> None:
         head = head_object(self.client, self.bucket, key)
+        if self.as_of is not None and (head is None or self._stale(head.size_bytes, head.last_modified_ns / 1e9,
+                                                                    entry)):
+            later = "gone from the bucket" if head is None else "overwritten after it"
+            raise ObjectMissing(f"{key}: {later}; " + (
+                "an older version of a large file is not read by --as-of yet" if self.as_of.versioned else
+                "bucket versioning is off") + f", so this file cannot be restored as of snapshot "
+                f"{self.as_of.snapshot_id}")
         if head is None:
             raise ObjectMissing(f"{key} is not in the bucket")
         if head.storage_class in {c.value for c in ARCHIVED_CLASSES} and not head.restore_ready:
@@ -392,6 +479,209 @@ class _ShardRestorer:
             unlink_quietly(dir_fd, tmp)
             raise
         self._record(entry, Outcome.RESTORED, size=size, mtime_ns=meta.mtime_ns or 0)
+
+    # -- packed files ------------------------------------------------------------------------------------------------
+
+    def _pack_key(self, entry: Entry) -> str:
+        return absolute_key(self.policy.s3.prefix, PackRef.decode(entry.location, display_path(entry.path)).pack)
+
+    def _pack(self, job: PackJob) -> None:
+        """The packed units of one pack: each unit's first link read from the pack (coalesced ranged GETs, members
+        checked one by one), the unit's other links linked to it. A link whose own name cannot be written (a
+        directory or a different file in the way) gives its turn to the next link of its unit, read again."""
+        key = absolute_key(self.policy.s3.prefix, job.pack)
+        turns = [0] * len(job.units)
+        first: list[Entry | None] = [None] * len(job.units)
+        active = list(range(len(job.units)))
+        while active:
+            fetch: dict[PackRef, list[int]] = {}
+            retry: list[int] = []
+            for u in active:
+                entry = job.units[u][turns[u]]
+                ready: list[bool] = []
+                if self._attempt(entry, lambda: ready.append(self._packed_in_place(entry))):
+                    if ready[0]:
+                        first[u] = entry
+                    else:
+                        fetch.setdefault(PackRef.decode(entry.location, display_path(entry.path)), []).append(u)
+                elif turns[u] + 1 < len(job.units[u]):
+                    turns[u] += 1
+                    retry.append(u)
+            if fetch:
+                outcome = self._read_pack(key, job, fetch, turns)
+                for u, ok in outcome.items():
+                    if ok:
+                        first[u] = job.units[u][turns[u]]
+                    elif ok is None and turns[u] + 1 < len(job.units[u]):
+                        turns[u] += 1  # this name could not be written: the next link tries
+                        retry.append(u)
+                    elif ok is False:
+                        # The data is bad (or not readable): the unit's other links would get the same bytes.
+                        for entry in job.units[u][turns[u] + 1:]:
+                            self._record(entry, Outcome.FAILED, f"not restored: its link "
+                                                                f"{display_path(job.units[u][turns[u]].path)} failed")
+                        turns[u] = len(job.units[u])
+            active = retry
+        for u, unit in enumerate(job.units):
+            done = first[u]
+            if done is not None:
+                for entry in unit[turns[u] + 1:]:  # the links before it failed by name and were reported
+                    self._guarded(entry, done)
+
+    def _packed_in_place(self, entry: Entry) -> bool:
+        """Whether a packed entry is in place already (recorded PRESENT); raises Refused when its target cannot be
+        written. Read before any request: a rerun reads nothing for what it finds restored. Makes nothing: the
+        members are put in place in pack order (a symlink member before anything below its name)."""
+        try:
+            dir_fd, name = self.dest.parent(self.selection.relative(entry.path), create=False)
+        except FileNotFoundError:
+            return False
+        try:
+            present = Destination.existing(dir_fd, name)
+            if present is None:
+                return False
+            if stat.S_ISDIR(present.st_mode):
+                raise Refused("a directory is in the way")
+            journaled = self.done.get(entry.path)
+            if stat.S_ISREG(present.st_mode) and (present.st_size, present.st_mtime_ns) in (
+                    journaled, (entry.size_bytes, entry.mtime_ns) if entry.kind is EntryKind.FILE else None):
+                self._record(entry, Outcome.PRESENT, size=present.st_size, mtime_ns=present.st_mtime_ns)
+                return True
+            if (entry.kind is EntryKind.SYMLINK and stat.S_ISLNK(present.st_mode) and entry.tree_hash
+                    and present.st_mtime_ns == entry.mtime_ns
+                    and symlink_hash(os.readlink(name, dir_fd=dir_fd)) == entry.tree_hash.hex()):
+                self._record(entry, Outcome.PRESENT, size=present.st_size, mtime_ns=present.st_mtime_ns)
+                return True
+            if self._blocked(present):
+                raise Refused("a different file exists at the target; restore with --overwrite to replace it")
+            return False
+        finally:
+            os.close(dir_fd)
+
+    def _read_pack(self, key: str, job: PackJob, fetch: dict[PackRef, list[int]],
+                   turns: list[int]) -> dict[int, bool | None]:
+        """Read the wanted members of one pack and write each into place. Per unit: True restored, None its name
+        could not be written (the next link may try), False the member's data failed (recorded)."""
+        outcome: dict[int, bool | None] = {}
+        wanted = []
+        for ref, units in fetch.items():
+            entries = tuple(job.units[u][turns[u]] for u in units)
+            wanted.append(Wanted(ref, entries))
+        owner = {id(job.units[u][turns[u]]): u for units in fetch.values() for u in units}
+        etag: str | None = None
+        spans = plan_spans(wanted, self.pack_bytes.get(job.pack))
+        for i, span in enumerate(spans):
+            if self.stop.is_set() or self.halted:
+                for w in (m for later in spans[i:] for m in later.members):
+                    for entry in w.entries:
+                        self._attempt(entry, lambda: None)  # records it as not attempted (halted or stopped)
+                        outcome[owner[id(entry)]] = False
+                return outcome
+            try:
+                stream = open_range(self.client, self.bucket, key, span.start, span.end, etag)
+            except Exception as e:  # noqa: BLE001 - NotRestored, missing, refused: every member of the span says so
+                for w in span.members:
+                    for entry in w.entries:
+                        self._attempt(entry, _raiser(e))
+                        outcome[owner[id(entry)]] = False
+                continue
+            etag = etag or stream.etag
+            with self.lock:
+                self.tally.pack_gets += 1
+                self.tally.packs += i == 0
+            with stream:
+                reader = SpanReader(stream, span.start, span.end, key)
+                self._read_span(key, span, reader, owner, outcome)
+        return outcome
+
+    def _read_span(self, key: str, span: Span, reader: SpanReader, owner: dict[int, int],
+                   outcome: dict[int, bool | None]) -> None:
+        for w in span.members:
+            try:
+                info = read_header(reader, w, key)
+            except Exception as e:  # noqa: BLE001 - this member fails by name; the next starts at its own offset
+                for entry in w.entries:
+                    self._attempt(entry, _raiser(e))
+                    outcome[owner[id(entry)]] = False
+                continue
+            results = self._write_member(key, w, info, reader)
+            for entry, result in zip(w.entries, results):
+                outcome[owner[id(entry)]] = result
+
+    def _write_member(self, key: str, w: Wanted, info: MemberInfo, reader: SpanReader) -> list[bool | None]:
+        """Stream one member's data into a temporary file beside each of its targets, verify it, then rename it into
+        place (or make the symlink). Per target: True, None (its name failed), False (the data failed)."""
+        where = f"{key} at {w.ref.header_offset}"
+        targets: list[tuple[int, Entry, int, bytes, bytes, int]] = []  # index, entry, dir fd, name, temp, file fd
+        results: list[bool | None] = []
+        try:
+            for index, entry in enumerate(w.entries):
+                opened: list[tuple[int, bytes, bytes, int]] = []
+                if self._attempt(entry, lambda: opened.append(self._open_target(entry, info))):
+                    targets.append((index, entry, *opened[0]))
+                    results.append(True)
+                else:
+                    results.append(None)
+            try:
+                if info.type is MemberType.SYMLINK:
+                    if w.entries[0].tree_hash and symlink_hash(info.link_target) != w.entries[0].tree_hash.hex():
+                        raise MemberError(MemberFault.CORRUPT, f"{where}: the target of symlink "
+                                                               f"{display_path(info.path)} is not the recorded one")
+                else:
+                    digest = DataHash(info.size_bytes)
+                    offset = 0
+                    for piece in reader.pieces(info.size_bytes):
+                        digest.update(piece)
+                        for *_, fd in targets:
+                            pwrite_sparse(fd, piece, offset, self.dest.root)
+                        offset += len(piece)
+                    digest.verify(info, w.entries[0], where)
+            except Exception as e:  # noqa: BLE001 - the member fails for every target; the pack goes on
+                for _, entry, *_ in targets:
+                    self._attempt(entry, _raiser(e))
+                return [False if r else r for r in results]
+            for index, entry, dir_fd, name, tmp, fd in targets:
+                meta = FileMeta.of_member(info, entry, catalog_times=self.from_catalog)
+                if self._attempt(entry, lambda: self._place(info, meta, dir_fd, name, tmp, fd)):
+                    size = len(info.link_target) if info.type is MemberType.SYMLINK else info.size_bytes
+                    self._record(entry, Outcome.RESTORED, size=size, mtime_ns=meta.mtime_ns or 0)
+                    with self.lock:
+                        self.tally.packed += 1
+                else:
+                    results[index] = None
+            return results
+        finally:
+            for _, _, dir_fd, _, tmp, fd in targets:
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                unlink_quietly(dir_fd, tmp)
+                os.close(dir_fd)
+
+    def _open_target(self, entry: Entry, info: MemberInfo) -> tuple[int, bytes, bytes, int]:
+        """The target's directory fd, name and temporary name; for a file, its temporary file opened (sized)."""
+        dir_fd, name = self.dest.parent(self.selection.relative(entry.path))
+        try:
+            tmp = Destination.temp_name(name)
+            fd = -1
+            if info.type is MemberType.FILE:
+                fd = self._create(dir_fd, tmp)
+                os.ftruncate(fd, info.size_bytes)  # before the data: blocks of zeros are left as holes
+            return dir_fd, name, tmp, fd
+        except BaseException:
+            os.close(dir_fd)
+            raise
+
+    def _place(self, info: MemberInfo, meta: FileMeta, dir_fd: int, name: bytes, tmp: bytes, fd: int) -> None:
+        """Verified data (or a symlink's target) renamed over the target, with its metadata."""
+        if info.type is MemberType.SYMLINK:
+            os.symlink(info.link_target, tmp, dir_fd=dir_fd)
+            self._apply_link_meta(dir_fd, tmp, meta)
+        else:
+            self._apply_meta(fd, meta)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     @staticmethod
     def stop_parts(futures: list[Future]) -> None:
@@ -461,6 +751,12 @@ class _ShardRestorer:
 
 
 
+def _raiser(error: BaseException) -> Callable[[], None]:
+    def action() -> None:
+        raise error
+    return action
+
+
 @dataclass(frozen=True)
 class RestoreShardResult:
     state: ShardStatus
@@ -499,7 +795,8 @@ def restore_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] |
             restorer.close()
         return ShardWork(tally.failed, {"restored": tally.restored, "already_present": tally.present,
                                         "failed": tally.failed, "bytes_restored": tally.bytes_restored,
-                                        "linked": tally.linked})
+                                        "linked": tally.linked, "packed": tally.packed, "packs": tally.packs,
+                                        "pack_gets": tally.pack_gets})
 
     try:
         result = run_task(layout, header, shard, restore, label="restore shard", environ=env, on_requeue=on_requeue)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from ..errors import UsageError
+from ..model.snapshots import AsOf
 from .layout import RunKind
 
 T = TypeVar("T")
@@ -162,6 +163,19 @@ class PlanHeader(RunHeader):
         return int(self.details.get("retry_round", 0))
 
     @property
+    def run_id(self) -> str:
+        """The plan's id (backup/plan.new_run_id), naming its packs; plans written before packs have none ("")."""
+        return str(self.details.get("run_id", ""))
+
+    @property
+    def kept_unreadable(self) -> int:
+        return int(self.details.get("kept_unreadable", 0))
+
+    @property
+    def directories(self) -> dict:
+        return dict(self.details.get("directories", {}))
+
+    @property
     def retry_of(self) -> str | None:
         return self.details.get("retry_of")
 
@@ -229,6 +243,12 @@ class RestoreHeader(RunHeader):
     def wait(self) -> bool:
         """Whether the restore waits for Glacier (its stage polls) rather than ending once requested."""
         return bool(self.details.get("wait", True))
+
+    @property
+    def as_of(self) -> AsOf | None:
+        """The snapshot a `restore --as-of` selected from (None: the newest catalog, as it is now)."""
+        data = self.details.get("as_of")
+        return None if data is None else AsOf.from_json(data, "restore.json")
 
     @property
     def directories(self) -> int:

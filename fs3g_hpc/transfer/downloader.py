@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+from email.utils import parsedate_to_datetime
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -86,6 +87,7 @@ class WholeObject:
     data: bytes
     etag: str
     metadata: dict[str, str]
+    last_modified_s: float = 0.0  # 0: not said
 
 
 def _get(client: Any, **kwargs: Any) -> Any:
@@ -100,12 +102,15 @@ def _get(client: Any, **kwargs: Any) -> Any:
         raise
 
 
-def get_whole(client: Any, bucket: str, key: str) -> WholeObject:
-    """A small object in one request; held in memory (at most the small-file threshold)."""
-    r = _get(client, Bucket=bucket, Key=key)
+def get_whole(client: Any, bucket: str, key: str, version_id: str = "") -> WholeObject:
+    """A small object (that version of it, when given) in one request; held in memory (at most the small-file
+    threshold)."""
+    r = _get(client, Bucket=bucket, Key=key, **({"VersionId": version_id} if version_id else {}))
     with r["Body"] as body:
         data = body.read()
-    return WholeObject(data, str(r["ETag"]).strip('"'), dict(r.get("Metadata", {})))
+    modified = r.get("LastModified")
+    return WholeObject(data, str(r["ETag"]).strip('"'), dict(r.get("Metadata", {})),
+                       modified.timestamp() if modified is not None else 0.0)
 
 
 def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
@@ -117,6 +122,43 @@ def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag:
             if not piece:
                 return
             yield piece
+
+
+class RangeStream:
+    """An open ranged GET through the client (its retries, its hooks): the body read in pieces as the caller asks,
+    never held whole. `etag` names the object's version (later ranges of the same object pass it as IfMatch)."""
+
+    def __init__(self, key: str, response: dict[str, Any]):
+        self.key = key
+        self.etag = str(response.get("ETag", "")).strip('"')
+        self.length = int(response.get("ContentLength", -1))
+        self._body = response["Body"]
+
+    def read(self, size: int) -> bytes:
+        return self._body.read(size)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "RangeStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_range(client: Any, bucket: str, key: str, start: int, end: int, etag: str | None = None) -> RangeStream:
+    """GET the bytes [start, end) of `key` as a stream (one request); with `etag`, only from that version (412
+    otherwise). NotRestored for an archived object without a restored copy, ObjectMissing when it is gone."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        kwargs["IfMatch"] = etag
+    return RangeStream(key, _get(client, **kwargs))
+
+
+def open_object(client: Any, bucket: str, key: str) -> RangeStream:
+    """GET a whole object as a stream (one request): an index object, read line by line by its parser."""
+    return RangeStream(key, _get(client, Bucket=bucket, Key=key))
 
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
@@ -179,7 +221,9 @@ class DirectGetter:
             raise DownloadError(f"GET {key}: {len(data)} bytes received, {length} announced")
         metadata = {name[11:].lower(): value for name, value in headers.items()
                     if name.lower().startswith("x-amz-meta-")}
-        return WholeObject(data, str(headers.get("ETag", "")).strip('"'), metadata)
+        modified = headers.get("Last-Modified")
+        return WholeObject(data, str(headers.get("ETag", "")).strip('"'), metadata,
+                           parsedate_to_datetime(modified).timestamp() if modified else 0.0)
 
     def get_range(self, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
         response = self._send(bucket, key, {"Range": f"bytes={start}-{start + length - 1}", "If-Match": f'"{etag}"'},

@@ -14,11 +14,14 @@ class ListedObject:
     size_bytes: int
     etag: str
     storage_class: str
+    modified_s: float = 0.0  # LastModified, seconds since the epoch (0 when the listing does not say)
 
 
 def listed(item: dict[str, Any]) -> ListedObject:
     """One `Contents` item of a ListObjectsV2 page."""
-    return ListedObject(item["Size"], str(item["ETag"]).strip('"'), item.get("StorageClass", "STANDARD"))
+    modified = item.get("LastModified")
+    return ListedObject(item["Size"], str(item["ETag"]).strip('"'), item.get("StorageClass", "STANDARD"),
+                        modified.timestamp() if modified is not None else 0.0)
 
 
 def list_pages(client: Any, **kwargs: Any) -> Iterator[list[dict[str, Any]]]:

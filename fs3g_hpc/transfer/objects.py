@@ -1,5 +1,5 @@
 """Reading single objects for `fs3g compare` and `fs3g restore`: HEAD with metadata, the tree-hash tag, small bodies (pathmap objects),
-and a recursive listing whose S3 failures come out as `ObjectAccessError` instead of botocore exceptions.
+streamed bodies (pack indexes, `object_stream`), and a recursive listing whose S3 failures come out as `ObjectAccessError` instead of botocore exceptions.
 
 Callers outside `transfer/` never see botocore: every failure is an `ObjectAccessError` carrying S3's error code, so
 they can tell "this object cannot be read" (report it by name) from a bug.
@@ -7,9 +7,11 @@ they can tell "this object cannot be read" (report it by name) from a bug.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import botocore.exceptions
 
@@ -43,6 +45,11 @@ def _wrap(e: Exception, what: str, key: str | None = None) -> ObjectAccessError:
         code = str(error.get("Code", ""))
         return ObjectAccessError(f"{what}: S3 {code}: {error.get('Message', e)}", code=code, key=key)
     return ObjectAccessError(f"{what}: {type(e).__name__}: {e}", key=key)
+
+
+# Public names for the other transfer/ modules (snapshots.py): one home for S3 error wrapping.
+NOT_FOUND_CODES = _NOT_FOUND
+wrap_error = _wrap
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,40 @@ def read_small_object(client: Any, bucket: str, key: str, max_bytes: int) -> byt
         raise _wrap(e, "GET", key) from e
 
 
+@contextlib.contextmanager
+def object_stream(client: Any, bucket: str, key: str) -> Iterator[BinaryIO]:
+    """The body of one object as a binary stream read on demand (a pack's index, whatever its size: never held
+    whole). S3 failures, on the GET or while reading, come out as ObjectAccessError naming the key."""
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        raise _wrap(e, "GET", key) from e
+    body = response["Body"]
+    try:
+        yield _ReadErrors(body, key)
+    finally:
+        body.close()
+
+
+class _ReadErrors(io.RawIOBase):
+    """A streaming body whose read failures are ObjectAccessError (botocore's stay inside transfer/)."""
+
+    def __init__(self, body: Any, key: str):
+        self._body = body
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._body.read(len(buffer))
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise _wrap(e, "GET (reading the body)", self._key) from e
+        buffer[:len(data)] = data
+        return len(data)
+
+
 def list_tree(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, ListedObject]]:
     """`lister.iter_objects` (every object under `prefix`, one page in memory), with S3 failures as
     ObjectAccessError: a missing bucket or bad credentials say so in one line."""
@@ -126,4 +167,4 @@ def head_listed(client: Any, bucket: str, key: str) -> ListedObject | None:
     info = head_object(client, bucket, key)
     if info is None:
         return None
-    return ListedObject(info.size_bytes, info.etag, info.storage_class)
+    return ListedObject(info.size_bytes, info.etag, info.storage_class, info.last_modified_ns / 1e9)

@@ -1,13 +1,17 @@
 """The threaded buffered uploader: one shard's entries to S3.
 
-Small files (and symlinks): a pool of `small_workers` threads, each reading a whole file and sending it with one PUT.
+Small files (and symlinks), `storage.small_files: objects`: a pool of `small_workers` threads, each reading a whole
+file and sending it with one PUT. With `packs`, they go to the shard's packer (transfer/packer.py) instead, which reads
+them on the same threads and streams them into packs, concurrently with the large files.
 Large files: `large_workers` files in flight; for each, `readers_per_file` reader threads fill that file's buffers with
 consecutive parts (one reader = a strictly sequential read) while a shared pool of upload threads sends full buffers as
-multipart parts, so the disk is read sequentially and the network in parallel.
+multipart parts (transfer/multipart.py, the engine packs use too), so the disk is read sequentially and the network
+in parallel.
 
-Memory ceiling (the policy's formula): large files never hold more than
-`large_workers × large_buffers × buffer_size_bytes` in buffers in all (a global byte budget; a file whose parts must
-grow past the buffer size gets fewer, bigger buffers), small files at most `small_workers × small_file_threshold`.
+Memory ceiling (the policy's formula): large files' and packs' part buffers never hold more than
+`large_workers × large_buffers × buffer_size_bytes` in all (one global byte budget; a file whose parts must grow past
+the buffer size gets fewer, bigger buffers), small files at most `small_workers × small_file_threshold` (files read
+at once, for objects or packs alike).
 
 Integrity: every PUT and part carries a CRC32 the server checks; a checksum rejection (a part damaged in flight) is
 sent again from the buffer. A completed multipart object is checked against the composite CRC32 of its parts (or its
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import logging
 import math
 import os
@@ -29,44 +32,25 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import botocore.exceptions
 
 from ..config import Policy, StorageClass
 from ..runs.journal import OpenUpload, ShardJournal
-from ..model.checksums import composite_crc32, crc32_b64
+from ..model.checksums import crc32_b64
 from ..model.keys import KeyClass, ObjectKey, object_key, pathmap_key
 from ..model.objectmeta import TREEHASH_KEY, object_metadata
 from ..model.records import Entry, EntryKind, display_path
 from ..model.s3limits import ObjectTooLarge, part_size_for
 from ..model.sizes import MIB
 from ..model.treehash import TreeHasher, leaf_digests
+from .multipart import ByteBudget, FileChanged, Interrupted, MultipartSender, UploadError, client_error_code, \
+    put_checked
+from .packer import PackSettings, ShardPacker
 from .target import classify
 
 log = logging.getLogger(__name__)
-
-# Codes a server gives for a body that does not match its checksum: the data was damaged on the way, so send again.
-_CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "InvalidChecksum"}
-_RESEND_ATTEMPTS = 3
-
-
-class UploadError(Exception):
-    """One file could not be backed up; the message says why (the shard goes on). `retryable` says whether a retry
-    round may mend it (a checksum damaged in flight may; a file too large for S3 never will)."""
-
-    def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(message)
-        self.retryable = retryable
-
-
-class FileChanged(UploadError):
-    pass
-
-
-class Interrupted(Exception):
-    """The task was asked to stop; the file's state is saved for a rerun."""
-
 
 class Outcome(Enum):
     UPLOADED = "uploaded"
@@ -90,81 +74,19 @@ class UploadSettings:
     buffer_size_bytes: int
     readers_per_file: int
     change_retries: int = 2
+    packs: PackSettings | None = None  # small files and symlinks go into packs (transfer/packer.py)
 
     @classmethod
-    def from_policy(cls, policy: Policy) -> "UploadSettings":
+    def from_policy(cls, policy: Policy, packs: PackSettings | None = None) -> "UploadSettings":
         up, storage = policy.uploader, policy.storage
         large_class = storage.archive_storage_class if storage.upload_large_to_archive else StorageClass.STANDARD
         return cls(policy.s3.bucket, policy.s3.prefix, storage.small_file_threshold_bytes, large_class,
-                   up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes, up.readers_per_file)
+                   up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes, up.readers_per_file,
+                   packs=packs)
 
     @property
     def buffer_budget_bytes(self) -> int:
         return self.large_workers * self.large_buffers * self.buffer_size_bytes
-
-
-class _Body(io.RawIOBase):
-    """A read-only, seekable view of a buffer, so botocore can send (and re-send) a part without copying it."""
-
-    def __init__(self, view: memoryview):
-        super().__init__()
-        self._view = view
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def __bool__(self) -> bool:
-        # An empty body must still count as a body: botocore would otherwise frame it differently from its length.
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), len(self._view) - self._pos)
-        buffer[:n] = self._view[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
-        data = bytes(self._view[self._pos:end])
-        self._pos = end
-        return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, min(len(self._view), base + offset))
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-class _ByteBudget:
-    """Bytes of large-file buffers in use across all files: the policy's memory ceiling, enforced."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self._free = total
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int, stop: threading.Event) -> None:
-        with self._cond:
-            while self._free < n:
-                if stop.is_set():
-                    raise Interrupted()
-                self._cond.wait(timeout=0.5)
-            self._free -= n
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self._free += n
-            self._cond.notify_all()
 
 
 @dataclass
@@ -197,12 +119,6 @@ class FileReport:
     retryable: bool = True
 
 
-def _client_error_code(e: Exception) -> str:
-    if isinstance(e, botocore.exceptions.ClientError):
-        return str(e.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 class ShardUploader:
     """Uploads the entries of one shard; `run()` returns the per-file problems (successes go to the journal)."""
 
@@ -214,30 +130,38 @@ class ShardUploader:
         self.stop = stop
         self.report = report
         self.totals = totals
-        self.budget = _ByteBudget(settings.buffer_budget_bytes)
-        self._parts = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
-                                         thread_name_prefix="fs3g-part")
-        self._journal_lock = threading.Lock()
+        self.budget = ByteBudget(settings.buffer_budget_bytes)
+        self.part_pool = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
+                                            thread_name_prefix="fs3g-part")
+        self.journal_lock = threading.Lock()
         self._started_uploads: dict[str, tuple[bytes, str]] = {}  # upload id -> (path, key): to abort at the end
         self._uploads_lock = threading.Lock()
 
     # -- driver ------------------------------------------------------------------------------------------------------
 
-    def run(self, entries: Iterable[Entry]) -> None:
+    def run(self, entries: Callable[[], Iterable[Entry]]) -> None:
+        """Upload the shard's entries (`entries()` streams them; with packs it is read twice: once by the packer for
+        the small files and symlinks, once here for the rest, so that both run concurrently)."""
         s = self.settings
         small_slots = threading.Semaphore(s.small_workers * 2)
         large_slots = threading.Semaphore(s.large_workers)
+        packer_errors: list[BaseException] = []
         with ThreadPoolExecutor(s.small_workers, thread_name_prefix="fs3g-small") as small_pool, \
                 ThreadPoolExecutor(s.large_workers, thread_name_prefix="fs3g-large") as large_pool:
-            for entry in entries:
-                if self.stop.is_set():
-                    break
-                path = entry.path
-                done = self.journal.done.get(path)
-                if done is not None:
-                    self.totals.add(files_skipped=1, files_done=1, bytes_done=entry.size_bytes)
-                    continue
-                large = entry.kind is EntryKind.FILE and entry.size_bytes > s.small_file_threshold_bytes
+            packing = None
+            if s.packs is not None:
+                packer = ShardPacker(self, s.packs)
+
+                def pack() -> None:
+                    try:
+                        packer.run(self._pending(entries(), small=True), small_pool)
+                    except BaseException as e:  # noqa: BLE001 - raised in the driver's thread below
+                        packer_errors.append(e)
+
+                packing = threading.Thread(target=pack, name="fs3g-packer")
+                packing.start()
+            for entry in self._pending(entries(), small=None if packing is None else False):
+                large = self._large(entry)
                 slots, pool, work = ((large_slots, large_pool, self._large_file) if large
                                      else (small_slots, small_pool, self._small_entry))
                 while not slots.acquire(timeout=0.5):
@@ -246,31 +170,66 @@ class ShardUploader:
                 else:
                     future = pool.submit(self._guarded, work, entry)
                     future.add_done_callback(lambda _f, sem=slots: sem.release())
-        self._parts.shutdown(wait=True)
+            if packing is not None:
+                packing.join()
+        self.part_pool.shutdown(wait=True)
+        if packer_errors:
+            raise packer_errors[0]
+
+    def _large(self, entry: Entry) -> bool:
+        return entry.kind is EntryKind.FILE and entry.size_bytes > self.settings.small_file_threshold_bytes
+
+    def _pending(self, entries: Iterable[Entry], small: bool | None) -> Iterator[Entry]:
+        """The entries not yet done (the done ones counted as skipped); `small`: only the small files and symlinks
+        (True), only the others (False), or all (None)."""
+        for entry in entries:
+            if self.stop.is_set():
+                return
+            if small is not None and self._large(entry) == small:
+                continue
+            if entry.path in self.journal.done:
+                self.totals.add(files_skipped=1, files_done=1, bytes_done=entry.size_bytes)
+                continue
+            yield entry
 
     def _guarded(self, work: Callable[[Entry], None], entry: Entry) -> None:
         try:
             work(entry)
-        except Interrupted:
-            self.report(FileReport(entry.path, Outcome.INTERRUPTED, "stopped before it finished; a rerun resumes"))
-        except FileChanged as e:
-            self._fail(entry, Outcome.CHANGED, str(e))
-        except FileNotFoundError:
-            self._fail(entry, Outcome.VANISHED, "no longer exists", retryable=False)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - one file's failure must not stop the shard; it is reported by name
+            self.report_exception(entry, e)
+
+    def guarded_send_whole(self, entry: Entry, st: os.stat_result, data: bytes) -> None:
+        """A file read whole that a pack does not take: its own object, keyed by its size as any file (failures
+        reported by name)."""
+        self._guarded(lambda e: self._send_file(e, st, data), entry)
+
+    def report_exception(self, entry: Entry, e: BaseException, *, context: str = "") -> None:
+        """Report why `entry` was not backed up (the one mapping of exceptions to outcomes, packs included);
+        `context` (a pack's key) prefixes the reason."""
+        def why(detail: str) -> str:
+            return f"{context}: {detail}" if context else detail
+
+        if isinstance(e, Interrupted):
+            self.report(FileReport(entry.path, Outcome.INTERRUPTED,
+                                   why("stopped before it finished; a rerun resumes")))
+        elif isinstance(e, FileChanged):
+            self._fail(entry, Outcome.CHANGED, why(str(e)))
+        elif isinstance(e, FileNotFoundError):
+            self._fail(entry, Outcome.VANISHED, why("no longer exists"), retryable=False)
+        elif isinstance(e, OSError):
             # Permissions and names the filesystem refuses stay so; EIO or ESTALE on a parallel filesystem may pass.
             permanent = isinstance(e, PermissionError) or e.errno in (errno.ENAMETOOLONG, errno.ELOOP)
-            self._fail(entry, Outcome.UNREADABLE, e.strerror or str(e), retryable=not permanent)
-        except UploadError as e:
-            self._fail(entry, Outcome.FAILED, str(e), retryable=e.retryable)
-        except botocore.exceptions.BotoCoreError as e:
-            self._fail(entry, Outcome.FAILED, f"{type(e).__name__}: {e}", retryable=classify(e).retryable)
-        except botocore.exceptions.ClientError as e:
-            self._fail(entry, Outcome.FAILED, f"S3 {_client_error_code(e)}: {e}", retryable=classify(e).retryable)
-        except Exception as e:  # noqa: BLE001 - one file's bug must not stop the shard; it is reported by name
-            log.exception("unexpected error on %s", display_path(entry.path))
+            self._fail(entry, Outcome.UNREADABLE, why(e.strerror or str(e)), retryable=not permanent)
+        elif isinstance(e, UploadError):
+            self._fail(entry, Outcome.FAILED, why(str(e)), retryable=e.retryable)
+        elif isinstance(e, botocore.exceptions.BotoCoreError):
+            self._fail(entry, Outcome.FAILED, why(f"{type(e).__name__}: {e}"), retryable=classify(e).retryable)
+        elif isinstance(e, botocore.exceptions.ClientError):
+            self._fail(entry, Outcome.FAILED, why(f"S3 {client_error_code(e)}: {e}"), retryable=classify(e).retryable)
+        else:
+            log.error("unexpected error on %s", display_path(entry.path), exc_info=e)
             # The same code on the same file fails the same way: a retry round would only repeat it.
-            self._fail(entry, Outcome.FAILED, f"internal error {type(e).__name__}: {e}", retryable=False)
+            self._fail(entry, Outcome.FAILED, why(f"internal error {type(e).__name__}: {e}"), retryable=False)
 
     def _fail(self, entry: Entry, outcome: Outcome, detail: str, *, retryable: bool = True) -> None:
         self.totals.add(files_failed=1)
@@ -278,7 +237,7 @@ class ShardUploader:
 
     def _done(self, entry: Entry, st: os.stat_result, key: str, tree_hash: str, etag: str,
               checksum: str | None) -> None:
-        with self._journal_lock:
+        with self.journal_lock:
             self.journal.record_done(entry.path, st.st_size, st.st_mtime_ns, key, tree_hash, etag, checksum)
         self.totals.add(files_done=1, bytes_done=st.st_size)
 
@@ -295,30 +254,19 @@ class ShardUploader:
         return key
 
     def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> tuple[str, str]:
-        """One PUT with our CRC32; a checksum rejection is sent again. Returns the ETag and the CRC32."""
-        checksum = crc32_b64(data)
-        for attempt in range(1, _RESEND_ATTEMPTS + 1):
-            try:
-                response = self.client.put_object(Bucket=self.settings.bucket, Key=key, Body=data,
-                                                  Metadata=metadata, StorageClass=storage_class.value,
-                                                  ChecksumCRC32=checksum)
-            except botocore.exceptions.ClientError as e:
-                if _client_error_code(e) in _CHECKSUM_ERRORS and attempt < _RESEND_ATTEMPTS:
-                    log.warning("%s: damaged in flight (%s), sending again", key, _client_error_code(e))
-                    continue
-                raise
-            echoed = response.get("ChecksumCRC32")
-            if echoed is not None and echoed != checksum:
-                raise UploadError(f"S3 stored CRC32 {echoed}, expected {checksum}")
-            return str(response.get("ETag", "")).strip('"'), checksum
-        raise AssertionError("unreachable")
+        return put_checked(self.client, self.settings.bucket, key, data, metadata, storage_class)
 
     # -- small files and symlinks --------------------------------------------------------------------------------------
 
-    def _small_entry(self, entry: Entry) -> None:
+    def read_small(self, entry: Entry) -> tuple[bytes, os.stat_result]:
+        """A small file's bytes (or a symlink's target) and the stat of the version read: the file is read whole,
+        fstat before and after; one that changed meanwhile is read again (`change_retries` times), then FileChanged."""
         if entry.kind is EntryKind.SYMLINK:
-            self._symlink(entry)
-            return
+            target = os.readlink(entry.path)
+            st = os.lstat(entry.path)
+            if not stat.S_ISLNK(st.st_mode):
+                raise UploadError("no longer a symlink")
+            return target, st
         retries = self.settings.change_retries
         for attempt in range(retries + 1):
             if self.stop.is_set():
@@ -330,11 +278,19 @@ class ShardUploader:
             finally:
                 os.close(fd)
             if _same_version(before, after) and len(data) == after.st_size:
-                break
-            if attempt == retries:
-                raise FileChanged(f"size or mtime changed while it was read ({retries + 1} tries)")
-        klass = KeyClass.SMALL if after.st_size <= self.settings.small_file_threshold_bytes else KeyClass.LARGE
-        self._send_whole(entry, after, data, klass,
+                return data, after
+        raise FileChanged(f"size or mtime changed while it was read ({retries + 1} tries)")
+
+    def _small_entry(self, entry: Entry) -> None:
+        data, st = self.read_small(entry)
+        if entry.kind is EntryKind.SYMLINK:
+            self._send_whole(entry, st, data, KeyClass.SYMLINK, StorageClass.STANDARD)
+            return
+        self._send_file(entry, st, data)
+
+    def _send_file(self, entry: Entry, st: os.stat_result, data: bytes) -> None:
+        klass = KeyClass.SMALL if st.st_size <= self.settings.small_file_threshold_bytes else KeyClass.LARGE
+        self._send_whole(entry, st, data, klass,
                          StorageClass.STANDARD if klass is KeyClass.SMALL else self.settings.large_storage_class)
 
     def _send_whole(self, entry: Entry, st: os.stat_result, data: bytes, klass: KeyClass,
@@ -346,13 +302,6 @@ class ShardUploader:
         meta = object_metadata(_as_entry(entry, st), tree, key.long_path_sha256)
         etag, checksum = self._put(key.key, data, meta, storage_class)
         self._done(entry, st, key.key, tree, etag, checksum)
-
-    def _symlink(self, entry: Entry) -> None:
-        target = os.readlink(entry.path)
-        st = os.lstat(entry.path)
-        if not stat.S_ISLNK(st.st_mode):
-            raise UploadError("no longer a symlink")
-        self._send_whole(entry, st, target, KeyClass.SYMLINK, StorageClass.STANDARD)
 
     # -- large files ---------------------------------------------------------------------------------------------------
 
@@ -410,12 +359,14 @@ class ShardUploader:
                                                            StorageClass=s.large_storage_class.value,
                                                            ChecksumAlgorithm="CRC32")
             upload = OpenUpload(response["UploadId"], key.key, part_size, size, before.st_mtime_ns)
-            with self._journal_lock:
+            with self.journal_lock:
                 self.journal.record_upload_started(entry.path, upload)
         with self._uploads_lock:
             self._started_uploads[upload.upload_id] = (entry.path, key.key)
 
-        pipeline = _PartPipeline(self, key.key, upload.upload_id, fd, size, part_size, buffers, uploaded)
+        sender = MultipartSender(self.client, s.bucket, key.key, upload.upload_id, self.part_pool,
+                                 lambda: self.totals.add(parts_sent=1))
+        pipeline = _PartPipeline(self, sender, fd, size, part_size, buffers, uploaded)
         try:
             pipeline.run()
         except Interrupted:
@@ -429,27 +380,15 @@ class ShardUploader:
         if not _same_version(before, after):
             self._abort(entry.path, key.key, upload.upload_id, "changed")
             return False
-        parts = pipeline.completed_parts()
-        response = self.client.complete_multipart_upload(
-            Bucket=s.bucket, Key=key.key, UploadId=upload.upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag, "ChecksumCRC32": crc}
-                                       for n, etag, crc in parts]})
+        etag, expected = sender.complete(size)  # on failure the upload stays listed: abort_leftovers ends it
         with self._uploads_lock:
             self._started_uploads.pop(upload.upload_id, None)
-        with self._journal_lock:
+        with self.journal_lock:
             self.journal.record_upload_ended(entry.path, upload.upload_id, "completed")
-        expected = composite_crc32(crc for _, _, crc in parts)
-        reported = response.get("ChecksumCRC32")
-        if reported is not None and reported != expected:
-            raise UploadError(f"completed object has CRC32 {reported}, expected {expected}")
-        if reported is None:  # the store does not report composite checksums: check the size at least
-            head = self.client.head_object(Bucket=s.bucket, Key=key.key)
-            if head["ContentLength"] != size:
-                raise UploadError(f"completed object has {head['ContentLength']} bytes, expected {size}")
         tree = pipeline.tree_hash()
         self.client.put_object_tagging(Bucket=s.bucket, Key=key.key,
                                        Tagging={"TagSet": [{"Key": TREEHASH_KEY, "Value": tree}]})
-        self._done(entry, after, key.key, tree, str(response.get("ETag", "")).strip('"'), expected)
+        self._done(entry, after, key.key, tree, etag, expected)
         self.totals.add(parts_reused=pipeline.reused)
         return True
 
@@ -480,11 +419,11 @@ class ShardUploader:
         try:
             self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
         except botocore.exceptions.ClientError as e:
-            if _client_error_code(e) != "NoSuchUpload":
+            if client_error_code(e) != "NoSuchUpload":
                 raise
         with self._uploads_lock:
             self._started_uploads.pop(upload_id, None)
-        with self._journal_lock:
+        with self.journal_lock:
             self.journal.record_upload_ended(path, upload_id, f"aborted: {why}")
 
     def abort_leftovers(self, interrupted: bool) -> None:
@@ -499,22 +438,20 @@ class ShardUploader:
 
 
 class _PartPipeline:
-    """Reads one file's parts into `buffers` buffers and sends them; parts the server already holds with the same
-    CRC32 (a resumed upload) are read for the tree hash but not sent again."""
+    """Reads one file's parts into `buffers` buffers and hands them to its MultipartSender; parts the server already
+    holds with the same CRC32 (a resumed upload) are read for the tree hash but not sent again."""
 
-    def __init__(self, up: ShardUploader, key: str, upload_id: str, fd: int, size: int, part_size: int,
+    def __init__(self, up: ShardUploader, sender: MultipartSender, fd: int, size: int, part_size: int,
                  buffers: int, uploaded: dict[int, tuple[str, str | None, int]]):
         self.up = up
-        self.key = key
-        self.upload_id = upload_id
+        self.sender = sender
         self.fd = fd
         self.size = size
         self.part_size = part_size
         self.uploaded = uploaded
         self.free: list[bytearray] = [bytearray(part_size) for _ in range(buffers)]
         self.free_cond = threading.Condition()
-        self.results: dict[int, tuple[str, str]] = {}
-        self.errors: list[BaseException] = []
+        self.errors = sender.errors  # one list: a failed read or a failed send stops the file alike
         self.hasher = TreeHasher()
         self.pending_leaves: dict[int, list[bytes]] = {}
         self.next_leaf_part = 1
@@ -544,7 +481,6 @@ class _PartPipeline:
     def run(self) -> None:
         up = self.up
         readers = ThreadPoolExecutor(up.settings.readers_per_file, thread_name_prefix="fs3g-read")
-        sends: list[Future] = []
         try:
             reads: list[Future] = []
             for number, offset in enumerate(range(0, self.size, self.part_size), start=1):
@@ -554,19 +490,21 @@ class _PartPipeline:
                     raise self.errors[0]
                 buffer = self._take_buffer()
                 length = min(self.part_size, self.size - offset)
-                reads.append(readers.submit(self._read_part, number, offset, length, buffer, sends))
+                reads.append(readers.submit(self._read_part, number, offset, length, buffer))
             for f in reads:
                 f.result()
         finally:
             readers.shutdown(wait=True)
-            for f in list(sends):
-                f.exception()  # wait; errors are in self.errors
+            try:
+                self.sender.wait()
+            except BaseException:  # noqa: BLE001 - raised below
+                pass
         if self.errors:
             raise self.errors[0]
-        if up.stop.is_set() and len(self.results) < -(-self.size // self.part_size):
+        if up.stop.is_set() and len(self.sender.results) < -(-self.size // self.part_size):
             raise Interrupted()
 
-    def _read_part(self, number: int, offset: int, length: int, buffer: bytearray, sends: list[Future]) -> None:
+    def _read_part(self, number: int, offset: int, length: int, buffer: bytearray) -> None:
         try:
             view = memoryview(buffer)[:length]
             got = 0
@@ -586,41 +524,12 @@ class _PartPipeline:
             self._give_buffer(buffer)
             raise
         if reuse:
+            self.sender.reuse(number, held[0], checksum)  # type: ignore[index]
             with self.lock:
-                self.results[number] = (held[0], checksum)  # type: ignore[index]
                 self.reused += 1
             self._give_buffer(buffer)
             return
-        sends.append(self.up._parts.submit(self._send_part, number, view, buffer, checksum))
-
-    def _send_part(self, number: int, view: memoryview, buffer: bytearray, checksum: str) -> None:
-        up = self.up
-        try:
-            for attempt in range(1, _RESEND_ATTEMPTS + 1):
-                try:
-                    response = up.client.upload_part(Bucket=up.settings.bucket, Key=self.key,
-                                                     UploadId=self.upload_id, PartNumber=number, Body=_Body(view),
-                                                     ChecksumCRC32=checksum)
-                    break
-                except botocore.exceptions.ClientError as e:
-                    if _client_error_code(e) in _CHECKSUM_ERRORS and attempt < _RESEND_ATTEMPTS:
-                        log.warning("%s part %d: damaged in flight (%s), sending again", self.key, number,
-                                    _client_error_code(e))
-                        continue
-                    raise
-            echoed = response.get("ChecksumCRC32")
-            if echoed is not None and echoed != checksum:
-                raise UploadError(f"part {number}: S3 stored CRC32 {echoed}, expected {checksum}")
-            with self.lock:
-                self.results[number] = (str(response["ETag"]), checksum)
-            up.totals.add(parts_sent=1)
-        except BaseException as e:  # noqa: BLE001 - handed to the file's thread
-            self.errors.append(e)
-        finally:
-            self._give_buffer(buffer)
-
-    def completed_parts(self) -> list[tuple[int, str, str]]:
-        return [(n, etag, crc) for n, (etag, crc) in sorted(self.results.items())]
+        self.sender.submit(number, view, checksum, lambda: self._give_buffer(buffer))
 
     def tree_hash(self) -> str:
         return self.hasher.hexdigest()

@@ -1,0 +1,349 @@
+"""One shard's small files and symlinks as packs: pax tar streams sent on the multipart engine (transfer/multipart.py).
+
+In the bucket, under the lab prefix (model/packs.py has the key rules and the format):
+
+    packs/<run_id>/<shard:06d>-<n:05d>.tar        the pack, in storage.pack_storage_class
+    packs/<run_id>/<shard:06d>-<n:05d>.tar.idx    its index (gzip JSON lines), always STANDARD
+
+Reading: up to `uploader.small_workers` files are read at once by the shard's small-file threads, each whole, with
+the same fstat before/after and change-retry as a per-object small file (ShardUploader.read_small); SHA-256 and the
+tree hash are computed on the bytes read. One writer appends the members IN PLAN ORDER to the current pack: member
+header + data + padding. A file changed while read, vanished or unreadable is left out and reported by name, never
+journaled. A hard link whose inode already has a member in the same pack becomes a hard-link member.
+
+Sending: the pack's bytes fill part buffers of `uploader.buffer_size_bytes`, taken from the shard's ByteBudget (the
+same budget as large files' buffers), and are sent as multipart parts by the shard's part pool, CRC32 per part. A
+pack closes when the next member would pass `storage.pack_size_bytes` (or at the end of the shard, or when the task
+is stopped): END_OF_ARCHIVE, complete (composite CRC32 checked; a pack smaller than one part is one plain PUT), PUT
+the index in STANDARD, then journal "pack-done" -- only then are its members done (runs/journal.py).
+
+Failures: a pack whose upload or index fails has every member reported FAILED with a reason naming the pack (its
+upload aborted); the shard goes on with the next pack number. A kill -9 costs at most the open pack: its members were
+journaled "packed" but not "pack-done", so the rerun aborts that upload and packs them again into its next n
+(finished packs are never redone, never overwritten: n only grows).
+
+Memory: the read window (small_workers files of at most small_file_threshold_bytes each: the policy's small-file
+term), part buffers within the shared ByteBudget, and one pack's member list and compressed index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+from ..config import Policy, SmallFiles, StorageClass
+from ..model.checksums import crc32_b64
+from ..model.objectmeta import group_name, user_name
+from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header,
+                           pack_key, padding, relative_to_prefix)
+from ..model.records import Entry, EntryKind
+from ..model.treehash import TreeHasher
+from ..runs.journal import DonePack, OpenPack, PackedAt
+from .lister import abort_upload
+from .multipart import Interrupted, MultipartSender, put_checked
+
+if TYPE_CHECKING:
+    from .uploader import ShardUploader
+
+log = logging.getLogger(__name__)
+
+PACK_FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    """What a shard's packer needs beyond the uploader's settings."""
+
+    run_id: str
+    shard: int
+    pack_size_bytes: int
+    storage_class: StorageClass
+
+    @classmethod
+    def from_policy(cls, policy: Policy, run_id: str, shard: int) -> "PackSettings | None":
+        """The packer's settings, or None when the policy keeps small files as objects (or the plan predates packs:
+        it has no run id, and goes on as it was planned)."""
+        storage = policy.storage
+        if not run_id or storage.small_files is not SmallFiles.PACKS:
+            return None
+        return cls(run_id, shard, storage.pack_size_bytes, storage.pack_storage_class)
+
+
+@dataclass
+class _Member:
+    entry: Entry
+    st: os.stat_result
+    at: PackedAt  # where its bytes are (a hard-link member: its first link's)
+
+
+@dataclass
+class _Pack:
+    key: str
+    n: int
+    index: IndexWriter
+    offset: int = 0
+    buffer: bytearray | None = None
+    fill: int = 0
+    parts: int = 0
+    sender: MultipartSender | None = None
+    members: list[_Member] = field(default_factory=list)
+    first_link: dict[tuple[int, int], _Member] = field(default_factory=dict)
+
+
+class ShardPacker:
+    """Packs one shard's small files and symlinks (see the module's docstring); driven by ShardUploader.run."""
+
+    def __init__(self, up: ShardUploader, settings: PackSettings):
+        self.up = up
+        self.settings = settings
+        self.part_size = up.settings.buffer_size_bytes
+        self.pack: _Pack | None = None
+        self.next_n = up.journal.next_pack
+        # A pack's writes wait for buffers even while the task stops (stops are checked between members), so a
+        # stopped task still closes the pack it has. At most `large_buffers` of its buffers at a time: one large
+        # file's share of the budget, so the large files of the shard keep theirs.
+        self._never = threading.Event()
+        self._buffers = threading.Semaphore(up.settings.large_buffers)
+
+    # -- driver ------------------------------------------------------------------------------------------------------
+
+    def run(self, entries: Iterable[Entry], pool: ThreadPoolExecutor) -> None:
+        self._abort_open_packs()
+        window: deque[tuple[Entry, Future]] = deque()
+        try:
+            for entry in entries:
+                if self.up.stop.is_set():
+                    break
+                window.append((entry, pool.submit(self.up.read_small, entry)))
+                while len(window) >= self.up.settings.small_workers:
+                    self._take(*window.popleft())
+            while window and not self.up.stop.is_set():
+                self._take(*window.popleft())
+        finally:
+            for entry, future in window:  # stopped: what was not appended is the rerun's
+                future.cancel()
+                self.up.report_exception(entry, Interrupted())
+            if self.pack is not None:
+                self._close()
+
+    def _abort_open_packs(self) -> None:
+        """A rerun: the packs the journal started and never finished are aborted; their members go into new ones."""
+        journal = self.up.journal
+        for pack in list(journal.open_packs.values()):
+            if pack.upload_id:
+                log.info("aborting the unfinished pack %s (upload %s)", pack.key, pack.upload_id)
+                try:
+                    abort_upload(self.up.client, self.up.settings.bucket, pack.key, pack.upload_id)
+                except Exception:  # noqa: BLE001 - the merge aborts it again from the journal
+                    log.warning("could not abort the unfinished pack %s", pack.key, exc_info=True)
+            journal.open_packs.pop(pack.key, None)
+
+    def _take(self, entry: Entry, future: Future) -> None:
+        try:
+            data, st = future.result()
+        except Exception as e:  # noqa: BLE001 - reported by name; the shard goes on
+            self.up.report_exception(entry, e)
+            return
+        if entry.kind is EntryKind.FILE and st.st_size > self.up.settings.small_file_threshold_bytes:
+            # Grown past the threshold since the plan: a large file keeps its own object.
+            self.up.guarded_send_whole(entry, st, data)
+            return
+        try:
+            self._append(entry, data, st)
+        except Exception as e:  # noqa: BLE001 - the pack failed: every member (this one too) is reported
+            self._fail_pack(e, entry)
+
+    # -- members -----------------------------------------------------------------------------------------------------
+
+    def _append(self, entry: Entry, data: bytes, st: os.stat_result) -> None:
+        symlink = entry.kind is EntryKind.SYMLINK
+        hasher = TreeHasher()
+        hasher.update(data)
+        tree = hasher.hexdigest()
+        pack = self.pack
+        first = None
+        if not symlink and st.st_nlink > 1 and pack is not None:
+            first = pack.first_link.get((st.st_dev, st.st_ino))
+            if first is not None and (first.st.st_size, first.st.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                first = None
+        if symlink:
+            info = self._info(entry, st, MemberType.SYMLINK, 0, link=data)
+        elif first is not None:
+            info = self._info(entry, st, MemberType.HARDLINK, 0, link=first.entry.path)
+        else:
+            info = self._info(entry, st, MemberType.FILE, len(data), sha256=_sha256(data))
+        header = member_header(info)
+        body = 0 if info.type is not MemberType.FILE else len(data)
+        total = len(header) + body + len(padding(body))
+        if info.type is MemberType.FILE and total + len(END_OF_ARCHIVE) > self.settings.pack_size_bytes:
+            # One member alone would pass the pack size (a threshold above it): never packed, its own object.
+            self.up.guarded_send_whole(entry, st, data)
+            return
+        if pack is not None and pack.members and pack.offset + total + len(END_OF_ARCHIVE) > \
+                self.settings.pack_size_bytes:
+            self._close()
+            pack = None
+            first = None
+            if info.type is MemberType.HARDLINK:  # its first link is in the pack just closed: this one has data
+                info = self._info(entry, st, MemberType.FILE, len(data), sha256=_sha256(data))
+                header = member_header(info)
+                body = len(data)
+        if pack is None:
+            pack = self._open()
+        header_offset = pack.offset
+        self._write(header)
+        data_offset = pack.offset
+        if body:
+            self._write(data)
+            self._write(padding(body))
+        at = PackedAt(header_offset, data_offset, info.sha256) if first is None else first.at
+        member = _Member(entry, st, at)
+        pack.members.append(member)
+        if info.type is MemberType.FILE and st.st_nlink > 1:
+            pack.first_link.setdefault((st.st_dev, st.st_ino), member)
+        pack.index.add(IndexEntry.of(info, header_offset, data_offset))
+        with self.up.journal_lock:
+            self.up.journal.record_packed(pack.key, entry.path, st.st_size, st.st_mtime_ns, tree, at)
+
+    def _info(self, entry: Entry, st: os.stat_result, kind: MemberType, size: int, *, link: bytes = b"",
+              sha256: str = "") -> MemberInfo:
+        return MemberInfo(path=entry.path, type=kind, size_bytes=size, mtime_ns=st.st_mtime_ns,
+                          atime_ns=st.st_atime_ns, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
+                          uname=user_name(st.st_uid), gname=group_name(st.st_gid), link_target=link, sha256=sha256)
+
+    # -- the pack's stream -------------------------------------------------------------------------------------------
+
+    def _open(self) -> _Pack:
+        s, up = self.settings, self.up
+        n = self.next_n
+        self.next_n += 1
+        key = pack_key(up.settings.prefix, s.run_id, s.shard, n)
+        pack = _Pack(key, n, IndexWriter(relative_to_prefix(up.settings.prefix, key), s.run_id))
+        with up.journal_lock:  # before any byte is sent: a rerun never reuses this n
+            up.journal.record_pack_started(OpenPack(key, "", n))
+        self.pack = pack
+        return pack
+
+    def _write(self, data: bytes, pack: _Pack | None = None) -> None:
+        pack = pack or self.pack
+        assert pack is not None
+        view = memoryview(data)
+        while view:
+            if pack.buffer is None:
+                self._buffers.acquire()
+                try:
+                    self.up.budget.acquire(self.part_size, self._never)
+                except BaseException:
+                    self._buffers.release()
+                    raise
+                pack.buffer = bytearray(self.part_size)
+                pack.fill = 0
+            n = min(len(view), self.part_size - pack.fill)
+            pack.buffer[pack.fill:pack.fill + n] = view[:n]
+            pack.fill += n
+            pack.offset += n
+            view = view[n:]
+            if pack.fill == self.part_size:
+                self._send_buffer(pack)
+
+    def _send_buffer(self, pack: _Pack) -> None:
+        """Hand the full (or, at the end, last) buffer to the part pool as the next part."""
+        up = self.up
+        if pack.sender is None:
+            response = up.client.create_multipart_upload(
+                Bucket=up.settings.bucket, Key=pack.key, Metadata=self._metadata(pack, None),
+                StorageClass=self.settings.storage_class.value, ChecksumAlgorithm="CRC32")
+            pack.sender = MultipartSender(up.client, up.settings.bucket, pack.key, response["UploadId"],
+                                          up.part_pool, lambda: up.totals.add(parts_sent=1))
+            with up.journal_lock:
+                up.journal.record_pack_started(OpenPack(pack.key, pack.sender.upload_id, pack.n))
+        if pack.sender.errors:
+            raise pack.sender.errors[0]
+        buffer, fill = pack.buffer, pack.fill
+        assert buffer is not None
+        pack.buffer, pack.fill = None, 0
+        pack.parts += 1
+        view = memoryview(buffer)[:fill]
+        pack.sender.submit(pack.parts, view, crc32_b64(view), self._give_back)
+
+    def _metadata(self, pack: _Pack, members: int | None) -> dict[str, str]:
+        meta = {"fs3g-run-id": self.settings.run_id, "fs3g-shard": str(self.settings.shard),
+                "fs3g-pack": str(pack.n), "fs3g-pack-format": PACK_FORMAT_VERSION}
+        if members is not None:  # a multipart pack's metadata is fixed before its members are known
+            meta["fs3g-members"] = str(members)
+        return meta
+
+    def _close(self) -> None:
+        pack = self.pack
+        assert pack is not None
+        self.pack = None
+        if not pack.members:
+            self._release(pack)
+            return
+        up, s = self.up, self.settings
+        try:
+            self._write(END_OF_ARCHIVE, pack)
+            size = pack.offset
+            if pack.sender is None:  # smaller than one part: one plain PUT says the same
+                assert pack.buffer is not None
+                etag, checksum = put_checked(up.client, up.settings.bucket, pack.key,
+                                             memoryview(pack.buffer)[:pack.fill],
+                                             self._metadata(pack, len(pack.members)), s.storage_class)
+                self._release(pack)
+            else:
+                if pack.fill:
+                    self._send_buffer(pack)
+                pack.sender.wait()
+                etag, checksum = pack.sender.complete(size)
+            index = pack.index.finish(size)
+            index_etag, _ = put_checked(up.client, up.settings.bucket, index_key(pack.key), index, {},
+                                        StorageClass.STANDARD)
+        except Exception as e:  # noqa: BLE001 - every member is reported, naming the pack
+            self._fail_members(pack, e)
+            return
+        with up.journal_lock:
+            up.journal.record_pack_done(DonePack(pack.key, etag, size, checksum, index_etag))
+        up.totals.add(files_done=len(pack.members), bytes_done=sum(m.st.st_size for m in pack.members))
+
+    def _give_back(self) -> None:
+        self.up.budget.release(self.part_size)
+        self._buffers.release()
+
+    def _release(self, pack: _Pack) -> None:
+        if pack.buffer is not None:
+            pack.buffer = None
+            self._give_back()
+
+    def _fail_pack(self, e: BaseException, entry: Entry) -> None:
+        """The current pack cannot be finished: it and `entry` are reported; the next member opens a new pack."""
+        pack = self.pack
+        self.pack = None
+        if pack is None:
+            self.up.report_exception(entry, e)
+            return
+        self._fail_members(pack, e, () if any(m.entry.path == entry.path for m in pack.members) else (entry,))
+
+    def _fail_members(self, pack: _Pack, e: BaseException, also: tuple[Entry, ...] = ()) -> None:
+        self._release(pack)
+        if pack.sender is not None:
+            try:
+                pack.sender.wait()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+            try:
+                abort_upload(self.up.client, self.up.settings.bucket, pack.key, pack.sender.upload_id)
+            except Exception:  # noqa: BLE001 - the rerun (or the merge) aborts it from the journal
+                log.warning("could not abort the upload of %s", pack.key, exc_info=True)
+        log.warning("pack %s failed (%d members): %s", pack.key, len(pack.members), e)
+        for entry in [*(m.entry for m in pack.members), *also]:
+            self.up.report_exception(entry, e, context=f"pack {pack.key}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,185 @@
+"""Restores and compares from the bucket's catalog snapshots: without the run root (the newest snapshot, no HEAD per
+object), as of an earlier snapshot (packs; per-object keys with and without bucket versioning), and `fs3g snapshots
+verify`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import helpers
+from conftest import REPO
+from count_hooks import requests
+from helpers import SMALL_SLURM, fs3g, read_report
+from test_restore import assert_same_tree, backup, make_tree
+
+LAYOUTS = ("objects", "packs")
+
+
+def lab_policy(tmp: Path, root: Path, bucket, layout: str, name: str = "snr") -> Path:
+    return helpers.write_policy(tmp, root, bucket, name=name, prefix=f"labs/{name}", shards="max_files: 6",
+                                uploader="buffer_size_bytes: 5MiB, large_buffers: 4", slurm=SMALL_SLURM,
+                                memory_budget_bytes="2GiB", storage=f"small_files: {layout}")
+
+
+def hooked_env(hooks: Path) -> dict[str, str]:
+    hooks.mkdir(exist_ok=True)
+    return {**os.environ, "FS3G_BOTOCORE_HOOK": "count_hooks:install", "FS3G_TEST_HOOK_DIR": str(hooks),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+
+
+def snapshot_ids(bucket, prefix: str) -> list[str]:
+    page = bucket.client.list_objects_v2(Bucket=bucket.name, Prefix=f"{prefix}catalog/", Delimiter="/")
+    return sorted(p["Prefix"].split("/")[-2] for p in page.get("CommonPrefixes", []))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_restore_without_the_run_root_reads_the_newest_snapshot_and_heads_no_object(bucket, tmp_path, layout):
+    root = tmp_path / "data"
+    make_tree(root, newline_names=bucket.endpoint_name != "moto")
+    policy = lab_policy(tmp_path, root, bucket, layout)
+    backup(policy)
+    [sid] = snapshot_ids(bucket, "labs/snr/")
+    shutil.rmtree(tmp_path / "runs")  # a fresh machine: only the policy
+
+    hooks = tmp_path / "hooks"
+    dest = tmp_path / "restored"
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local", env=hooked_env(hooks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"from catalog snapshot {sid}" in proc.stdout, proc.stdout
+    count = assert_same_tree(root, dest)
+    report = read_report(max((tmp_path / "runs" / "snr").glob("restore-*")))
+    assert report["restored"]["files"] == count
+    sent = requests(hooks)
+    # No HEAD for a per-object small file, a symlink or a packed file (a large file's one HEAD gives its ETag for
+    # the ranged parts), and no listing of the data keys: the snapshot says where every file is.
+    heads = [r["key"] for r in sent if r["op"] == "HeadObject"]
+    assert all("/largefile/" in k for k in heads), heads
+    listed = [r["prefix"] for r in sent if r["op"] in ("ListObjectsV2", "ListObjects")]
+    # The preflight's probe, catalog/ (the snapshot ids), and the readiness of large files and packs (one listing
+    # per directory, per packs/<run_id>/): no listing of small-file or symlink keys, none per file.
+    assert all(p.endswith(".fs3g-probe/") or p.endswith("/catalog/") or "/largefile/" in p or
+               p.count("/") == 4 and p.startswith("labs/snr/packs/") for p in listed), listed
+    assert any(r["op"] == "GetObject" and r["key"].endswith("manifest.json") for r in sent)
+    assert not (tmp_path / "runs" / "snr" / "catalog.rec").exists()  # a restore leaves the lab's catalog alone
+
+
+def small_tree(root: Path) -> None:
+    (root / "proj").mkdir(parents=True)
+    for name in ("deleted.txt", "overwritten.txt", "kept.txt"):
+        (root / "proj" / name).write_bytes(f"{name} as of the first snapshot\n".encode())
+    os.symlink("kept.txt", root / "proj" / "link")
+
+
+def change_after_first_snapshot(root: Path) -> None:
+    (root / "proj" / "deleted.txt").unlink()
+    (root / "proj" / "overwritten.txt").write_bytes(b"a later, longer content written after the first snapshot\n")
+
+
+def first_then_second_backup(tmp_path: Path, bucket, layout: str) -> tuple[Path, Path, Path, str]:
+    root = tmp_path / "data"
+    small_tree(root)
+    original = tmp_path / "original"
+    shutil.copytree(root, original, symlinks=True)
+    policy = lab_policy(tmp_path, root, bucket, layout, name="asof")
+    backup(policy)
+    [first] = snapshot_ids(bucket, "labs/asof/")
+    change_after_first_snapshot(root)
+    backup(policy)
+    assert len(snapshot_ids(bucket, "labs/asof/")) == 2
+    return root, original, policy, first
+
+
+def restore_as_of(policy: Path, dest: Path, as_of: str, env: dict | None = None):
+    return fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local", "--as-of", as_of,
+                env=env)
+
+
+def test_as_of_with_packs_brings_back_a_deleted_and_an_overwritten_file_and_compares_with_that_time(bucket, tmp_path):
+    root, original, policy, first = first_then_second_backup(tmp_path, bucket, "packs")
+    # compare --as-of: the tree now differs from the first snapshot (one file gone, one changed) ...
+    proc = fs3g("compare", "--config", str(policy), "--as-of", first, "--scan-workers", "0")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "deleted.txt" in proc.stdout and "overwritten.txt" in proc.stdout and "kept.txt" not in proc.stdout
+    assert f"snapshot {first}" in proc.stdout, proc.stdout
+    # ... and not from the newest catalog.
+    proc = fs3g("compare", "--config", str(policy), "--scan-workers", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    shutil.rmtree(tmp_path / "runs")
+    dest = tmp_path / "restored"
+    proc = restore_as_of(policy, dest, first)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"from catalog snapshot {first}" in proc.stdout
+    assert_same_tree(original, dest)  # the deleted file and the overwritten one's first content, byte-identical
+
+    # A time before any snapshot is bad input, said in one line.
+    proc = restore_as_of(policy, tmp_path / "never", "2001-01-01")
+    assert proc.returncode == 2 and "no snapshot" in proc.stderr and "\n" not in proc.stderr.strip(), proc.stderr
+
+
+@pytest.fixture
+def versioned_bucket(moto_bucket):
+    """A moto bucket with versioning on; its versions are removed afterwards, so the fixture can drop the bucket."""
+    client = moto_bucket.client
+    client.put_bucket_versioning(Bucket=moto_bucket.name, VersioningConfiguration={"Status": "Enabled"})
+    yield moto_bucket
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=moto_bucket.name):
+        for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=moto_bucket.name, Key=item["Key"], VersionId=item["VersionId"])
+
+
+def test_as_of_per_object_with_versioning_reads_the_recorded_versions(versioned_bucket, tmp_path):
+    moto_bucket = versioned_bucket
+    root, original, policy, first = first_then_second_backup(tmp_path, moto_bucket, "objects")
+    hooks = tmp_path / "hooks"
+    dest = tmp_path / "restored"
+    proc = restore_as_of(policy, dest, first, env=hooked_env(hooks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_tree(original, dest)
+    by_version = {r["key"].rsplit("/", 1)[-1] for r in requests(hooks) if r["op"] == "GetObject" and r["version"]}
+    assert by_version == {"overwritten.txt"}, by_version  # only the overwritten file needed an older version
+
+
+def test_as_of_per_object_without_versioning_names_what_it_cannot_restore(seaweed_bucket, tmp_path):
+    root, original, policy, first = first_then_second_backup(tmp_path, seaweed_bucket, "objects")
+    dest = tmp_path / "restored"
+    proc = restore_as_of(policy, dest, first)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "overwritten.txt" in proc.stdout and "versioning is off" in proc.stdout, proc.stdout
+    # The rest is restored: the file deleted from the disk still has its object (nothing is deleted from a bucket).
+    assert not (dest / "proj" / "overwritten.txt").exists()
+    for name in ("deleted.txt", "kept.txt"):
+        assert (dest / "proj" / name).read_bytes() == (original / "proj" / name).read_bytes()
+    assert os.readlink(dest / "proj" / "link") == "kept.txt"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_snapshots_verify_names_a_missing_object_or_pack_and_refuses_a_corrupt_chunk(bucket, tmp_path, layout):
+    root = tmp_path / "data"
+    small_tree(root)
+    policy = lab_policy(tmp_path, root, bucket, layout, name="ver")
+    backup(policy)
+    [sid] = snapshot_ids(bucket, "labs/ver/")
+    hooks = tmp_path / "hooks"
+    proc = fs3g("snapshots", "verify", "--config", str(policy), env=hooked_env(hooks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"snapshot {sid}" in proc.stdout and "all present" in proc.stdout, proc.stdout
+    assert not [r for r in requests(hooks) if r["op"] == "HeadObject"]
+
+    # One object gone (a lifecycle rule, a hand): named, exit 1; the others still checked.
+    client, name = bucket.client, bucket.name
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="labs/ver/")["Contents"]]
+    victim = next(k for k in keys if (k.endswith("kept.txt") if layout == "objects" else k.endswith(".tar")))
+    client.delete_object(Bucket=name, Key=victim)
+    proc = fs3g("snapshots", "verify", "--config", str(policy), sid)
+    assert proc.returncode == 1 and f"missing: s3://{name}/{victim}" in proc.stdout, proc.stdout + proc.stderr
+
+    key = f"labs/ver/catalog/{sid}/chunk-000000.rec.gz"
+    body = client.get_object(Bucket=name, Key=key)["Body"].read()
+    client.put_object(Bucket=name, Key=key, Body=body[:-7])
+    proc = fs3g("snapshots", "verify", "--config", str(policy))
+    assert proc.returncode == 2 and key in proc.stderr, proc.stdout + proc.stderr
