@@ -70,7 +70,7 @@ class ScanSettings:
     workers: int = 2  # processes; 0 walks everything in this process (tests, tiny trees)
     run_records: int = 100_000
     in_process_entries: int = 20_000
-    partitions: int = 1  # runs split by directory hash, one diff process each (backup/partitions.py)
+    partitions: int = 1  # runs split by directory hash, one diff process each (backup/plan.py PartitionedDiff)
 
     def __post_init__(self) -> None:
         if self.workers < 0:

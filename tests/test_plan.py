@@ -529,3 +529,58 @@ def test_a_damaged_catalog_fails_the_partitioned_plan_by_name(tree, tmp_path):
         make_plan(policy, tmp_path / "runs" / "bad", options)
     assert str(catalog) in str(raised.value) and "out of order" in str(raised.value)
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_partitioned_diff_against_a_snapshot_of_packed_files_plans_what_one_process_plans(moto_bucket, tmp_path):
+    """A real backup into packs (catalog format 3: every file's record holds its pack location) and its snapshot;
+    the run root lost, the tree changed: the plan with 3 diff processes, diffing against the catalog downloaded from
+    the bucket's snapshot, is the single-process plan's, and a deleted file's record keeps its pack location."""
+    from fs3g_hpc.model.packs import PackRef
+    from fs3g_hpc.model.records import packed
+    from fs3g_hpc.snapshots.baseline import prepare_baseline
+
+    root = tmp_path / "data"
+    root.mkdir()
+    helpers.make_tree(root, 40, 30)
+    os.link(root / "proj01" / "f0001.dat", root / "proj02" / "link-of-f0001")
+    os.symlink("proj00/f0000.dat", root / "link-to-file")
+    policy_file = helpers.write_policy(tmp_path, root, moto_bucket, name="partpacks", prefix="labs/partpacks",
+                                       shards="max_files: 400", storage="small_files: packs")
+    proc = fs3g("backup", "--config", str(policy_file), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    policy = load_policy(policy_file, environ={})
+    locations = {e.path: e.location for e in read_records(catalog_path(policy)) if e.kind is not EntryKind.DIRECTORY}
+    assert len(locations) == 1202 and all(locations.values())
+
+    shutil.rmtree(tmp_path / "runs")  # the scratch purge: the local catalog is gone
+    (root / "proj03" / "f0004.dat").unlink()
+    shutil.rmtree(root / "proj05")
+    (root / "proj07" / "f0002.dat").write_bytes(b"changed")
+    (root / "proj08" / "added").write_bytes(b"new")
+    os.link(root / "proj09" / "f0003.dat", root / "proj10" / "new-link")
+    said: list[str] = []
+    plans = tmp_path / "plans"
+
+    def plan(name: str, partitions: int) -> dict:
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)  # each plan starts from the snapshot
+        settings = ScanSettings(workers=2, run_records=97, in_process_entries=0, partitions=partitions)
+        summary = make_plan(policy, plans / name, PlanOptions(
+            catalog=catalog_path(policy), scan=settings,
+            prepare_catalog=lambda: prepare_baseline(policy, full=False, say=said.append)))
+        assert summary.header["catalog"]["path"] == str(catalog_path(policy))
+        return plan_outputs(summary.run_dir)
+
+    one = plan("one", 1)
+    assert plan("three", 3) == one
+    assert len(said) == 2 and all("using the bucket's newest snapshot" in line for line in said), said
+
+    broot = os.fsencode(str(root))
+    deleted = {e.path: e for e in one["deleted"]}
+    assert broot + b"/proj03/f0004.dat" in deleted and broot + b"/proj05" in deleted
+    assert sum(p.startswith(broot + b"/proj05/") for p in deleted) == 30
+    for path, record in deleted.items():
+        if record.kind is not EntryKind.DIRECTORY:
+            assert packed(record) and record.location == locations[path]
+            PackRef.decode(record.location, path.decode())
+    planned = {e.path for shard in one["shards"] for e in shard}
+    assert planned == {broot + b"/proj07/f0002.dat", broot + b"/proj08/added", broot + b"/proj10/new-link"}
