@@ -169,3 +169,59 @@ def test_the_standard_library_fallback_reads_and_writes_what_isal_does(tmp_path)
     assert zlibs.IMPLEMENTATION == ("isal" if zlibs.ACCELERATED else "zlib")
     with gzip.open(native, "rb") as f:  # the standard library's gzip reads ours whichever wrote it
         assert f.read(8) == b"FS3GREC3"
+
+
+def test_the_gzip_reader_reads_what_gzip_reads_a_piece_of_input_at_a_time(tmp_path):
+    """zlibs.GzipReader: several members, exact reads across member and input boundaries, never more than its input
+    chunk of compressed data held; a truncated stream is an EOFError and damaged data a BadGzipFile, as the gzip
+    module's (callers catch those); an empty file reads as empty."""
+    import os
+
+    from fs3g_hpc.model import zlibs
+
+    data = [os.urandom(50_000) + b"z" * 300_000, b"", b"second member " * 5000]
+    path = tmp_path / "members.gz"
+    path.write_bytes(b"".join(gzip.compress(d, mtime=0) for d in data))
+    whole = b"".join(data)
+    for input_chunk in (17, 4096, 1 << 20):
+        with zlibs.GzipReader(path, input_chunk) as reader:
+            got, sizes = [], [1, 7, 65536, 3, 1 << 20]
+            for i in range(10_000):
+                piece = reader.read(sizes[i % len(sizes)])
+                assert reader.pending_input <= input_chunk
+                if not piece:
+                    break
+                assert len(piece) == sizes[i % len(sizes)] or len(b"".join(got)) + len(piece) == len(whole)
+                got.append(piece)
+        assert b"".join(got) == whole
+    compressed = path.read_bytes()
+    (tmp_path / "cut.gz").write_bytes(compressed[:len(compressed) // 2])
+    with pytest.raises(EOFError), zlibs.GzipReader(tmp_path / "cut.gz", 4096) as reader:
+        while reader.read(1 << 16):
+            pass
+    damaged = bytearray(gzip.compress(b"abc" * 10_000, mtime=0))
+    damaged[-6] ^= 0xFF  # the CRC-32 in the trailer
+    (tmp_path / "crc.gz").write_bytes(bytes(damaged))
+    (tmp_path / "foreign.gz").write_bytes(b"not gzip at all" * 100)
+    for name in ("crc.gz", "foreign.gz"):
+        with pytest.raises(gzip.BadGzipFile), zlibs.GzipReader(tmp_path / name) as reader:
+            while reader.read(1 << 16):
+                pass
+    (tmp_path / "empty.gz").write_bytes(b"")
+    with zlibs.GzipReader(tmp_path / "empty.gz") as reader:
+        assert reader.read(8) == b""
+
+
+def test_a_merge_of_many_runs_holds_its_budget_not_a_chunk_per_run(tmp_path):
+    """The k-way merge's read chunks share records.MERGE_BUFFER_BYTES: each of 64 readers gets 1/64 of it (at least
+    MIN_MERGE_CHUNK), 4 readers at most 1 MiB each; the merge is the sorted union either way."""
+    from fs3g_hpc.model.records import MERGE_BUFFER_BYTES, MIN_MERGE_CHUNK, merge_chunk, merge_sorted
+
+    assert merge_chunk(64) * 64 <= MERGE_BUFFER_BYTES and merge_chunk(64) >= MIN_MERGE_CHUNK
+    assert merge_chunk(4) == 1 << 20 and merge_chunk(1000) == MIN_MERGE_CHUNK
+    batch = sorted(entries(), key=lambda e: e.key)
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"run{i}.rec")
+        write_records(paths[-1], batch[i::8])
+    assert list(merge_sorted(paths)) == batch

@@ -12,8 +12,9 @@ With `scan.partitions` > 1 (the CLI: one per CPU) the diff runs in one process p
 directory from what those processes wrote; the outputs hold exactly the records the single-process diff writes.
 
 Memory, whatever the size of the tree: the scan's `(workers + 1) × run_records` records; per diff process the merge's
-read chunks (`records.MERGE_BUFFER_BYTES`, however many runs), one catalog read chunk, one directory's planned entries
-and `run_records` hard-linked entries; in the planning process one directory's planned block per partition.
+read chunks (`records.MERGE_BUFFER_BYTES`, however many runs) and each merged run's gzip reader (~150 KiB, at most
+the fan-in of 64 at once: `zlibs.GzipReader`), one catalog read chunk, one directory's planned entries and
+`run_records` hard-linked entries; in the planning process one directory's planned block per partition.
 """
 
 from __future__ import annotations

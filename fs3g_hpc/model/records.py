@@ -262,6 +262,7 @@ def read_partition(path: Path, partition: int, partitions: int, read_chunk: int 
                     raise RecordFormatError(f"{where}: truncated record stream")
                 return
             buffer = buffer + chunk if buffer else chunk
+            chunk = b""  # the chunk lives on in `buffer` only: one copy per open reader, not two
             pos, end = 0, len(buffer)
             while pos + header_size <= end:
                 n, h, l = lengths_from(buffer, pos + lengths_at)
@@ -344,6 +345,7 @@ def _read_v3(stream, where: str, read_chunk: int = _READ_CHUNK) -> Iterator[Entr
                 raise RecordFormatError(f"{where}: truncated record stream")
             return
         buffer = buffer + chunk if buffer else chunk
+        chunk = b""  # the chunk lives on in `buffer` only: one copy per open reader, not two
         pos, end = 0, len(buffer)
         while pos + header_size <= end:
             kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h, l = unpack_from(buffer, pos)
@@ -376,6 +378,7 @@ def _read_old(stream, where: str, v1: bool, read_chunk: int = _READ_CHUNK) -> It
                 raise RecordFormatError(f"{where}: truncated record stream")
             return
         buffer = buffer + chunk if buffer else chunk
+        chunk = b""  # the chunk lives on in `buffer` only: one copy per open reader, not two
         pos, end = 0, len(buffer)
         while pos + header_size <= end:
             if v1:
@@ -407,10 +410,11 @@ def write_records(path: Path, entries: Iterable[Entry]) -> int:
 KeyFn = Callable[[Entry], bytes]
 
 
-# What one k-way merge holds in read chunks, whatever k is (each reader gets its share, at least MIN_MERGE_CHUNK):
-# with the default fan-in of 64, ~16 MiB plus the decompressors' own buffers.
-MERGE_BUFFER_BYTES = 16 * 1024 * 1024
-MIN_MERGE_CHUNK = 256 * 1024
+# What one k-way merge holds in read chunks, whatever k is (each reader gets its share, at most 1 MiB, at least
+# MIN_MERGE_CHUNK): 8 MiB from 8 runs up to the default fan-in of 64, plus per run its reader's ~150 KiB of input
+# and decompressor state (zlibs.GzipReader).
+MERGE_BUFFER_BYTES = 8 * 1024 * 1024
+MIN_MERGE_CHUNK = 128 * 1024
 
 
 def merge_chunk(streams: int) -> int:
