@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Walk benchmark: plan a synthetic research tree with fs3g, side by side with find and fpart.
 
-    python3 benchmarks/bench_walk.py [--files 1000000] [--root benchmarks/data/tree-1m] [--repeats 5]
+    python3 benchmarks/bench_walk.py [--files 1000000] [--root benchmarks/data/tree-1m] [--repeats 5] [--empty]
                                      [--fs3g "python3 -m fs3g_hpc"] [--no-fs3g] [--fs3g-cmd "..."]
 
 The tree is made (or reused) by gen_tree.py. The untimed warm-up round runs find first, so every timed run sees a
@@ -44,9 +44,9 @@ from harness import SetupHook, fill, log, ratios, run_alternating, size_tag, wri
 FIND_FORMAT = "%s %T@ %p\\n"  # find itself expands \n
 
 
-def default_root(n_files: int) -> Path:
+def default_root(n_files: int, empty: bool = False) -> Path:
     # Named after the size so that a small test run never replaces the million-file tree.
-    return HERE / "data" / f"tree-{size_tag(n_files)}"
+    return HERE / "data" / (f"tree-{size_tag(n_files)}" + ("-empty" if empty else ""))
 
 
 def fs_type(path: Path) -> str:
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=1_000_000, help="entries in the tree (default 1000000)")
     ap.add_argument("--root", type=Path, help="tree location (default benchmarks/data/tree-<size>)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--empty", action="store_true",
+                    help="a tree of empty files (gen_tree --empty; default root tree-<size>-empty): the planner's "
+                         "memory at millions of entries without gigabytes of data")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (find runs first: warms the cache)")
     ap.add_argument("--fpart-files", type=int, default=10_000, help="fpart -f: files per partition")
@@ -120,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             hint = " (apt-get install -y --no-install-recommends fpart)" if tool == "fpart" else ""
             log(f"{tool} not found{hint}")
             return 2
-    root = (args.root or default_root(args.files)).resolve()
+    root = (args.root or default_root(args.files, args.empty)).resolve()
     try:
-        tree = generate_tree(root, args.files, args.seed, replace=args.replace_tree)
+        tree = generate_tree(root, args.files, args.seed, replace=args.replace_tree, empty=args.empty)
     except FileExistsError as e:
         log(str(e))
         return 2
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
     note = (f"Tree: {root} on {fs_type(root)}, {tree['entries']:,} entries "
             f"({tree['regular_files']:,} files, {tree['symlinks']:,} symlinks, {tree['hardlinks']:,} extra hard links) "
-            f"in {tree['directories']:,} directories, {tree['total_bytes']:,} bytes; generator v{tree['version']} "
+            f"in {tree['directories']:,} directories, {tree['total_bytes']:,} bytes"
+            f"{' (every file empty)' if tree.get('empty') else ''}; generator v{tree['version']} "
             f"seed {tree['seed']}. Page cache warm (untimed warm-up round, find first).")
     if args.note:
         note += " " + args.note

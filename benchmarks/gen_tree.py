@@ -17,7 +17,11 @@ Generation is deterministic for (n_files, seed, VERSION): names, sizes, contents
 random.Random seeded with strings (stable across runs and PYTHONHASHSEED). A marker file
 ROOT/.fs3g-bench-tree.json records the parameters; a second call with the same parameters returns at once.
 
-    python3 benchmarks/gen_tree.py ROOT --files N --seed S
+    python3 benchmarks/gen_tree.py ROOT --files N --seed S [--empty]
+
+With --empty every regular file is created empty (same names, links, mtimes and layout; no data written): a tree
+of millions of entries for the planner's memory benchmark that costs inodes, not gigabytes (5 M entries: ~2 min,
+~20 GB less than the sized tree). The marker records it, so an empty tree is never mistaken for a sized one.
 """
 
 from __future__ import annotations
@@ -163,7 +167,8 @@ def draw_size(rng: random.Random) -> int:
     return int(math.exp(rng.uniform(math.log(SMALL_LO), math.log(SMALL_HI))))
 
 
-def _build_leaf(root: Path, leaf: Leaf, seed: int, pattern: memoryview, stats: dict[str, int]) -> None:
+def _build_leaf(root: Path, leaf: Leaf, seed: int, pattern: memoryview, stats: dict[str, int],
+                empty: bool = False) -> None:
     rng = random.Random(f"{GENERATOR}:{VERSION}:leaf:{seed}:{leaf.rel}")
     path = root / leaf.rel
     path.mkdir(parents=True, exist_ok=True)
@@ -199,6 +204,8 @@ def _build_leaf(root: Path, leaf: Leaf, seed: int, pattern: memoryview, stats: d
                 stats["listing_bytes"] += os.stat(src, dir_fd=dfd).st_size
                 continue
             size = draw_size(rng)
+            if empty:
+                size = 0  # drawn anyway, so names, links and mtimes match the sized tree of the same seed
             off = rng.randrange(PATTERN_LEN)
             mtime_ns = (leaf_mtime + rng.randrange(6 * 3600)) * 1_000_000_000
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=dfd)
@@ -220,9 +227,9 @@ def _build_leaf(root: Path, leaf: Leaf, seed: int, pattern: memoryview, stats: d
     os.utime(path, ns=(leaf_mtime * 1_000_000_000,) * 2)
 
 
-def _build_subtree(task: tuple[str, int, Subtree]) -> dict[str, int]:
+def _build_subtree(task: tuple[str, int, Subtree, bool]) -> dict[str, int]:
     """Worker: create one top-level subtree. Returns its counters (summed by the parent)."""
-    root_s, seed, sub = task
+    root_s, seed, sub, empty = task
     root = Path(root_s)
     prng = random.Random(f"{GENERATOR}:{VERSION}:pattern:{seed}:{sub.index}")
     # Pattern repeated so any slice [off, off + MAX_FILE) with off < PATTERN_LEN exists without copying.
@@ -232,7 +239,7 @@ def _build_subtree(task: tuple[str, int, Subtree]) -> dict[str, int]:
                  large_files=0, empty_files=0, leaves=0)
     dirs: set[str] = set()
     for leaf in sub.leaves:
-        _build_leaf(root, leaf, seed, pattern, stats)
+        _build_leaf(root, leaf, seed, pattern, stats, empty)
         stats["leaves"] += 1
         parts = leaf.rel.split("/")
         dirs.update("/".join(parts[:k]) for k in range(1, len(parts) + 1))
@@ -247,8 +254,11 @@ def _build_subtree(task: tuple[str, int, Subtree]) -> dict[str, int]:
     return stats
 
 
-def _params(n_files: int, seed: int) -> dict[str, Any]:
-    return {"generator": GENERATOR, "version": VERSION, "n_files": n_files, "seed": seed}
+def _params(n_files: int, seed: int, empty: bool = False) -> dict[str, Any]:
+    params: dict[str, Any] = {"generator": GENERATOR, "version": VERSION, "n_files": n_files, "seed": seed}
+    if empty:  # only when set: markers of sized trees made before the option still match
+        params["empty"] = True
+    return params
 
 
 def read_marker(root: Path) -> dict[str, Any] | None:
@@ -267,7 +277,7 @@ def _clear(root: Path) -> None:
 
 
 def generate_tree(root: Path, n_files: int, seed: int = 1, *, workers: int = 2, replace: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, empty: bool = False) -> dict[str, Any]:
     """Create (or reuse) the tree under root and return its summary.
 
     n_files counts non-directory entries: regular files + symlinks + extra hard links (the marker file is extra).
@@ -279,16 +289,17 @@ def generate_tree(root: Path, n_files: int, seed: int = 1, *, workers: int = 2, 
     root = Path(root)
     if n_files < 1:
         raise ValueError("n_files must be at least 1")
-    params = _params(n_files, seed)
+    params = _params(n_files, seed, empty)
     marker = read_marker(root)
-    if marker is not None and all(marker.get(k) == v for k, v in params.items()):
+    if (marker is not None and all(marker.get(k) == v for k, v in params.items())
+            and bool(marker.get("empty")) == empty):
         return {**marker["summary"], "reused": True}
     root.mkdir(parents=True, exist_ok=True)
     if marker is not None:
         if not replace:
             raise FileExistsError(
                 f"{root} holds a benchmark tree with n_files={marker.get('n_files')} seed={marker.get('seed')} "
-                f"version={marker.get('version')}; pass replace=True (--replace) to regenerate it")
+                f"version={marker.get('version')} empty={bool(marker.get('empty'))}; pass replace=True (--replace) to regenerate it")
         _clear(root)
     elif (root / PARTIAL).exists():
         _clear(root)
@@ -298,7 +309,7 @@ def generate_tree(root: Path, n_files: int, seed: int = 1, *, workers: int = 2, 
     (root / PARTIAL).write_text(json.dumps(params) + "\n")
     t0 = time.perf_counter()
     subtrees = plan_tree(n_files, seed)
-    tasks = [(str(root), seed, s) for s in subtrees]
+    tasks = [(str(root), seed, s, empty) for s in subtrees]
     totals: dict[str, int] = {}
     next_mark = PROGRESS_EVERY
 
@@ -364,10 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes, one top-level subtree at a time each")
     ap.add_argument("--replace", action="store_true", help="regenerate a tree made with other parameters")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ap.add_argument("--empty", action="store_true", help="every regular file empty (a large tree for its inodes)")
     args = ap.parse_args(argv)
     try:
         summary = generate_tree(args.root, args.files, args.seed, workers=args.workers, replace=args.replace,
-                                progress=not args.quiet)
+                                progress=not args.quiet, empty=args.empty)
     except (FileExistsError, ValueError) as e:
         print(f"gen_tree: {e}", file=sys.stderr)
         return 2

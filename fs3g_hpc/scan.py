@@ -7,6 +7,11 @@ each keeps at most `run_records` entries in memory, then sorts them and writes a
 
 whatever the size of the tree. `records.merge_sorted` turns the runs into one sorted stream. No S3, no Slurm here.
 
+With `partitions` > 1 each walker keeps one buffer per partition (`records.directory_partition` of the directory
+being listed, so the choice costs one hash per directory, none per entry); a spill writes one sorted run per
+partition, and `ScanResult.partition_runs` lists them, for a diff that runs one process per partition. The
+buffers together still hold at most `run_records` entries.
+
 FIFOs, sockets and devices are only `lstat`-ed (never opened, so nothing hangs) and reported as skipped; an
 unreadable directory or an entry that vanishes mid-walk is reported by name and the walk goes on.
 """
@@ -27,7 +32,7 @@ from typing import Callable, Iterator, Sequence
 
 from .errors import Fs3gError, UsageError
 from .model import globs
-from .model.records import Entry, EntryKind, RunSpiller, sorted_stream
+from .model.records import Entry, EntryKind, RunSpiller, by_key, directory_partition, sorted_stream
 
 _POLL_S = 0.2
 
@@ -65,6 +70,7 @@ class ScanSettings:
     workers: int = 2  # processes; 0 walks everything in this process (tests, tiny trees)
     run_records: int = 100_000
     in_process_entries: int = 20_000
+    partitions: int = 1  # runs split by directory hash, one diff process each (backup/plan.py PartitionedDiff)
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -73,6 +79,8 @@ class ScanSettings:
             raise ValueError("run_records must be >= 1")
         if self.in_process_entries < 0:
             raise ValueError("in_process_entries must be >= 0")
+        if self.partitions < 1:
+            raise ValueError("partitions must be >= 1")
 
 
 @dataclass
@@ -98,6 +106,8 @@ class ScanResult:
     # A walk that fit in one run (at most run_records entries) and never left this process keeps it here, sorted,
     # instead of writing and reading back a file (a small tree's incremental plan).
     held: list[Entry] = field(default_factory=list)
+    # The same runs by partition (partition_runs[p]: the runs holding the directories of partition p).
+    partition_runs: list[list[Path]] = field(default_factory=lambda: [[]])
 
     def sorted_entries(self, work_dir: Path) -> Iterator[Entry]:
         """Every entry walked, in path order."""
@@ -156,10 +166,15 @@ class _Walker:
     locals, because every Python-level call per entry costs seconds at that scale.
     """
 
-    def __init__(self, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, tag: str, run_records: int):
+    def __init__(self, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, tag: str, run_records: int,
+                 partitions: int = 1):
         self.roots = roots
         self.matcher = ExcludeMatcher(excludes)
-        self.spiller = RunSpiller(work_dir, tag, run_records)
+        self.partitions = partitions
+        self.spillers = [RunSpiller(work_dir, tag if partitions == 1 else f"{tag}p{p}", run_records)
+                         for p in range(partitions)]
+        self.spiller = self.spillers[0]
+        self.run_records = run_records
         self.counts = ScanCounts()
         self.issues_path = work_dir / f"issues-{tag}.jsonl"
         fd = os.open(self.issues_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -171,11 +186,19 @@ class _Walker:
 
     @property
     def runs(self) -> list[Path]:
-        return self.spiller.runs
+        return [run for spiller in self.spillers for run in spiller.runs]
+
+    @property
+    def partition_runs(self) -> list[list[Path]]:
+        return [list(spiller.runs) for spiller in self.spillers]
+
+    def _buffered(self) -> int:
+        return sum(len(spiller.buffer) for spiller in self.spillers)
 
     def _spill(self) -> None:
         try:
-            self.spiller.flush()
+            for spiller in self.spillers:
+                spiller.flush()
         except OSError as e:
             raise SpillError(f"cannot write scan run: {e.strerror or e}", path=str(self.spiller.work_dir)) from e
 
@@ -183,8 +206,11 @@ class _Walker:
         """Close the walk. With `hold`, a walk that never spilled keeps its entries (returned, sorted) instead of
         writing them as a run."""
         self._issues.close()
-        if hold and not self.spiller.runs:
-            return self.spiller.take_sorted()
+        if hold and not self.runs:
+            held = [entry for spiller in self.spillers for entry in spiller.take_sorted()]
+            if self.partitions > 1:
+                held.sort(key=by_key)
+            return held
         self._spill()
         return []
 
@@ -206,7 +232,10 @@ class _Walker:
         c.files += kind is EntryKind.FILE
         c.file_bytes += st.st_size if kind is EntryKind.FILE else 0
         c.symlinks += kind is EntryKind.SYMLINK
-        self.spiller.add(Entry.from_stat(root, kind, st))
+        entry = Entry.from_stat(root, kind, st)
+        self.spillers[directory_partition(entry.directory, self.partitions)].buffer.append(entry)
+        if self._buffered() >= self.run_records:
+            self._spill()
         return root if kind is EntryKind.DIRECTORY else None
 
     def walk_dir(self, root_index: int, directory: bytes, push: Callable[[int, bytes], None]) -> None:
@@ -215,7 +244,9 @@ class _Walker:
         rel_dir = directory[rel_start:] + b"/" if len(directory) > len(root) else b""
         prefix = directory + b"\0"  # every child's sort key starts with it
         matcher = self.matcher if self.matcher.patterns else None
-        buffer, limit = self.spiller.buffer, self.spiller.run_records
+        spiller = self.spillers[directory_partition(directory, self.partitions)]
+        buffer = spiller.buffer
+        limit = self.run_records - (self._buffered() - len(buffer) if self.partitions > 1 else 0)
         kinds, special, file_kind, dir_kind = _KIND_BY_FORMAT, EntryKind.SPECIAL, EntryKind.FILE, EntryKind.DIRECTORY
         new, entry_type, ifmt = tuple.__new__, Entry, stat.S_IFMT
         entries = files = file_bytes = directories = symlinks = specials = 0
@@ -260,7 +291,7 @@ class _Walker:
                                                    st.st_nlink, b"", b"")))
                     if len(buffer) >= limit:
                         self._spill()  # SpillError is not an OSError: it is never mistaken for a listing error
-                        buffer = self.spiller.buffer
+                        buffer, limit = spiller.buffer, self.run_records
         except OSError as e:  # e.g. EIO mid-listing: report it, keep what was read
             self.issue(directory, IssueKind.UNREADABLE, f"listing stopped: {e.strerror or e}")
         finally:
@@ -310,8 +341,9 @@ def _walk_in_process(walker: _Walker) -> None:
 
 
 def _worker_main(tag: str, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, run_records: int,
-                 work: multiprocessing.Queue, outstanding, workers: int, abort, results: multiprocessing.Queue) -> None:
-    walker = _Walker(roots, excludes, work_dir, tag, run_records)
+                 work: multiprocessing.Queue, outstanding, workers: int, abort, results: multiprocessing.Queue,
+                 partitions: int = 1) -> None:
+    walker = _Walker(roots, excludes, work_dir, tag, run_records, partitions)
 
     def push(root_index: int, directory: bytes) -> None:
         with outstanding.get_lock():
@@ -334,7 +366,8 @@ def _worker_main(tag: str, roots: Sequence[bytes], excludes: Sequence[str], work
                 for _ in range(workers):
                     work.put(None)
         walker.finish()
-        results.put((tag, [str(p) for p in walker.runs], str(walker.issues_path), vars(walker.counts), None))
+        results.put((tag, [[str(p) for p in runs] for runs in walker.partition_runs], str(walker.issues_path),
+                     vars(walker.counts), None))
     except BaseException as e:  # report, never hang the parent
         abort.set()
         results.put((tag, [], str(walker.issues_path), {}, f"{type(e).__name__}: {e}"))
@@ -344,15 +377,16 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
          settings: ScanSettings = ScanSettings()) -> ScanResult:
     """Walk `roots` into sorted runs under `work_dir` (which must exist, owner-only)."""
     root_bytes = check_roots(roots)
+    partitions = settings.partitions
     if settings.workers == 0:
-        walker = _Walker(root_bytes, excludes, work_dir, "w0", settings.run_records)
+        walker = _Walker(root_bytes, excludes, work_dir, "w0", settings.run_records, partitions)
         _walk_in_process(walker)
         held = walker.finish(hold=True)
-        return ScanResult(walker.runs, [walker.issues_path], walker.counts, held)
+        return ScanResult(walker.runs, [walker.issues_path], walker.counts, held, walker.partition_runs)
 
     # The top of the tree is walked here, breadth first, so that the workers start with many directories; a
     # small tree is done before any worker is needed.
-    top = _Walker(root_bytes, excludes, work_dir, "roots", settings.run_records)
+    top = _Walker(root_bytes, excludes, work_dir, "roots", settings.run_records, partitions)
     pending: deque[tuple[int, bytes]] = deque((i, d) for i in range(len(root_bytes))
                                               if (d := top.walk_root(i)) is not None)
     while pending and top.counts.entries < settings.in_process_entries:
@@ -360,7 +394,7 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         top.walk_dir(root_index, directory, lambda r, d: pending.append((r, d)))
     starts = list(pending)
     held = top.finish(hold=not starts)
-    result = ScanResult(list(top.runs), [top.issues_path], top.counts, held)
+    result = ScanResult(list(top.runs), [top.issues_path], top.counts, held, top.partition_runs)
     if not starts:
         return result
 
@@ -373,7 +407,7 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         work.put(item)
     procs = [ctx.Process(target=_worker_main, name=f"fs3g-scan-{i}",
                          args=(f"w{i}", root_bytes, tuple(excludes), work_dir, settings.run_records, work,
-                               outstanding, settings.workers, abort, results))
+                               outstanding, settings.workers, abort, results, partitions))
              for i in range(settings.workers)]
     for p in procs:
         p.start()
@@ -393,7 +427,9 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
             if error:
                 errors.append(f"{tag}: {error}")
                 continue
-            result.runs.extend(Path(r) for r in runs)
+            for p, part in enumerate(runs):
+                result.runs.extend(Path(r) for r in part)
+                result.partition_runs[p].extend(Path(r) for r in part)
             result.issues_files.append(Path(issues_path))
             result.counts.add(ScanCounts(**counts))
     finally:

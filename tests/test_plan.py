@@ -17,11 +17,12 @@ import helpers
 from conftest import vanishing_scandir
 
 from fs3g_hpc.config import load_policy
+from fs3g_hpc.errors import UsageError
 from fs3g_hpc.backup.catalog import update_catalog
 from fs3g_hpc.runs.catalog import catalog_path
 from fs3g_hpc.runs.layout import RunLayout
 from fs3g_hpc.model.entries import EntryClass, classify
-from fs3g_hpc.model.records import Entry, EntryKind, read_records
+from fs3g_hpc.model.records import Entry, EntryKind, read_records, write_records
 from fs3g_hpc.backup.plan import Change, PlanOptions, ShardAssigner, ShardSettings, diff, make_plan, unit_bytes
 from fs3g_hpc.scan import ScanSettings
 
@@ -446,3 +447,140 @@ def test_bad_exclude_pattern_fails_at_load(tmp_path, pattern, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"{lab}: exclude: item 1: {pattern!r}: ") and message in proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+# --- the partitioned diff --------------------------------------------------------------------------------------------
+
+def plan_outputs(run_dir: Path) -> dict:
+    """Everything a plan says, minus what differs between any two plans (when, where): records as tuples."""
+    layout = RunLayout(run_dir)
+    header = json.loads(layout.plan_file.read_text())
+    for key in ("created", "catalog", "run_id"):
+        header.pop(key, None)
+    # A directory's atime moves each time a walk lists it (the plans walk one after the other): never compared.
+    def records(entries) -> list[Entry]:
+        return [e._replace(atime_ns=0) if e.kind is EntryKind.DIRECTORY else e for e in entries]
+
+    return {"header": header, "shards": [records(shard) for shard in shard_entries(run_dir)],
+            "deleted": records(read_records(layout.deleted_file)),
+            "directories": records(read_records(layout.directories_file))}
+
+
+@pytest.mark.parametrize("max_files", [300, 7])  # 7: cuts inside directories, every shard boundary a slow path
+def test_partitioned_diff_plans_exactly_what_one_process_plans(tmp_path, max_files):
+    """Hostile names, symlinks, hard links (two groups, one new), a file over max_bytes, then changes, additions,
+    deletions (a whole directory too) and a re-plan with nothing changed: the plan with 3 diff processes is the
+    single-process plan, shard by shard and record by record."""
+    root = tmp_path / "data"
+    root.mkdir()
+    build_tree(root)
+    policy = load_policy(write_policy(tmp_path, root, max_files=max_files), environ={})
+    # Tiny runs: the walk spills many runs per partition even on this small tree.
+    one = ScanSettings(workers=2, run_records=97, in_process_entries=0)
+    three = ScanSettings(workers=2, run_records=97, in_process_entries=0, partitions=3)
+    runs = tmp_path / "runs"
+
+    def both(name: str, **kw) -> dict:
+        a = make_plan(policy, runs / f"{name}-1", PlanOptions(scan=one, **kw))
+        b = make_plan(policy, runs / f"{name}-3", PlanOptions(scan=three, **kw))
+        outputs = plan_outputs(a.run_dir)
+        assert plan_outputs(b.run_dir) == outputs
+        return outputs
+
+    first = both("first")
+    assert sum(len(s) for s in first["shards"]) == first["header"]["planned"]["files"] > 1000
+    work = tmp_path / "catwork"
+    work.mkdir()
+    update_catalog(None, RunLayout(runs / "first-1"), catalog_path(policy), work)
+
+    nothing = both("nothing", catalog=catalog_path(policy))
+    assert nothing["shards"] == [] and nothing["deleted"] == []
+
+    os.utime(root / "proj03" / "file0001.dat", ns=(1_000_000_000, 1_000_000_000))
+    (root / "hostile" / "new\nline").write_bytes(b"changed size")
+    (root / "proj07" / "added \xe9").write_bytes(b"new")
+    os.link(root / "proj02" / "file0003.dat", root / "proj11" / "new-hardlink")
+    (root / "proj09" / "file0000.dat").unlink()
+    shutil.rmtree(root / "proj12")
+    (root / "proj13" / "sub").mkdir()
+    changed = both("changed", catalog=catalog_path(policy))
+    planned = {e.path for shard in changed["shards"] for e in shard}
+    broot = os.fsencode(str(root))
+    assert {broot + b"/proj03/file0001.dat", broot + b"/hostile/new\nline", broot + b"/proj07/added \xc3\xa9",
+            broot + b"/proj11/new-hardlink"} <= planned
+    assert broot + b"/proj09/file0000.dat" in {e.path for e in changed["deleted"]}
+    assert sum(e.path.startswith(broot + b"/proj12/") for e in changed["deleted"]) > 10
+    assert broot + b"/proj13/sub" in {e.path for e in changed["directories"]}
+
+    full = both("full", full=True, catalog=catalog_path(policy))
+    assert full["header"]["changes"]["new"]["files"] == full["header"]["planned"]["files"]
+
+
+def test_a_damaged_catalog_fails_the_partitioned_plan_by_name(tree, tmp_path):
+    root, expected, policy_file = tree
+    policy = load_policy(policy_file, environ={})
+    catalog = catalog_path(policy)
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    entries = sorted((entry(os.fsencode(str(root / "proj01" / f"x{i}"))) for i in range(50)), key=lambda e: e.key)
+    write_records(catalog, entries[::-1])  # out of order
+    options = PlanOptions(catalog=catalog, scan=ScanSettings(workers=2, run_records=97, in_process_entries=0,
+                                                              partitions=2))
+    with pytest.raises(UsageError) as raised:
+        make_plan(policy, tmp_path / "runs" / "bad", options)
+    assert str(catalog) in str(raised.value) and "out of order" in str(raised.value)
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_partitioned_diff_against_a_snapshot_of_packed_files_plans_what_one_process_plans(moto_bucket, tmp_path):
+    """A real backup into packs (catalog format 3: every file's record holds its pack location) and its snapshot;
+    the run root lost, the tree changed: the plan with 3 diff processes, diffing against the catalog downloaded from
+    the bucket's snapshot, is the single-process plan's, and a deleted file's record keeps its pack location."""
+    from fs3g_hpc.model.packs import PackRef
+    from fs3g_hpc.model.records import packed
+    from fs3g_hpc.snapshots.baseline import prepare_baseline
+
+    root = tmp_path / "data"
+    root.mkdir()
+    helpers.make_tree(root, 40, 30)
+    os.link(root / "proj01" / "f0001.dat", root / "proj02" / "link-of-f0001")
+    os.symlink("proj00/f0000.dat", root / "link-to-file")
+    policy_file = helpers.write_policy(tmp_path, root, moto_bucket, name="partpacks", prefix="labs/partpacks",
+                                       shards="max_files: 400", storage="small_files: packs")
+    proc = fs3g("backup", "--config", str(policy_file), "--executor", "local", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    policy = load_policy(policy_file, environ={})
+    locations = {e.path: e.location for e in read_records(catalog_path(policy)) if e.kind is not EntryKind.DIRECTORY}
+    assert len(locations) == 1202 and all(locations.values())
+
+    shutil.rmtree(tmp_path / "runs")  # the scratch purge: the local catalog is gone
+    (root / "proj03" / "f0004.dat").unlink()
+    shutil.rmtree(root / "proj05")
+    (root / "proj07" / "f0002.dat").write_bytes(b"changed")
+    (root / "proj08" / "added").write_bytes(b"new")
+    os.link(root / "proj09" / "f0003.dat", root / "proj10" / "new-link")
+    said: list[str] = []
+    plans = tmp_path / "plans"
+
+    def plan(name: str, partitions: int) -> dict:
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)  # each plan starts from the snapshot
+        settings = ScanSettings(workers=2, run_records=97, in_process_entries=0, partitions=partitions)
+        summary = make_plan(policy, plans / name, PlanOptions(
+            catalog=catalog_path(policy), scan=settings,
+            prepare_catalog=lambda: prepare_baseline(policy, full=False, say=said.append)))
+        assert summary.header["catalog"]["path"] == str(catalog_path(policy))
+        return plan_outputs(summary.run_dir)
+
+    one = plan("one", 1)
+    assert plan("three", 3) == one
+    assert len(said) == 2 and all("using the bucket's newest snapshot" in line for line in said), said
+
+    broot = os.fsencode(str(root))
+    deleted = {e.path: e for e in one["deleted"]}
+    assert broot + b"/proj03/f0004.dat" in deleted and broot + b"/proj05" in deleted
+    assert sum(p.startswith(broot + b"/proj05/") for p in deleted) == 30
+    for path, record in deleted.items():
+        if record.kind is not EntryKind.DIRECTORY:
+            assert packed(record) and record.location == locations[path]
+            PackRef.decode(record.location, path.decode())
+    planned = {e.path for shard in one["shards"] for e in shard}
+    assert planned == {broot + b"/proj07/f0002.dat", broot + b"/proj08/added", broot + b"/proj10/new-link"}

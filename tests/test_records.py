@@ -9,8 +9,9 @@ import struct
 import pytest
 
 from fs3g_hpc.model.packs import PackRef
-from fs3g_hpc.model.records import (FORMAT_VERSION, Entry, EntryKind, RecordFormatError, encode, packed, read_records,
-                                    sort_key, write_records)
+from fs3g_hpc.model.records import (FORMAT_VERSION, Entry, EntryKind, RecordFormatError, RecordWriter, decode_records,
+                                    directory_partition, encode, encode_many, filter_partition, packed,
+                                    read_partition, read_records, sort_key, write_records)
 
 PACK = "packs/20261201T120000Z-1a2b3c4d/000003-00001.tar"
 
@@ -101,3 +102,126 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
 def test_sort_key_is_unchanged_by_the_location():
     a = Entry.of(b"/d/x", EntryKind.FILE, 1, 1, 1, 1, 0o100644, 0, 0, 1, 1, 1)
     assert a._replace(location=PackRef(PACK, 0, 1024, 1).encode()).key == a.key == sort_key(b"/d/x")
+
+
+def test_encode_many_and_decode_are_encode_and_read(tmp_path):
+    batch = entries()
+    data = encode_many(batch)
+    assert data == b"".join(map(encode, batch)) and encode_many([]) == b""
+    assert decode_records(data, "mem") == batch
+    with pytest.raises(RecordFormatError, match="mem: truncated"):
+        decode_records(data[:-1], "mem")
+    path = tmp_path / "many.rec"
+    with RecordWriter(path) as writer:
+        writer.write(batch[0])
+        writer.write_many(batch[1:1500])
+        writer.write_encoded(encode_many(batch[1500:]), len(batch) - 1500)
+        assert writer.count == len(batch)
+    assert list(read_records(path)) == batch
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 5])
+def test_partitions_split_by_directory_and_cover_every_record(tmp_path, partitions):
+    batch = sorted(entries() + [Entry.of(b"/r/x/%d" % i, EntryKind.FILE, i, 0, 0, 0, 0o100644, 0, 0, 1, i, 1)
+                                for i in range(500)], key=lambda e: e.key)
+    path = tmp_path / "all.rec"
+    write_records(path, batch)
+    seen: list[Entry] = []
+    for p in range(partitions):
+        part = list(read_partition(path, p, partitions, read_chunk=4096))  # many chunk boundaries
+        assert part == list(filter_partition(batch, p, partitions))
+        assert all(directory_partition(e.directory, partitions) == p for e in part)
+        seen += part
+    assert sorted(seen, key=lambda e: e.key) == batch
+
+
+FALLBACK = """
+import sys
+from pathlib import Path
+from fs3g_hpc.model import zlibs
+from fs3g_hpc.model.records import read_records, write_records, read_partition
+print(zlibs.IMPLEMENTATION)
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+entries = list(read_records(source))
+assert list(read_partition(source, 0, 2)) + list(read_partition(source, 1, 2)) != []
+write_records(target, entries)
+"""
+
+
+def test_the_standard_library_fallback_reads_and_writes_what_isal_does(tmp_path):
+    """FS3G_NO_ISAL=1 forces the standard library: each implementation reads the other's files, record for record
+    (whether or not the `fast` extra is installed here; with it, both paths are exercised)."""
+    import os
+    import subprocess
+    import sys
+
+    from fs3g_hpc.model import zlibs
+
+    batch = entries()
+    native = tmp_path / "native.rec"
+    write_records(native, batch)
+    env = {**os.environ, "FS3G_NO_ISAL": "1"}
+    proc = subprocess.run([sys.executable, "-c", FALLBACK, str(native), str(tmp_path / "std.rec")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "zlib"
+    assert list(read_records(tmp_path / "std.rec")) == batch
+    assert zlibs.IMPLEMENTATION == ("isal" if zlibs.ACCELERATED else "zlib")
+    with gzip.open(native, "rb") as f:  # the standard library's gzip reads ours whichever wrote it
+        assert f.read(8) == b"FS3GREC3"
+
+
+def test_the_gzip_reader_reads_what_gzip_reads_a_piece_of_input_at_a_time(tmp_path):
+    """zlibs.GzipReader: several members, exact reads across member and input boundaries, never more than its input
+    chunk of compressed data held; a truncated stream is an EOFError and damaged data a BadGzipFile, as the gzip
+    module's (callers catch those); an empty file reads as empty."""
+    import os
+
+    from fs3g_hpc.model import zlibs
+
+    data = [os.urandom(50_000) + b"z" * 300_000, b"", b"second member " * 5000]
+    path = tmp_path / "members.gz"
+    path.write_bytes(b"".join(gzip.compress(d, mtime=0) for d in data))
+    whole = b"".join(data)
+    for input_chunk in (17, 4096, 1 << 20):
+        with zlibs.GzipReader(path, input_chunk) as reader:
+            got, sizes = [], [1, 7, 65536, 3, 1 << 20]
+            for i in range(10_000):
+                piece = reader.read(sizes[i % len(sizes)])
+                assert reader.pending_input <= input_chunk
+                if not piece:
+                    break
+                assert len(piece) == sizes[i % len(sizes)] or len(b"".join(got)) + len(piece) == len(whole)
+                got.append(piece)
+        assert b"".join(got) == whole
+    compressed = path.read_bytes()
+    (tmp_path / "cut.gz").write_bytes(compressed[:len(compressed) // 2])
+    with pytest.raises(EOFError), zlibs.GzipReader(tmp_path / "cut.gz", 4096) as reader:
+        while reader.read(1 << 16):
+            pass
+    damaged = bytearray(gzip.compress(b"abc" * 10_000, mtime=0))
+    damaged[-6] ^= 0xFF  # the CRC-32 in the trailer
+    (tmp_path / "crc.gz").write_bytes(bytes(damaged))
+    (tmp_path / "foreign.gz").write_bytes(b"not gzip at all" * 100)
+    for name in ("crc.gz", "foreign.gz"):
+        with pytest.raises(gzip.BadGzipFile), zlibs.GzipReader(tmp_path / name) as reader:
+            while reader.read(1 << 16):
+                pass
+    (tmp_path / "empty.gz").write_bytes(b"")
+    with zlibs.GzipReader(tmp_path / "empty.gz") as reader:
+        assert reader.read(8) == b""
+
+
+def test_a_merge_of_many_runs_holds_its_budget_not_a_chunk_per_run(tmp_path):
+    """The k-way merge's read chunks share records.MERGE_BUFFER_BYTES: each of 64 readers gets 1/64 of it (at least
+    MIN_MERGE_CHUNK), 4 readers at most 1 MiB each; the merge is the sorted union either way."""
+    from fs3g_hpc.model.records import MERGE_BUFFER_BYTES, MIN_MERGE_CHUNK, merge_chunk, merge_sorted
+
+    assert merge_chunk(64) * 64 <= MERGE_BUFFER_BYTES and merge_chunk(64) >= MIN_MERGE_CHUNK
+    assert merge_chunk(4) == 1 << 20 and merge_chunk(1000) == MIN_MERGE_CHUNK
+    batch = sorted(entries(), key=lambda e: e.key)
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"run{i}.rec")
+        write_records(paths[-1], batch[i::8])
+    assert list(merge_sorted(paths)) == batch

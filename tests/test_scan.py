@@ -14,7 +14,8 @@ import pytest
 from conftest import vanishing_scandir
 
 from fs3g_hpc.errors import UsageError
-from fs3g_hpc.model.records import Entry, EntryKind, merge_runs, merge_sorted, read_records, sort_key, write_records
+from fs3g_hpc.model.records import (Entry, EntryKind, directory_partition, merge_runs, merge_sorted, read_records,
+                                    sort_key, write_records)
 from fs3g_hpc.scan import ExcludeMatcher, IssueKind, ScanSettings, scan
 
 NOBODY = 65534
@@ -82,6 +83,28 @@ def test_every_entry_once_exact_bytes_sorted(tmp_path, workers, in_process_entri
     assert list(result.issues()) == []
     for run in result.runs:
         assert stat.S_IMODE(run.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_partitioned_runs_hold_each_directory_in_its_partition(tmp_path, workers):
+    """With partitions, every run holds only its partition's directories, sorted; together they are the walk."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    expected = make_tree(root)
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    result = scan([str(root)], [], work, ScanSettings(workers=workers, run_records=50, in_process_entries=0,
+                                                      partitions=3))
+    assert len(result.partition_runs) == 3 and all(result.partition_runs)
+    assert sorted(result.runs) == sorted(r for runs in result.partition_runs for r in runs)
+    for p, runs in enumerate(result.partition_runs):
+        for run in runs:
+            entries = list(read_records(run))
+            assert len(entries) <= 50
+            assert [e.key for e in entries] == sorted(e.key for e in entries)
+            assert all(directory_partition(e.directory, 3) == p for e in entries)
+    paths = [e.path for e in result.sorted_entries(work)]
+    assert sorted(paths) == sorted(expected) and [sort_key(x) for x in paths] == sorted(map(sort_key, paths))
 
 
 def test_small_tree_starts_no_worker_process(tmp_path, monkeypatch):

@@ -5,12 +5,21 @@ merge-joined with the catalog (sorted the same way). Planned entries go to a spi
 hard-linked files go to a second spill sorted by (device, inode) so that each link group reaches one shard;
 directories are diffed too (mtime, mode, owner) but never planned: the new and changed ones go to directories.rec,
 which the merge records in the catalog (a directory has no object). A second pass cuts shards against a balanced
-target. Memory is bounded by the scan's `workers × run_records` records plus one record per open run file, whatever
-the size of the tree.
+target.
+
+With `scan.partitions` > 1 (the CLI: one per CPU) the diff runs in one process per partition of the directories
+(`PartitionedDiff`: the scan splits its runs by a hash of the parent directory) and shards are cut directory by
+directory from what those processes wrote; the outputs hold exactly the records the single-process diff writes.
+
+Memory, whatever the size of the tree: the scan's `(workers + 1) × run_records` records; per diff process the merge's
+read chunks (`records.MERGE_BUFFER_BYTES`, however many runs) and each merged run's gzip reader (~150 KiB, at most
+the fan-in of 64 at once: `zlibs.GzipReader`), one catalog read chunk, one directory's planned entries and
+`run_records` hard-linked entries; in the planning process one directory's planned block per partition.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
@@ -19,6 +28,7 @@ import struct
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -26,17 +36,19 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .. import __version__
 from ..config import Policy, policy_to_dict
-from ..errors import UsageError
+from ..errors import Fs3gError, UsageError
 from ..model.catalog import CatalogError, UnreadablePaths, checked_order
 from ..model.entries import EntryClass
+from ..model import zlibs
 from ..model.mtimes import mtime_matches
-from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, group_hard_links,
-                             read_records, sorted_stream, write_records)
+from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, decode_records, encode_many,
+                             group_hard_links, merge_sorted, read_partition, read_records,
+                             sorted_stream, write_records)
 from ..model.sizes import GIB, KIB, MIB, TIB, format_size
 from ..runs.catalog import catalog_target_mismatch
 from ..runs.files import PlanHeader
 from ..runs.layout import RunLayout, make_private_dir, read_json, write_json_atomic
-from ..scan import IssueKind, ScanSettings, check_roots, scan
+from ..scan import IssueKind, ScanResult, ScanSettings, check_roots, scan
 
 PLAN_FORMAT_VERSION = 1
 
@@ -179,6 +191,35 @@ class ShardAssigner:
         self.directory = directory
         return self.index
 
+    def place_run(self, files: int, size: int, directory: bytes, first_size: int, last_size: int,
+                  largest: int) -> int | None:
+        """The shard of a directory's consecutive entries (none hard-linked) when `place`, called for each in turn,
+        would put all of them in one shard: then the state is what those calls leave. None (nothing changed) when it
+        would cut inside them; the caller places them one by one. Exact: costs are integers well inside a float's
+        53 bits, and the conditions below bound every entry's test from the run's totals."""
+        s = self.settings
+        if largest > s.max_bytes:
+            return None
+        pf = s.per_file_cost_bytes
+        opens = (self.sealed or self.files + 1 > s.max_files or self.bytes + first_size > s.max_bytes
+                 or (self.cost >= self.target_cost and directory != self.directory))
+        f0, b0, c0 = (0, 0, 0.0) if opens else (self.files, self.bytes, self.cost)
+        total_cost = size + files * pf
+        if f0 + files > s.max_files or b0 + size > s.max_bytes:
+            return None
+        # After the first entry, one opens a shard only when the cost before it reached the target and the cost with
+        # it passes the slack: the cost before any of them is at most c0 + total - last, with it at most c0 + total.
+        if not (c0 + total_cost - (last_size + pf) < self.target_cost
+                or c0 + total_cost <= self.target_cost * (1 + s.slack)):
+            return None
+        if opens:
+            self._open()
+        self.files = f0 + files
+        self.bytes = b0 + size
+        self.cost = c0 + total_cost
+        self.directory = directory
+        return self.index
+
 
 def _hardlink_key(entry: Entry) -> bytes:
     return struct.pack(">QQ", entry.dev, entry.ino) + entry.key
@@ -198,6 +239,87 @@ class _Tally:
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {label: {"files": f, "bytes": b} for label, f, b in zip(self.labels, self.files, self.bytes)}
+
+
+class DiffTally:
+    """What one pass over `diff`'s stream counts, and where it sends each entry: deleted ones to `deleted`, new and
+    changed directories to `dir_records`, planned hard-linked files to `hardlinks` (cut at the end with their group),
+    every other planned entry to `sink`. The single-process plan runs one; the partitioned diff one per partition,
+    summed with `add` (every field is a count)."""
+
+    def __init__(self) -> None:
+        self.changes = _Tally(c.value for c in Change)  # new, changed, unchanged, deleted
+        self.classes = _Tally(c.value for c in EntryClass)  # small, large, symlink
+        self.histogram = _Tally(histogram_labels())
+        self.directories = _Tally(c.value for c in Change)  # catalog records only: never planned, never uploaded
+        self.dir_kept_unreadable = 0
+        self.kept_unreadable = 0
+        self.planned_count = 0
+        self.planned_bytes = 0  # of the entries sent to `sink` (hard links are counted once, later)
+
+    def run(self, changes: Iterable[tuple[Change, Entry]], threshold: int, unreachable: UnreadablePaths,
+            deleted: RecordWriter, dir_records: RecordWriter, sink: Callable[[Entry], object],
+            hardlinks: RunSpiller) -> None:
+        # Positions in the tallies; the loop compares enum identities only (Enum hashing is a Python call).
+        new, changed, unchanged, deleted_change = Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED
+        file_kind, dir_kind = EntryKind.FILE, EntryKind.DIRECTORY
+        tally, klasses, histogram, directories = self.changes, self.classes, self.histogram, self.directories
+        edges = HISTOGRAM_EDGES
+        planned_count = planned_bytes = kept_unreadable = dir_kept_unreadable = 0
+        try:
+            for change, entry in changes:
+                size = entry[2]
+                if entry[1] is dir_kind:
+                    slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
+                    directories.files[slot] += 1
+                    if change is deleted_change:
+                        if unreachable.covers(entry.path):
+                            dir_kept_unreadable += 1
+                        else:
+                            deleted.write(entry)
+                    elif change is not unchanged:
+                        dir_records.write(entry)  # the merge puts it in the catalog
+                    continue
+                slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
+                tally.files[slot] += 1
+                tally.bytes[slot] += size
+                if change is deleted_change:
+                    if unreachable.covers(entry.path):
+                        kept_unreadable += 1  # not seen, not gone: the catalog keeps it
+                    else:
+                        deleted.write(entry)
+                    continue
+                is_file = entry[1] is file_kind
+                if is_file:
+                    bucket = bisect_left(edges, size)
+                    histogram.files[bucket] += 1
+                    histogram.bytes[bucket] += size
+                if change is unchanged:
+                    continue
+                klass = (0 if size <= threshold else 1) if is_file else 2
+                klasses.files[klass] += 1
+                klasses.bytes[klass] += size
+                planned_count += 1
+                if is_file and entry[11] > 1:  # hard-linked: cut at the end with its group
+                    hardlinks.add(entry)
+                else:
+                    sink(entry)
+                    planned_bytes += size
+        finally:
+            self.planned_count += planned_count
+            self.planned_bytes += planned_bytes
+            self.kept_unreadable += kept_unreadable
+            self.dir_kept_unreadable += dir_kept_unreadable
+
+    def add(self, other: "DiffTally") -> None:
+        for mine, theirs in ((self.changes, other.changes), (self.classes, other.classes),
+                             (self.histogram, other.histogram), (self.directories, other.directories)):
+            mine.files = [a + b for a, b in zip(mine.files, theirs.files)]
+            mine.bytes = [a + b for a, b in zip(mine.bytes, theirs.bytes)]
+        self.dir_kept_unreadable += other.dir_kept_unreadable
+        self.kept_unreadable += other.kept_unreadable
+        self.planned_count += other.planned_count
+        self.planned_bytes += other.planned_bytes
 
 
 def histogram_labels() -> list[str]:
@@ -288,83 +410,51 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     if catalog_file is not None:
         catalog_stream = checked_order(read_records(catalog_file), str(catalog_file))
 
-    # Positions in the tallies below; the loop compares enum identities only (Enum hashing is a Python call).
-    new, changed, unchanged, deleted_change = Change.NEW, Change.CHANGED, Change.UNCHANGED, Change.DELETED
-    file_kind, symlink_kind = EntryKind.FILE, EntryKind.SYMLINK
-    changes = _Tally(c.value for c in Change)  # new, changed, unchanged, deleted
-    classes = _Tally(c.value for c in EntryClass)  # small, large, symlink
-    histogram = _Tally(histogram_labels())
-    edges = HISTOGRAM_EDGES
-    dir_kind = EntryKind.DIRECTORY
-    directories = _Tally(c.value for c in Change)  # catalog records only: never planned, never uploaded
-    dir_kept_unreadable = 0
-    scanned = (e for e in result.sorted_entries(work)
-               if e[1] is file_kind or e[1] is symlink_kind or e[1] is dir_kind)
-    hardlinks = RunSpiller(work, "hardlinks", options.scan.run_records, key=_hardlink_key)
+    tally = DiffTally()
+    unreachable = UnreadablePaths(i.path for i in result.issues() if i.kind is IssueKind.UNREADABLE)
     shard_settings = ShardSettings(policy.shards.max_files, policy.shards.max_bytes)
-    # Without a catalog everything scanned is planned, so the scan's totals set the balance target now and shards are
-    # cut in this same pass. With one, planned entries are spilled first and cut once their totals are known (a pass
-    # over what changed, not over the tree).
+    # A walk held in memory (a small tree) is diffed here; a walk in runs, one process per partition.
+    partitions = options.scan.partitions if result.runs else 1
     cutter: ShardCutter | None = None
     planned: RecordWriter | None = None
-    if catalog_stream is None:
-        c = result.counts
-        cutter = ShardCutter(layout, ShardAssigner(shard_settings, c.files + c.symlinks, c.file_bytes), threshold)
-        sink = cutter.add
-    else:
-        planned = RecordWriter(work / "planned.rec")
-        sink = planned.write
-    unreachable = UnreadablePaths(i.path for i in result.issues() if i.kind is IssueKind.UNREADABLE)
-    planned_count = planned_bytes = kept_unreadable = 0
+    partitioned: PartitionedDiff | None = None
     try:
-        with RecordWriter(layout.deleted_file) as deleted, RecordWriter(layout.directories_file) as dir_records:
-            for change, entry in diff(scanned, catalog_stream):
-                size = entry[2]
-                if entry[1] is dir_kind:
-                    slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
-                    directories.files[slot] += 1
-                    if change is deleted_change:
-                        if unreachable.covers(entry.path):
-                            dir_kept_unreadable += 1
-                        else:
-                            deleted.write(entry)
-                    elif change is not unchanged:
-                        dir_records.write(entry)  # the merge puts it in the catalog
-                    continue
-                slot = 0 if change is new else 1 if change is changed else 2 if change is unchanged else 3
-                changes.files[slot] += 1
-                changes.bytes[slot] += size
-                if change is deleted_change:
-                    if unreachable.covers(entry.path):
-                        kept_unreadable += 1  # not seen, not gone: the catalog keeps it
-                    else:
-                        deleted.write(entry)
-                    continue
-                is_file = entry[1] is file_kind
-                if is_file:
-                    bucket = bisect_left(edges, size)
-                    histogram.files[bucket] += 1
-                    histogram.bytes[bucket] += size
-                if change is unchanged:
-                    continue
-                klass = (0 if size <= threshold else 1) if is_file else 2
-                classes.files[klass] += 1
-                classes.bytes[klass] += size
-                planned_count += 1
-                if is_file and entry[11] > 1:  # hard-linked: cut at the end with its group
-                    hardlinks.add(entry)
-                else:
-                    sink(entry)
-                    planned_bytes += size
+        if partitions > 1:
+            partitioned = PartitionedDiff(result, catalog_file, work, threshold, unreachable, options.scan)
+            tally = partitioned.run(layout)
+            link_runs = partitioned.hardlink_runs
+        else:
+            scanned = (e for e in result.sorted_entries(work)
+                       if e[1] is EntryKind.FILE or e[1] is EntryKind.SYMLINK or e[1] is EntryKind.DIRECTORY)
+            hardlinks = RunSpiller(work, "hardlinks", options.scan.run_records, key=_hardlink_key)
+            # Without a catalog everything scanned is planned, so the scan's totals set the balance target now and
+            # shards are cut in this same pass. With one, planned entries are spilled first and cut once their totals
+            # are known (a pass over what changed, not over the tree).
+            if catalog_stream is None:
+                c = result.counts
+                cutter = ShardCutter(layout, ShardAssigner(shard_settings, c.files + c.symlinks, c.file_bytes),
+                                     threshold)
+                sink = cutter.add
+            else:
+                planned = RecordWriter(work / "planned.rec")
+                sink = planned.write
+            with RecordWriter(layout.deleted_file) as deleted, RecordWriter(layout.directories_file) as dir_records:
+                tally.run(diff(scanned, catalog_stream), threshold, unreachable, deleted, dir_records, sink, hardlinks)
+            link_runs = hardlinks.finish()
+        planned_count, planned_bytes = tally.planned_count, tally.planned_bytes
         log.info("diff: %d planned, %.1f s since start", planned_count, time.monotonic() - started)
 
         link_file: Path | None = None
-        link_runs = hardlinks.finish()
         if link_runs:  # one sorted file, read twice: once for the bytes (an inode counts once), once to cut shards
             link_file = work / "hardlinks.rec"
             write_records(link_file, sorted_stream(link_runs, work, key=_hardlink_key))
             planned_bytes += _unique_inode_bytes(read_records(link_file))
-        if planned is not None:
+        if partitioned is not None:
+            c = result.counts
+            totals = (c.files + c.symlinks, c.file_bytes) if catalog_file is None else (planned_count, planned_bytes)
+            cutter = ShardCutter(layout, ShardAssigner(shard_settings, *totals), threshold)
+            partitioned.cut(cutter)
+        elif planned is not None:
             planned.close()
             planned = None
             cutter = ShardCutter(layout, ShardAssigner(shard_settings, planned_count, planned_bytes), threshold)
@@ -399,15 +489,15 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         "catalog": None if catalog_file is None else _catalog_seen(catalog_file),
         "small_file_threshold_bytes": threshold,
         "scan": vars(result.counts),
-        "changes": changes.as_dict(),
+        "changes": tally.changes.as_dict(),
         "planned": {"files": planned_count, "bytes": planned_bytes},  # hard-linked inodes once
-        "planned_by_class": classes.as_dict(),
-        "size_histogram": [{"bucket": label, **counts} for label, counts in histogram.as_dict().items()],
+        "planned_by_class": tally.classes.as_dict(),
+        "size_histogram": [{"bucket": label, **counts} for label, counts in tally.histogram.as_dict().items()],
         "skipped": skipped,
-        "kept_unreadable": kept_unreadable + dir_kept_unreadable,
+        "kept_unreadable": tally.kept_unreadable + tally.dir_kept_unreadable,
         # Directories (in the catalog only, see directories.rec): counts per change, never in the totals above.
-        "directories": {**{label: n for label, n in zip(directories.labels, directories.files)},
-                        "kept_unreadable": dir_kept_unreadable},
+        "directories": {**{label: n for label, n in zip(tally.directories.labels, tally.directories.files)},
+                        "kept_unreadable": tally.dir_kept_unreadable},
         "shard_bounds": {"max_files": policy.shards.max_files, "max_bytes": policy.shards.max_bytes},
         "shard_count": len(shards),
         "shards": shards,
@@ -465,6 +555,24 @@ class ShardCutter:
         else:
             info["symlink_files"] += 1
 
+    def add_run(self, run: "DirectoryRun", where: str) -> None:
+        """A directory's planned entries (not hard-linked), in path order: as `add` of each would place them."""
+        index = self.assigner.place_run(run.files, run.bytes, run.directory, run.first_size, run.last_size,
+                                        run.largest)
+        if index is None:  # a cut inside the directory: entry by entry
+            for entry in decode_records(zlibs.decompress(run.blob), where):
+                self.add(entry)
+            return
+        if index != self._current:
+            self._switch(index)
+        self._writer.write_encoded(zlibs.decompress(run.blob), run.files)  # type: ignore[union-attr]
+        info = self._info
+        info["files"] += run.files
+        info["bytes"] += run.bytes
+        info["small_files"] += run.small
+        info["large_files"] += run.large
+        info["symlink_files"] += run.files - run.small - run.large
+
     def add_group(self, group: list[Entry]) -> None:
         """A hard-link group: one shard for all its members."""
         index = self.assigner.assign(group)
@@ -488,6 +596,220 @@ class ShardCutter:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+
+# -- the partitioned diff ---------------------------------------------------------------------------------------------
+
+_RUN_HEADER = struct.Struct("<IIQQQQQQI")  # directory length, files, bytes, small, large, first, last, largest, blob
+
+
+@dataclass(frozen=True)
+class DirectoryRun:
+    """One directory's planned entries (none hard-linked) as a diff process hands them to the shard cut: the records,
+    encoded and compressed, with the totals the cut needs to place them without decoding them."""
+
+    key_prefix: bytes  # directory + NUL: sorts runs as their entries sort
+    files: int
+    bytes: int
+    small: int
+    large: int
+    first_size: int
+    last_size: int
+    largest: int
+    blob: bytes
+
+    @property
+    def directory(self) -> bytes:
+        return self.key_prefix[:-1]
+
+
+class DirectoryRunWriter:
+    """Collects a path-ordered stream of planned entries into one DirectoryRun per directory, appended to a work file
+    (owner-only). Memory: one directory's planned entries."""
+
+    def __init__(self, path: Path, threshold: int):
+        self.path = path
+        self.threshold = threshold
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._out = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._prefix = b"\0\0"  # no key starts with two NULs
+        self._entries: list[Entry] = []
+
+    def add(self, entry: Entry) -> None:
+        key = entry[0]
+        if not key.startswith(self._prefix):
+            if self._entries:
+                self._flush()
+            self._prefix = key[:key.rfind(b"\0") + 1]
+        self._entries.append(entry)
+
+    def _flush(self) -> None:
+        entries, self._entries = self._entries, []
+        sizes = [e[2] for e in entries]
+        file_kind, threshold = EntryKind.FILE, self.threshold
+        small = large = 0
+        for e in entries:
+            if e[1] is file_kind:
+                if e[2] <= threshold:
+                    small += 1
+                else:
+                    large += 1
+        blob = zlibs.compress(encode_many(entries), 1)
+        self._out.write(_RUN_HEADER.pack(len(self._prefix), len(entries), sum(sizes), small, large, sizes[0],
+                                         sizes[-1], max(sizes), len(blob)))
+        self._out.write(self._prefix)
+        self._out.write(blob)
+
+    def close(self) -> None:
+        if self._entries:
+            self._flush()
+        self._out.close()
+
+
+def read_directory_runs(path: Path) -> Iterator[DirectoryRun]:
+    """The runs of one DirectoryRunWriter file, in order; holds one at a time."""
+    header = _RUN_HEADER
+    with open(path, "rb", buffering=1 << 20) as f:
+        while True:
+            head = f.read(header.size)
+            if not head:
+                return
+            if len(head) < header.size:
+                raise RecordFormatError(f"{path}: truncated directory run")
+            n, files, size, small, large, first, last, largest, blob_len = header.unpack(head)
+            prefix = f.read(n)
+            blob = f.read(blob_len)
+            if len(prefix) < n or len(blob) < blob_len:
+                raise RecordFormatError(f"{path}: truncated directory run")
+            yield DirectoryRun(prefix, files, size, small, large, first, last, largest, blob)
+
+
+class _PartitionFailed(Exception):
+    """A diff process reported a failure; `kind` says which exception to raise in the planning process."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class PartitionedDiff:
+    """The diff over the cores: one process per partition of the directories (`records.directory_partition`).
+
+    The scan leaves its runs by partition; each process merges its partition's runs, reads the catalog (skipping other
+    partitions' directories by their key, without building their entries, and checking the order of its own),
+    runs the same `diff` and `DiffTally`,
+    and writes its deleted entries, new and changed directories, hard-linked files (a run spill) and one
+    `DirectoryRun` per directory of planned entries to work files. The planning process then merges those, all in
+    path order: deleted.rec and directories.rec entry by entry (both small unless the tree changed much), the shards
+    directory by directory (`ShardCutter.add_run`: a directory that stays in one shard is copied as one block of
+    encoded records; one that a cut splits is placed entry by entry). The outputs are the single-process plan's.
+
+    Memory per process: its merge's read chunks (records.MERGE_BUFFER_BYTES) + one catalog read chunk + one
+    directory's planned entries + `run_records` hard-linked entries; the planning process holds one DirectoryRun per
+    partition. Nothing grows with the tree.
+    """
+
+    def __init__(self, result: ScanResult, catalog_file: Path | None, work: Path, threshold: int,
+                 unreachable: UnreadablePaths, settings: ScanSettings):
+        self.result = result
+        self.catalog_file = catalog_file
+        self.work = work
+        self.threshold = threshold
+        self.unreachable = unreachable
+        self.settings = settings
+        self.partitions = len(result.partition_runs)
+        self.hardlink_runs: list[Path] = []
+
+    def _files(self, p: int) -> tuple[Path, Path, Path]:
+        return (self.work / f"deleted-p{p}.rec", self.work / f"directories-p{p}.rec",
+                self.work / f"planned-p{p}.runs")
+
+    def diff_partition(self, p: int) -> tuple[DiffTally, list[Path]]:
+        """Partition p's diff (in a diff process, or in this one)."""
+        work, n = self.work, self.partitions
+        scanned = (e for e in sorted_stream(self.result.partition_runs[p], work)
+                   if e[1] is EntryKind.FILE or e[1] is EntryKind.SYMLINK or e[1] is EntryKind.DIRECTORY)
+        catalog: Iterator[Entry] | None = None
+        if self.catalog_file is not None:
+            # Each process checks the order of what it reads: the merge-join needs its partition sorted, and a damaged
+            # catalog fails the plan by name as in one process.
+            catalog = checked_order(read_partition(self.catalog_file, p, n), str(self.catalog_file))
+        deleted_file, directories_file, runs_file = self._files(p)
+        hardlinks = RunSpiller(work, f"hardlinks-p{p}", self.settings.run_records, key=_hardlink_key)
+        runs = DirectoryRunWriter(runs_file, self.threshold)
+        tally = DiffTally()
+        try:
+            with RecordWriter(deleted_file) as deleted, RecordWriter(directories_file) as dir_records:
+                tally.run(diff(scanned, catalog), self.threshold, self.unreachable, deleted, dir_records, runs.add,
+                          hardlinks)
+        finally:
+            runs.close()
+        return tally, hardlinks.finish()
+
+    def _child(self, p: int, results: Any) -> None:
+        try:
+            tally, links = self.diff_partition(p)
+            results.put((p, tally, [str(x) for x in links], None))
+        except CatalogError as e:
+            results.put((p, None, [], ("catalog", e.args[0] if e.args else str(e))))
+        except RecordFormatError as e:
+            results.put((p, None, [], ("format", str(e))))
+        except BaseException as e:  # report, never hang the parent
+            results.put((p, None, [], ("error", f"{type(e).__name__}: {e}")))
+
+    def run(self, layout: RunLayout) -> DiffTally:
+        """Diff every partition in its own process, then write deleted.rec and directories.rec; the summed tally."""
+        import multiprocessing
+        import queue as queue_module
+
+        ctx = multiprocessing.get_context("fork")
+        results: Any = ctx.Queue()
+        procs = [ctx.Process(target=self._child, args=(p, results), name=f"fs3g-diff-{p}")
+                 for p in range(self.partitions)]
+        for proc in procs:
+            proc.start()
+        total = DiffTally()
+        failures: list[tuple[str, str]] = []
+        try:
+            for _ in procs:
+                while True:
+                    try:
+                        p, tally, links, error = results.get(timeout=0.2)
+                        break
+                    except queue_module.Empty:
+                        dead = [x for x in procs if x.exitcode not in (None, 0)]
+                        if dead:
+                            raise Fs3gError(f"diff process {dead[0].name} died with exit code {dead[0].exitcode}",
+                                            hint="rerun; if it persists, run with -vv and report it")
+                if error is not None:
+                    failures.append(error)
+                    continue
+                total.add(tally)
+                self.hardlink_runs.extend(Path(x) for x in links)
+        finally:
+            for proc in procs:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        for kind, message in sorted(failures, key=lambda f: f[0] != "catalog"):
+            if kind == "catalog":
+                raise CatalogError(message, path=str(self.catalog_file),
+                                   hint="the catalog is damaged: rerun with --full")
+            if kind == "format":
+                raise RecordFormatError(message)
+            raise Fs3gError(f"diff failed: {message}")
+        for target, index in ((layout.deleted_file, 0), (layout.directories_file, 1)):
+            parts = [self._files(p)[index] for p in range(self.partitions)]
+            write_records(target, merge_sorted(parts))
+        return total
+
+    def cut(self, cutter: "ShardCutter") -> None:
+        """Cut the planned entries of every partition into shards, in path order, directory by directory."""
+        streams = [read_directory_runs(self._files(p)[2]) for p in range(self.partitions)]
+        where = str(self.work)
+        for run in heapq.merge(*streams, key=attrgetter("key_prefix")):
+            cutter.add_run(run, where)
 
 
 def _copy_issues(sources: Iterable[Path], target: Path) -> int:

@@ -156,7 +156,7 @@ def _backup(policy: Policy, *, dry_run: bool = False) -> int:
             return prepare_baseline(policy, full=False)
 
     summary = make_plan(policy, default_run_dir(policy, now), PlanOptions(
-        full=False, catalog=catalog_path(policy), scan=ScanSettings(workers=cpus), max_array_size=1001,
+        full=False, catalog=catalog_path(policy), scan=ScanSettings(workers=cpus, partitions=cpus), max_array_size=1001,
         max_array_size_source="local executor", prepare_catalog=baseline), now)
     print("\n".join(summary.lines()))
     if dry_run:

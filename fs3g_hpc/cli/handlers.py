@@ -90,7 +90,8 @@ def _plan_request(args: argparse.Namespace, executor: Executor | None) -> "PlanR
     from ..scan import ScanSettings
 
     return PlanRequest(full=args.full, run_dir=Path(args.run_dir) if args.run_dir else None,
-                       scan=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records),
+                       scan=ScanSettings(workers=args.scan_workers, run_records=args.scan_run_records,
+                                         partitions=max(1, args.scan_workers)),
                        executor=executor)
 
 

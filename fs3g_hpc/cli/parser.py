@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", help="new or empty directory (default: <run_root>/<lab>/<lab>-<time>)")
     p.add_argument("--full", action="store_true", help="ignore the catalog: plan every file")
     p.add_argument("--scan-workers", type=positive, default=len(os.sched_getaffinity(0)), metavar="N",
-                   help="walker processes (default: the CPUs this process may use; 0 walks in-process)")
+                   help="walker processes, and diff processes after the walk (default: the CPUs this process may use)")
     p.add_argument("--scan-run-records", type=positive, default=100_000, metavar="N",
                    help="entries each walker holds before spilling a sorted run; memory ≈ workers × N × 300 B")
     p.set_defaults(func=handlers.cmd_plan)
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive, default=None, metavar="N",
                    help="print at most N discrepancies (the counts stay complete)")
     p.add_argument("--scan-workers", type=positive, default=len(os.sched_getaffinity(0)), metavar="N",
-                   help="walker processes (default: the CPUs this process may use; 0 walks in-process)")
+                   help="walker processes, and diff processes after the walk (default: the CPUs this process may use)")
     p.add_argument("--scan-run-records", type=positive, default=100_000, metavar="N",
                    help="entries each walker holds before spilling a sorted run; memory ≈ workers × N × 300 B")
     p.add_argument("--executor", choices=[e.value for e in Executor], default=None,

@@ -2,7 +2,13 @@
 
 One record per filesystem entry: a fixed little-endian header then the path's exact bytes, stored as its sort key (any
 byte but NUL: newlines, invalid UTF-8 and 4,000-byte paths round-trip unchanged). Files are streams of records compressed with zlib level 1
-(gzip container), streamed a chunk at a time, so nothing ever holds a whole tree in memory.
+(gzip container; ISA-L's implementation when the `fast` extra is installed, see model/zlibs.py), streamed a chunk at a
+time, so nothing ever holds a whole tree in memory: a reader holds one chunk of `read_chunk` bytes (1 MiB by default;
+a k-way merge passes a smaller one, so that its memory is set by its budget, not by how many runs it merges).
+
+Partitions: `directory_partition(parent, n)` spreads the directories over n partitions by a hash of the parent
+directory's path; every entry of one directory lands in one partition, so scan runs, the catalog and the diff split
+alike (`read_partition` streams one partition of a file without building the other partitions' entries).
 
 Format 3 (written) adds each record's location: empty for a file stored as its own object (the key follows from the
 path, model/keys.py), an encoded `model.packs.PackRef` for a file stored as a member of a pack. Formats 1 and 2 are
@@ -14,14 +20,16 @@ directory are contiguous (small files of one directory stay together) and every 
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import os
 import struct
 from enum import Enum
 from pathlib import Path
-from operator import itemgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
+
+from . import zlibs
 
 FORMAT_VERSION = 3
 _MAGIC = b"FS3GREC3"
@@ -33,6 +41,8 @@ _MAGIC_V1 = b"FS3GREC1"  # before the tree hash: still read, never written
 _HEADER = struct.Struct("<BQqqqIIIQQIIBH")
 _HEADER_V2 = struct.Struct("<BQqqqIIIQQIIB")
 _HEADER_V1 = struct.Struct("<BQqqqIIIQQII")
+_LENGTHS = struct.Struct("<IBH")  # the key, hash and location lengths: the last fields of _HEADER
+_LENGTHS_AT = _HEADER.size - _LENGTHS.size
 MAX_LOCATION_BYTES = (1 << 16) - 1
 _COMPRESS_LEVEL = 1
 
@@ -123,6 +133,21 @@ def encode(entry: Entry) -> bytes:
                         len(entry[13])) + entry[0] + entry[12] + entry[13]
 
 
+_kind_values = attrgetter("_value_")
+
+
+def encode_many(entries: list[Entry]) -> bytes:
+    """`b"".join(map(encode, entries))`, built column by column so that the loop over entries runs in C (the
+    per-entry Python call of `encode` is most of a plan's encoding time). Holds one column per field of `entries`."""
+    if not entries:
+        return b""
+    (keys, kinds, sizes, mtimes, ctimes, atimes, modes, uids, gids, devs, inos, nlinks, hashes,
+     locations) = zip(*entries)
+    headers = map(_HEADER.pack, map(_kind_values, kinds), sizes, mtimes, ctimes, atimes, modes, uids, gids, devs,
+                  inos, nlinks, map(len, keys), map(len, hashes), map(len, locations))
+    return b"".join(chain.from_iterable(zip(headers, keys, hashes, locations)))
+
+
 class RecordFormatError(ValueError):
     """A record file that is not ours, or is truncated."""
 
@@ -140,20 +165,33 @@ class RecordWriter:
         self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._raw = os.fdopen(fd, "wb")
-        self._stream = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=_COMPRESS_LEVEL, mtime=0)
+        self._stream = zlibs.gzip_writer(self._raw, _COMPRESS_LEVEL)
         self._stream.write(_MAGIC)
-        self._pending: list[bytes] = []
+        self._pending: list[Entry] = []
         self.count = 0
 
     def write(self, entry: Entry) -> None:
-        self._pending.append(encode(entry))
+        self._pending.append(entry)
         self.count += 1
         if len(self._pending) >= _BUFFERED_RECORDS:
             self._drain()
 
+    def write_many(self, entries: list[Entry]) -> None:
+        self._drain()
+        for i in range(0, len(entries), _BUFFERED_RECORDS):
+            self._stream.write(encode_many(entries[i:i + _BUFFERED_RECORDS]))
+        self.count += len(entries)
+
+    def write_encoded(self, data: bytes, count: int) -> None:
+        """Append `count` records already encoded (`encode`), in order after those written before."""
+        self._drain()
+        self._stream.write(data)
+        self.count += count
+
     def _drain(self) -> None:
-        self._stream.write(b"".join(self._pending))
-        self._pending = []
+        if self._pending:
+            self._stream.write(encode_many(self._pending))
+            self._pending = []
 
     def close(self) -> None:
         self._drain()
@@ -178,30 +216,136 @@ class RecordWriter:
             self.abort()
 
 
-def read_records(path: Path) -> Iterator[Entry]:
+def read_records(path: Path, read_chunk: int = _READ_CHUNK) -> Iterator[Entry]:
     """Stream the records of one file, in file order, decoding a chunk at a time (format 1, 2 or 3)."""
     where = str(path)
-    with gzip.open(path, "rb") as stream:
+    with zlibs.gzip_open_read(path) as stream:
         magic = stream.read(len(_MAGIC))
         if magic == _MAGIC:
-            yield from _read_v3(stream, where)
+            yield from _read_v3(stream, where, read_chunk)
         elif magic in (_MAGIC_V2, _MAGIC_V1):
-            yield from _read_old(stream, where, magic == _MAGIC_V1)
+            yield from _read_old(stream, where, magic == _MAGIC_V1, read_chunk)
         else:
             raise RecordFormatError(f"{where}: not an fs3g record file (format {FORMAT_VERSION})")
 
 
-def _read_v3(stream, where: str) -> Iterator[Entry]:
+def directory_partition(directory: bytes, partitions: int) -> int:
+    """The partition (0 .. partitions-1) of every entry whose parent directory is `directory` (a stable hash)."""
+    return zlibs.crc32(directory) % partitions if partitions > 1 else 0
+
+
+def read_partition(path: Path, partition: int, partitions: int, read_chunk: int = _READ_CHUNK) -> Iterator[Entry]:
+    """The records of `path` whose parent directory is in `partition` (of `partitions`), in file order.
+
+    Entries of other partitions are skipped by their key alone; the hash is computed once per directory, which a
+    sorted file keeps contiguous (an unsorted one costs one hash per change of directory, and still filters right)."""
+    if partitions <= 1:
+        yield from read_records(path, read_chunk)
+        return
+    where = str(path)
+    with zlibs.gzip_open_read(path) as stream:
+        magic = stream.read(len(_MAGIC))
+        if magic != _MAGIC:
+            stream.close()
+            yield from filter_partition(read_records(path, read_chunk), partition, partitions)
+            return
+        kinds = _KINDS
+        unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
+        lengths_from, lengths_at = _LENGTHS.unpack_from, _LENGTHS_AT
+        crc32 = zlibs.crc32
+        prefix, keep = b"\0\0", False  # no key starts with two NULs
+        buffer = b""
+        while True:
+            chunk = stream.read(read_chunk)
+            if not chunk:
+                if buffer:
+                    raise RecordFormatError(f"{where}: truncated record stream")
+                return
+            buffer = buffer + chunk if buffer else chunk
+            chunk = b""  # the chunk lives on in `buffer` only: one copy per open reader, not two
+            pos, end = 0, len(buffer)
+            while pos + header_size <= end:
+                n, h, l = lengths_from(buffer, pos + lengths_at)
+                key_start = pos + header_size
+                key_end = key_start + n
+                stop = key_end + h + l
+                if stop > end:
+                    break
+                if not buffer.startswith(prefix, key_start, key_end):
+                    cut = buffer.rfind(b"\0", key_start, key_end)
+                    if cut < 0:
+                        raise RecordFormatError(f"{where}: record key without a directory")
+                    prefix = buffer[key_start:cut + 1]
+                    keep = crc32(prefix[:-1]) % partitions == partition
+                if keep:
+                    (kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino,
+                     nlink) = unpack_from(buffer, pos)[:11]
+                    try:
+                        kind_enum = kinds[kind]
+                    except KeyError:
+                        raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
+                    hash_end = key_end + h
+                    yield _new(Entry, (buffer[key_start:key_end], kind_enum, size, mtime, ctime, atime, mode, uid,
+                                       gid, dev, ino, nlink, buffer[key_end:hash_end] if h else b"",
+                                       buffer[hash_end:stop] if l else b""))
+                pos = stop
+            buffer = buffer[pos:]
+
+
+def filter_partition(entries: Iterable[Entry], partition: int, partitions: int) -> Iterator[Entry]:
+    """The entries of `entries` whose parent directory is in `partition` (one hash per change of directory)."""
+    prefix, keep = b"\0\0", False
+    crc32 = zlibs.crc32
+    for entry in entries:
+        key = entry[0]
+        if not key.startswith(prefix):
+            prefix = key[:key.rfind(b"\0") + 1]
+            keep = crc32(prefix[:-1]) % partitions == partition
+        if keep:
+            yield entry
+
+
+def decode_records(data: bytes, where: str) -> list[Entry]:
+    """The records of `data`, a whole number of records as `encode` writes them (format 3)."""
+    entries = list(_decode_v3(data, where))
+    return entries
+
+
+def _decode_v3(buffer: bytes, where: str) -> Iterator[Entry]:
+    kinds = _KINDS
+    unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
+    pos, end = 0, len(buffer)
+    while pos < end:
+        if pos + header_size > end:
+            raise RecordFormatError(f"{where}: truncated record")
+        kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h, l = unpack_from(buffer, pos)
+        key_end = pos + header_size + n
+        hash_end = key_end + h
+        stop = hash_end + l
+        if stop > end:
+            raise RecordFormatError(f"{where}: truncated record")
+        try:
+            kind_enum = kinds[kind]
+        except KeyError:
+            raise RecordFormatError(f"{where}: unknown entry kind {kind}") from None
+        yield _new(Entry, (buffer[pos + header_size:key_end], kind_enum, size, mtime, ctime, atime, mode, uid,
+                           gid, dev, ino, nlink, buffer[key_end:hash_end] if h else b"",
+                           buffer[hash_end:stop] if l else b""))
+        pos = stop
+
+
+def _read_v3(stream, where: str, read_chunk: int = _READ_CHUNK) -> Iterator[Entry]:
     kinds = _KINDS
     unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
     buffer = b""
     while True:
-        chunk = stream.read(_READ_CHUNK)
+        chunk = stream.read(read_chunk)
         if not chunk:
             if buffer:
                 raise RecordFormatError(f"{where}: truncated record stream")
             return
         buffer = buffer + chunk if buffer else chunk
+        chunk = b""  # the chunk lives on in `buffer` only: one copy per open reader, not two
         pos, end = 0, len(buffer)
         while pos + header_size <= end:
             kind, size, mtime, ctime, atime, mode, uid, gid, dev, ino, nlink, n, h, l = unpack_from(buffer, pos)
@@ -221,19 +365,20 @@ def _read_v3(stream, where: str) -> Iterator[Entry]:
         buffer = buffer[pos:]
 
 
-def _read_old(stream, where: str, v1: bool) -> Iterator[Entry]:
+def _read_old(stream, where: str, v1: bool, read_chunk: int = _READ_CHUNK) -> Iterator[Entry]:
     """Formats 1 (no tree hash) and 2 (no location): every location is b""."""
     kinds = _KINDS
     header = _HEADER_V1 if v1 else _HEADER_V2
     unpack_from, header_size = header.unpack_from, header.size
     buffer = b""
     while True:
-        chunk = stream.read(_READ_CHUNK)
+        chunk = stream.read(read_chunk)
         if not chunk:
             if buffer:
                 raise RecordFormatError(f"{where}: truncated record stream")
             return
         buffer = buffer + chunk if buffer else chunk
+        chunk = b""  # the chunk lives on in `buffer` only: one copy per open reader, not two
         pos, end = 0, len(buffer)
         while pos + header_size <= end:
             if v1:
@@ -265,9 +410,26 @@ def write_records(path: Path, entries: Iterable[Entry]) -> int:
 KeyFn = Callable[[Entry], bytes]
 
 
+# What one k-way merge holds in read chunks, whatever k is (each reader gets its share, at most 1 MiB, at least
+# MIN_MERGE_CHUNK): 8 MiB from 8 runs up to the default fan-in of 64, plus per run its reader's ~150 KiB of input
+# and decompressor state (zlibs.GzipReader).
+MERGE_BUFFER_BYTES = 8 * 1024 * 1024
+MIN_MERGE_CHUNK = 128 * 1024
+
+
+def merge_chunk(streams: int) -> int:
+    """The read chunk of each of `streams` files merged at once."""
+    return max(MIN_MERGE_CHUNK, min(_READ_CHUNK, MERGE_BUFFER_BYTES // max(1, streams)))
+
+
 def merge_sorted(paths: Iterable[Path], key: KeyFn = by_key) -> Iterator[Entry]:
-    """One sorted stream from several sorted record files (open files = len(paths); see `merge_runs`)."""
-    return heapq.merge(*(read_records(p) for p in paths), key=key)
+    """One sorted stream from several sorted record files (open files = len(paths); see `merge_runs`); the read
+    chunks together stay near MERGE_BUFFER_BYTES."""
+    paths = list(paths)
+    if len(paths) == 1:
+        return read_records(paths[0])
+    chunk = merge_chunk(len(paths))
+    return heapq.merge(*(read_records(p, chunk) for p in paths), key=key)
 
 
 def merge_runs(paths: list[Path], work_dir: Path, key: KeyFn = by_key, fan_in: int = 64) -> list[Path]:
@@ -311,7 +473,8 @@ class RunSpiller:
             return
         self.buffer.sort(key=self.key)
         path = self.work_dir / f"run-{self.tag}-{len(self.runs):05d}.rec"
-        write_records(path, self.buffer)
+        with RecordWriter(path) as writer:
+            writer.write_many(self.buffer)
         self.runs.append(path)
         self.buffer = []
 
