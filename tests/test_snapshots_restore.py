@@ -183,3 +183,34 @@ def test_snapshots_verify_names_a_missing_object_or_pack_and_refuses_a_corrupt_c
     client.put_object(Bucket=name, Key=key, Body=body[:-7])
     proc = fs3g("snapshots", "verify", "--config", str(policy))
     assert proc.returncode == 2 and key in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_snapshots_verify_names_a_missing_or_cut_pack_index(bucket, tmp_path):
+    root = tmp_path / "data"
+    small_tree(root)
+    policy = lab_policy(tmp_path, root, bucket, "packs", name="veri")
+    backup(policy)
+    client, name = bucket.client, bucket.name
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="labs/veri/packs/")["Contents"]]
+    [index] = [k for k in keys if k.endswith(".tar.idx")]
+    hooks = tmp_path / "hooks"
+    proc = fs3g("snapshots", "verify", "--config", str(policy), env=hooked_env(hooks))
+    assert proc.returncode == 0 and "1 pack indexes checked" in proc.stdout, proc.stdout + proc.stderr
+
+    # An index cut to a few bytes (no gzip stream is that short): named with its size; the pack itself is fine.
+    body = client.get_object(Bucket=name, Key=index)["Body"].read()
+    client.put_object(Bucket=name, Key=index, Body=body[:5])
+    proc = fs3g("snapshots", "verify", "--config", str(policy))
+    assert proc.returncode == 1 and f"size differs: s3://{name}/{index} (a pack's index of 5 bytes" in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert proc.stdout.count("s3://") == 1, proc.stdout
+
+    # The index deleted (plain boto3, as a hand or a lifecycle rule would): named as missing, by listing, no HEAD.
+    client.delete_object(Bucket=name, Key=index)
+    hooks = tmp_path / "hooks2"
+    proc = fs3g("snapshots", "verify", "--config", str(policy), env=hooked_env(hooks))
+    assert proc.returncode == 1 and f"missing: s3://{name}/{index} (a pack's index)" in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert not [r for r in requests(hooks) if r["op"] == "HeadObject"]
+    proc = fs3g("snapshots", "verify", "--config", str(policy), "--json")
+    assert proc.returncode == 1 and '"indexes": 1' in proc.stdout, proc.stdout + proc.stderr
