@@ -4,6 +4,7 @@ verify`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -214,3 +215,34 @@ def test_snapshots_verify_names_a_missing_or_cut_pack_index(bucket, tmp_path):
     assert not [r for r in requests(hooks) if r["op"] == "HeadObject"]
     proc = fs3g("snapshots", "verify", "--config", str(policy), "--json")
     assert proc.returncode == 1 and '"indexes": 1' in proc.stdout, proc.stdout + proc.stderr
+
+
+def discrepancy_lines(text: str) -> set[tuple[str, str]]:
+    return {(line.split(" ", 1)[0], line.split("\t", 1)[0].rsplit("/", 1)[-1]) for line in text.splitlines()
+            if line.startswith(("missing-in-s3 ", "changed ", "only-in-s3 ", "cannot-check "))}
+
+
+def test_compare_as_of_runs_its_hash_checks_as_jobs_like_a_plain_compare(seaweed_bucket, tmp_path):
+    root, original, policy, first = first_then_second_backup(tmp_path, seaweed_bucket, "packs")
+    kept = root / "proj" / "kept.txt"  # same size and mtime, other bytes: only a hash check sees it
+    st = kept.stat()
+    kept.write_bytes(kept.read_bytes().upper())
+    os.utime(kept, ns=(st.st_atime_ns, st.st_mtime_ns))
+    here = fs3g("compare", "--config", str(policy), "--as-of", first, "--check-sha256", "--scan-workers", "0")
+    assert here.returncode == 1, here.stdout + here.stderr
+    expected = discrepancy_lines(here.stdout)
+    assert {name for _, name in expected} == {"deleted.txt", "overwritten.txt", "kept.txt"}, here.stdout
+
+    run = tmp_path / "cmp-asof"
+    proc = fs3g("compare", "--config", str(policy), "--as-of", first, "--check-sha256", "--scan-workers", "0",
+                "--executor", "local", "--run-dir", str(run))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert discrepancy_lines(proc.stdout) == expected
+    assert f"snapshot {first}" in proc.stdout, proc.stdout
+    header = json.loads((run / "compare.json").read_text())
+    assert header["as_of"] == first and header["summary"]["source"].startswith(f"snapshot {first}")
+    assert header["to_hash"]["files"] >= 1 and (run / "results" / "shard-000000.json").is_file()
+    # The newest snapshot knows the deletion and the overwrite: only the content-only change is left.
+    proc = fs3g("compare", "--config", str(policy), "--check-sha256", "--scan-workers", "0", "--executor", "local",
+                "--run-dir", str(tmp_path / "cmp-newest"))
+    assert proc.returncode == 1 and {n for _, n in discrepancy_lines(proc.stdout)} == {"kept.txt"}, proc.stdout

@@ -150,8 +150,6 @@ def _compare_request(args: argparse.Namespace) -> "CompareRequest":
     from ..scan import ScanSettings
 
     if args.as_of is not None:
-        if args.executor is not None:
-            raise UsageError("--as-of compares in this process: drop --executor")
         if args.against_bucket:
             raise UsageError("--as-of compares with a snapshot's catalog: drop --against-bucket")
         if not is_snapshot_id(args.as_of):
