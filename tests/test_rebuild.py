@@ -76,7 +76,13 @@ def test_key_range_shards_build_the_one_shard_catalog_and_a_resume_keeps_done_sh
     done = layout.shard_records(0).stat()
     proc = fs3g("rebuild-merge", str(run))
     assert proc.returncode == 1 and "not done" in proc.stdout, proc.stdout + proc.stderr
+    assert "--resume" in proc.stderr, proc.stderr
     assert not (tmp_path / "runs" / "rbk" / "catalog.rec").exists()
+    proc = fs3g("status", str(run), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["kind"] == "rebuild" and status["phase"] == "heads"
+    assert status["shard_states"] == {"done": 1, "pending": header.shard_count - 1}, status
 
     hooks = tmp_path / "hooks"
     proc = fs3g("catalog", "rebuild", "--config", str(many), "--resume", str(run), env=hooked_env(hooks))
