@@ -19,7 +19,7 @@ from typing import Any, Callable, Union
 
 from .model.records import EntryKind, read_records
 from .model.sizes import format_duration, format_size
-from .runs.files import CompareHeader, PlanHeader, RestoreHeader
+from .runs.files import CompareHeader, PlanHeader, RebuildHeader, RestoreHeader
 from .runs.journal import read_done_records
 from .runs.layout import RunKind, RunLayout, journal_file, read_json
 from .runs.report import read_header, read_shard_result
@@ -253,7 +253,54 @@ class CompareRunStatus:
                 "shards": [s.to_json() for s in self.shards], "report": self.report}
 
 
-RunStatus = Union[BackupRunStatus, RestoreRunStatus, CompareRunStatus]
+@dataclass(frozen=True)
+class RebuildRunStatus:
+    """A catalog rebuild run (snapshots/rebuild.py): its key-range shards (HEADs done), then the merge."""
+
+    run_dir: Path
+    listed: int
+    shards: list[ShardStatusLine]
+    report: dict | None
+
+    kind = "rebuild"
+
+    @property
+    def shard_states(self) -> dict[str, int]:
+        return _counts([s.state for s in self.shards])
+
+    @property
+    def phase(self) -> str:
+        return "merged" if self.report is not None and not self.report.get("not_done") else "heads"
+
+    def lines(self) -> list[str]:
+        out = [f"{self.run_dir}: catalog rebuild, {self.listed:,} objects listed in {len(self.shards)} shard(s)",
+               "  shards: " + ", ".join(f"{k} {v}" for k, v in self.shard_states.items())]
+        if self.phase == "merged":
+            assert self.report is not None
+            out.append(f"  merged: {self.report.get('entries', 0):,} catalog entries, snapshot "
+                       f"{self.report.get('snapshot', '')}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_dir": str(self.run_dir), "phase": self.phase, "listed": self.listed,
+                "shard_states": self.shard_states, "shards": [s.to_json() for s in self.shards],
+                "report": self.report}
+
+
+RunStatus = Union[BackupRunStatus, RestoreRunStatus, CompareRunStatus, RebuildRunStatus]
+
+
+def rebuild_status(run_dir: Path) -> RebuildRunStatus:
+    layout = RunLayout(run_dir, RunKind.REBUILD)
+    header = read_header(layout)
+    assert isinstance(header, RebuildHeader)
+    shards = []
+    for shard in header.shards:
+        result = read_shard_result(layout, shard.index)
+        heads = result.count("heads") if result is not None else 0
+        shards.append(ShardStatusLine(shard.index, "pending" if result is None else result.status.value, heads,
+                                      shard.files, 0, 0))
+    return RebuildRunStatus(run_dir, header.listed, shards, _read_optional(layout.report_file))
 
 
 def restore_status(run_dir: Path) -> RestoreRunStatus:
@@ -316,6 +363,8 @@ def run_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]
         return restore_status(run_dir)
     if layout is not None and layout.kind is RunKind.COMPARE:
         return compare_status(run_dir)
+    if layout is not None and layout.kind is RunKind.REBUILD:
+        return rebuild_status(run_dir)
     return backup_status(run_dir, slurm_states)
 
 
@@ -356,7 +405,7 @@ class CommandOutcome:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A run directory of any kind (it holds plan.json, restore.json or compare.json)."""
+    """A run directory of any kind (it holds plan.json, restore.json, compare.json or rebuild.json)."""
     return RunLayout.detect(path) is not None
 
 

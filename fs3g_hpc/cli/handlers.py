@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..backup.run import PlanRequest
     from ..compare.run import CompareRequest
     from ..restore.select import RestoreRequest
+    from ..snapshots.rebuild import RebuildSummary
 
 log = logging.getLogger("fs3g_hpc")
 
@@ -150,8 +151,6 @@ def _compare_request(args: argparse.Namespace) -> "CompareRequest":
     from ..scan import ScanSettings
 
     if args.as_of is not None:
-        if args.executor is not None:
-            raise UsageError("--as-of compares in this process: drop --executor")
         if args.against_bucket:
             raise UsageError("--as-of compares with a snapshot's catalog: drop --against-bucket")
         if not is_snapshot_id(args.as_of):
@@ -364,12 +363,73 @@ def checked_begin_time(text: str) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from ..snapshots.rebuild import rebuild_catalog
+    from ..runs.executor import choose_executor
+    from ..snapshots import rebuild
 
     policy = load_policy(args.config)
     check_target(policy, write=True)
-    print("\n".join(rebuild_catalog(policy, workers=args.workers).lines()))
-    return ExitCode.OK
+    if args.resume:
+        if args.run_dir:
+            raise UsageError("--resume continues an earlier rebuild run: drop --run-dir")
+        layout, header, _policy = rebuild.load_rebuild(Path(args.resume))
+    else:
+        run_dir = Path(args.run_dir) if args.run_dir else rebuild.default_rebuild_dir(policy, datetime.now(timezone.utc))
+        layout, header = rebuild.prepare_rebuild(policy, run_dir, workers=args.workers)
+    print(f"catalog rebuild {layout.run_dir}: {header.listed:,} objects listed, {header.shard_count} shard(s) to "
+          "HEAD")
+    spec = rebuild.rebuild_spec(policy, layout, header, partial(_rebuild_merge, layout.run_dir))
+    executor = resolve(Executor(args.executor))
+    if executor is Executor.LOCAL:
+        return int(choose_executor(executor).run(spec, wait=True).exit_code or 0)
+    outcome = choose_executor(executor).run(spec, wait=args.wait)
+    submitted = outcome.submitted
+    assert submitted is not None
+    print(f"submitted: arrays {', '.join(submitted.array_ids) or '(none)'}; merge {submitted.merge_id} (afterany); "
+          f"the report goes to {layout.report_file}")
+    if not args.wait:
+        return ExitCode.OK
+    summary = rebuild.read_rebuild_report(layout.run_dir)
+    if summary is None:
+        raise UsageError(f"catalog rebuild merge job {submitted.merge_id} ended "
+                         f"{outcome.merge_state.value if outcome.merge_state else ''} without a report",
+                         hint=f"see {layout.run_dir / 'logs'}; then {rebuild.resume_hint(policy, layout.run_dir)}")
+    print("\n".join(summary.lines()))
+    return _rebuild_exit(policy, layout.run_dir, summary)
+
+
+def _rebuild_exit(policy: Policy, run_dir: Path, summary: "RebuildSummary") -> int:
+    if summary.not_done:
+        from ..snapshots.rebuild import resume_hint
+
+        print(f"to resume: {resume_hint(policy, run_dir)}", file=sys.stderr)
+        return ExitCode.DIFFERENCES
+    return ExitCode.DIFFERENCES if summary.failed else ExitCode.OK
+
+
+def _rebuild_merge(run_dir: Path) -> int:
+    from ..snapshots.rebuild import load_rebuild, merge_rebuild
+
+    _verdict, summary = merge_rebuild(run_dir)
+    print("\n".join(summary.lines()))
+    return _rebuild_exit(load_rebuild(run_dir)[2], run_dir, summary)
+
+
+def cmd_rebuild_merge(args: argparse.Namespace) -> int:
+    return _rebuild_merge(Path(args.run_dir))
+
+
+def cmd_rebuild_shard(args: argparse.Namespace) -> int:
+    from ..runs.files import ShardStatus
+    from ..snapshots.rebuild import rebuild_shard
+
+    result = rebuild_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
+    if result is None:
+        print("rebuild shard: done before, kept")
+        return ExitCode.OK
+    print(f"rebuild shard {result.shard}: {result.count('heads'):,} HEADs, {result.count('entries'):,} records, "
+          f"{result.count('failed'):,} failed: {result.status.value}")
+    return shard_exit_code(interrupted=result.status is ShardStatus.INTERRUPTED,
+                           failed=result.status is ShardStatus.FAILED)
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
@@ -476,7 +536,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         run = Path(args.run_dir)
         if not is_run_dir(run):
-            raise UsageError("not a run directory (no plan.json, restore.json or compare.json)", path=str(run),
+            raise UsageError("not a run directory (no plan.json, restore.json, compare.json or rebuild.json)",
+                             path=str(run),
                              hint="give a directory made by fs3g plan, backup, restore or compare, or --config "
                                   "LAB.yaml")
         if args.json:

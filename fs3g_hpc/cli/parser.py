@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
     p.set_defaults(func=handlers.cmd_compare_shard)
 
+    p = sub.add_parser("rebuild-shard", help="HEAD one key range of a catalog rebuild (each array task)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--shard", type=positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
+    p.set_defaults(func=handlers.cmd_rebuild_shard)
+
+    p = sub.add_parser("rebuild-merge", help="merge a catalog rebuild's shards into the catalog and its snapshot")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=handlers.cmd_rebuild_merge)
+
     p = sub.add_parser("compare-merge", help="add a compare run's hash checks together and print the verdict")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(func=handlers.cmd_compare_merge)
@@ -186,9 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "what changed.")
     actions = p.add_subparsers(dest="catalog_action", metavar="ACTION", parser_class=Parser)
     actions.required = True
-    q = actions.add_parser("rebuild", help="build the catalog from the bucket's objects and metadata")
+    q = actions.add_parser("rebuild", help="build the catalog from the bucket's objects and metadata",
+                           description="List the roots' objects, cut them by key range into shards of "
+                                       "snapshots.rebuild_shard_keys keys, HEAD each shard's objects as one task of a "
+                                       "job array (or a local process), then merge the shards into the lab's catalog "
+                                       "and write its snapshot. A stopped rebuild resumes with --resume RUN_DIR: "
+                                       "shards already done are kept.")
     q.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
-    q.add_argument("--workers", type=positive, default=32, metavar="N", help="HEAD requests in flight")
+    q.add_argument("--workers", type=positive, default=32, metavar="N", help="HEAD requests in flight per task")
+    q.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.LOCAL.value,
+                   help="local (the default: processes here, then the merge), slurm (a job array and a merge job), "
+                        "or auto (slurm when `scontrol ping` answers)")
+    q.add_argument("--wait", action="store_true", help="slurm: wait for the merge job and print its report")
+    q.add_argument("--run-dir", metavar="DIR", help="new or empty run directory (default: "
+                                                    "<run_root>/<lab>/rebuild-<UTC time>)")
+    q.add_argument("--resume", metavar="RUN_DIR", help="an earlier rebuild run: its shards not done, then the merge")
     q.set_defaults(func=handlers.cmd_catalog)
 
     p = sub.add_parser("snapshots", help="the catalog snapshots in the bucket",

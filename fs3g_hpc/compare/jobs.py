@@ -1,7 +1,8 @@
 """`fs3g compare --check-sha256 --executor slurm|local`: the tree hashes of a large tree read by a job array.
 
     <run_root>/<lab>/compare-<UTC time>/          one compare run (0700)
-        compare.json                              header: policy snapshot, the coordinator's summary, shards
+        compare.json                              header: policy snapshot, the coordinator's summary (its source: the
+                                                  catalog, or the --as-of snapshot), as_of, shards
         found.jsonl                               what the coordinator decided itself (missing, changed by
                                                   size/mtime, only in S3, cannot check)
         shards/shard-N.rec                        files to hash: the local entry, with the stored tree hash
@@ -77,9 +78,11 @@ def private_file(path: Path, mode: str = "w") -> TextIO:
 
 
 def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, against_bucket: bool, workers: int,
-                    scan_settings: ScanSettings | None = None,
+                    scan_settings: ScanSettings | None = None, as_of: str | None = None,
                     client_factory: Callable[[Policy], Any] | None = None) -> tuple[CompareLayout, CompareHeader]:
-    """Join both sides once, record what needs no reading, and cut the files to hash into shards."""
+    """Join both sides once, record what needs no reading, and cut the files to hash into shards. With `as_of` (a
+    time or snapshot id), the other side is that snapshot of the bucket's (its records' tree hashes go to the
+    shards), as for a compare in this process."""
     started = datetime.now(timezone.utc)
     layout = CompareLayout(make_private_dir(run_dir))
     make_private_dir(layout.shards_dir)
@@ -94,7 +97,8 @@ def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, agai
         try:
             summary = compare_tree(policy, paths, check_sha256=True, against_bucket=against_bucket, workers=workers,
                                    out=lambda d: found.write(json.dumps(d.to_json()) + "\n"),
-                                   client_factory=client_factory, scan_settings=scan_settings, hash_sink=to_hash)
+                                   client_factory=client_factory, scan_settings=scan_settings, hash_sink=to_hash,
+                                   as_of=as_of)
             shards = cutter.finish()
         except BaseException:
             cutter.abort()
@@ -105,6 +109,7 @@ def prepare_compare(policy: Policy, paths: Sequence[str], run_dir: Path, *, agai
         "started": started.isoformat(),  # before the coordinator's join: what the report's elapsed_s counts from
         "lab": policy.lab.name,
         "summary": summary.to_json(),
+        "as_of": as_of,  # the --as-of given (the snapshot it chose is the summary's source), or None
         "shard_count": len(shards),
         "to_hash": {"files": sum(s["files"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
         "shards": shards,

@@ -84,7 +84,8 @@ def prepare_jobs(policy: Policy, request: CompareRequest, run_dir: Path | None, 
         raise UsageError("--json is not available with --executor yet: the merge writes report.json")
     run_dir = run_dir or default_compare_dir(policy, datetime.now(timezone.utc))
     layout, header = prepare_compare(policy, request.paths, run_dir, against_bucket=request.against_bucket,
-                                     workers=request.workers, scan_settings=request.scan_settings)
+                                     workers=request.workers, scan_settings=request.scan_settings,
+                                     as_of=request.as_of)
     out.write(f"compare {layout.run_dir}: {header.summary['discrepancies']:,} discrepancies found without reading "
               f"files; {header.to_hash.files:,} files ({format_size(header.to_hash.bytes)}) to hash in "
               f"{header.shard_count} shards\n")

@@ -217,7 +217,7 @@ class SnapshotSettings:
                                doc="catalog records per snapshot chunk in the bucket (uncompressed bytes): the "
                                    "memory and the download unit of a snapshot")
     rebuild_shard_keys: int = setting(integer(1, 10_000_000), default=100_000,
-                                      doc="objects per task of `fs3g catalog rebuild` (one HEAD each)")
+                                      doc="objects per array task of `fs3g catalog rebuild` (one HEAD each; a key range)")
 
 
 @dataclass(frozen=True, kw_only=True)

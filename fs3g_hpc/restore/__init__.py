@@ -11,7 +11,8 @@ report), run (submit, follow: the local poll loop or the Slurm chain of poll job
                                                   one hard-linked file are contiguous in one shard
         directories.rec                           the selected directories, deepest first (from the catalog only)
         refused.jsonl                             keys that would land outside the destination: never written
-        stage/state.json, stage/shard-N.json      restore requests made, objects still in progress, polls so far
+        stage/state.json, stage/shard-N.json      restore requests made, objects still in progress, polls so far;
+                                                  per shard the packs' and the large objects' listing lines
         results/shard-N.journal|json|failures.jsonl
         report.json, summary.txt, failures.jsonl  written by the merge
 

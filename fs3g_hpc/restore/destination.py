@@ -127,6 +127,12 @@ class FileMeta:
         return cls(mtime, atime, number("mode", lambda t: int(t, 8)), number("owneruid", int), number("groupuid", int))
 
     @classmethod
+    def of_entry(cls, entry: Entry) -> FileMeta:
+        """From a catalog's (or a snapshot's) record alone: what the backup wrote into the object's metadata, read
+        from the record instead (a large file restored without a HEAD)."""
+        return cls(entry.mtime_ns, entry.atime_ns, entry.mode, entry.uid, entry.gid)
+
+    @classmethod
     def of_member(cls, info: MemberInfo, entry: Entry, *, catalog_times: bool) -> FileMeta:
         """A packed file's: its member header says what an object's metadata says (the catalog's mtime first)."""
         return cls(entry.mtime_ns if catalog_times else info.mtime_ns, info.atime_ns, info.mode, info.uid, info.gid)

@@ -5,7 +5,13 @@ Packs: the thaw unit of packed files is their pack. The packs a shard's packed r
 directory (`packs/<run_id>/`, with RestoreStatus), which gives each one's size and storage class (recorded in the
 shard's stage file as "packs", so the download task knows each pack's size without a request); a pack in an archive
 class is restore-requested once per stage pass however many of its members (and shards) are selected, then polled like
-any archived object. Memory: one shard's keys, plus the set of packs requested in this pass.
+any archived object.
+
+Large objects: the same directory listings give each one's size, ETag, class and LastModified, recorded in the
+shard's stage file as "large" (StagedObject; null for a key the bucket does not list), so a restore from a catalog
+or a snapshot downloads a large file with no HEAD: the catalog's record has its metadata and tree hash, the listing
+the ETag its ranged GETs pin (IfMatch), and restore --as-of judges from LastModified whether the object is newer than
+the snapshot. Memory: one shard's keys, plus the set of packs requested in this pass.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..config import ARCHIVED_CLASSES, Policy, RestoreTier, StorageClass
+from ..errors import UsageError
 from ..runs.layout import ensure_private_dir, read_json, write_json_atomic
 from ..model.keys import LONG_DIR, KeyClass, object_key
 from ..model.packs import PackRef, absolute_key
@@ -61,6 +68,34 @@ def pack_of(entry: Entry) -> str | None:
 def pack_sizes(stage_record: dict) -> dict[str, int]:
     """The sizes of the packs a stage file lists (relative key -> bytes)."""
     return {pack: int(info["bytes"]) for pack, info in stage_record.get("packs", {}).items()}
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """A large object as the stage's listing saw it (stage file "large": key -> this, or null when not listed):
+    what the download needs instead of a HEAD (its size, the ETag its ranged GETs pin, its class, LastModified)."""
+
+    size_bytes: int
+    etag: str
+    storage_class: str
+    modified_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bytes": self.size_bytes, "etag": self.etag, "class": self.storage_class, "modified": self.modified_s}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "StagedObject":
+        try:
+            return cls(int(data["bytes"]), str(data["etag"]), str(data["class"]), float(data["modified"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"bad large-object line ({e})", path=where) from None
+
+
+def staged_large(stage_record: dict, where: str) -> dict[str, StagedObject | None]:
+    """The large objects a stage file lists (key -> StagedObject, None: the bucket did not list it); empty for a
+    stage file written before it listed them (the download then HEADs)."""
+    return {key: None if info is None else StagedObject.from_json(info, where)
+            for key, info in stage_record.get("large", {}).items()}
 
 
 def large_key(policy: Policy, entry: Entry) -> str | None:
@@ -127,13 +162,19 @@ def _request_shard(client: Any, policy: Policy, shard_file: Path, tier: str, day
     directories = sorted({_directory(k) for k in [*keys, *packs] if f"/{LONG_DIR}/" not in k})
     classes: dict[str, str] = {}
     sizes: dict[str, int] = {}
+    wanted = set(keys)
+    large: dict[str, Any] = dict.fromkeys(keys)  # null: not in the bucket (the download says so by name)
     for listing in pool.map(lambda d: list_with_restore_status(client, bucket, d), directories):
         classes.update((k, r.obj.storage_class) for k, r in listing.items())
         sizes.update((k, r.obj.size_bytes) for k, r in listing.items() if k in packs)
+        large.update((k, StagedObject(r.obj.size_bytes, r.obj.etag, r.obj.storage_class, r.obj.modified_s).to_json())
+                     for k, r in listing.items() if k in wanted)
     for key in (k for k in keys if f"/{LONG_DIR}/" in k):
         found = head_object(client, bucket, key)
         if found is not None:
             classes[key] = found.storage_class
+            large[key] = StagedObject(found.size_bytes, found.etag, found.storage_class,
+                                      found.last_modified_ns / 1e9).to_json()
     archived_values = {c.value for c in ARCHIVED_CLASSES}
     archived = [k for k in [*keys, *packs] if classes.get(k) in archived_values]
     refused: dict[str, str] = {}
@@ -151,7 +192,8 @@ def _request_shard(client: Any, policy: Policy, shard_file: Path, tier: str, day
     pending = [k for k, o in zip(to_request, outcomes) if o in (RequestOutcome.REQUESTED, RequestOutcome.IN_PROGRESS)]
     requested = sum(o is RequestOutcome.REQUESTED for o in outcomes)
     return {"archived": len(archived), "requested": requested, "pending": pending + already, "refused": refused,
-            "packs": {rel: {"bytes": sizes[k], "class": classes[k]} for k, rel in packs.items() if k in sizes}}
+            "packs": {rel: {"bytes": sizes[k], "class": classes[k]} for k, rel in packs.items() if k in sizes},
+            "large": large}
 
 
 def _still_pending(client: Any, bucket: str, keys: list[str], pool: ThreadPoolExecutor) -> list[str]:

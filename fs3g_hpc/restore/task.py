@@ -7,6 +7,14 @@ target (destination.py's rules: O_NOFOLLOW walk, temporary name, rename only onc
 as a symlink, the other links of a unit are linked to its first. A member that fails is recorded by name (CORRUPT,
 MISMATCH, NOT_READY for an archived pack, ...) and the rest of the pack goes on.
 
+Large files (per object): restored from a catalog or a snapshot whose record has the tree hash, with no HEAD: the
+stage file's listing line (stage.StagedObject) gives the size and the ETag every ranged part is pinned to (IfMatch),
+the record the metadata to apply and the hash to check. Without them (a restore from a bucket listing, an older stage
+file) one HEAD says the same. With --as-of, an object newer than the snapshot (LastModified after it, or another
+size) or gone is read, in a versioned bucket, at the version that was current then (transfer/snapshots
+object_version_at: one ListObjectVersions of that key; then the ranged GETs with VersionId, checked against the
+snapshot's tree hash); without versioning the file is named as no longer restorable as of that time.
+
 Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB pieces of large ones)
 plus the shard's journal (bounded by shards.max_files); packed files add the shard's packed records (grouped by pack)
 and, per worker, one member's headers (packs.MAX_HEADER_BYTES) and one piece of a pack's stream (packs.READ_BYTES).
@@ -42,13 +50,13 @@ from ..runs.task import FailureRecorder, ShardTask, ShardWork, run_task
 from ..transfer.downloader import (DirectGetter, NotRestored, ObjectMissing, WholeObject, get_range, get_whole,
                                    open_range)
 from ..transfer.objects import ObjectAccessError, head_object, object_tag
-from ..transfer.snapshots import version_at
+from ..transfer.snapshots import object_version_at, version_at
 from .destination import (NO_LINK_ERRNOS, Destination, DiskFull, FileMeta, pwrite_sparse, start_writeback,
                           unlink_quietly)
 from .layout import RestoreLayout, default_client, load_header
 from .packs import DataHash, MemberError, MemberFault, Span, SpanReader, Wanted, plan_spans, read_header, symlink_hash
 from .paths import Refused, Selection
-from .stage import pack_sizes, restore_units
+from .stage import StagedObject, pack_sizes, restore_units, staged_large
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,22 @@ class _Tally:
     pack_gets: int = 0  # ranged GETs of packs
 
 
+@dataclass(frozen=True)
+class _LargeSource:
+    """A large file's object as the download reads it: its size, the ETag (or version) its ranged GETs pin, the
+    metadata to apply, the tree hash to check, and its LastModified."""
+
+    size_bytes: int
+    etag: str
+    meta: FileMeta
+    tree_hash: str
+    modified_s: float
+    version_id: str = ""
+
+
+_NOT_STAGED = object()  # a large key the stage file does not list (an older stage file): HEAD it
+
+
 class _ShardRestorer:
     def __init__(self, client: Any, policy: Policy, header: RestoreHeader, layout: RestoreLayout, shard: int,
                  stop: threading.Event, dest: Destination, failures: FailureRecorder):
@@ -109,6 +133,8 @@ class _ShardRestorer:
         stage_record = read_json(stage_file) if stage_file.exists() else {}
         self.stage_refused: dict[str, str] = stage_record.get("refused", {})
         self.pack_bytes: dict[str, int] = pack_sizes(stage_record)  # from the stage's listing; absent: not listed
+        self.large_listed = staged_large(stage_record, str(stage_file))  # the same listing's large objects
+        self.stage_pending = set(stage_record.get("pending", ()))  # archived objects not readable at the last poll
         self.journal_path = layout.journal(shard)
         self.journal_flushed_s = 0.0
         self.done = self._read_journal()
@@ -428,27 +454,56 @@ class _ShardRestorer:
             return self.direct.get_whole(self.bucket, key)
         return get_whole(self.client, self.bucket, key)
 
+    def _large_source(self, entry: Entry, key: str) -> _LargeSource:
+        """Where a large file's bytes are and what they should be: from the stage's listing and the catalog's record
+        when it has its tree hash (no request), else from a HEAD. With --as-of, an object newer than the snapshot (or
+        gone) is read at the version current then (versioned buckets), else named as lost."""
+        staged = self.large_listed.get(key, _NOT_STAGED) if self.from_catalog and entry.tree_hash else _NOT_STAGED
+        if staged is not _NOT_STAGED:
+            listed = staged if isinstance(staged, StagedObject) else None
+            if listed is None and self.as_of is None:
+                raise ObjectMissing(f"{key} is not in the bucket")
+            source = None if listed is None else _LargeSource(
+                listed.size_bytes, listed.etag, FileMeta.of_entry(entry), entry.tree_hash.hex(), listed.modified_s)
+            if listed is not None and listed.storage_class in {c.value for c in ARCHIVED_CLASSES} and \
+                    key in self.stage_pending:
+                raise NotRestored(f"{key} is archived ({listed.storage_class}) and not restored (yet)")
+        else:
+            head = head_object(self.client, self.bucket, key)
+            if head is None and self.as_of is None:
+                raise ObjectMissing(f"{key} is not in the bucket")
+            if head is not None and head.storage_class in {c.value for c in ARCHIVED_CLASSES} and \
+                    not head.restore_ready:
+                raise NotRestored(f"{key} is archived ({head.storage_class}) and not restored (yet)")
+            source = None if head is None else _LargeSource(
+                head.size_bytes, head.etag, FileMeta.of(head.metadata, entry, catalog_times=self.from_catalog),
+                entry.tree_hash.hex() if entry.tree_hash else head.metadata.get(TREEHASH_KEY) or self._tag(key) or "",
+                head.last_modified_ns / 1e9)
+        if self.as_of is None or (source is not None and not self._stale(source.size_bytes, source.modified_s,
+                                                                             entry)):
+            assert source is not None
+            return source
+        later = "gone from the bucket" if source is None else "overwritten after it"
+        if not self.as_of.versioned:
+            raise ObjectMissing(f"{key}: {later}; bucket versioning is off, so this file can no longer be restored "
+                                f"as of snapshot {self.as_of.snapshot_id}")
+        version = object_version_at(self.client, self.bucket, key, self.as_of.created_s)
+        if version is None:
+            raise ObjectMissing(f"{key}: {later}, and no version of it is older than snapshot "
+                                f"{self.as_of.snapshot_id}")
+        # The snapshot's record says what that version held (its metadata and tree hash: checked as it is read).
+        return _LargeSource(version.size_bytes, version.etag, FileMeta.of_entry(entry),
+                            entry.tree_hash.hex() if entry.tree_hash else "", version.modified_s, version.version_id)
+
     def _large(self, entry: Entry, key: str, dir_fd: int, name: bytes, present: os.stat_result | None) -> None:
-        head = head_object(self.client, self.bucket, key)
-        if self.as_of is not None and (head is None or self._stale(head.size_bytes, head.last_modified_ns / 1e9,
-                                                                    entry)):
-            later = "gone from the bucket" if head is None else "overwritten after it"
-            raise ObjectMissing(f"{key}: {later}; " + (
-                "an older version of a large file is not read by --as-of yet" if self.as_of.versioned else
-                "bucket versioning is off") + f", so this file cannot be restored as of snapshot "
-                f"{self.as_of.snapshot_id}")
-        if head is None:
-            raise ObjectMissing(f"{key} is not in the bucket")
-        if head.storage_class in {c.value for c in ARCHIVED_CLASSES} and not head.restore_ready:
-            raise NotRestored(f"{key} is archived ({head.storage_class}) and not restored (yet)")
-        meta = FileMeta.of(head.metadata, entry, catalog_times=self.from_catalog)
+        head = self._large_source(entry, key)
+        meta = head.meta
         if self._same_as(present, head.size_bytes, meta, False):
             self._record(entry, Outcome.PRESENT, size=head.size_bytes, mtime_ns=meta.mtime_ns or 0)
             return
         if self._blocked(present):
             raise Refused("a different file exists at the target; restore with --overwrite to replace it")
-        expected = (entry.tree_hash.hex() if entry.tree_hash else head.metadata.get(TREEHASH_KEY)
-                    or self._tag(key))
+        expected = head.tree_hash
         if not expected:
             raise Fs3gError(f"{key} carries no SHA-256 tree hash to verify against; not restored")
         size = head.size_bytes
@@ -458,8 +513,8 @@ class _ShardRestorer:
         try:
             os.ftruncate(fd, size)
             starts = list(range(0, size, part))
-            futures = [self.parts.submit(self._part, key, head.etag, fd, start, min(part, size - start))
-                       for start in starts]
+            futures = [self.parts.submit(self._part, key, head.etag, fd, start, min(part, size - start),
+                                         head.version_id) for start in starts]
             hasher = TreeHasher()
             try:
                 for future in futures:
@@ -697,7 +752,7 @@ class _ShardRestorer:
                 except BaseException:  # noqa: BLE001 - the first failure is the one reported
                     pass
 
-    def _part(self, key: str, etag: str, fd: int, start: int, length: int) -> list[bytes]:
+    def _part(self, key: str, etag: str, fd: int, start: int, length: int, version_id: str = "") -> list[bytes]:
         """One ranged GET written at its offset; its 1 MiB leaf digests, for the tree hash."""
         if self.stop.is_set():
             raise InterruptedError("stopped")
@@ -705,8 +760,9 @@ class _ShardRestorer:
         leaf = hashlib.sha256()
         fill = 0
         offset = start
-        pieces = (self.direct.get_range(self.bucket, key, start, length, etag) if self.direct.available
-                  else get_range(self.client, self.bucket, key, start, length, etag))
+        pieces = (self.direct.get_range(self.bucket, key, start, length, etag)
+                  if self.direct.available and not version_id
+                  else get_range(self.client, self.bucket, key, start, length, etag, version_id))
         for piece in pieces:
             pwrite_sparse(fd, piece, offset, self.dest.root)
             offset += len(piece)

@@ -288,8 +288,31 @@ class CompareHeader(RunHeader):
         return header  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class RebuildHeader(RunHeader):
+    """rebuild.json: a catalog rebuild (snapshots/rebuild.py): the keys listed, cut by key range into shards, and the
+    HEAD requests each shard keeps in flight."""
+
+    KIND = RunKind.REBUILD
+
+    @property
+    def listed(self) -> int:
+        return int(self.details.get("listed", 0))
+
+    @property
+    def workers(self) -> int:
+        return int(self.details.get("workers", 1))
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path | str) -> "RebuildHeader":
+        header = super().from_json(data, where)
+        _field(data, "listed", where, int)
+        _field(data, "workers", where, int)
+        return header  # type: ignore[return-value]
+
+
 HEADER_TYPES: dict[RunKind, type[RunHeader]] = {RunKind.BACKUP: PlanHeader, RunKind.RESTORE: RestoreHeader,
-                                                RunKind.COMPARE: CompareHeader}
+                                                RunKind.COMPARE: CompareHeader, RunKind.REBUILD: RebuildHeader}
 
 
 # -- shard results and failures -------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from ..config import Policy
 from ..errors import ServiceError
 from . import commands
 from .commands import JobState
-from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, restore_array_job,
-                   restore_merge_job, restore_stage_job, schedule_job, shard_array_job)
+from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, rebuild_array_job,
+                   rebuild_merge_job, restore_array_job, restore_merge_job, restore_stage_job, schedule_job,
+                   shard_array_job)
 from .engine import submit_job
 from .render import JobSpec
 
@@ -93,6 +94,13 @@ def submit_compare(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequen
                    max_array_size: int | None = None) -> SubmittedRun:
     """The SHA-256 check arrays of a compare, then its merge (afterany on every array)."""
     return _arrays_then_report(policy, run_dir, shard_count, fs3g, compare_array_job, compare_merge_job, "compare",
+                               max_array_size)
+
+
+def submit_rebuild(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
+                   max_array_size: int | None = None) -> SubmittedRun:
+    """The HEAD arrays of a catalog rebuild (one task per key range), then its merge (afterany on every array)."""
+    return _arrays_then_report(policy, run_dir, shard_count, fs3g, rebuild_array_job, rebuild_merge_job, "rebuild",
                                max_array_size)
 
 

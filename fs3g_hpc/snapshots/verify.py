@@ -1,10 +1,14 @@
-"""`fs3g snapshots verify`: every object or pack a snapshot names is in the bucket with the recorded size.
+"""`fs3g snapshots verify`: every object, pack and pack index a snapshot names is in the bucket with the recorded size.
 
     per-object file or symlink   its key (model/keys.object_key) is listed with the size its record holds; the
                                  listing is of the key's directory (Delimiter "/"), one per directory as the
                                  snapshot's records pass, so a directory's files cost one request per 1,000
     packed file                  its pack is listed, once per packs/<run_id>/ after the records, and must hold at
                                  least the bytes its members end at (PackRef.data_end)
+    a pack's index               `<pack>.tar.idx`, in the same listing (no request of its own): it must be there, and
+                                 at least MIN_INDEX_BYTES long (a snapshot records no index size, so a listing can
+                                 only show an index gone or cut below the smallest gzip stream; a longer truncation
+                                 is refused by the restore that reads it, naming the index line)
 
 No HEAD request. A chunk that fails its checksum is a SnapshotError naming the chunk (exit 2, from store.py); what is
 missing is named, one line per file or pack (exit 1). Memory: one directory's listing, plus one counter per pack the
@@ -20,12 +24,13 @@ from typing import Any
 from ..config import Policy
 from ..errors import UsageError
 from ..model.keys import KeyClass, object_key
-from ..model.packs import PackRef, absolute_key
+from ..model.packs import PackRef, absolute_key, index_key
 from ..model.records import EntryKind, display_path, packed
 from ..transfer.lister import list_directory
 from .store import chosen_snapshot, iter_snapshot
 
 MAX_NAMED = 1000  # problems named in full; the counts stay complete
+MIN_INDEX_BYTES = 20  # the smallest gzip stream of an index: 10-byte header, a deflate block, 8-byte trailer
 
 
 class Problem(str, Enum):
@@ -38,6 +43,7 @@ class VerifyReport:
     snapshot_id: str
     checked_objects: int = 0
     checked_packs: int = 0
+    checked_indexes: int = 0
     problems: int = 0
     named: list[str] = field(default_factory=list)
 
@@ -51,15 +57,15 @@ class VerifyReport:
         return self.problems == 0
 
     def lines(self) -> list[str]:
-        head = (f"snapshot {self.snapshot_id}: {self.checked_objects:,} objects and {self.checked_packs:,} packs "
-                f"checked, " + ("all present with their recorded sizes" if self.ok else f"{self.problems:,} missing "
+        head = (f"snapshot {self.snapshot_id}: {self.checked_objects:,} objects, {self.checked_packs:,} packs and "
+                f"{self.checked_indexes:,} pack indexes checked, " + ("all present with their recorded sizes" if self.ok else f"{self.problems:,} missing "
                                                                                         "or of another size"))
         more = self.problems - len(self.named)
         return [head] + self.named + ([f"... and {more:,} more"] if more > 0 else [])
 
     def to_json(self) -> dict[str, Any]:
         return {"snapshot": self.snapshot_id, "objects": self.checked_objects, "packs": self.checked_packs,
-                "problems": self.problems, "named": self.named, "ok": self.ok}
+                "indexes": self.checked_indexes, "problems": self.problems, "named": self.named, "ok": self.ok}
 
 
 def verify_snapshot(policy: Policy, client: Any, work: Path, snapshot: str | None = None) -> VerifyReport:
@@ -105,4 +111,11 @@ def verify_snapshot(policy: Policy, client: Any, work: Path, snapshot: str | Non
         elif found.size_bytes < packs[pack]:
             report.add(Problem.SIZE, f"s3://{bucket}/{key}", f"{found.size_bytes} bytes, its members end at "
                                                             f"{packs[pack]}")
+        index = listing.get(index_key(key))
+        report.checked_indexes += 1
+        if index is None:
+            report.add(Problem.MISSING, f"s3://{bucket}/{index_key(key)}", "a pack's index")
+        elif index.size_bytes < MIN_INDEX_BYTES:
+            report.add(Problem.SIZE, f"s3://{bucket}/{index_key(key)}", f"a pack's index of {index.size_bytes} bytes, "
+                                                                       f"less than any index ({MIN_INDEX_BYTES})")
     return report

@@ -113,9 +113,12 @@ def get_whole(client: Any, bucket: str, key: str, version_id: str = "") -> Whole
                        modified.timestamp() if modified is not None else 0.0)
 
 
-def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
-    """The bytes [start, start+length) in pieces of at most CHUNK_BYTES; IfMatch keeps every range on one version."""
-    r = _get(client, Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", IfMatch=etag)
+def get_range(client: Any, bucket: str, key: str, start: int, length: int, etag: str,
+              version_id: str = "") -> Iterator[bytes]:
+    """The bytes [start, start+length) in pieces of at most CHUNK_BYTES; IfMatch keeps every range on one version
+    (or VersionId names that version: an older one, read by restore --as-of; a version never changes)."""
+    pin = {"VersionId": version_id} if version_id else {"IfMatch": etag}
+    r = _get(client, Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", **pin)
     with r["Body"] as body:
         while True:
             piece = body.read(CHUNK_BYTES)

@@ -7,7 +7,8 @@
     bucket_versioned   GetBucketVersioning: Enabled (or Suspended, whose old versions remain) -> True
     has_objects        is there any object under a prefix (one LIST of one key)
     iter_versions      ListObjectVersions under a prefix, one page at a time: (key, version id, size, latest)
-    version_at         the version of one key that was current at a time (restore --as-of, versioned buckets)
+    version_at         the version of one key that was current at a time (restore --as-of, versioned buckets);
+                       object_version_at: the same with its size and ETag (a large file's ranged GETs)
 
 Failures come out as ObjectAccessError (transfer/objects.py), credentials and bucket problems as TargetError.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -120,11 +122,29 @@ def iter_versions(client: Any, bucket: str, prefix: str, delimiter: str = "") ->
         raise _wrap(e, f"listing versions under s3://{bucket}/{prefix}") from e
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of a key, as ListObjectVersions gives it (what a ranged GET with VersionId needs)."""
+
+    version_id: str
+    size_bytes: int
+    etag: str
+    modified_s: float
+
+
 def version_at(client: Any, bucket: str, key: str, when_s: float) -> str | None:
     """The id of `key`'s newest version written at or before `when_s` (POSIX seconds); None when it has none (delete
     markers are no version). One ListObjectVersions of the key (a page at a time), never a HEAD."""
+    found = object_version_at(client, bucket, key, when_s)
+    return None if found is None else found.version_id
+
+
+def object_version_at(client: Any, bucket: str, key: str, when_s: float) -> ObjectVersion | None:
+    """`key`'s newest version written at or before `when_s`, with its size and ETag; None when it has none.
+    ListObjectVersions with Prefix=key: the pages hold that key's versions (and those of keys it is a prefix of,
+    passed over); it stops at the first page past the key, so the cost is bounded by one key's versions."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
-    best: tuple[float, str] | None = None
+    best: ObjectVersion | None = None
     try:
         while True:
             page = client.list_object_versions(**kwargs)
@@ -132,10 +152,11 @@ def version_at(client: Any, bucket: str, key: str, when_s: float) -> str | None:
                 if item["Key"] != key:
                     continue
                 stamp = item["LastModified"].timestamp()
-                if stamp <= when_s and (best is None or stamp > best[0]):
-                    best = (stamp, str(item.get("VersionId") or ""))
+                if stamp <= when_s and (best is None or stamp > best.modified_s):
+                    best = ObjectVersion(str(item.get("VersionId") or ""), int(item.get("Size", 0)),
+                                         str(item.get("ETag", "")).strip('"'), stamp)
             if not page.get("IsTruncated") or page.get("NextKeyMarker", key) != key:
-                return best[1] if best else None
+                return best
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
