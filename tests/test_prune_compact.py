@@ -204,15 +204,14 @@ def test_prune_apply_compacts_a_pack_below_the_threshold_into_exactly_its_live_m
 
 def test_a_pack_an_older_kept_snapshot_references_is_held_not_compacted(seaweed_bucket, tmp_path):
     bucket = seaweed_bucket
-    root = tmp_path / "data"
     root, policy, p1 = _three_backups(tmp_path, bucket)
     policy = _policy(tmp_path, root, bucket, retention="keep_last: 2")
     before = _listing(bucket)
+    second = sorted(_manifests(bucket))[1]  # kept with the newest; it still has b..h, in P1
     proc = fs3g("prune", "--config", str(policy), "--apply", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)["compaction"]
     [line] = [p for p in report["packs"] if PREFIX + "/" + p["pack"] == p1]
-    second = sorted(_manifests(bucket))[1]
     assert line["verdict"] == "held" and line["held_by"] == second and not report["compacted"]
     assert p1 in _listing(bucket) and _packs(_listing(bucket)) == _packs(before)
     assert f"held by snapshot {second}" in fs3g("prune", "--config", str(policy)).stdout

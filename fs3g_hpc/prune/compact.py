@@ -20,7 +20,8 @@ Steps of `--apply`, in this order, each journaled (CompactLine) in the prune run
     3. snapshot     the newest snapshot's records with the copied members' locations replaced, published through
                     snapshots/store.write_snapshot (the merge's publisher) with `supersedes: <old newest id>`; then
                     verified: its manifest read back equal, every chunk's checksum and record count, and every new
-                    pack listed with its size
+                    pack listed with its size. A snapshot that does not verify raises UnverifiedSnapshot: prune stops before its
+                    delete pass (nothing deleted), naming the snapshot (`fs3g snapshots verify` it)
     4. catalog      the lab's catalog.rec rewritten the same way (atomic replace), its origin note moved to the new
                     snapshot (or dropped when the catalog was not the old newest), packs.jsonl recomputed; under the
                     prune lock (locks/prune.json), held from step 1 to here
@@ -73,6 +74,10 @@ from .run import GB, KeySpill
 MAX_MEMBERS_PER_RUN = 500_000  # members relocated by one prune: the old-to-new map's bound
 COPY_BUFFERS = 4  # part buffers of the new pack in flight
 FILE_MODE = 0o600
+
+
+class UnverifiedSnapshot(Fs3gError):
+    """The snapshot compaction published does not read back as written: prune stops before deleting anything."""
 
 
 class CompactStep(Enum):
@@ -506,10 +511,10 @@ def _verify_published(policy: Policy, client: Any, manifest: SnapshotManifest, w
 
     back = read_manifest(policy, client, manifest.snapshot_id, work)
     if back is None or back.to_json() != manifest.to_json():
-        raise Fs3gError(f"snapshot {manifest.snapshot_id}: its manifest does not read back as written")
+        raise UnverifiedSnapshot(f"snapshot {manifest.snapshot_id}: its manifest does not read back as written")
     count = sum(1 for _ in iter_snapshot(policy, client, back, work))  # every chunk's size, SHA-256 and records
     if count != manifest.counts.entries:
-        raise Fs3gError(f"snapshot {manifest.snapshot_id}: {count} records read back, {manifest.counts.entries} "
+        raise UnverifiedSnapshot(f"snapshot {manifest.snapshot_id}: {count} records read back, {manifest.counts.entries} "
                         "written")
     listings: dict[str, Any] = {}
     for rel, (_, size) in written.items():
@@ -520,7 +525,7 @@ def _verify_published(policy: Policy, client: Any, manifest: SnapshotManifest, w
         for k, want in ((key, size), (index_key(key), None)):
             found = listings[parent].get(k)
             if found is None or (want is not None and found.size_bytes != want):
-                raise Fs3gError(f"new pack object {k} is missing or of another size after the upload")
+                raise UnverifiedSnapshot(f"new pack object {k} is missing or of another size after the upload")
 
 
 def compact(policy: Policy, client: Any, work: Path, prices: Prices | None, *, apply: bool,
@@ -549,7 +554,9 @@ def compact(policy: Policy, client: Any, work: Path, prices: Prices | None, *, a
         if plan.chosen():
             try:
                 _rewrite(policy, client, work, plan, newest, result, journal)
-            except Fs3gError as e:
+            except UnverifiedSnapshot:
+                raise  # published but not as written: no delete pass may trust it
+            except Fs3gError as e:  # before the snapshot's manifest: the new packs are orphans, nothing changed
                 result.error = str(e)
         journal.write(CompactStep.DONE, result.snapshot or newest.snapshot_id)
     finally:
@@ -638,7 +645,12 @@ def _rewrite(policy: Policy, client: Any, work: Path, plan: CompactionPlan, newe
     records.unlink(missing_ok=True)
     result.snapshot = manifest.snapshot_id
     journal.write(CompactStep.SNAPSHOT_PUBLISHED, manifest.snapshot_id, f"supersedes {newest.snapshot_id}")
-    _verify_published(policy, client, manifest, work, writer.written)
+    try:
+        _verify_published(policy, client, manifest, work, writer.written)
+    except Fs3gError as e:
+        if isinstance(e, UnverifiedSnapshot):
+            raise
+        raise UnverifiedSnapshot(f"snapshot {manifest.snapshot_id} could not be read back: {e}") from e
     journal.write(CompactStep.SNAPSHOT_VERIFIED, manifest.snapshot_id)
     local = catalog_path(policy)
     if local.is_file():

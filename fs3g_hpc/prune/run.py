@@ -16,10 +16,15 @@ class's minimum duration (config/pricing.MINIMUM_STORAGE_DAYS) unless --allow-ea
 snapshots' chunks, then their manifests last. So a crash never leaves a kept snapshot pointing at a deleted object,
 and a rerun (which recomputes everything) picks up where it stopped.
 
+First, when `storage.pack_compact_below` > 0, pack compaction (prune/compact.py): packs below it are rewritten and a
+snapshot superseding the newest published, so that the plan below forgets the superseded one (retention,
+model/retention.decide_snapshots) and deletes the old packs like any unreferenced object.
+
 Run directory `<run_root>/<lab>/prune-<UTC time>/` (0700, files 0600):
     prune.json      the header (PruneHeader): kept and forgotten snapshots, totals; written before any delete
     delete.txt      every key it will delete, in deletion order, written BEFORE the first delete
     deleted.jsonl   one line per DeleteObjects batch done ({"batch", "keys", "errors"}): the journal
+    compact.json, compact.jsonl   compaction's plan and journal (prune/compact.py)
 Safety: before each batch, the batch is merge-checked against the newest snapshot's own sorted references; a hit
 raises (nothing of that batch is deleted). Prune refuses while a backup lock exists (prune/locks.py) and holds
 `locks/prune.json` while deleting.
