@@ -16,7 +16,8 @@ newest snapshot is always kept, whatever the rules say.
 Superseded snapshots (`decide_snapshots`): a snapshot whose records pack compaction rewrote into a successor (the
 successor's manifest says `supersedes: <id>`) is replaced by it: the superseded one is forgotten whatever the rules
 say (Decision.superseded_by names the successor; it is never kept on its own), and the successor is judged in its
-place, at the superseded one's time (the point in time its files are from). Chains follow to the first. Memory: one small tuple per snapshot (a lab has hundreds).
+place, at the superseded one's time (the point in time its files are from). Chains follow to the first. Only an
+older snapshot can be superseded (ids sort by time). Memory: one small tuple per snapshot (a lab has hundreds).
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def decide_snapshots(snapshots: Iterable[tuple[str, datetime, str]], rule: Reten
     docstring). The first Decision is still the newest snapshot kept."""
     items = list(snapshots)
     present = {sid: (t, sup) for sid, t, sup in items}
-    successor = {sup: sid for sid, _, sup in items if sup and sup in present and sup != sid}
+    successor = {sup: sid for sid, _, sup in items if sup and sup in present and sup < sid}
 
     def origin_time(sid: str) -> datetime:
         seen = {sid}

@@ -20,8 +20,8 @@ Steps of `--apply`, in this order, each journaled (CompactLine) in the prune run
     3. snapshot     the newest snapshot's records with the copied members' locations replaced, published through
                     snapshots/store.write_snapshot (the merge's publisher) with `supersedes: <old newest id>`; then
                     verified: its manifest read back equal, every chunk's checksum and record count, and every new
-                    pack listed with its size. A snapshot that does not verify raises UnverifiedSnapshot: prune stops before its
-                    delete pass (nothing deleted), naming the snapshot (`fs3g snapshots verify` it)
+                    pack listed with its size. A snapshot that does not verify raises UnverifiedSnapshot: prune
+                    stops before its delete pass (nothing deleted), naming the snapshot (`fs3g snapshots verify` it)
     4. catalog      the lab's catalog.rec rewritten the same way (atomic replace), its origin note moved to the new
                     snapshot (or dropped when the catalog was not the old newest), packs.jsonl recomputed; under the
                     prune lock (locks/prune.json), held from step 1 to here
@@ -61,13 +61,15 @@ from ..config.pricing import Prices
 from ..errors import Fs3gError, UsageError
 from ..model.compaction import PackFacts, PackVerdict, judge
 from ..model.locks import LockKind
-from ..model.packs import (END_OF_ARCHIVE, PACKS_DIR, PACK_SUFFIX, IndexEntry, IndexWriter, MemberInfo, MemberType, PackRef,
-                           absolute_key, index_key, member_header, pack_key, padded, padding, relative_to_prefix)
+from ..model.packs import (END_OF_ARCHIVE, PACK_SUFFIX, PACKS_DIR, IndexEntry, IndexWriter, MemberInfo, MemberType,
+                           PackRef, absolute_key, index_key, member_header, pack_key, padded, padding,
+                           relative_to_prefix)
 from ..model.records import Entry, RecordWriter, read_records
 from ..model.retention import decide_snapshots
 from ..model.sizes import format_size
 from ..model.snapshots import SnapshotManifest, snapshot_time
-from ..restore.packs import DataHash, MemberError, MemberFault, SpanReader, Wanted, plan_spans, read_header, symlink_hash
+from ..restore.packs import (DataHash, MemberError, MemberFault, SpanReader, Wanted, plan_spans, read_header,
+                             symlink_hash)
 from ..runs.catalog import catalog_path, packs_usage_path, read_packs_usage
 from .run import GB, KeySpill
 
@@ -514,8 +516,8 @@ def _verify_published(policy: Policy, client: Any, manifest: SnapshotManifest, w
         raise UnverifiedSnapshot(f"snapshot {manifest.snapshot_id}: its manifest does not read back as written")
     count = sum(1 for _ in iter_snapshot(policy, client, back, work))  # every chunk's size, SHA-256 and records
     if count != manifest.counts.entries:
-        raise UnverifiedSnapshot(f"snapshot {manifest.snapshot_id}: {count} records read back, {manifest.counts.entries} "
-                        "written")
+        raise UnverifiedSnapshot(f"snapshot {manifest.snapshot_id}: {count} records read back, "
+                                 f"{manifest.counts.entries} written")
     listings: dict[str, Any] = {}
     for rel, (_, size) in written.items():
         key = absolute_key(policy.s3.prefix, rel)
