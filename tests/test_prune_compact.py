@@ -124,9 +124,11 @@ def _three_backups(tmp_path, bucket, storage: str = "pack_compact_below: 0.5"):
     return root, policy, first.pop()
 
 
-def _restore_same(tmp_path, policy, root, name: str = "restored") -> int:
+def _restore_same(tmp_path, policy, root, name: str = "restored", as_of: str | None = None) -> int:
+    """Restore (from the local catalog, or with `as_of` from that bucket snapshot) and compare with `root`."""
     dest = tmp_path / name
-    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local",
+                *(("--as-of", as_of) if as_of else ()))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return assert_same_tree(root, dest)
 
@@ -194,6 +196,7 @@ def test_prune_apply_compacts_a_pack_below_the_threshold_into_exactly_its_live_m
     assert origin["snapshot_id"] == done["snapshot"]
 
     assert _restore_same(tmp_path, policy, root) == 6  # a, i, j, k, m, link
+    assert _restore_same(tmp_path, policy, root, "from-snapshot", as_of=done["snapshot"]) == 6
     again = fs3g("prune", "--config", str(policy), "--apply", "--json")  # nothing left to compact or delete
     assert again.returncode == 0 and not json.loads(again.stdout)["compaction"]["compacted"]
     assert _listing(bucket) == after
@@ -257,6 +260,7 @@ def test_kill_9_during_compaction_then_a_rerun_loses_nothing_referenced(seaweed_
         assert new_runs <= set(after)
     assert len(_packs(after)) == 3
     assert _restore_same(tmp_path, policy, root) == 6
+    assert _restore_same(tmp_path, policy, root, "from-snapshot", as_of=newest["snapshot_id"]) == 6
 
 
 def test_an_archived_pack_is_compacted_only_with_include_archived(moto_bucket, tmp_path):
