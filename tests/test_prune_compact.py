@@ -297,3 +297,17 @@ def test_an_archived_pack_is_compacted_only_with_include_archived(moto_bucket, t
     assert p1 not in after
     [new] = [PREFIX + "/" + k for k in report["new_packs"]]
     assert after[new][2] == "GLACIER"
+
+
+def test_a_glacier_ir_pack_is_read_directly_and_compacted_without_include_archived(moto_bucket, tmp_path):
+    bucket = moto_bucket
+    root, policy, p1 = _three_backups(tmp_path, bucket,
+                                      storage="pack_compact_below: 0.5, pack_storage_class: GLACIER_IR")
+    assert _listing(bucket)[p1][2] == "GLACIER_IR"
+    # GLACIER_IR's 90 days: the compacted original is deleted only with --allow-early-delete
+    proc = fs3g("prune", "--config", str(policy), "--apply", "--allow-early-delete", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)["compaction"]
+    assert PREFIX + "/" + report["compacted"][0] == p1 and not report["thaw_requested"]
+    assert p1 not in _listing(bucket)
+    assert _restore_same(tmp_path, policy, root) == 6
