@@ -305,7 +305,8 @@ def plan_compaction(policy: Policy, client: Any, work: Path, prices: Prices | No
             continue  # the next prune's: the map of one prune is bounded
         budget -= fact.live_members
         chosen.append(fact)
-    plan.packs = [p for p in plan.packs if p.verdict is not PackVerdict.COMPACT or p.facts in chosen]
+    keys = {f.pack for f in chosen}
+    plan.packs = [p for p in plan.packs if p.verdict is not PackVerdict.COMPACT or p.facts.pack in keys]
     plan.bytes_copied = sum(f.live_bytes for f in chosen)
     plan.bytes_freed = sum(f.pack_bytes for f in chosen) - plan.bytes_copied
     plan.members = sum(f.live_members for f in chosen)
