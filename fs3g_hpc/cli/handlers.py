@@ -485,14 +485,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise
         prices = None  # a region the shipped table lacks: costs shown as 0
     with _human_output(args.json):
-        result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices)
+        result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices,
+                       include_archived=args.include_archived)
     data = result.plan.to_json()
     data.update({"applied": args.apply, "deleted": result.deleted, "errors": len(result.errors),
-                 "run_dir": str(result.run_dir) if result.run_dir else None})
+                 "run_dir": str(result.run_dir) if result.run_dir else None,
+                 "compaction": result.compaction.to_json() if result.compaction else None})
     if args.json:
         _print_json(data)
     else:
-        print("\n".join(result.plan.lines()))
+        print("\n".join((result.compaction.lines() if result.compaction else []) + result.plan.lines()))
         if args.apply:
             print(f"deleted {result.deleted:,} objects ({len(result.errors):,} refused); list and journal in "
                   f"{result.run_dir}" if result.run_dir else "nothing to delete")
@@ -500,7 +502,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 print(f"  not deleted: {key}: {code}")
         else:
             print("dry run: nothing deleted (run again with --apply)")
-    return ExitCode.OK if not result.errors else ExitCode.DIFFERENCES
+    compaction_failed = result.compaction is not None and (result.compaction.error or result.compaction.skipped)
+    return ExitCode.OK if not result.errors and not compaction_failed else ExitCode.DIFFERENCES
 
 
 def cmd_restore_stage(args: argparse.Namespace) -> int:

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="delete (default: only say what would be deleted)")
     p.add_argument("--allow-early-delete", action="store_true",
                    help="also delete objects still inside their class's minimum duration (the charge is shown)")
+    p.add_argument("--include-archived", action="store_true",
+                   help="compact packs in GLACIER or DEEP_ARCHIVE too (restore-requested first, the thaw cost shown; "
+                        "compacted by the prune after the copy is readable)")
     p.add_argument("--break-lock", action="store_true",
                    help="remove a stale backup (or prune) lock, then stop; check the backup is gone first")
     p.add_argument("--region", help="price region (default: the policy's s3.region, else us-east-1)")

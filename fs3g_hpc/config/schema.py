@@ -145,8 +145,8 @@ class StorageSettings:
     pack_storage_class: StorageClass = setting(choice(StorageClass), default=StorageClass.STANDARD,
                                                doc="class packs are written in (their indexes stay STANDARD)")
     pack_compact_below: float = setting(fraction, default=0.0,
-                                        doc="pack compaction threshold, live fraction 0..1 (validated; "
-                                            "compaction is not implemented yet: no effect)")
+                                        doc="fs3g prune rewrites packs whose live fraction (0..1) is below "
+                                            "this (0: never)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,13 @@
 
 A snapshot is kept when any rule keeps it (the reasons are reported). Times are UTC (snapshot ids are UTC stamps).
 No rule at all (no `retention:` section) keeps everything: prune then forgets nothing and deletes nothing. The
-newest snapshot is always kept, whatever the rules say. Memory: one small tuple per snapshot (a lab has hundreds).
+newest snapshot is always kept, whatever the rules say.
+
+Superseded snapshots (`decide_snapshots`): a snapshot whose records pack compaction rewrote into a successor (the
+successor's manifest says `supersedes: <id>`) is replaced by it: the superseded one is forgotten whatever the rules
+say (Decision.superseded_by names the successor; it is never kept on its own), and the successor is judged in its
+place, at the superseded one's time (the point in time its files are from). Chains follow to the first. Only an
+older snapshot can be superseded (ids sort by time). Memory: one small tuple per snapshot (a lab has hundreds).
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class Decision:
     snapshot_id: str
     time: datetime
     reasons: tuple[KeepReason, ...]
+    superseded_by: str = ""  # forgotten because this snapshot replaces it (pack compaction)
 
     @property
     def keep(self) -> bool:
@@ -147,3 +154,26 @@ def decide(snapshots: Iterable[tuple[str, datetime]], rule: RetentionRule, now: 
         out.append(Decision(sid, t, tuple(reasons)))
     return out
 
+
+
+def decide_snapshots(snapshots: Iterable[tuple[str, datetime, str]], rule: RetentionRule,
+                     now: datetime) -> list[Decision]:
+    """`decide` for (id, UTC time, id it supersedes or "") triples: every superseded snapshot present is forgotten
+    (listed last, `superseded_by` set) and its successor judged at the superseded one's time (see the module's
+    docstring). The first Decision is still the newest snapshot kept."""
+    items = list(snapshots)
+    present = {sid: (t, sup) for sid, t, sup in items}
+    successor = {sup: sid for sid, _, sup in items if sup and sup in present and sup < sid}
+
+    def origin_time(sid: str) -> datetime:
+        seen = {sid}
+        t, sup = present[sid]
+        while sup and sup in present and sup not in seen:
+            seen.add(sup)
+            t, sup = present[sup]
+        return t
+
+    judged = decide([(sid, origin_time(sid)) for sid, _, _ in items if sid not in successor], rule, now)
+    forgotten = [Decision(sid, present[sid][0], (), successor[sid]) for sid, _, _ in
+                 sorted(items, key=lambda x: (x[1], x[0]), reverse=True) if sid in successor]
+    return judged + forgotten

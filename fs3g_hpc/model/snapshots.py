@@ -8,6 +8,9 @@
 A snapshot id is `<UTC %Y%m%dT%H%M%SZ>-<8 hex>`: ids sort by time, and two merges in one second still differ.
 The manifest (SnapshotManifest) records the time, the lab, the policy's roots, the counts, whether the bucket was
 versioned, the tool version, and per chunk its name, entries, size, SHA-256 and first path (encode_path form).
+Optional `supersedes: <id>` (written by pack compaction, prune/compact.py): this snapshot is that one's records with
+some packed members' locations moved to new packs; retention (model/retention.py) forgets the superseded one. Code
+that predates the field reads it as an unknown key (kept in `extra`), so old and new code read both.
 Names read from a bucket are untrusted: `parse_snapshot_id` and `SnapshotManifest.from_json` check every field.
 Memory: a manifest holds one small line per chunk (200 M entries at 64 MiB per chunk: a few hundred lines).
 """
@@ -189,7 +192,8 @@ class SnapshotManifest:
     versioned: bool
     record_format: int
     run_id: str = ""  # the run directory whose merge wrote it ("" for a rebuild)
-    source: str = "merge"  # merge | rebuild
+    source: str = "merge"  # merge | rebuild | compact
+    supersedes: str = ""  # the snapshot this one replaces (pack compaction), "" for none
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -197,7 +201,7 @@ class SnapshotManifest:
                 "created": self.created, "lab": self.lab, "roots": list(self.roots), "counts": self.counts.to_json(),
                 "tool_version": self.tool_version, "versioned": self.versioned, "record_format": self.record_format,
                 "run": self.run_id, "source": self.source, "chunks": [c.to_json() for c in self.chunks],
-                **self.extra}
+                **({"supersedes": self.supersedes} if self.supersedes else {}), **self.extra}
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "SnapshotManifest":
@@ -221,12 +225,15 @@ class SnapshotManifest:
         counts = SnapshotCounts.from_json(data.get("counts"), where)
         if sum(c.entries for c in parsed) != counts.entries:
             raise SnapshotError(f"{where}: chunk entries do not add up to counts.entries")
+        supersedes = data.get("supersedes", "")
+        if not isinstance(supersedes, str) or (supersedes and (not is_snapshot_id(supersedes) or supersedes == sid)):
+            raise SnapshotError(f"{where}: bad supersedes {supersedes!r}")
         known = {"format", "version", "snapshot_id", "created", "lab", "roots", "counts", "tool_version",
-                 "versioned", "record_format", "run", "source", "chunks"}
+                 "versioned", "record_format", "run", "source", "chunks", "supersedes"}
         return cls(sid, str(data.get("created", "")), str(data.get("lab", "")), tuple(roots), counts, parsed,
                    str(data.get("tool_version", "")), bool(data.get("versioned", False)),
                    int(data.get("record_format", 0)), str(data.get("run", "")), str(data.get("source", "merge")),
-                   {k: v for k, v in data.items() if k not in known})
+                   supersedes, {k: v for k, v in data.items() if k not in known})
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ class's minimum duration (config/pricing.MINIMUM_STORAGE_DAYS) unless --allow-ea
 snapshots' chunks, then their manifests last. So a crash never leaves a kept snapshot pointing at a deleted object,
 and a rerun (which recomputes everything) picks up where it stopped.
 
+First, when `storage.pack_compact_below` > 0, pack compaction (prune/compact.py): packs below it are rewritten and a
+snapshot superseding the newest published, so that the plan below forgets the superseded one (retention,
+model/retention.decide_snapshots) and deletes the old packs like any unreferenced object.
+
 Run directory `<run_root>/<lab>/prune-<UTC time>/` (0700, files 0600):
     prune.json      the header (PruneHeader): kept and forgotten snapshots, totals; written before any delete
     delete.txt      every key it will delete, in deletion order, written BEFORE the first delete
     deleted.jsonl   one line per DeleteObjects batch done ({"batch", "keys", "errors"}): the journal
+    compact.json, compact.jsonl   compaction's plan and journal (prune/compact.py)
 Safety: before each batch, the batch is merge-checked against the newest snapshot's own sorted references; a hit
 raises (nothing of that batch is deleted). Prune refuses while a backup lock exists (prune/locks.py) and holds
 `locks/prune.json` while deleting.
@@ -44,7 +49,7 @@ from ..model.keys import KeyClass, object_key, pathmap_key
 from ..model.locks import LockKind
 from ..model.packs import PACKS_DIR, PackRef, absolute_key, index_key
 from ..model.records import EntryKind, Entry, read_records
-from ..model.retention import Decision, decide
+from ..model.retention import Decision, decide_snapshots
 from ..model.sizes import format_size
 from ..model.snapshots import SnapshotManifest, snapshot_prefix, snapshot_time
 from ..runs.catalog import catalog_path
@@ -174,7 +179,8 @@ class PrunePlan:
     def lines(self) -> list[str]:
         out = [f"snapshots: {len(self.kept)} kept, {len(self.forgotten)} forgotten"]
         for d in self.decisions:
-            why = ", ".join(r.value for r in d.reasons) if d.keep else "forget"
+            why = ", ".join(r.value for r in d.reasons) if d.keep else \
+                f"superseded by {d.superseded_by}" if d.superseded_by else "forget"
             out.append(f"  {d.snapshot_id}  {'keep  ' if d.keep else 'forget'}  {why}")
         out.append(f"unreferenced: {self.objects:,} objects ({self.packs:,} packs), {format_size(self.bytes)}")
         for klass, (n, b) in sorted(self.by_class.items()):
@@ -214,7 +220,8 @@ def make_plan(policy: Policy, client: Any, work: Path, prices: Prices | None, *,
     bucket, prefix = policy.s3.bucket, policy.s3.prefix
     manifests, _unfinished = _all_manifests(policy, client, work)
     ours = [m for m in manifests if m.lab == policy.lab.name and tuple(m.roots) == tuple(policy.roots)]
-    decisions = decide([(m.snapshot_id, snapshot_time(m.snapshot_id)) for m in ours], policy.retention.rule(), now)
+    decisions = decide_snapshots([(m.snapshot_id, snapshot_time(m.snapshot_id), m.supersedes) for m in ours],
+                                 policy.retention.rule(), now)
     plan = PrunePlan(bucket, prefix, decisions, prices.currency if prices else "")
     if not ours:
         return plan, None
@@ -375,13 +382,17 @@ class PruneResult:
     run_dir: Path | None = None
     deleted: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    compaction: Any = None  # prune/compact.CompactionResult, None when storage.pack_compact_below is 0
 
 
 def prune(policy: Policy, *, apply: bool = False, allow_early_delete: bool = False, prices: Prices | None = None,
           client_factory: Callable[[Policy], Any] | None = None, now: datetime | None = None,
-          batch_keys: int = 1000, after_batch: Callable[[int], None] | None = None) -> PruneResult:
-    """The dry run, or with `apply` the deletion (see the module docstring). `now`, `batch_keys` and `after_batch`
-    are test seams (the clock, the DeleteObjects batch size, a hook after each batch's journal line)."""
+          batch_keys: int = 1000, after_batch: Callable[[int], None] | None = None, include_archived: bool = False,
+          after_compact_step: Callable[[Any], None] | None = None) -> PruneResult:
+    """The dry run, or with `apply` the deletion (see the module docstring), after pack compaction
+    (prune/compact.py; `include_archived` lets it compact packs in archive classes). `now`, `batch_keys`,
+    `after_batch` and `after_compact_step` are test seams (the clock, the DeleteObjects batch size, hooks after
+    each batch's and each compaction step's journal line)."""
     from ..snapshots.baseline import default_client
     from ..transfer.prune import DELETE_BATCH, delete_keys
     from .locks import check_no_backup, release_lock, take_lock
@@ -393,11 +404,15 @@ def prune(policy: Policy, *, apply: bool = False, allow_early_delete: bool = Fal
     ensure_private_dir(lab)
     work = Path(tempfile.mkdtemp(prefix=".prune-", dir=lab))
     try:
+        run_dir = make_private_dir(default_run_dir(policy, now, "prune")) if apply else None
+        from .compact import compact  # first: its new snapshot supersedes the newest, its old packs go below
+        compaction = compact(policy, client, work, prices, apply=apply, include_archived=include_archived,
+                             run_dir=run_dir, now=now, after_step=after_compact_step)
         plan, newest_file = make_plan(policy, client, work, prices, now=now, allow_early_delete=allow_early_delete)
-        result = PruneResult(plan)
+        result = PruneResult(plan, compaction=compaction)
         if not apply or newest_file is None:
             return result
-        run_dir = make_private_dir(default_run_dir(policy, now, "prune"))
+        assert run_dir is not None
         result.run_dir = run_dir
         delete_list = run_dir / "delete.txt"
         _write_lines(delete_list, _deletion_order(plan, client))  # BEFORE any delete

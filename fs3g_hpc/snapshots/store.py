@@ -46,8 +46,9 @@ def _record_bytes(entry: Entry) -> int:
 
 
 def write_snapshot(policy: Policy, catalog_file: Path, client: Any, work: Path, *, now: datetime | None = None,
-                   run_id: str = "", source: str = "merge") -> SnapshotManifest:
-    """Write `catalog_file` to the bucket as a new snapshot; its manifest (written last)."""
+                   run_id: str = "", source: str = "merge", supersedes: str = "") -> SnapshotManifest:
+    """Write `catalog_file` to the bucket as a new snapshot; its manifest (written last). `supersedes`: the id of
+    the snapshot this one replaces (pack compaction: the same records, some packed locations moved)."""
     from ..transfer.snapshots import bucket_versioned, put_file, sha256_file
 
     now = now or datetime.now(timezone.utc)
@@ -101,7 +102,7 @@ def write_snapshot(policy: Policy, catalog_file: Path, client: Any, work: Path, 
             writer.abort()
     manifest = SnapshotManifest(sid, now.astimezone(timezone.utc).isoformat(), policy.lab.name, tuple(policy.roots),
                                 SnapshotCounts(files, file_bytes, symlinks, directories, entries), tuple(chunks),
-                                __version__, bucket_versioned(client, bucket), FORMAT_VERSION, run_id, source)
+                                __version__, bucket_versioned(client, bucket), FORMAT_VERSION, run_id, source, supersedes)
     path = work / "manifest.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

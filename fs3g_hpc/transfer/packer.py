@@ -17,6 +17,9 @@ pack closes when the next member would pass `storage.pack_size_bytes` (or at the
 is stopped): END_OF_ARCHIVE, complete (composite CRC32 checked; a pack smaller than one part is one plain PUT), PUT
 the index in STANDARD, then journal "pack-done" -- only then are its members done (runs/journal.py).
 
+The pack's byte stream (part buffers, multipart, the closing PUT) is PackStream: the one writer of a pack, which
+pack compaction (prune/compact.py) drives too, with members read from other packs instead of the filesystem.
+
 Failures: a pack whose upload or index fails has every member reported FAILED with a reason naming the pack (its
 upload aborted); the shard goes on with the next pack number. A kill -9 costs at most the open pack: its members were
 journaled "packed" but not "pack-done", so the rerun aborts that upload and packs them again into its next n
@@ -34,7 +37,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..config import Policy, SmallFiles, StorageClass
 from ..model.checksums import crc32_b64
@@ -86,13 +89,107 @@ class _Pack:
     key: str
     n: int
     index: IndexWriter
-    offset: int = 0
-    buffer: bytearray | None = None
-    fill: int = 0
-    parts: int = 0
-    sender: MultipartSender | None = None
+    stream: "PackStream"
     members: list[_Member] = field(default_factory=list)
     first_link: dict[tuple[int, int], _Member] = field(default_factory=dict)
+
+    @property
+    def offset(self) -> int:
+        return self.stream.offset
+
+
+class PackStream:
+    """The bytes of one pack as they are appended: the one writer of a pack's bytes, used by the backup's packer
+    (ShardPacker, below) and by pack compaction (prune/compact.py, whose members come from other packs).
+
+    Bytes fill part buffers of `part_size` (each taken with `acquire()` and given back with `release()`: the
+    caller's budget) and are sent as multipart parts on `pool`, CRC32 per part; the upload is created at the first
+    full buffer (`on_upload(upload_id)` then, so a journal can abort it after a kill). `finish(members)` writes
+    END_OF_ARCHIVE and completes the upload, checked (composite CRC32 or size), or, for a pack smaller than one
+    part, sends it as one checked PUT; `abort()` gives the buffer back and aborts the upload. `metadata(members)`
+    gives the object's user metadata (members None for a multipart pack: fixed before its members are known)."""
+
+    def __init__(self, client: Any, bucket: str, key: str, storage_class: StorageClass, part_size: int,
+                 pool: ThreadPoolExecutor, *, metadata: Callable[[int | None], dict[str, str]],
+                 acquire: Callable[[], None], release: Callable[[], None],
+                 on_upload: Callable[[str], None] = lambda upload_id: None,
+                 on_part_sent: Callable[[], None] = lambda: None):
+        self.client, self.bucket, self.key = client, bucket, key
+        self.storage_class, self.part_size, self.pool = storage_class, part_size, pool
+        self.metadata, self.acquire, self.release = metadata, acquire, release
+        self.on_upload, self.on_part_sent = on_upload, on_part_sent
+        self.offset = 0
+        self.buffer: bytearray | None = None
+        self.fill = 0
+        self.parts = 0
+        self.sender: MultipartSender | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            if self.buffer is None:
+                self.acquire()
+                self.buffer = bytearray(self.part_size)
+                self.fill = 0
+            n = min(len(view), self.part_size - self.fill)
+            self.buffer[self.fill:self.fill + n] = view[:n]
+            self.fill += n
+            self.offset += n
+            view = view[n:]
+            if self.fill == self.part_size:
+                self._send_buffer()
+
+    def _send_buffer(self) -> None:
+        """Hand the full (or, at the end, last) buffer to the part pool as the next part."""
+        if self.sender is None:
+            response = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, Metadata=self.metadata(None),
+                StorageClass=self.storage_class.value, ChecksumAlgorithm="CRC32")
+            self.sender = MultipartSender(self.client, self.bucket, self.key, response["UploadId"], self.pool,
+                                          self.on_part_sent)
+            self.on_upload(self.sender.upload_id)
+        if self.sender.errors:
+            raise self.sender.errors[0]
+        buffer, fill = self.buffer, self.fill
+        assert buffer is not None
+        self.buffer, self.fill = None, 0
+        self.parts += 1
+        view = memoryview(buffer)[:fill]
+        self.sender.submit(self.parts, view, crc32_b64(view), self.release)
+
+    def finish(self, members: int) -> tuple[str, int, str]:
+        """END_OF_ARCHIVE, then the object completed and checked: its (ETag, size, CRC32)."""
+        self.write(END_OF_ARCHIVE)
+        size = self.offset
+        if self.sender is None:  # smaller than one part: one plain PUT says the same
+            assert self.buffer is not None
+            etag, checksum = put_checked(self.client, self.bucket, self.key, memoryview(self.buffer)[:self.fill],
+                                         self.metadata(members), self.storage_class)
+            self.release_buffer()
+        else:
+            if self.fill:
+                self._send_buffer()
+            self.sender.wait()
+            etag, checksum = self.sender.complete(size)
+        return etag, size, checksum
+
+    def release_buffer(self) -> None:
+        if self.buffer is not None:
+            self.buffer = None
+            self.release()
+
+    def abort(self) -> None:
+        """Give the buffer back and abort the upload (after its parts in flight ended); never raises."""
+        self.release_buffer()
+        if self.sender is not None:
+            try:
+                self.sender.wait()
+            except BaseException:  # noqa: BLE001 - the first error is the one the caller reports
+                pass
+            try:
+                abort_upload(self.client, self.bucket, self.key, self.sender.upload_id)
+            except Exception:  # noqa: BLE001 - the rerun (or the merge) aborts it from the journal
+                log.warning("could not abort the upload of %s", self.key, exc_info=True)
 
 
 class ShardPacker:
@@ -221,57 +318,36 @@ class ShardPacker:
         n = self.next_n
         self.next_n += 1
         key = pack_key(up.settings.prefix, s.run_id, s.shard, n)
-        pack = _Pack(key, n, IndexWriter(relative_to_prefix(up.settings.prefix, key), s.run_id))
-        with up.journal_lock:  # before any byte is sent: a rerun never reuses this n
-            up.journal.record_pack_started(OpenPack(key, "", n))
+
+        def started(upload_id: str) -> None:
+            with up.journal_lock:
+                up.journal.record_pack_started(OpenPack(key, upload_id, n))
+
+        stream = PackStream(up.client, up.settings.bucket, key, s.storage_class, self.part_size, up.part_pool,
+                            metadata=lambda members: self._metadata(n, members), acquire=self._take_buffer,
+                            release=self._give_back, on_upload=started,
+                            on_part_sent=lambda: up.totals.add(parts_sent=1))
+        pack = _Pack(key, n, IndexWriter(relative_to_prefix(up.settings.prefix, key), s.run_id), stream)
+        started("")  # before any byte is sent: a rerun never reuses this n
         self.pack = pack
         return pack
 
     def _write(self, data: bytes, pack: _Pack | None = None) -> None:
         pack = pack or self.pack
         assert pack is not None
-        view = memoryview(data)
-        while view:
-            if pack.buffer is None:
-                self._buffers.acquire()
-                try:
-                    self.up.budget.acquire(self.part_size, self._never)
-                except BaseException:
-                    self._buffers.release()
-                    raise
-                pack.buffer = bytearray(self.part_size)
-                pack.fill = 0
-            n = min(len(view), self.part_size - pack.fill)
-            pack.buffer[pack.fill:pack.fill + n] = view[:n]
-            pack.fill += n
-            pack.offset += n
-            view = view[n:]
-            if pack.fill == self.part_size:
-                self._send_buffer(pack)
+        pack.stream.write(data)
 
-    def _send_buffer(self, pack: _Pack) -> None:
-        """Hand the full (or, at the end, last) buffer to the part pool as the next part."""
-        up = self.up
-        if pack.sender is None:
-            response = up.client.create_multipart_upload(
-                Bucket=up.settings.bucket, Key=pack.key, Metadata=self._metadata(pack, None),
-                StorageClass=self.settings.storage_class.value, ChecksumAlgorithm="CRC32")
-            pack.sender = MultipartSender(up.client, up.settings.bucket, pack.key, response["UploadId"],
-                                          up.part_pool, lambda: up.totals.add(parts_sent=1))
-            with up.journal_lock:
-                up.journal.record_pack_started(OpenPack(pack.key, pack.sender.upload_id, pack.n))
-        if pack.sender.errors:
-            raise pack.sender.errors[0]
-        buffer, fill = pack.buffer, pack.fill
-        assert buffer is not None
-        pack.buffer, pack.fill = None, 0
-        pack.parts += 1
-        view = memoryview(buffer)[:fill]
-        pack.sender.submit(pack.parts, view, crc32_b64(view), self._give_back)
+    def _take_buffer(self) -> None:
+        self._buffers.acquire()
+        try:
+            self.up.budget.acquire(self.part_size, self._never)
+        except BaseException:
+            self._buffers.release()
+            raise
 
-    def _metadata(self, pack: _Pack, members: int | None) -> dict[str, str]:
+    def _metadata(self, n: int, members: int | None) -> dict[str, str]:
         meta = {"fs3g-run-id": self.settings.run_id, "fs3g-shard": str(self.settings.shard),
-                "fs3g-pack": str(pack.n), "fs3g-pack-format": PACK_FORMAT_VERSION}
+                "fs3g-pack": str(n), "fs3g-pack-format": PACK_FORMAT_VERSION}
         if members is not None:  # a multipart pack's metadata is fixed before its members are known
             meta["fs3g-members"] = str(members)
         return meta
@@ -281,23 +357,11 @@ class ShardPacker:
         assert pack is not None
         self.pack = None
         if not pack.members:
-            self._release(pack)
+            pack.stream.release_buffer()
             return
-        up, s = self.up, self.settings
+        up = self.up
         try:
-            self._write(END_OF_ARCHIVE, pack)
-            size = pack.offset
-            if pack.sender is None:  # smaller than one part: one plain PUT says the same
-                assert pack.buffer is not None
-                etag, checksum = put_checked(up.client, up.settings.bucket, pack.key,
-                                             memoryview(pack.buffer)[:pack.fill],
-                                             self._metadata(pack, len(pack.members)), s.storage_class)
-                self._release(pack)
-            else:
-                if pack.fill:
-                    self._send_buffer(pack)
-                pack.sender.wait()
-                etag, checksum = pack.sender.complete(size)
+            etag, size, checksum = pack.stream.finish(len(pack.members))
             index = pack.index.finish(size)
             index_etag, _ = put_checked(up.client, up.settings.bucket, index_key(pack.key), index, {},
                                         StorageClass.STANDARD)
@@ -312,11 +376,6 @@ class ShardPacker:
         self.up.budget.release(self.part_size)
         self._buffers.release()
 
-    def _release(self, pack: _Pack) -> None:
-        if pack.buffer is not None:
-            pack.buffer = None
-            self._give_back()
-
     def _fail_pack(self, e: BaseException, entry: Entry) -> None:
         """The current pack cannot be finished: it and `entry` are reported; the next member opens a new pack."""
         pack = self.pack
@@ -327,16 +386,7 @@ class ShardPacker:
         self._fail_members(pack, e, () if any(m.entry.path == entry.path for m in pack.members) else (entry,))
 
     def _fail_members(self, pack: _Pack, e: BaseException, also: tuple[Entry, ...] = ()) -> None:
-        self._release(pack)
-        if pack.sender is not None:
-            try:
-                pack.sender.wait()
-            except BaseException:  # noqa: BLE001 - the first error is the one reported
-                pass
-            try:
-                abort_upload(self.up.client, self.up.settings.bucket, pack.key, pack.sender.upload_id)
-            except Exception:  # noqa: BLE001 - the rerun (or the merge) aborts it from the journal
-                log.warning("could not abort the upload of %s", pack.key, exc_info=True)
+        pack.stream.abort()
         log.warning("pack %s failed (%d members): %s", pack.key, len(pack.members), e)
         for entry in [*(m.entry for m in pack.members), *also]:
             self.up.report_exception(entry, e, context=f"pack {pack.key}")
