@@ -346,7 +346,7 @@ def test_shipped_price_table_prices_every_region_in_full():
     assert str(data["date"]) == "2025-11-01" and "pricing" in data["source"] and data["currency"] == "USD"
     assert set(REQUIRED_REGIONS) <= set(data["regions"])
     sections = {"storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000", "transition_per_1000",
-                "minimum_days", "minimum_object_bytes", "archive_overhead_bytes", "retrieval", "transfer_out_per_gb"}
+                "minimum_object_bytes", "archive_overhead_bytes", "retrieval", "transfer_out_per_gb"}
     classes = {"STANDARD"} | {c.value for c in TRANSITION_CLASSES}
     for region, table in data["regions"].items():
         assert set(table) == sections, region
