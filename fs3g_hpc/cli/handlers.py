@@ -20,10 +20,11 @@ from ..errors import UsageError
 from ..model.sizes import format_size
 from ..model.snapshots import is_snapshot_id, parse_as_of
 from ..runs.executor import Executor, fs3g_argv, resolve
-from .exitcodes import ExitCode, compare_exit_code, restore_exit_code, shard_exit_code
+from .exitcodes import ExitCode, compare_exit_code, prune_exit_code, restore_exit_code, shard_exit_code
 
 if TYPE_CHECKING:
     from ..backup.run import PlanRequest
+    from ..prune.merge import PruneResult
     from ..compare.run import CompareRequest
     from ..restore.select import RestoreRequest
 
@@ -417,6 +418,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.break_lock:
         print(break_lock(policy))
         return ExitCode.OK
+    if args.wait and not args.apply:
+        raise UsageError("--wait goes with --apply (a dry run always waits for its report)")
     try:
         prices = prices_for(policy, Path(args.pricing) if args.pricing else None, args.region)
     except UsageError:
@@ -424,22 +427,52 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise
         prices = None  # a region the shipped table lacks: costs shown as 0
     with _human_output(args.json):
-        result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices)
-    data = result.plan.to_json()
-    data.update({"applied": args.apply, "deleted": result.deleted, "errors": len(result.errors),
-                 "run_dir": str(result.run_dir) if result.run_dir else None})
-    if args.json:
+        result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices,
+                       executor=Executor(args.executor), wait=args.wait, batch_keys=args.batch_keys,
+                       out=sys.stdout, fs3g=fs3g_argv())
+    _print_prune(result, args.apply, args.json)
+    return prune_exit_code(result.verdict)
+
+
+def _print_prune(result: "PruneResult", applied: bool, as_json: bool) -> None:
+    from ..prune.merge import PruneVerdict, summary_lines
+
+    if as_json:
+        data = result.plan.to_json()
+        data.update({"applied": applied, "verdict": result.verdict.value, "deleted": result.deleted,
+                     "errors": len(result.errors), "unfinished_shards": result.unfinished,
+                     "run_dir": str(result.run_dir) if result.run_dir else None})
         _print_json(data)
-    else:
-        print("\n".join(result.plan.lines()))
-        if args.apply:
-            print(f"deleted {result.deleted:,} objects ({len(result.errors):,} refused); list and journal in "
-                  f"{result.run_dir}" if result.run_dir else "nothing to delete")
-            for key, code in result.errors[:20]:
-                print(f"  not deleted: {key}: {code}")
-        else:
-            print("dry run: nothing deleted (run again with --apply)")
-    return ExitCode.OK if not result.errors else ExitCode.DIFFERENCES
+    elif result.verdict is PruneVerdict.SUBMITTED:
+        print(f"follow with: fs3g status {result.run_dir}   (the merge job deletes the forgotten snapshots, releases "
+              "the lock and writes report.json)")
+    elif result.verdict is not PruneVerdict.INTERRUPTED:
+        lines = summary_lines(result, applied)
+        if applied and result.run_dir is None:
+            lines[-1] = "nothing to delete"
+        print("\n".join(lines))
+
+
+def cmd_prune_shard(args: argparse.Namespace) -> int:
+    from ..prune.task import prune_shard
+    from ..runs.files import ShardStatus
+
+    counts = prune_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
+    status = counts.get("status")
+    print(f"prune shard: {counts.get('unreferenced', 0):,} unreferenced, {counts.get('listed_for_deletion', 0):,} "
+          f"listed for deletion, {counts.get('deleted', 0):,} deleted, {counts.get('refused', 0):,} refused")
+    return shard_exit_code(interrupted=status == ShardStatus.INTERRUPTED.value,
+                           failed=status == ShardStatus.FAILED.value)
+
+
+def cmd_prune_merge(args: argparse.Namespace) -> int:
+    from ..prune.merge import merge_prune, summary_lines
+    from ..prune.task import load_prune
+
+    _, header, _ = load_prune(Path(args.run_dir))
+    result = merge_prune(Path(args.run_dir))
+    print("\n".join(summary_lines(result, header.apply)))
+    return prune_exit_code(result.verdict)
 
 
 def cmd_restore_stage(args: argparse.Namespace) -> int:

@@ -44,6 +44,11 @@ def compare_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Se
                       "SHA-256 checks, shards")
 
 
+def prune_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequence[str]) -> JobSpec:
+    return _array_job(policy, run_dir, chunk, [*fs3g, "prune-shard", str(run_dir)], "prune",
+                      "prune key ranges, shards")
+
+
 def _array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, argv: Sequence[str], name: str,
                what: str) -> JobSpec:
     throttle = min(policy.slurm.array_parallelism, chunk.count)
@@ -82,6 +87,11 @@ def restore_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], f
 def compare_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
     return _report_job(policy, run_dir, array_ids, [*fs3g, "compare-merge", str(run_dir)], "compare-merge",
                        f"report on compare {run_dir.name}")
+
+
+def prune_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
+    return _report_job(policy, run_dir, array_ids, [*fs3g, "prune-merge", str(run_dir)], "prune-merge",
+                       f"forgotten snapshots and report of prune {run_dir.name}")
 
 
 def _report_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], argv: Sequence[str], name: str,
