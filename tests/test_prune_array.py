@@ -107,6 +107,8 @@ def test_an_array_task_killed_mid_delete_leaves_the_lock_and_a_rerun_resumes(sea
     report = json.loads((run_dir / "report.json").read_text())
     assert not report["complete"] and len(report["unfinished_shards"]) == 1
     assert report["shard_states"]["never reported"] == 1
+    status = fs3g("status", str(run_dir), "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["phase"] == "incomplete", status.stdout + status.stderr
 
     # While the prune is unfinished its lock stands: a backup refuses, naming it and how to go on.
     backup = fs3g("backup", "--config", str(policy), "--executor", "local", "--wait")

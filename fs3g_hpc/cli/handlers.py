@@ -508,8 +508,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         run = Path(args.run_dir)
         if not is_run_dir(run):
-            raise UsageError("not a run directory (no plan.json, restore.json or compare.json)", path=str(run),
-                             hint="give a directory made by fs3g plan, backup, restore or compare, or --config "
+            raise UsageError("not a run directory (no plan.json, restore.json, compare.json or prune.json)",
+                             path=str(run), hint="give a directory made by fs3g plan, backup, restore, compare or "
+                                                 "prune --apply, or --config "
                                   "LAB.yaml")
         if args.json:
             _print_json(run_status(run, slurm_states).to_json())
