@@ -37,3 +37,32 @@ def kill_at(client: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     client.meta.events.register("before-send.s3.DeleteObjects", on_send)
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, **_: Any):
+        yield self._body
+
+
+def refuse_key(client: Any) -> None:
+    """`FS3G_BOTOCORE_HOOK=prune_hooks:refuse_key`: a DeleteObjects request naming a key that contains
+    `$FS3G_TEST_REFUSE_DELETE` is not sent; the answer says S3 refused that key (AccessDenied), as a bucket policy
+    denying it would. Use it with one key per batch."""
+    from botocore.awsrequest import AWSResponse
+    from xml.sax.saxutils import escape
+
+    needle = os.environ["FS3G_TEST_REFUSE_DELETE"].encode()
+
+    def on_send(request: Any, **_: Any) -> Any:
+        body = request.body if isinstance(request.body, bytes) else (request.body or b"")
+        if needle not in body:
+            return None
+        key = body.split(b"<Key>", 1)[1].split(b"</Key>", 1)[0].decode()
+        xml = (f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult><Error><Key>{escape(key)}</Key>'
+               "<Code>AccessDenied</Code><Message>refused by the test hook</Message></Error></DeleteResult>")
+        return AWSResponse(request.url, 200, {"Content-Type": "application/xml"}, _Raw(xml.encode()))
+
+    client.meta.events.register("before-send.s3.DeleteObjects", on_send)

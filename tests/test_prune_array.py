@@ -219,3 +219,25 @@ def test_a_backup_lock_taken_meanwhile_makes_prune_let_go_of_its_own(seaweed_buc
     with pytest.raises(LockError, match="a backup is running"):
         locks.take_exclusive(policy, Racing(bucket.client), LockKind.PRUNE, "/runs/pr/prune-x")
     assert set(_listing(bucket)) == {f"{PREFIX}/locks/backup.json"}
+
+
+def test_a_key_s3_refuses_is_reported_by_name_and_the_rest_deleted(seaweed_bucket, tmp_path):
+    bucket = seaweed_bucket
+    root, policy = _three_backups(tmp_path, bucket)
+    before = _listing(bucket)
+    expected = _expected_deletions(before)
+    [refused] = [k for k in expected if k.endswith("/p/big2")]
+    env = {**_killing(tmp_path, 10 ** 6, parent=False), "FS3G_BOTOCORE_HOOK": "prune_hooks:refuse_key",
+           "FS3G_TEST_REFUSE_DELETE": "/p/big2"}
+    proc = fs3g("prune", "--config", str(policy), "--apply", "--executor", "local", "--batch-keys", "1", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"not deleted: {refused}: DeleteObjects refused it: AccessDenied" in proc.stdout
+    assert set(before) - set(_listing(bucket)) == expected - {refused}  # the rest of its shard and run went on
+    [run_dir] = (tmp_path / "runs" / "pr").glob("prune-*")
+    named = [json.loads(line) for p in (run_dir / "results").glob("*.failures.jsonl")
+             for line in p.read_text().splitlines()]
+    assert [f["path"] for f in named] == [refused] and named[0]["outcome"] == "not deleted"
+    assert f"{PREFIX}/locks/prune.json" not in _listing(bucket)  # the run ended: lock released
+    proc = fs3g("prune", "--config", str(policy), "--apply", "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert set(before) - set(_listing(bucket)) == expected

@@ -440,7 +440,7 @@ def _print_prune(result: "PruneResult", applied: bool, as_json: bool) -> None:
     if as_json:
         data = result.plan.to_json()
         data.update({"applied": applied, "verdict": result.verdict.value, "deleted": result.deleted,
-                     "errors": len(result.errors), "unfinished_shards": result.unfinished,
+                     "errors": result.refused, "unfinished_shards": result.unfinished,
                      "run_dir": str(result.run_dir) if result.run_dir else None})
         _print_json(data)
     elif result.verdict is PruneVerdict.SUBMITTED:

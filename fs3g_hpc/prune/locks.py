@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..config import Policy
+from ..errors import Fs3gError
 from ..model.locks import LockError, LockKind, LockRecord, lock_key
 
 log = logging.getLogger(__name__)
@@ -106,3 +107,24 @@ def take_exclusive(policy: Policy, client: Any, kind: LockKind, run_dir: str, *,
         release_lock(policy, client, kind)
         raise
     return record
+
+
+class LockLostError(Fs3gError):
+    """locks/prune.json no longer names the run deleting: someone broke it, and a backup may be running."""
+
+
+def check_holds(policy: Policy, client: Any, run_dir: str) -> None:
+    """Raise LockLostError unless locks/prune.json names `run_dir` (checked before every delete batch)."""
+    record = read_lock(policy, client, LockKind.PRUNE)
+    if record is None or record.run_dir != run_dir:
+        held = record.describe() if record else "it is gone"
+        raise LockLostError(f"locks/prune.json no longer names {run_dir} ({held}): stopping before the next batch",
+                            hint="check that no backup runs, then `fs3g prune --config C --apply` again (it plans "
+                                 "afresh)")
+
+
+def release_if_ours(policy: Policy, client: Any, run_dir: str) -> None:
+    """Remove locks/prune.json when it names `run_dir` (a merge rerun never removes a newer prune's lock)."""
+    record = read_lock(policy, client, LockKind.PRUNE)
+    if record is not None and record.run_dir == run_dir:
+        release_lock(policy, client, LockKind.PRUNE)

@@ -23,7 +23,6 @@ from typing import Any, Callable, Iterator
 
 from ..config import Policy
 from ..config.pricing import Prices
-from ..model.locks import LockKind
 from ..model.snapshots import snapshot_prefix
 from ..runs.files import FailureLine, Report, ShardStatus
 from ..runs.layout import read_json, write_json_atomic
@@ -33,6 +32,8 @@ from .files import PruneLayout, PrunePlan, ShardTally, decisions_from_json, read
 from .task import load_prune
 
 log = logging.getLogger(__name__)
+
+ERROR_SAMPLE = 1000  # refused keys a result holds; all of them are in the failures files
 
 
 class PruneVerdict(Enum):
@@ -54,10 +55,16 @@ class PruneResult:
     plan: PrunePlan
     run_dir: Path | None = None
     deleted: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # the first ERROR_SAMPLE keys S3 refused
     complete: bool = True
     unfinished: list[int] = field(default_factory=list)
     stopped: PruneVerdict | None = None  # INTERRUPTED or SUBMITTED: the run did not reach its merge here
+    refused: int = 0  # every key S3 refused (their names: the shards' failures files, merge.failures.jsonl)
+
+    def add_refused(self, key: str, reason: str) -> None:
+        self.refused += 1
+        if len(self.errors) < ERROR_SAMPLE:
+            self.errors.append((key, reason))
 
     @property
     def verdict(self) -> PruneVerdict:
@@ -65,7 +72,7 @@ class PruneResult:
             return self.stopped
         if not self.complete:
             return PruneVerdict.INCOMPLETE
-        return PruneVerdict.REFUSED if self.errors else PruneVerdict.DONE
+        return PruneVerdict.REFUSED if self.refused else PruneVerdict.DONE
 
     @property
     def ok(self) -> bool:
@@ -95,7 +102,7 @@ def _whole_list(layout: PruneLayout, shard_count: int) -> Iterator[str]:
 def merge_prune(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None = None) -> PruneResult:
     """The merge (see the module docstring)."""
     from ..snapshots.baseline import default_client
-    from .locks import release_lock
+    from .locks import check_holds, release_if_ours
 
     layout, header, policy = load_prune(run_dir)
     prices = Prices.from_json(header.details["prices"], str(layout.header_file)) if header.details.get(
@@ -115,7 +122,7 @@ def merge_prune(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None
                  prices)
         result.deleted += deleted_by_journal(layout.result_file(summary.index, ".journal"))
         for line in shard_failures(layout, summary.index):
-            result.errors.append((line.path.decode("utf-8", "surrogateescape"), line.reason))
+            result.add_refused(line.path.decode("utf-8", "surrogateescape"), line.reason)
     result.complete = not result.unfinished
     client = (client_factory or default_client)(policy)
     forgotten = header.forgotten
@@ -131,15 +138,15 @@ def merge_prune(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None
         seen: list[FailureLine] = []
 
         def refused(key: str, code: str) -> None:
-            result.errors.append((key, code))
+            result.add_refused(key, code)
             seen.append(FailureLine(key.encode("utf-8", "surrogateescape"), code, "not deleted"))
 
         delete_listed(client, header.bucket, layout.snapshots_delete_file, layout.merge_journal, header.batch_keys,
-                      guard, on_refused=refused)
+                      guard, on_refused=refused, before_batch=lambda: check_holds(policy, client, str(run_dir)))
         result.deleted += deleted_by_journal(layout.merge_journal)
         write_lines_atomic(merge_failures, (json.dumps(f.to_json()) for f in seen))
         try:
-            release_lock(policy, client, LockKind.PRUNE)
+            release_if_ours(policy, client, str(run_dir))
         except Exception as e:  # noqa: BLE001 - the deletes stand; a lock left behind is broken with --break-lock
             log.warning("could not remove the prune lock: %s", e)
     elif not header.apply:
@@ -149,7 +156,7 @@ def merge_prune(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None
             plan.snapshot_objects += sum(1 for _ in iter_objects(client, header.bucket,
                                                                  snapshot_prefix(header.prefix, sid)))
     details = {"kind": "prune", "applied": header.apply, "complete": result.complete,
-               "unfinished_shards": result.unfinished, "deleted": result.deleted, "errors": len(result.errors),
+               "unfinished_shards": result.unfinished, "deleted": result.deleted, "errors": result.refused,
                **plan.to_json()}
     report = Report(shard_states=states, details=details)
     write_json_atomic(layout.report_file, report.to_json())
@@ -164,7 +171,7 @@ def summary_lines(result: PruneResult, applied: bool) -> list[str]:
                    "forgotten snapshots deleted and the prune lock kept (backups refuse meanwhile); to resume: "
                    "`fs3g prune --config C --apply` again (each shard skips its batches done)")
     elif applied:
-        out.append(f"deleted {result.deleted:,} objects ({len(result.errors):,} refused); lists and journals in "
+        out.append(f"deleted {result.deleted:,} objects ({result.refused:,} refused); lists and journals in "
                    f"{result.run_dir}")
         for key, code in result.errors[:20]:
             out.append(f"  not deleted: {key}: {code}")
@@ -192,9 +199,11 @@ def read_result(run_dir: Path) -> PruneResult:
     plan.snapshot_objects = int(data["forgotten_snapshot_objects"])
     plan.shards = int(data.get("shards", 0))
     plan.by_class = {k: [int(v["objects"]), int(v["bytes"])] for k, v in data["by_class"].items()}
-    errors = [(line.path.decode("utf-8", "surrogateescape"), line.reason)
-              for index in range(header.shard_count) for line in shard_failures(layout, index)]
-    errors += [(line.path.decode("utf-8", "surrogateescape"), line.reason)
-               for line in read_failure_lines(layout.run_dir / "merge.failures.jsonl")]
-    return PruneResult(plan, run_dir, int(data["deleted"]), errors, bool(data["complete"]),
-                       list(data["unfinished_shards"]))
+    result = PruneResult(plan, run_dir, int(data["deleted"]), [], bool(data["complete"]),
+                         list(data["unfinished_shards"]))
+    for index in range(header.shard_count):
+        for line in shard_failures(layout, index):
+            result.add_refused(line.path.decode("utf-8", "surrogateescape"), line.reason)
+    for line in read_failure_lines(layout.run_dir / "merge.failures.jsonl"):
+        result.add_refused(line.path.decode("utf-8", "surrogateescape"), line.reason)
+    return result

@@ -162,6 +162,8 @@ def planning(policy: Policy, client: Any, *, now: datetime, apply: bool, allow_e
     except BaseException:
         if locked:
             release_lock(policy, client, LockKind.PRUNE)
+        if not apply:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

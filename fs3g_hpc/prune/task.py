@@ -26,7 +26,6 @@ from typing import Any, Callable, Mapping
 from ..config import Policy
 from ..config.pricing import minimum_storage_days
 from ..errors import Fs3gError
-from ..model.locks import LockKind
 from ..model.packs import PACKS_DIR
 from ..model.snapshots import snapshot_prefix
 from ..runs.files import FailureLine, PruneHeader, ShardSummary
@@ -36,10 +35,6 @@ from ..runs.report import read_header
 from ..runs.task import ShardTask, ShardWork, run_task
 from .batches import NewestGuard, deleted_by_journal, delete_listed
 from .files import PruneLayout, ShardTally, read_lines, write_lines_atomic
-
-
-class LockLostError(Fs3gError):
-    """locks/prune.json no longer names this run: someone broke it; a backup may be running."""
 
 
 def load_prune(run_dir: Path) -> tuple[PruneLayout, PruneHeader, Policy]:
@@ -107,7 +102,7 @@ def prune_shard(run_dir: Path, shard: int | None, environ: Mapping[str, str] | N
                 client_factory: Callable[[Policy], Any] | None = None) -> dict[str, Any]:
     """One task (see the module docstring); its counts: unreferenced objects, listed for deletion, deleted."""
     from ..snapshots.baseline import default_client
-    from .locks import read_lock
+    from .locks import check_holds
 
     layout, header, policy = load_prune(run_dir)
     env = dict(os.environ if environ is None else environ)
@@ -130,12 +125,7 @@ def prune_shard(run_dir: Path, shard: int | None, environ: Mapping[str, str] | N
                                              code in ("SlowDown", "InternalError", "ServiceUnavailable")))
 
         def still_locked() -> None:
-            record = read_lock(policy, client, LockKind.PRUNE)
-            if record is None or record.run_dir != str(run_dir):
-                held = record.describe() if record else "it is gone"
-                raise LockLostError(f"locks/prune.json no longer names this run ({held}): stopping before the next "
-                                    "batch", hint="check that no backup runs, then `fs3g prune --config C --apply` "
-                                                  "again (it plans afresh)")
+            check_holds(policy, client, str(run_dir))
 
         journal = journal_file(layout, index)
         done_before = deleted_by_journal(journal)
