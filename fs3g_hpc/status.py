@@ -4,7 +4,8 @@ Per shard: pending (nothing written yet), running (journal growing), done, faile
 its array task when that says more (e.g. CANCELLED, TIMEOUT); files and bytes done (a hard-linked file's bytes once, as
 the plan counts them), rate, ETA.
 
-A run's state is a typed value (BackupRunStatus, RestoreRunStatus, CompareRunStatus) with `lines()` for people and
+A run's state is a typed value (BackupRunStatus, RestoreRunStatus, CompareRunStatus, RebuildRunStatus,
+PruneRunStatus) with `lines()` for people and
 `to_json()` for `--json`, read through runs/ (its layout, RunLayout.detect for the kind, the typed files). Reads
 only. Memory: one shard's journal at a time, plus one small record per shard.
 """
@@ -19,7 +20,7 @@ from typing import Any, Callable, Union
 
 from .model.records import EntryKind, read_records
 from .model.sizes import format_duration, format_size
-from .runs.files import CompareHeader, PlanHeader, RebuildHeader, RestoreHeader
+from .runs.files import CompareHeader, PlanHeader, PruneHeader, RebuildHeader, RestoreHeader
 from .runs.journal import read_done_records
 from .runs.layout import RunKind, RunLayout, journal_file, read_json
 from .runs.report import read_header, read_shard_result
@@ -287,7 +288,64 @@ class RebuildRunStatus:
                 "report": self.report}
 
 
-RunStatus = Union[BackupRunStatus, RestoreRunStatus, CompareRunStatus, RebuildRunStatus]
+@dataclass(frozen=True)
+class PruneRunStatus:
+    """A prune run: what it is to do (dry run or apply, snapshots forgotten), its key-range shards, its report."""
+
+    run_dir: Path
+    apply: bool
+    forgotten: int
+    shards: list[ShardStatusLine]  # files: keys listed for deletion; files_done: deleted so far
+    report: dict | None
+
+    kind = "prune"
+
+    @property
+    def shard_states(self) -> dict[str, int]:
+        return _counts([s.state for s in self.shards])
+
+    @property
+    def phase(self) -> str:
+        """deleting (the shards), incomplete (merged with shards left to resume), or merged."""
+        if self.report is None:
+            return "deleting" if self.apply else "listing"
+        return "merged" if self.report.get("complete") else "incomplete"
+
+    def lines(self) -> list[str]:
+        done = sum(s.files_done for s in self.shards)
+        listed = sum(s.files for s in self.shards)
+        out = [f"{self.run_dir}: prune ({'apply' if self.apply else 'dry run'}), {self.forgotten} snapshots forgotten",
+               f"  shards: {done:,}/{listed:,} keys deleted; " + ", ".join(f"{k} {v}" for k, v in
+                                                                           self.shard_states.items())]
+        if self.report is not None:
+            out.append(f"  merged: {self.report.get('deleted', 0):,} deleted, {self.report.get('errors', 0):,} "
+                       f"refused" + ("" if self.report.get("complete") else
+                                     "; incomplete: `fs3g prune --config C --apply` resumes it"))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run_dir": str(self.run_dir), "phase": self.phase, "apply": self.apply,
+                "forgotten": self.forgotten, "shard_states": self.shard_states,
+                "shards": [s.to_json() for s in self.shards], "report": self.report}
+
+
+RunStatus = Union[BackupRunStatus, RestoreRunStatus, CompareRunStatus, RebuildRunStatus, PruneRunStatus]
+
+
+def prune_status(run_dir: Path) -> PruneRunStatus:
+    layout = RunLayout(run_dir, RunKind.PRUNE)
+    header = read_header(layout)
+    assert isinstance(header, PruneHeader)
+    shards = []
+    for shard in header.shards:
+        result = read_shard_result(layout, shard.index)
+        journal = journal_file(layout, shard.index)
+        state = result.status.value if result is not None else "running" if journal.exists() else "pending"
+        listed = deleted = 0
+        if result is not None:
+            listed, deleted = result.count("listed_for_deletion"), result.count("deleted")
+        shards.append(ShardStatusLine(shard.index, state, deleted, listed, 0, 0))
+    return PruneRunStatus(run_dir, header.apply, len(header.forgotten), shards, _read_optional(layout.report_file))
 
 
 def rebuild_status(run_dir: Path) -> RebuildRunStatus:
@@ -365,6 +423,8 @@ def run_status(run_dir: Path, slurm_states: Callable[[list[str]], dict[int, str]
         return compare_status(run_dir)
     if layout is not None and layout.kind is RunKind.REBUILD:
         return rebuild_status(run_dir)
+    if layout is not None and layout.kind is RunKind.PRUNE:
+        return prune_status(run_dir)
     return backup_status(run_dir, slurm_states)
 
 
@@ -405,7 +465,7 @@ class CommandOutcome:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A run directory of any kind (it holds plan.json, restore.json, compare.json or rebuild.json)."""
+    """A run directory of any kind (it holds plan.json, restore.json, compare.json, rebuild.json or prune.json)."""
     return RunLayout.detect(path) is not None
 
 

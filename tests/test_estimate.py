@@ -346,7 +346,7 @@ def test_shipped_price_table_prices_every_region_in_full():
     assert str(data["date"]) == "2025-11-01" and "pricing" in data["source"] and data["currency"] == "USD"
     assert set(REQUIRED_REGIONS) <= set(data["regions"])
     sections = {"storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000", "transition_per_1000",
-                "minimum_days", "minimum_object_bytes", "archive_overhead_bytes", "retrieval", "transfer_out_per_gb"}
+                "minimum_object_bytes", "archive_overhead_bytes", "retrieval", "transfer_out_per_gb"}
     classes = {"STANDARD"} | {c.value for c in TRANSITION_CLASSES}
     for region, table in data["regions"].items():
         assert set(table) == sections, region
@@ -386,3 +386,26 @@ def test_estimate_on_the_shipped_site_works_in_every_region(tmp_path, capsys, re
     data = json.loads(capsys.readouterr().out)
     assert (data["stored"]["small_files"], data["stored"]["large_files"]) == (1, 1)
     assert data["region"] == (region or "us-west-2") and data["prices_date"] == "2025-11-01"
+
+
+# --- minimum storage durations: one table, read by estimate and prune ------------------------------------------------
+
+def test_minimum_storage_days_have_one_home_that_estimate_and_prune_read(tmp_path):
+    from fs3g_hpc.config.pricing import MINIMUM_STORAGE_DAYS, check_price_table, minimum_storage_days
+
+    prices = load_prices(PRICES, "eu-west-1")
+    assert "minimum_days" not in prices.table  # the shipped table carries no copy
+    for klass in ("STANDARD", "STANDARD_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "INTELLIGENT_TIERING"):
+        assert prices.minimum_days(klass) == minimum_storage_days(klass) == MINIMUM_STORAGE_DAYS.get(klass, 0)
+    text = Path(PRICES).read_text()
+    # A table written before (the same durations listed) still loads; one whose copy differs is refused by name.
+    same = tmp_path / "same.yaml"
+    same.write_text(text.replace("    list_per_1000: 0.005\n", "    list_per_1000: 0.005\n    minimum_days: {"
+                                 + ", ".join(f"{k}: {v}" for k, v in MINIMUM_STORAGE_DAYS.items()) + "}\n", 1))
+    assert load_prices(same, "us-east-1").minimum_days("GLACIER") == 90 and check_price_table(same)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(same.read_text().replace("GLACIER: 90", "GLACIER: 30", 1))
+    with pytest.raises(UsageError, match=r"regions.us-east-1.minimum_days: minimum storage durations are S3's rules"):
+        load_prices(edited, "us-east-1")
+    proc = subprocess.run([sys.executable, "-m", "fs3g_hpc", "validate", str(edited)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "minimum_days" in proc.stderr and str(edited) in proc.stderr

@@ -102,8 +102,7 @@ def test_a_retention_policy_survives_the_plan_snapshot_round_trip(tmp_path):
 # -- against the services ------------------------------------------------------------------------------------------------
 
 import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 import time  # noqa: E402
 from datetime import timedelta  # noqa: E402
 
@@ -171,14 +170,14 @@ def test_prune_keep_last_1_deletes_exactly_the_unreferenced_and_the_newest_resto
     expected = _expected_deletions(before)
     assert len([k for k in expected if k.endswith(".tar")]) == 1 and any(k.endswith("big2") for k in expected)
 
-    dry = fs3g("prune", "--config", str(policy), "--json")
+    dry = fs3g("prune", "--config", str(policy), "--json", "--executor", "local")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     report = json.loads(dry.stdout)
     assert len(report["forgotten"]) == 2 and report["unreferenced"]["packs"] == 1
     assert report["unreferenced"]["objects"] == 3  # P2's tar and index, big2
     assert _listing(bucket) == before  # the dry run changed nothing
 
-    proc = fs3g("prune", "--config", str(policy), "--apply")
+    proc = fs3g("prune", "--config", str(policy), "--apply", "--executor", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     after = _listing(bucket)
     assert set(before) - set(after) == expected and set(after) <= set(before)
@@ -192,19 +191,21 @@ def test_prune_keep_last_1_deletes_exactly_the_unreferenced_and_the_newest_resto
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert assert_same_tree(root, dest) == 4  # a, e, d, big1
 
-    again = fs3g("prune", "--config", str(policy), "--apply", "--json")  # nothing left to do
+    again = fs3g("prune", "--config", str(policy), "--apply", "--json", "--executor", "local")  # nothing left to do
     assert json.loads(again.stdout)["unreferenced"]["objects"] == 0 and _listing(bucket) == after
 
 
-KILLER = """
-import os, sys
-from fs3g_hpc.config import load_policy
-from fs3g_hpc.prune.run import prune
-def hook(n):
-    if n == 1:
-        os.kill(os.getpid(), 9)
-prune(load_policy(sys.argv[1]), apply=True, batch_keys=1, after_batch=hook)
-"""
+def _killing(tmp_path, at: int, parent: bool) -> dict:
+    """The environment of a prune killed (SIGKILL) just before the AT-th DeleteObjects of its run (tests/prune_hooks)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    return {**os.environ, "FS3G_BOTOCORE_HOOK": "prune_hooks:kill_at", "FS3G_TEST_KILL_AT": str(at),
+            "FS3G_TEST_HOOK_DIR": str(hooks), "FS3G_TEST_KILL_PARENT": "1" if parent else "0",
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def _journal_lines(run_dir) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (run_dir / "results").glob("*.journal"))
 
 
 def test_kill_9_during_apply_then_a_rerun_loses_nothing_referenced(seaweed_bucket, tmp_path):
@@ -212,13 +213,15 @@ def test_kill_9_during_apply_then_a_rerun_loses_nothing_referenced(seaweed_bucke
     root, policy = _three_backups(tmp_path, bucket)
     before = _listing(bucket)
     expected = _expected_deletions(before)
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(policy)], capture_output=True, text=True, timeout=300)
+    # Killed (the prune and its task) just before the third DeleteObjects, one key per batch: two batches done.
+    proc = fs3g("prune", "--config", str(policy), "--apply", "--executor", "local", "--batch-keys", "1",
+                env=_killing(tmp_path, 3, parent=True))
     assert proc.returncode == -9, proc.stdout + proc.stderr
     middle = _listing(bucket)
     assert len(set(before) - set(middle)) == 2 and set(before) - set(middle) <= expected
     [run_dir] = (tmp_path / "runs" / "pr").glob("prune-*")
-    assert len((run_dir / "deleted.jsonl").read_text().splitlines()) == 2
-    proc = fs3g("prune", "--config", str(policy), "--apply")
+    assert _journal_lines(run_dir) == 2
+    proc = fs3g("prune", "--config", str(policy), "--apply", "--executor", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert set(before) - set(_listing(bucket)) == expected
     dest = tmp_path / "restored"
@@ -241,15 +244,15 @@ def test_prune_refuses_while_a_backup_holds_the_lock_and_break_lock_removes_it(s
     assert f"{PREFIX}/locks/backup.json" not in _listing(bucket)  # the merge removed the backup's lock
     policy = load_policy(path)
     take_lock(policy, bucket.client, LockKind.BACKUP, "/runs/pr/pr-x")
-    proc = fs3g("prune", "--config", str(path), "--apply")
+    proc = fs3g("prune", "--config", str(path), "--apply", "--executor", "local")
     assert proc.returncode == 2 and "a backup is running" in proc.stderr and "--break-lock" in proc.stderr, \
         proc.stdout + proc.stderr
     take_lock(policy, bucket.client, LockKind.BACKUP, "/runs/pr/pr-x", now=datetime.now(timezone.utc) -
               timedelta(hours=100))
-    proc = fs3g("prune", "--config", str(path))
+    proc = fs3g("prune", "--config", str(path), "--executor", "local")
     assert proc.returncode == 2 and "stale backup lock" in proc.stderr, proc.stdout + proc.stderr
     assert "removed: backup lock" in fs3g("prune", "--config", str(path), "--break-lock").stdout
-    proc = fs3g("prune", "--config", str(path))
+    proc = fs3g("prune", "--config", str(path), "--executor", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -160,7 +160,7 @@ def test_prune_apply_compacts_a_pack_below_the_threshold_into_exactly_its_live_m
     before = _listing(bucket)
     old_newest = max(_manifests(bucket))
 
-    dry = fs3g("prune", "--config", str(policy), "--json")
+    dry = fs3g("prune", "--config", str(policy), "--executor", "local", "--json")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     report = json.loads(dry.stdout)["compaction"]
     [line] = [p for p in report["packs"] if p["verdict"] == "compact"]
@@ -168,10 +168,10 @@ def test_prune_apply_compacts_a_pack_below_the_threshold_into_exactly_its_live_m
     assert report["bytes_copied"] == line["live_bytes"] and report["bytes_freed"] > report["bytes_copied"]
     assert report["requests"]["GET"] == 1 and report["members"] == 4
     assert _listing(bucket) == before  # the dry run changed nothing
-    text = fs3g("prune", "--config", str(policy))
+    text = fs3g("prune", "--config", str(policy), "--executor", "local")
     assert "pack compaction" in text.stdout and line["pack"] in text.stdout and _listing(bucket) == before
 
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     done = out["compaction"]
@@ -197,7 +197,7 @@ def test_prune_apply_compacts_a_pack_below_the_threshold_into_exactly_its_live_m
 
     assert _restore_same(tmp_path, policy, root) == 6  # a, i, j, k, m, link
     assert _restore_same(tmp_path, policy, root, "from-snapshot", as_of=done["snapshot"]) == 6
-    again = fs3g("prune", "--config", str(policy), "--apply", "--json")  # nothing left to compact or delete
+    again = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--json")  # nothing left to compact or delete
     assert again.returncode == 0 and not json.loads(again.stdout)["compaction"]["compacted"]
     assert _listing(bucket) == after
     (root / "p" / "n").write_bytes(b"after compaction")  # a backup after it plans against the rewritten catalog
@@ -211,13 +211,13 @@ def test_a_pack_an_older_kept_snapshot_references_is_held_not_compacted(seaweed_
     policy = _policy(tmp_path, root, bucket, retention="keep_last: 2")
     before = _listing(bucket)
     second = sorted(_manifests(bucket))[1]  # kept with the newest; it still has b..h, in P1
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)["compaction"]
     [line] = [p for p in report["packs"] if PREFIX + "/" + p["pack"] == p1]
     assert line["verdict"] == "held" and line["held_by"] == second and not report["compacted"]
     assert p1 in _listing(bucket) and _packs(_listing(bucket)) == _packs(before)
-    assert f"held by snapshot {second}" in fs3g("prune", "--config", str(policy)).stdout
+    assert f"held by snapshot {second}" in fs3g("prune", "--config", str(policy), "--executor", "local").stdout
 
 
 KILLER = """
@@ -247,7 +247,7 @@ def test_kill_9_during_compaction_then_a_rerun_loses_nothing_referenced(seaweed_
         assert len(_manifests(bucket)) == 4  # the new snapshot is published, the catalog not yet rewritten
     assert _restore_same(tmp_path, policy, root, "mid") == 6  # restorable in between
 
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     after = _listing(bucket)
     assert p1 not in after and p1 + ".idx" not in after
@@ -268,20 +268,20 @@ def test_an_archived_pack_is_compacted_only_with_include_archived(moto_bucket, t
     root, policy, p1 = _three_backups(tmp_path, bucket,
                                       storage="pack_compact_below: 0.5, pack_storage_class: GLACIER")
     assert _listing(bucket)[p1][2] == "GLACIER"
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)["compaction"]
     [line] = [p for p in report["packs"] if PREFIX + "/" + p["pack"] == p1]
     assert line["verdict"] == "archived" and not report["compacted"] and not report["thaw_requested"]
     assert p1 in _listing(bucket)
 
-    dry = json.loads(fs3g("prune", "--config", str(policy), "--include-archived", "--json").stdout)["compaction"]
+    dry = json.loads(fs3g("prune", "--config", str(policy), "--executor", "local", "--include-archived", "--json").stdout)["compaction"]
     [line] = [p for p in dry["packs"] if PREFIX + "/" + p["pack"] == p1]
     assert line["verdict"] == "thaw" and dry["thaw_bytes"] == line["pack_bytes"] and dry["requests"]["RESTORE"] == 1
     head = bucket.client.head_object(Bucket=bucket.name, Key=p1)
     assert "Restore" not in head  # the dry run asked for nothing
 
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--include-archived", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--include-archived", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)["compaction"]
     assert report["thaw_requested"] == [line["pack"]] and not report["compacted"]
@@ -289,7 +289,7 @@ def test_an_archived_pack_is_compacted_only_with_include_archived(moto_bucket, t
 
     # the next prune finds the restored copy readable and compacts it; the GLACIER original is inside its 90 days,
     # so it is deleted only with --allow-early-delete
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--include-archived", "--allow-early-delete", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--include-archived", "--allow-early-delete", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)["compaction"]
     assert report["compacted"] == [line["pack"]]
@@ -305,7 +305,7 @@ def test_a_glacier_ir_pack_is_read_directly_and_compacted_without_include_archiv
                                       storage="pack_compact_below: 0.5, pack_storage_class: GLACIER_IR")
     assert _listing(bucket)[p1][2] == "GLACIER_IR"
     # GLACIER_IR's 90 days: the compacted original is deleted only with --allow-early-delete
-    proc = fs3g("prune", "--config", str(policy), "--apply", "--allow-early-delete", "--json")
+    proc = fs3g("prune", "--config", str(policy), "--executor", "local", "--apply", "--allow-early-delete", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)["compaction"]
     assert PREFIX + "/" + report["compacted"][0] == p1 and not report["thaw_requested"]

@@ -117,6 +117,7 @@ def submit_backup_run(run_dir: Path, executor: Executor, wait: bool) -> int:
     header, policy = _header(run_dir)
     executor = resolve(executor)
     if header.shard_count == 0:
+        _check_no_prune(policy)  # the merge still writes a snapshot
         print("nothing to upload; merging to record the catalog")
     else:  # before any job: a missing bucket would otherwise fail every file, then every retry round
         preflight(policy, run_dir)
@@ -136,12 +137,28 @@ def submit_backup_run(run_dir: Path, executor: Executor, wait: bool) -> int:
 
 
 def _take_backup_lock(policy: Policy, run_dir: Path) -> None:
-    """locks/backup.json (prune/locks.py): prune refuses while it exists; the run's last merge removes it."""
+    """locks/backup.json (prune/locks.py): refused (exit 2) while a prune holds locks/prune.json; prune refuses while
+    ours exists; the run's last merge removes it."""
     from ..model.locks import LockKind
-    from ..prune.locks import take_lock
+    from ..prune.locks import take_exclusive
     from ..snapshots.baseline import default_client
 
-    take_lock(policy, default_client(policy), LockKind.BACKUP, str(run_dir))
+    take_exclusive(policy, default_client(policy), LockKind.BACKUP, str(run_dir))
+
+
+def _check_no_prune(policy: Policy) -> None:
+    """A run with nothing to upload takes no lock but still refuses beside a prune; a bucket it cannot reach is left
+    to the merge (which records the catalog here whatever the bucket says)."""
+    from ..model.locks import LockError
+    from ..prune.locks import check_no_prune
+    from ..snapshots.baseline import default_client
+
+    try:
+        check_no_prune(policy, default_client(policy))
+    except LockError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unreachable bucket: the merge says so in its own words
+        log.debug("prune lock not checked: %s", e)
 
 
 def _release_backup_lock(run_dir: Path) -> None:

@@ -11,6 +11,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..prune.merge import PruneVerdict
     from ..restore.run import RunVerdict
 
 
@@ -27,6 +28,15 @@ def restore_exit_code(verdict: "RunVerdict") -> int:
 
     return {RunVerdict.COMPLETE: ExitCode.OK, RunVerdict.INCOMPLETE: ExitCode.DIFFERENCES,
             RunVerdict.INTERRUPTED: ExitCode.INTERRUPTED}[verdict]
+
+
+def prune_exit_code(verdict: "PruneVerdict") -> int:
+    """A prune: 0 done (or submitted), 1 keys S3 refused or shards left to resume, 130 stopped by a signal."""
+    from ..prune.merge import PruneVerdict
+
+    return {PruneVerdict.DONE: ExitCode.OK, PruneVerdict.SUBMITTED: ExitCode.OK,
+            PruneVerdict.REFUSED: ExitCode.DIFFERENCES, PruneVerdict.INCOMPLETE: ExitCode.DIFFERENCES,
+            PruneVerdict.INTERRUPTED: ExitCode.INTERRUPTED}[verdict]
 
 
 def compare_exit_code(ok: bool | None) -> int:

@@ -20,10 +20,11 @@ from ..errors import UsageError
 from ..model.sizes import format_size
 from ..model.snapshots import is_snapshot_id, parse_as_of
 from ..runs.executor import Executor, fs3g_argv, resolve
-from .exitcodes import ExitCode, compare_exit_code, restore_exit_code, shard_exit_code
+from .exitcodes import ExitCode, compare_exit_code, prune_exit_code, restore_exit_code, shard_exit_code
 
 if TYPE_CHECKING:
     from ..backup.run import PlanRequest
+    from ..prune.merge import PruneResult
     from ..compare.run import CompareRequest
     from ..restore.select import RestoreRequest
     from ..snapshots.rebuild import RebuildSummary
@@ -478,6 +479,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.break_lock:
         print(break_lock(policy))
         return ExitCode.OK
+    if args.wait and not args.apply:
+        raise UsageError("--wait goes with --apply (a dry run always waits for its report)")
     try:
         prices = prices_for(policy, Path(args.pricing) if args.pricing else None, args.region)
     except UsageError:
@@ -486,24 +489,52 @@ def cmd_prune(args: argparse.Namespace) -> int:
         prices = None  # a region the shipped table lacks: costs shown as 0
     with _human_output(args.json):
         result = prune(policy, apply=args.apply, allow_early_delete=args.allow_early_delete, prices=prices,
-                       include_archived=args.include_archived)
-    data = result.plan.to_json()
-    data.update({"applied": args.apply, "deleted": result.deleted, "errors": len(result.errors),
-                 "run_dir": str(result.run_dir) if result.run_dir else None,
-                 "compaction": result.compaction.to_json() if result.compaction else None})
-    if args.json:
+                       executor=Executor(args.executor), wait=args.wait, batch_keys=args.batch_keys,
+                       out=sys.stdout, fs3g=fs3g_argv(), include_archived=args.include_archived)
+    _print_prune(result, args.apply, args.json)
+    return prune_exit_code(result.verdict)
+
+
+def _print_prune(result: "PruneResult", applied: bool, as_json: bool) -> None:
+    from ..prune.merge import PruneVerdict, summary_lines
+
+    if as_json:
+        data = result.plan.to_json()
+        data.update({"applied": applied, "verdict": result.verdict.value, "deleted": result.deleted,
+                     "errors": result.refused, "unfinished_shards": result.unfinished,
+                     "run_dir": str(result.run_dir) if result.run_dir else None,
+                     "compaction": result.compaction.to_json() if result.compaction else None})
         _print_json(data)
-    else:
-        print("\n".join((result.compaction.lines() if result.compaction else []) + result.plan.lines()))
-        if args.apply:
-            print(f"deleted {result.deleted:,} objects ({len(result.errors):,} refused); list and journal in "
-                  f"{result.run_dir}" if result.run_dir else "nothing to delete")
-            for key, code in result.errors[:20]:
-                print(f"  not deleted: {key}: {code}")
-        else:
-            print("dry run: nothing deleted (run again with --apply)")
-    compaction_failed = result.compaction is not None and (result.compaction.error or result.compaction.skipped)
-    return ExitCode.OK if not result.errors and not compaction_failed else ExitCode.DIFFERENCES
+    elif result.verdict is PruneVerdict.SUBMITTED:
+        print(f"follow with: fs3g status {result.run_dir}   (the merge job deletes the forgotten snapshots, releases "
+              "the lock and writes report.json)")
+    elif result.verdict is not PruneVerdict.INTERRUPTED:
+        lines = summary_lines(result, applied)
+        if applied and result.run_dir is None:
+            lines[-1] = "nothing to delete"
+        print("\n".join(lines))
+
+
+def cmd_prune_shard(args: argparse.Namespace) -> int:
+    from ..prune.task import prune_shard
+    from ..runs.files import ShardStatus
+
+    counts = prune_shard(Path(args.run_dir), args.shard, on_requeue=_requeue_this_task)
+    status = counts.get("status")
+    print(f"prune shard: {counts.get('unreferenced', 0):,} unreferenced, {counts.get('listed_for_deletion', 0):,} "
+          f"listed for deletion, {counts.get('deleted', 0):,} deleted, {counts.get('refused', 0):,} refused")
+    return shard_exit_code(interrupted=status == ShardStatus.INTERRUPTED.value,
+                           failed=status == ShardStatus.FAILED.value)
+
+
+def cmd_prune_merge(args: argparse.Namespace) -> int:
+    from ..prune.merge import merge_prune, summary_lines
+    from ..prune.task import load_prune
+
+    _, header, _ = load_prune(Path(args.run_dir))
+    result = merge_prune(Path(args.run_dir))
+    print("\n".join(summary_lines(result, header.apply)))
+    return prune_exit_code(result.verdict)
 
 
 def cmd_restore_stage(args: argparse.Namespace) -> int:
@@ -539,9 +570,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         run = Path(args.run_dir)
         if not is_run_dir(run):
-            raise UsageError("not a run directory (no plan.json, restore.json, compare.json or rebuild.json)",
-                             path=str(run),
-                             hint="give a directory made by fs3g plan, backup, restore or compare, or --config "
+            raise UsageError("not a run directory (no plan.json, restore.json, compare.json, rebuild.json or "
+                             "prune.json)", path=str(run),
+                             hint="give a directory made by fs3g plan, backup, restore, compare, catalog rebuild or "
+                                  "prune --apply, or --config "
                                   "LAB.yaml")
         if args.json:
             _print_json(run_status(run, slurm_states).to_json())

@@ -233,9 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Apply the policy's retention: section. By default a dry run: the snapshots "
                                    "kept and forgotten, the objects and packs no kept snapshot references, the "
                                    "bytes and monthly cost freed and the early-deletion charge of deleting them now. "
-                                   "--apply writes the list to a run directory, then deletes (data objects, then "
-                                   "the forgotten snapshots' chunks, their manifests last). Refuses while a backup "
-                                   "holds the lab's lock.")
+                                   "Runs as a job array of key ranges (--executor): each task lists its range, "
+                                   "writes its delete list, then (--apply) deletes it in journaled batches; the "
+                                   "merge deletes the forgotten snapshots' chunks, their manifests last. Refuses "
+                                   "while a backup holds the lab's lock; holds locks/prune.json while it deletes "
+                                   "(backups refuse meanwhile). After a kill, --apply again resumes the run.")
     p.add_argument("--config", required=True, metavar="LAB.yaml", help="the lab policy")
     p.add_argument("--apply", action="store_true", help="delete (default: only say what would be deleted)")
     p.add_argument("--allow-early-delete", action="store_true",
@@ -248,7 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="price region (default: the policy's s3.region, else us-east-1)")
     p.add_argument("--pricing", metavar="FILE", help="price table (default: the shipped configs/pricing.yaml)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--executor", choices=[e.value for e in Executor], default=Executor.AUTO.value,
+                   help="the key-range shards as a Slurm job array (slurm), as local processes (local), or auto "
+                        "(slurm when `scontrol ping` answers)")
+    p.add_argument("--wait", action="store_true",
+                   help="with --apply on Slurm: wait for the merge job and print the report (a dry run always waits)")
+    p.add_argument("--batch-keys", type=positive, default=1000, metavar="N",
+                   help="keys per DeleteObjects request, 1-1000 (default 1000; some stores take fewer)")
     p.set_defaults(func=handlers.cmd_prune)
+
+    p = sub.add_parser("prune-shard", help="list, join and delete one key range of a prune run (each array task)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--shard", type=positive, metavar="N", help="shard number (default: $SLURM_ARRAY_TASK_ID)")
+    p.set_defaults(func=handlers.cmd_prune_shard)
+
+    p = sub.add_parser("prune-merge", help="delete a prune run's forgotten snapshots, release its lock, report")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=handlers.cmd_prune_merge)
 
     p = sub.add_parser("restore-stage", help="request and poll Glacier restores of a restore run (the poll job)")
     p.add_argument("run_dir", metavar="RUN_DIR")

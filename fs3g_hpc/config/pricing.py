@@ -14,8 +14,9 @@ from .schema import RestoreTier
 
 
 # S3's minimum storage durations: an object deleted (or overwritten, or transitioned) sooner is billed as if it had
-# been stored this long. The one home of the rule `fs3g prune` applies (it keeps such objects unless
-# --allow-early-delete); price tables' `minimum_days` feed the estimates.
+# been stored this long. The one home of the rule: `fs3g prune` applies it (it keeps such objects unless
+# --allow-early-delete) and `fs3g estimate` reads it through Prices.minimum_days. They are S3's rules, the same in
+# every region, not prices: a price table carries no copy (one that still has a `minimum_days` section must agree).
 MINIMUM_STORAGE_DAYS = {"STANDARD_IA": 30, "ONEZONE_IA": 30, "GLACIER_IR": 90, "GLACIER": 90, "DEEP_ARCHIVE": 180}
 
 
@@ -31,6 +32,18 @@ class Prices:
     currency: str
     region: str
     table: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The region's table as a run directory keeps it (a prune run's merge prices what its tasks found)."""
+        return {"source": self.source, "date": self.date, "currency": self.currency, "region": self.region,
+                "table": dict(self.table)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "Prices":
+        if not isinstance(data, Mapping) or not isinstance(data.get("table"), Mapping):
+            raise UsageError("prices: not a price table snapshot", path=where)
+        return cls(str(data.get("source", where)), str(data.get("date", "")), str(data.get("currency", "")),
+                   str(data.get("region", "")), dict(data["table"]))
 
     def _get(self, *path: str) -> Any:
         node: Any = self.table
@@ -62,7 +75,8 @@ class Prices:
         return self._get("transition_per_1000", klass)
 
     def minimum_days(self, klass: str) -> float:
-        return self._get("minimum_days", klass) if klass in self.table.get("minimum_days", {}) else 0.0
+        """The class's minimum storage duration (MINIMUM_STORAGE_DAYS, the one table)."""
+        return float(minimum_storage_days(klass))
 
     def minimum_object_bytes(self, klass: str) -> int:
         table = self.table.get("minimum_object_bytes", {})
@@ -104,7 +118,19 @@ def _prices(data: Any, path: Path, region: str) -> Prices:
                          hint="add the region to the table, or pass --region")
     if not isinstance(regions[region], dict):
         raise UsageError(f"regions.{region}: expected a mapping of prices", path=str(path))
+    _check_minimum_days(regions[region].get("minimum_days"), f"regions.{region}.minimum_days", path)
     return Prices(str(path), str(data["date"]), str(data["currency"]), region, regions[region])
+
+
+def _check_minimum_days(section: Any, where: str, path: Path) -> None:
+    """A table written before the durations had one home may still list them: accepted when it agrees with
+    MINIMUM_STORAGE_DAYS (it is not read), refused naming the key when it does not (editing it changes nothing)."""
+    if section is None:
+        return
+    if not isinstance(section, Mapping) or {str(k): v for k, v in section.items()} != MINIMUM_STORAGE_DAYS:
+        raise UsageError(f"{where}: minimum storage durations are S3's rules, kept in one place "
+                         f"(fs3g_hpc/config/pricing.py MINIMUM_STORAGE_DAYS: {MINIMUM_STORAGE_DAYS}); this section "
+                         "differs and would not be read", path=str(path), hint="remove the minimum_days section")
 
 
 _SECTIONS = ("storage_gb_month", "put_per_1000", "list_per_1000", "get_per_1000", "transition_per_1000",
@@ -130,5 +156,5 @@ def check_price_table(path: Path) -> str:
         for section in _SECTIONS:
             if section not in prices.table:
                 raise UsageError(f"regions.{region}.{section}: missing", path=str(path))
-        walk(prices.table, ())
+        walk({k: v for k, v in prices.table.items() if k != "minimum_days"}, ())
     return f"price table of {data.get('date')} ({data.get('currency')}), regions: {', '.join(sorted(regions))}"

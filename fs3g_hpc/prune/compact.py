@@ -60,7 +60,6 @@ from ..config import Policy, StorageClass
 from ..config.pricing import Prices
 from ..errors import Fs3gError, UsageError
 from ..model.compaction import PackFacts, PackVerdict, judge
-from ..model.locks import LockKind
 from ..model.packs import (END_OF_ARCHIVE, PACK_SUFFIX, PACKS_DIR, IndexEntry, IndexWriter, MemberInfo, MemberType,
                            PackRef, absolute_key, index_key, member_header, pack_key, padded, padding,
                            relative_to_prefix)
@@ -71,7 +70,8 @@ from ..model.snapshots import SnapshotManifest, snapshot_time
 from ..restore.packs import (DataHash, MemberError, MemberFault, SpanReader, Wanted, plan_spans, read_header,
                              symlink_hash)
 from ..runs.catalog import catalog_path, packs_usage_path, read_packs_usage
-from .run import GB, KeySpill
+from .files import GB
+from .plan import KeySpill
 
 MAX_MEMBERS_PER_RUN = 500_000  # members relocated by one prune: the old-to-new map's bound
 COPY_BUFFERS = 4  # part buffers of the new pack in flight
@@ -536,7 +536,8 @@ def compact(policy: Policy, client: Any, work: Path, prices: Prices | None, *, a
             after_step: Callable[[CompactLine], None] | None = None) -> CompactionResult | None:
     """prune's first step: None when storage.pack_compact_below is 0 (the default); else the plan (dry run), or with
     `apply` (and `run_dir`, the prune's run directory) the compaction done (see the module's docstring).
-    `after_step` is a test seam, called after each journal line."""
+    The caller (prune/run.planning) holds the prune lock (locks/prune.json) throughout, and keeps it for the delete
+    pass. `after_step` is a test seam, called after each journal line."""
     if not policy.storage.pack_compact_below > 0:
         return None
     resumed = _resume_catalog(policy, client, work) if apply else ""
@@ -546,11 +547,9 @@ def compact(policy: Policy, client: Any, work: Path, prices: Prices | None, *, a
         return result
     assert run_dir is not None
     from ..runs.layout import write_json_atomic
-    from .locks import release_lock, take_lock
 
     write_json_atomic(run_dir / "compact.json", plan.to_json())
     journal = Journal(run_dir, after_step)
-    take_lock(policy, client, LockKind.PRUNE, str(run_dir))
     try:
         journal.write(CompactStep.PLANNED, newest.snapshot_id, f"{len(plan.chosen())} packs")
         _thaw(policy, client, plan, result, journal)
@@ -564,7 +563,6 @@ def compact(policy: Policy, client: Any, work: Path, prices: Prices | None, *, a
         journal.write(CompactStep.DONE, result.snapshot or newest.snapshot_id)
     finally:
         journal.close()
-        release_lock(policy, client, LockKind.PRUNE)
     return result
 
 

@@ -1,6 +1,7 @@
 """The files of a run directory as typed values: each with `to_json()` and `from_json(data, where)`.
 
-    plan.json | restore.json | compare.json   RunHeader (PlanHeader, RestoreHeader, CompareHeader): kind, format,
+    plan.json | restore.json | compare.json   RunHeader (PlanHeader, RestoreHeader, CompareHeader, PruneHeader
+    | prune.json                              for prune.json): kind, format,
                                               tool version, created, lab, policy snapshot, shards (ShardSummary),
                                               shard_count; the kind's own fields in `details`
     results/shard-N.json                      ShardResult: shard, status (done|failed|interrupted), signal, files,
@@ -311,8 +312,53 @@ class RebuildHeader(RunHeader):
         return header  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class PruneHeader(RunHeader):
+    """prune.json: a prune run (prune/plan.py writes it; its fields are listed there): bucket, prefix, apply, the
+    clock it decided with, the snapshots' decisions, the newest snapshot, the batch size, the price table."""
+
+    KIND = RunKind.PRUNE
+
+    @property
+    def bucket(self) -> str:
+        return str(self.details["bucket"])
+
+    @property
+    def prefix(self) -> str:
+        return str(self.details.get("prefix", ""))
+
+    @property
+    def apply(self) -> bool:
+        return bool(self.details.get("apply", False))
+
+    @property
+    def now(self) -> str:
+        return str(self.details["now"])
+
+    @property
+    def newest(self) -> str:
+        return str(self.details.get("newest", ""))
+
+    @property
+    def forgotten(self) -> list[str]:
+        return [str(s) for s in self.details.get("forgotten", [])]
+
+    @property
+    def batch_keys(self) -> int:
+        return int(self.details.get("batch_keys", 1000))
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path | str) -> "PruneHeader":
+        header = super().from_json(data, where)
+        _field(data, "bucket", where, str)
+        _field(data, "now", where, str)
+        _field(data, "snapshots", where, list)
+        return header  # type: ignore[return-value]
+
+
 HEADER_TYPES: dict[RunKind, type[RunHeader]] = {RunKind.BACKUP: PlanHeader, RunKind.RESTORE: RestoreHeader,
-                                                RunKind.COMPARE: CompareHeader, RunKind.REBUILD: RebuildHeader}
+                                                RunKind.COMPARE: CompareHeader, RunKind.REBUILD: RebuildHeader,
+                                                RunKind.PRUNE: PruneHeader}
 
 
 # -- shard results and failures -------------------------------------------------------------------------------------

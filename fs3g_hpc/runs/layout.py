@@ -3,9 +3,9 @@ the shard of an array task.
 
     <run_root>/<lab>/catalog.rec                  the catalog the last successful backup merge wrote (runs/catalog.py)
     <run_root>/<lab>/<kind>-<UTC time>/           one run directory (0700); kind: the lab's name for backups,
-                                                  `restore`, `compare`, `rebuild`
+                                                  `restore`, `compare`, `rebuild`, `prune`
         plan.json | restore.json | compare.json   the run's header
-          | rebuild.json (runs/files.py); written last, so its presence
+          | rebuild.json | prune.json             (runs/files.py); written last, so its presence
                                                   means the run was prepared whole
         shards/shard-000000.rec ...               one record file per array task
         results/shard-N.json                      a shard's result (ShardResult), written when its task ends
@@ -46,10 +46,11 @@ class RunKind(str, Enum):
     RESTORE = "restore"
     COMPARE = "compare"
     REBUILD = "rebuild"
+    PRUNE = "prune"
 
 
 HEADER_FILES = {RunKind.BACKUP: "plan.json", RunKind.RESTORE: "restore.json", RunKind.COMPARE: "compare.json",
-                RunKind.REBUILD: "rebuild.json"}
+                RunKind.REBUILD: "rebuild.json", RunKind.PRUNE: "prune.json"}
 
 
 def make_private_dir(path: Path) -> Path:

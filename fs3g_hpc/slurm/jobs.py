@@ -49,6 +49,11 @@ def rebuild_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Se
                       "catalog rebuild (HEADs by key range), shards")
 
 
+def prune_array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, fs3g: Sequence[str]) -> JobSpec:
+    return _array_job(policy, run_dir, chunk, [*fs3g, "prune-shard", str(run_dir)], "prune",
+                      "prune key ranges, shards")
+
+
 def _array_job(policy: Policy, run_dir: Path, chunk: ArrayChunk, argv: Sequence[str], name: str,
                what: str) -> JobSpec:
     throttle = min(policy.slurm.array_parallelism, chunk.count)
@@ -92,6 +97,11 @@ def compare_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], f
 def rebuild_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
     return _report_job(policy, run_dir, array_ids, [*fs3g, "rebuild-merge", str(run_dir)], "rebuild-merge",
                        f"catalog and snapshot of rebuild {run_dir.name}")
+
+
+def prune_merge_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], fs3g: Sequence[str]) -> JobSpec:
+    return _report_job(policy, run_dir, array_ids, [*fs3g, "prune-merge", str(run_dir)], "prune-merge",
+                       f"forgotten snapshots and report of prune {run_dir.name}")
 
 
 def _report_job(policy: Policy, run_dir: Path, array_ids: Sequence[str], argv: Sequence[str], name: str,

@@ -20,8 +20,9 @@ from ..config import Policy
 from ..errors import ServiceError
 from . import commands
 from .commands import JobState
-from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, rebuild_array_job,
-                   rebuild_merge_job, restore_array_job, restore_merge_job, restore_stage_job, schedule_job,
+from .jobs import (ArrayChunk, array_chunks, compare_array_job, compare_merge_job, merge_job, prune_array_job,
+                   prune_merge_job, rebuild_array_job, rebuild_merge_job, restore_array_job, restore_merge_job,
+                   restore_stage_job, schedule_job,
                    shard_array_job)
 from .engine import submit_job
 from .render import JobSpec
@@ -102,6 +103,18 @@ def submit_rebuild(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequen
     """The HEAD arrays of a catalog rebuild (one task per key range), then its merge (afterany on every array)."""
     return _arrays_then_report(policy, run_dir, shard_count, fs3g, rebuild_array_job, rebuild_merge_job, "rebuild",
                                max_array_size)
+
+
+def submit_prune(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],
+                 max_array_size: int | None = None) -> SubmittedRun:
+    """The key-range arrays of a prune, then its merge (afterany on every array); jobs/submitted.json records them
+    (a rerun of `fs3g prune --apply` asks Slurm whether that merge has ended before it resumes the run)."""
+    submitted = _arrays_then_report(policy, run_dir, shard_count, fs3g, prune_array_job, prune_merge_job, "prune",
+                                    max_array_size)
+    fd = os.open(run_dir / "jobs" / "submitted.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        json.dump({"arrays": submitted.array_ids, "merge": submitted.merge_id, "submitted": time.time()}, f)
+    return submitted
 
 
 def _arrays_then_report(policy: Policy, run_dir: Path, shard_count: int, fs3g: Sequence[str],

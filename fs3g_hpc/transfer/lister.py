@@ -40,9 +40,11 @@ def list_directory(client: Any, bucket: str, directory: str) -> dict[str, Listed
             for page in list_pages(client, Bucket=bucket, Prefix=directory, Delimiter="/") for item in page}
 
 
-def iter_objects(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, ListedObject]]:
-    """Every object under `prefix`, recursively, in key order, one page (1,000 keys) in memory at a time."""
-    for page in list_pages(client, Bucket=bucket, Prefix=prefix):
+def iter_objects(client: Any, bucket: str, prefix: str, start_after: str = "") -> Iterator[tuple[str, ListedObject]]:
+    """Every object under `prefix` (after `start_after`, when given), recursively, in key order, one page (1,000 keys)
+    in memory at a time."""
+    extra = {"StartAfter": start_after} if start_after else {}
+    for page in list_pages(client, Bucket=bucket, Prefix=prefix, **extra):
         for item in page:
             yield item["Key"], listed(item)
 
