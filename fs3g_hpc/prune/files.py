@@ -15,7 +15,7 @@ adds up from them.
         snapshots.delete                      the forgotten snapshots' keys, chunks first, manifests last (the merge's)
         delete.txt                            the whole run's list: every shard's list in key order, then
                                               snapshots.delete; written by the merge before it deletes a snapshot key
-        merge.journal                         the merge's batches done
+        merge.journal, merge.failures.jsonl   the merge's batches done, the snapshot keys S3 refused
         report.json, summary.txt              the merge's report (runs/files.Report; the plan in `details`)
 
 Memory: a tally is a few counters per storage class; a journal line names a batch's first and last keys and the keys
