@@ -9,7 +9,9 @@ through fs3g's own `__main__` in the child, exactly as the exec'd command would 
 crash files), with nothing imported or parsed again: the child starts with boto3 and botocore's S3 model already
 loaded, which an exec'd shard pays 0.5-1 s for (two interpreters: submitit's runner, then fs3g). The child gets the
 same process setup as an exec'd one: a session of its own, stdin from /dev/null, stdout and stderr into its log,
-default signal handlers, SIGTERM when this process dies. Any other command line (a test's stand-in) is a submitit
+default signal handlers, SIGTERM when this process dies. A process with other threads alive (a caller's own, through
+the Python API) is never forked: a lock one of them holds would stay held in the child; its shards are exec'd. Any
+other command line (a test's stand-in) is a submitit
 local job (fs3g_hpc/slurm/local.py: its pickle under RUN_DIR/jobs/local, submitit's runner `exec`ing it), started by
 this module's loop rather than submitit's controller, which cannot keep what follows.
 
@@ -31,6 +33,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +89,7 @@ def run_locally(run_dir: Path, shard_count: int, fs3g: Sequence[str], parallel: 
                 shard = pending.pop(0)
                 words = [shard_command, str(run_dir), "--shard", str(shard)]
                 log_path = logs / f"shard-local-{shard}.out"
-                if forked:
+                if forked and threading.active_count() == 1:  # never fork a process with threads (their locks)
                     proc: "subprocess.Popen | ForkedShard" = fork_shard(words, log_path)
                 else:
                     if executor is None:

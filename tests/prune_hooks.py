@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ def kill_at(client: Any) -> None:
     def on_send(request: Any, **_: Any) -> None:
         if _count() != at:
             return
-        in_task = "SUBMITIT_LOCAL_JOB_ID" in os.environ or "SLURM_ARRAY_TASK_ID" in os.environ
+        in_task = ("SUBMITIT_LOCAL_JOB_ID" in os.environ or "SLURM_ARRAY_TASK_ID" in os.environ
+                   or "prune-shard" in sys.argv)  # a local shard is forked from `fs3g prune` (localexec.fork_shard)
         if in_task and os.environ.get("FS3G_TEST_KILL_PARENT") == "1":
             os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
