@@ -199,7 +199,7 @@ def planning_pass(policy: Policy, client: Any, run_dir: Path, work: Path, *, now
     from ..snapshots.store import iter_snapshot
 
     prefix = policy.s3.prefix
-    layout = PruneLayout(ensure_private_dir(run_dir))  # made already when compaction ran (its files in it)
+    layout = PruneLayout(ensure_private_dir(run_dir))  # with --apply made (empty) by prune/run.planning
     make_private_dir(layout.shards_dir)
     forgotten = {d.snapshot_id for d in decisions if not d.keep}
     newest = decisions[0].snapshot_id

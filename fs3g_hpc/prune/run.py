@@ -146,8 +146,8 @@ def planning(policy: Policy, client: Any, *, now: datetime, apply: bool, allow_e
                                           decisions_from_json(resumed.header.details["snapshots"], "prune.json")), None
     lab = lab_dir(policy)
     ensure_private_dir(lab)
-    if apply:
-        run_dir = run_dir or default_run_dir(policy, now, "prune")
+    if apply:  # made here, empty (make_private_dir refuses another's): compaction's files and the plan's go in it
+        run_dir = make_private_dir(run_dir or default_run_dir(policy, now, "prune"))
     else:
         run_dir = run_dir or Path(tempfile.mkdtemp(prefix=".prune-dry-", dir=lab)) / "run"
     work = Path(tempfile.mkdtemp(prefix=".prune-", dir=lab))
@@ -156,7 +156,6 @@ def planning(policy: Policy, client: Any, *, now: datetime, apply: bool, allow_e
         compaction = None
         if policy.storage.pack_compact_below > 0:
             if apply:  # compaction writes its plan and journal into the run directory, under the lock
-                make_private_dir(run_dir)
                 take_exclusive(policy, client, LockKind.PRUNE, str(run_dir), now=now)
                 locked = True
             compaction = compact(policy, client, work, prices, apply=apply, include_archived=include_archived,
@@ -170,6 +169,8 @@ def planning(policy: Policy, client: Any, *, now: datetime, apply: bool, allow_e
                 locked = False
             if not apply:
                 shutil.rmtree(run_dir.parent, ignore_errors=True)
+            elif not any(run_dir.iterdir()):
+                run_dir.rmdir()  # nothing compacted, nothing to list: no run directory left behind
             return None, plan, compaction
         if apply and not locked:
             take_exclusive(policy, client, LockKind.PRUNE, str(run_dir), now=now)
