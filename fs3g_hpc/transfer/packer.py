@@ -37,7 +37,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from ..config import Policy, SmallFiles, StorageClass
 from ..model.checksums import crc32_b64
@@ -75,6 +75,21 @@ class PackSettings:
         if not run_id or storage.small_files is not SmallFiles.PACKS:
             return None
         return cls(run_id, shard, storage.pack_size_bytes, storage.pack_storage_class)
+
+
+# Files per read task: one future per file cost ~50 futex calls (GIL and condition hand-offs between the 64 small-file
+# threads and the packer), 0.7 s of system time for 5,000 files of 10 KiB; a batch pays that once.
+READ_BATCH_FILES = 64
+
+
+class _Read(NamedTuple):
+    """A small file (or symlink target) as read by a small-file thread: its bytes, the stat of the version read,
+    its tree hash and SHA-256 (hex; one digest for data of one leaf or less)."""
+
+    data: bytes
+    st: os.stat_result
+    tree_hash: str
+    sha256: str
 
 
 @dataclass
@@ -211,22 +226,64 @@ class ShardPacker:
 
     def run(self, entries: Iterable[Entry], pool: ThreadPoolExecutor) -> None:
         self._abort_open_packs()
-        window: deque[tuple[Entry, Future]] = deque()
+        s = self.up.settings
+        # The read window holds at most the policy's small-file term (small_workers x small_file_threshold_bytes of
+        # planned bytes), in batches of consecutive files so that up to small_workers threads read at once.
+        window_bytes = s.small_workers * s.small_file_threshold_bytes
+        batch_bytes = max(1, window_bytes // 4)
+        window: deque[tuple[list[Entry], int, Future]] = deque()
+        in_flight = 0
+        batch: list[Entry] = []
+        planned = 0
         try:
             for entry in entries:
                 if self.up.stop.is_set():
                     break
-                window.append((entry, pool.submit(self.up.read_small, entry)))
-                while len(window) >= self.up.settings.small_workers:
-                    self._take(*window.popleft())
+                if batch and (len(batch) >= READ_BATCH_FILES or planned + entry.size_bytes > batch_bytes):
+                    while window and (len(window) >= s.small_workers or in_flight + planned > window_bytes):
+                        in_flight -= self._take_batch(*window.popleft())
+                    window.append((batch, planned, pool.submit(self._read_batch, batch)))
+                    in_flight += planned
+                    batch, planned = [], 0
+                batch.append(entry)
+                planned += entry.size_bytes
+            if batch and not self.up.stop.is_set():
+                window.append((batch, planned, pool.submit(self._read_batch, batch)))
+                batch = []
             while window and not self.up.stop.is_set():
-                self._take(*window.popleft())
+                self._take_batch(*window.popleft())
         finally:
-            for entry, future in window:  # stopped: what was not appended is the rerun's
+            # Stopped: what was read but not appended, or not read yet, is the rerun's.
+            for entries_read, _, future in window:
                 future.cancel()
+                for entry in entries_read:
+                    self.up.report_exception(entry, Interrupted())
+            for entry in batch:
                 self.up.report_exception(entry, Interrupted())
             if self.pack is not None:
                 self._close()
+
+    def _read_batch(self, batch: list[Entry]) -> list[_Read | BaseException]:
+        """On a small-file thread: each file of the batch read whole and hashed (hashlib releases the GIL, so the
+        hashes run beside the packer's appends), or the exception that stopped it."""
+        out: list[_Read | BaseException] = []
+        for entry in batch:
+            try:
+                data, st = self.up.read_small(entry)
+                out.append(_Read(data, st, *tree_hash_and_sha256(data)))
+            except Exception as e:  # noqa: BLE001 - reported by name by the packer's thread; the shard goes on
+                out.append(e)
+        return out
+
+    def _take_batch(self, batch: list[Entry], planned: int, future: Future) -> int:
+        results = future.result()  # _read_batch never raises
+        for number, (entry, result) in enumerate(zip(batch, results)):
+            if self.up.stop.is_set():
+                for rest in batch[number:]:
+                    self.up.report_exception(rest, Interrupted())
+                break
+            self._take(entry, result)
+        return planned
 
     def _abort_open_packs(self) -> None:
         """A rerun: the packs the journal started and never finished are aborted; their members go into new ones."""
@@ -240,26 +297,24 @@ class ShardPacker:
                     log.warning("could not abort the unfinished pack %s", pack.key, exc_info=True)
             journal.open_packs.pop(pack.key, None)
 
-    def _take(self, entry: Entry, future: Future) -> None:
-        try:
-            data, st = future.result()
-        except Exception as e:  # noqa: BLE001 - reported by name; the shard goes on
-            self.up.report_exception(entry, e)
+    def _take(self, entry: Entry, read: _Read | BaseException) -> None:
+        if isinstance(read, BaseException):
+            self.up.report_exception(entry, read)
             return
-        if entry.kind is EntryKind.FILE and st.st_size > self.up.settings.small_file_threshold_bytes:
+        if entry.kind is EntryKind.FILE and read.st.st_size > self.up.settings.small_file_threshold_bytes:
             # Grown past the threshold since the plan: a large file keeps its own object.
-            self.up.guarded_send_whole(entry, st, data)
+            self.up.guarded_send_whole(entry, read.st, read.data)
             return
         try:
-            self._append(entry, data, st)
+            self._append(entry, read)
         except Exception as e:  # noqa: BLE001 - the pack failed: every member (this one too) is reported
             self._fail_pack(e, entry)
 
     # -- members -----------------------------------------------------------------------------------------------------
 
-    def _append(self, entry: Entry, data: bytes, st: os.stat_result) -> None:
+    def _append(self, entry: Entry, read: _Read) -> None:
+        data, st, tree, sha256 = read.data, read.st, read.tree_hash, read.sha256
         symlink = entry.kind is EntryKind.SYMLINK
-        tree, sha256 = tree_hash_and_sha256(data)  # one pass for a file of one leaf or less
         pack = self.pack
         first = None
         if not symlink and st.st_nlink > 1 and pack is not None:
