@@ -602,3 +602,26 @@ def test_pax_record_lengths_count_their_own_digits_across_digit_boundaries():
         if n in (4, 5, 80, 81, 82, 985, 986, 987, 988):
             with tarfile.open(fileobj=io.BytesIO(header + END_OF_ARCHIVE)) as tar:
                 assert tar.getnames() == ["p" * n]
+
+
+def test_header_checksums_and_index_lines_are_what_the_generic_encoders_give(pack):
+    """The fast paths of the writer (the ustar checksum through Adler-32 halves, index lines formatted directly)
+    give exactly the bytes of the plain definitions: the byte sum of each header block with its checksum field as
+    spaces, and the JSON encoder's line of `to_json()`."""
+    data, index, members = pack
+    blocks = 0
+    for entry in index:
+        for offset in (entry.header_offset, entry.data_offset - BLOCK):  # the pax header's block, the member's
+            block = data[offset:offset + BLOCK]
+            assert int(block[148:154], 8) == sum(block[:148] + b" " * 8 + block[156:]), (entry.path, offset)
+            blocks += 1
+        assert entry.line() == json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    assert blocks >= 2 * len(index)
+    # A block of 0xff bytes in every text field sums past 65,521 (Adler-32's modulus): still exact.
+    heavy = MemberInfo(b"/" + b"\xff" * 4000, MemberType.SYMLINK, 0, T2023, T2023, 0o120777, 8 ** 7 - 1, 8 ** 7 - 1,
+                       "\udcff" * 32, "\udcff" * 32, link_target=b"\xff" * 4000)
+    header = member_header(heavy)
+    member = header[-BLOCK:]
+    assert sum(member[:148] + b" " * 8 + member[156:]) > 65521
+    assert int(member[148:154], 8) == sum(member[:148] + b" " * 8 + member[156:])
+    assert parse_member_header(header, "x") == (heavy, len(header))

@@ -34,6 +34,7 @@ time. Pure: no I/O beyond the stream handed in.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
@@ -47,7 +48,7 @@ from typing import IO, Any, Callable, Iterator
 
 from ..errors import UsageError
 from .keys import decode_path, encode_path
-from .objectmeta import format_ns, parse_ns
+from .objectmeta import parse_ns
 
 PACKS_DIR = "packs"
 PACK_SUFFIX = ".tar"
@@ -127,12 +128,20 @@ def padded(size: int) -> int:
 
 
 def _pax_record(keyword: bytes, value: bytes) -> bytes:
-    body = b" " + keyword + b"=" + value + b"\n"
-    size = len(body)
-    digits = len(str(size))
-    if len(str(size + digits)) > digits:  # the length counts its own digits, which may make one more
-        digits += 1
-    return b"%d" % (size + digits) + body
+    """`<length> <keyword>=<value>\n`, the length counting the whole record, its own digits included."""
+    size = len(keyword) + len(value) + 3
+    if size < 9:
+        total = size + 1
+    elif size < 98:
+        total = size + 2
+    elif size < 997:
+        total = size + 3
+    else:
+        digits = len(str(size))
+        if len(str(size + digits)) > digits:  # the length counts its own digits, which may make one more
+            digits += 1
+        total = size + digits
+    return b"%d %s=%s\n" % (total, keyword, value)
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -147,14 +156,27 @@ def _field(value: bytes, width: int) -> bytes:
     return value[:width].ljust(width, b"\0")
 
 
+# name mode uid gid size mtime chksum typeflag linkname magic+version uname gname devmajor devminor prefix+pad
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s167s")
+_ZERO_OCTAL_8 = b"0000000\0"
+
+
 def _ustar_block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes, linkname: bytes,
                  uname: bytes, gname: bytes) -> bytes:
-    block = b"".join((
-        _field(name, 100), _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12), _octal(mtime, 12),
-        b" " * 8, typeflag, _field(linkname, 100), _USTAR_MAGIC, _field(uname, 32), _field(gname, 32),
-        _octal(0, 8), _octal(0, 8), bytes(155 + 12)))
-    checksum = b"%06o\0 " % sum(block)
-    return block[:148] + checksum + block[156:]
+    """One 512-byte ustar header; text fields cut at their width and NUL-padded (the pax records hold them whole)."""
+    block = _USTAR.pack(name, _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12), _octal(mtime, 12),
+                        b" " * 8, typeflag, linkname, _USTAR_MAGIC, uname, gname, _ZERO_OCTAL_8, _ZERO_OCTAL_8, b"")
+    # The checksum is the sum of the block's bytes (its own field as spaces). Adler-32's low half is 1 + that sum
+    # modulo 65521; a half block sums to at most 256 x 255 = 65,280, so per half it is exact: ~0.4 us against ~6 us
+    # for sum() over 512 bytes, twice per member.
+    checksum = (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+    return block[:148] + b"%06o\0 " % checksum + block[156:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _pax_block(pax_bytes: int) -> bytes:
+    """The ustar header in front of a member's pax records: only its size field varies."""
+    return _ustar_block(PAX_HEADER_NAME, 0o644, 0, 0, pax_bytes, 0, b"x", b"", b"", b"")
 
 
 def _tar_name(path: bytes) -> bytes:
@@ -188,35 +210,50 @@ def member_header(info: MemberInfo) -> bytes:
         raise ValueError(f"a member field is out of range: {info!r}")
     name = _tar_name(info.path)
     link = info.link_target[1:] if info.type is MemberType.HARDLINK else info.link_target
-    uname = info.uname.encode("utf-8", "surrogateescape")
-    gname = info.gname.encode("utf-8", "surrogateescape")
-    if b"\0" in uname or b"\0" in gname or b"\n" in uname or b"\n" in gname:
-        raise ValueError(f"user or group name holds NUL or a newline: {info.uname!r} {info.gname!r}")
+    owner, uname, gname, owner_utf8 = _owner(info.uid, info.gid, info.uname, info.gname)
     records = []
-    if not all(map(_utf8, (name, link, uname, gname))):
-        records.append(_pax_record(b"hdrcharset", _BINARY))
+    if not (owner_utf8 and (name.isascii() or _utf8(name)) and (link.isascii() or _utf8(link))):
+        records.append(_HDRCHARSET_BINARY)
     records.append(_pax_record(b"path", name))
     if link:
         records.append(_pax_record(b"linkpath", link))
-    records += [
-        _pax_record(b"mtime", format_ns(info.mtime_ns).encode()),
-        _pax_record(b"atime", format_ns(info.atime_ns).encode()),
-        _pax_record(b"uid", b"%d" % info.uid),
-        _pax_record(b"gid", b"%d" % info.gid),
-        _pax_record(b"uname", uname),
-        _pax_record(b"gname", gname),
-        _pax_record(b"size", b"%d" % info.size_bytes),
-    ]
+    records += [_pax_record(b"mtime", _ns_text(info.mtime_ns)), _pax_record(b"atime", _ns_text(info.atime_ns)), owner,
+                _pax_record(b"size", b"%d" % info.size_bytes)]
     if info.sha256:
-        records.append(_pax_record(SHA256_KEYWORD.encode(), info.sha256.encode()))
+        records.append(_pax_record(_SHA256_KEYWORD, info.sha256.encode()))
     pax = b"".join(records)
     if len(pax) > MAX_PAX_BYTES:
         raise ValueError(f"pax header of {len(pax)} bytes passes {MAX_PAX_BYTES}: {info.path!r}")
-    pax_block = _ustar_block(PAX_HEADER_NAME, 0o644, 0, 0, len(pax), 0, b"x", b"", b"", b"")
+    pax_block = _pax_block(len(pax))
     mtime_s = info.mtime_ns // 1_000_000_000
     member = _ustar_block(name, info.mode & 0o7777, info.uid, info.gid, info.size_bytes, mtime_s,
-                          info.type.value.encode(), link, uname, gname)
+                          _TYPE_FLAGS[info.type], link, uname, gname)
     return pax_block + pax + padding(len(pax)) + member
+
+
+_SHA256_KEYWORD = SHA256_KEYWORD.encode()
+_HDRCHARSET_BINARY = _pax_record(b"hdrcharset", _BINARY)
+_TYPE_FLAGS = {t: t.value.encode() for t in MemberType}
+
+
+def _ns_text(ns: int) -> bytes:
+    """objectmeta.format_ns as bytes: `[-]SECONDS.NANOSECONDS`, the sign on the whole number."""
+    if ns < 0:
+        return b"-%d.%09d" % divmod(-ns, 1_000_000_000)
+    return b"%d.%09d" % divmod(ns, 1_000_000_000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _owner(uid: int, gid: int, uname: str, gname: str) -> tuple[bytes, bytes, bytes, bool]:
+    """The uid, gid, uname and gname pax records of an owner (the same for most members of a shard), the names as
+    bytes, and whether both are UTF-8."""
+    uname_bytes = uname.encode("utf-8", "surrogateescape")
+    gname_bytes = gname.encode("utf-8", "surrogateescape")
+    if b"\0" in uname_bytes or b"\0" in gname_bytes or b"\n" in uname_bytes or b"\n" in gname_bytes:
+        raise ValueError(f"user or group name holds NUL or a newline: {uname!r} {gname!r}")
+    records = b"".join((_pax_record(b"uid", b"%d" % uid), _pax_record(b"gid", b"%d" % gid),
+                        _pax_record(b"uname", uname_bytes), _pax_record(b"gname", gname_bytes)))
+    return records, uname_bytes, gname_bytes, _utf8(uname_bytes) and _utf8(gname_bytes)
 
 
 # -- parsing -----------------------------------------------------------------------------------------------------------
@@ -596,6 +633,16 @@ class IndexEntry:
         data["gid"] = self.gid
         return data
 
+    def line(self) -> bytes:
+        """`to_json()` as one index line, the same bytes as `_line(self.to_json())`, formatted directly: the JSON
+        encoder's generic walk was a fifth of a packed member's CPU."""
+        head = b'{"path":%s,"type":"%s","header_offset":%d,"data_offset":%d,"size":%d,"mtime_ns":%d,"mode":%d' % (
+            _json_text(encode_path(self.path)), self.type.value.encode(), self.header_offset, self.data_offset,
+            self.size_bytes, self.mtime_ns, self.mode)
+        sha = b',"sha256":"%s"' % self.sha256.encode() if self.sha256 else b""
+        link = b',"link":%s' % _json_text(_encode_link(self.type, self.link)) if self.link else b""
+        return b'%s%s%s,"uid":%d,"gid":%d}\n' % (head, sha, link, self.uid, self.gid)
+
     @classmethod
     def from_json(cls, data: Any, where: str) -> "IndexEntry":
         if not isinstance(data, dict):
@@ -634,6 +681,15 @@ def _line(item: Any) -> bytes:
     return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+def _json_text(text: str) -> bytes:
+    """A JSON string as `_line` writes it (UTF-8, not ASCII-escaped; surrogates escaped as JSON does)."""
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
+# Index lines handed to the compressor at once: one call per line cost ~5 us, more than compressing it.
+INDEX_LINES_PER_COMPRESS = 256
+
+
 class IndexWriter:
     """Build one pack's index as members are written (in pack order); `finish(pack_bytes)` returns the compressed
     object. Memory: the compressed entries of one pack. The header (which needs the final counts) is its own gzip
@@ -647,13 +703,20 @@ class IndexWriter:
         self._end = 0  # the padded end of the last member's data
         self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # gzip container
         self._chunks: list[bytes] = []
+        self._lines: list[bytes] = []  # not compressed yet: at most INDEX_LINES_PER_COMPRESS
 
     def add(self, entry: IndexEntry) -> None:
         if entry.header_offset < self._end or entry.header_offset % BLOCK:
             raise ValueError(f"member at {entry.header_offset} overlaps the one before (ends at {self._end})")
-        self._chunks.append(self._compressor.compress(_line(entry.to_json())))
+        self._lines.append(entry.line())
+        if len(self._lines) >= INDEX_LINES_PER_COMPRESS:
+            self._compress()
         self._end = entry.data_offset + padded(entry.size_bytes)
         self.members += 1
+
+    def _compress(self) -> None:
+        self._chunks.append(self._compressor.compress(b"".join(self._lines)))
+        self._lines = []
 
     def header(self, pack_bytes: int) -> IndexHeader:
         return IndexHeader(self.pack, self.members, pack_bytes, self.run_id)
@@ -662,6 +725,7 @@ class IndexWriter:
         if pack_bytes < self._end + len(END_OF_ARCHIVE) or pack_bytes % BLOCK:
             raise ValueError(f"pack of {pack_bytes} bytes cannot hold members up to {self._end} and the end blocks")
         head = gzip.compress(_line(self.header(pack_bytes).to_json()), mtime=0)
+        self._compress()
         return head + b"".join(self._chunks) + self._compressor.flush()
 
 

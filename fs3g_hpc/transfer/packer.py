@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 from ..config import Policy, SmallFiles, StorageClass
 from ..model.checksums import crc32_b64
 from ..model.objectmeta import group_name, user_name
-from ..model.packs import (END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key, member_header,
-                           pack_key, padding, relative_to_prefix)
+from ..model.packs import (BLOCK, END_OF_ARCHIVE, IndexEntry, IndexWriter, MemberInfo, MemberType, index_key,
+                           member_header, pack_key, padding, relative_to_prefix)
 from ..model.records import Entry, EntryKind
 from ..model.treehash import tree_hash_and_sha256
 from ..runs.journal import DonePack, OpenPack, PackedAt
@@ -140,6 +140,12 @@ class PackStream:
         self.sender: MultipartSender | None = None
 
     def write(self, data: bytes | memoryview) -> None:
+        fill = self.fill
+        if self.buffer is not None and fill + len(data) < self.part_size:  # the common case: it fits, no part ends
+            self.buffer[fill:fill + len(data)] = data
+            self.fill = fill + len(data)
+            self.offset += len(data)
+            return
         view = memoryview(data)
         while view:
             if self.buffer is None:
@@ -314,6 +320,7 @@ class ShardPacker:
 
     def _append(self, entry: Entry, read: _Read) -> None:
         data, st, tree, sha256 = read.data, read.st, read.tree_hash, read.sha256
+        path = entry.path
         symlink = entry.kind is EntryKind.SYMLINK
         pack = self.pack
         first = None
@@ -322,14 +329,14 @@ class ShardPacker:
             if first is not None and (first.st.st_size, first.st.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                 first = None
         if symlink:
-            info = self._info(entry, st, MemberType.SYMLINK, 0, link=data)
+            info = self._info(path, st, MemberType.SYMLINK, 0, link=data)
         elif first is not None:
-            info = self._info(entry, st, MemberType.HARDLINK, 0, link=first.entry.path)
+            info = self._info(path, st, MemberType.HARDLINK, 0, link=first.entry.path)
         else:
-            info = self._info(entry, st, MemberType.FILE, len(data), sha256=sha256)
+            info = self._info(path, st, MemberType.FILE, len(data), sha256=sha256)
         header = member_header(info)
         body = 0 if info.type is not MemberType.FILE else len(data)
-        total = len(header) + body + len(padding(body))
+        total = len(header) + body + -body % BLOCK
         if info.type is MemberType.FILE and total + len(END_OF_ARCHIVE) > self.settings.pack_size_bytes:
             # One member alone would pass the pack size (a threshold above it): never packed, its own object.
             self.up.guarded_send_whole(entry, st, data)
@@ -340,17 +347,18 @@ class ShardPacker:
             pack = None
             first = None
             if info.type is MemberType.HARDLINK:  # its first link is in the pack just closed: this one has data
-                info = self._info(entry, st, MemberType.FILE, len(data), sha256=sha256)
+                info = self._info(path, st, MemberType.FILE, len(data), sha256=sha256)
                 header = member_header(info)
                 body = len(data)
         if pack is None:
             pack = self._open()
-        header_offset = pack.offset
-        self._write(header)
-        data_offset = pack.offset
+        stream = pack.stream
+        header_offset = stream.offset
+        stream.write(header)
+        data_offset = stream.offset
         if body:
-            self._write(data)
-            self._write(padding(body))
+            stream.write(data)
+            stream.write(padding(body))
         at = PackedAt(header_offset, data_offset, info.sha256) if first is None else first.at
         member = _Member(entry, st, at)
         pack.members.append(member)
@@ -358,11 +366,11 @@ class ShardPacker:
             pack.first_link.setdefault((st.st_dev, st.st_ino), member)
         pack.index.add(IndexEntry.of(info, header_offset, data_offset))
         with self.up.journal_lock:
-            self.up.journal.record_packed(pack.key, entry.path, st.st_size, st.st_mtime_ns, tree, at)
+            self.up.journal.record_packed(pack.key, path, st.st_size, st.st_mtime_ns, tree, at)
 
-    def _info(self, entry: Entry, st: os.stat_result, kind: MemberType, size: int, *, link: bytes = b"",
+    def _info(self, path: bytes, st: os.stat_result, kind: MemberType, size: int, *, link: bytes = b"",
               sha256: str = "") -> MemberInfo:
-        return MemberInfo(path=entry.path, type=kind, size_bytes=size, mtime_ns=st.st_mtime_ns,
+        return MemberInfo(path=path, type=kind, size_bytes=size, mtime_ns=st.st_mtime_ns,
                           atime_ns=st.st_atime_ns, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
                           uname=user_name(st.st_uid), gname=group_name(st.st_gid), link_target=link, sha256=sha256)
 
@@ -386,11 +394,6 @@ class ShardPacker:
         started("")  # before any byte is sent: a rerun never reuses this n
         self.pack = pack
         return pack
-
-    def _write(self, data: bytes, pack: _Pack | None = None) -> None:
-        pack = pack or self.pack
-        assert pack is not None
-        pack.stream.write(data)
 
     def _take_buffer(self) -> None:
         self._buffers.acquire()
