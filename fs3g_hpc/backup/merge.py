@@ -109,9 +109,9 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
             if client_factory is not None:
                 clients.append(client_factory(policy))
             else:
-                from ..transfer.client import ClientSettings, make_s3_client
+                from ..transfer.client import ClientSettings, shared_s3_client
 
-                clients.append(make_s3_client(ClientSettings.from_policy(policy)))
+                clients.append(shared_s3_client(ClientSettings.from_policy(policy)))
         return clients[0]
 
     bucket, prefix = policy.s3.bucket, policy.s3.prefix

@@ -36,14 +36,9 @@ class NeedsRebuild(UsageError):
 
 def default_client(policy: Policy) -> Any:
     """A client that gives up soon on a dead endpoint (the plan goes on without the bucket)."""
-    import dataclasses
+    from ..transfer.target import preflight_client
 
-    from ..transfer.client import ClientSettings, make_s3_client
-    from ..transfer.target import PREFLIGHT_CONNECT_TIMEOUT_S, PREFLIGHT_MAX_ATTEMPTS
-
-    settings = ClientSettings.from_policy(policy, max_pool_connections=4)
-    return make_s3_client(dataclasses.replace(settings, max_attempts=min(settings.max_attempts, PREFLIGHT_MAX_ATTEMPTS),
-                                              connect_timeout_s=PREFLIGHT_CONNECT_TIMEOUT_S))
+    return preflight_client(policy)
 
 
 def local_catalog_usable(policy: Policy) -> tuple[bool, str]:

@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.handlers
+import botocore.session
 
 from .. import __version__
 from ..config import AddressingStyle, Policy, RetryMode
@@ -61,21 +61,22 @@ _loader_lock = threading.Lock()
 
 def _share_loader(session: Any) -> None:
     global _loader
-    core = session._session  # boto3's botocore session: its component registry holds the loader
     with _loader_lock:
         if _loader is None:
-            _loader = core.get_component("data_loader")
+            _loader = session.get_component("data_loader")
         else:
-            core.register_component("data_loader", _loader)
+            session.register_component("data_loader", _loader)
 
 
 def make_s3_client(settings: ClientSettings) -> Any:
-    """A botocore S3 client; boto3 sessions are not thread-safe, clients are."""
-    try:
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
-    except botocore.exceptions.ProfileNotFound as e:
-        raise UsageError(f"AWS profile {settings.profile!r} not found", key="s3.profile",
-                         hint="define it in ~/.aws/config or unset s3.profile") from e
+    """A botocore S3 client; sessions are not thread-safe, clients are.
+
+    Made from a botocore session, as boto3's `Session.client` does, without importing boto3 itself: `import boto3`
+    also imports s3transfer and boto3's resource machinery (~50 ms of CPU per process), none of which is used here.
+    """
+    session = botocore.session.Session(profile=settings.profile)
+    if settings.region:
+        session.set_config_variable("region", settings.region)
     _share_loader(session)
     config = botocore.config.Config(
         retries={"total_max_attempts": settings.max_attempts, "mode": settings.retry_mode.value},
@@ -93,7 +94,11 @@ def make_s3_client(settings: ClientSettings) -> Any:
         parameter_validation=False,
     )
     try:
-        client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        client = session.create_client("s3", region_name=settings.region, endpoint_url=settings.endpoint_url,
+                                       config=config)
+    except botocore.exceptions.ProfileNotFound as e:
+        raise UsageError(f"AWS profile {settings.profile!r} not found", key="s3.profile",
+                         hint="define it in ~/.aws/config or unset s3.profile") from e
     except ValueError as e:  # botocore rejects a malformed endpoint URL this way
         raise UsageError(f"cannot use endpoint {settings.endpoint_url!r}: {e}", key="s3.endpoint_url") from e
     # botocore adds `Expect: 100-continue` to every S3 PUT with a body. SeaweedFS 4.48 answers an empty one with an
@@ -107,6 +112,40 @@ def make_s3_client(settings: ClientSettings) -> Any:
 
 
 HOOK_ENV = "FS3G_BOTOCORE_HOOK"
+
+
+# One client per settings for a command's successive phases in one process (the plan's baseline, the preflight and
+# lock, the merge, the snapshot): a botocore client is thread-safe, and each new one costs 20-60 ms of CPU (session,
+# credential chain, endpoint resolver, the client class) -- a sixth of the calling process of a 5,000-file packed
+# backup made five. Keyed also by the environment that shapes a client (AWS_*, the site hook), so a changed
+# environment gets a new one. A forked child starts with none: it never shares the parent's kept-alive connections.
+SHARED_CLIENTS_MAX = 8
+_shared: dict[tuple[Any, ...], Any] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_s3_client(settings: ClientSettings) -> Any:
+    """`make_s3_client(settings)`, made once per process (see above)."""
+    key = (settings, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_") or k == HOOK_ENV)))
+    with _shared_lock:
+        client = _shared.get(key)
+    if client is not None:
+        return client
+    client = make_s3_client(settings)
+    with _shared_lock:
+        while len(_shared) >= SHARED_CLIENTS_MAX:
+            del _shared[next(iter(_shared))]  # the oldest
+        return _shared.setdefault(key, client)
+
+
+def _forget_shared_clients() -> None:
+    global _shared_lock
+    _shared.clear()
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_shared_clients)
+
 
 
 def _site_hook(client: Any) -> None:

@@ -179,16 +179,22 @@ def target_error(e: BaseException, *, bucket: str | None = None, prefix: str = "
                             "(firewall, proxy, the service running)")
 
 
+def preflight_client(policy: Policy) -> Any:
+    """The client of the checks before a run (the preflight, the plan's snapshot baseline, the locks): it gives up
+    soon on a dead endpoint. One per process (transfer.client.shared_s3_client)."""
+    from .client import ClientSettings, shared_s3_client
+
+    settings = ClientSettings.from_policy(policy, max_pool_connections=4)
+    return shared_s3_client(dataclasses.replace(settings, max_attempts=min(settings.max_attempts,
+                                                                           PREFLIGHT_MAX_ATTEMPTS),
+                                                connect_timeout_s=PREFLIGHT_CONNECT_TIMEOUT_S))
+
+
 def check_target(policy: Policy, *, write: bool, client: Any = None) -> None:
     """The preflight: raise a TargetError when the bucket cannot be listed (or, with `write`, written) as the policy
     says. Costs one LIST (plus CreateMultipartUpload and AbortMultipartUpload with `write`)."""
-    from .client import ClientSettings, make_s3_client
-
     if client is None:
-        settings = ClientSettings.from_policy(policy, max_pool_connections=2)
-        client = make_s3_client(dataclasses.replace(
-            settings, max_attempts=min(settings.max_attempts, PREFLIGHT_MAX_ATTEMPTS),
-            connect_timeout_s=PREFLIGHT_CONNECT_TIMEOUT_S))
+        client = preflight_client(policy)
     bucket, prefix = policy.s3.bucket, policy.s3.prefix.strip("/")
     endpoint = client.meta.endpoint_url
     probe_dir = "/".join(p for p in (prefix, PROBE_DIR) if p)
