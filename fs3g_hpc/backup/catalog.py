@@ -23,17 +23,20 @@ from ..runs.layout import DIR_MODE, FILE_MODE, RunLayout
 
 
 def write_catalog(previous: Path | None, backed_up: Iterable[Entry], deleted_file: Path | None, target: Path,
-                  work_dir: Path, run_records: int = 100_000) -> int:
+                  work_dir: Path, run_records: int = 100_000, *, observe: Callable[[Entry], None] | None = None) -> int:
     """Write the catalog the next plan diffs against; return its entry count.
 
     new catalog = previous catalog − `deleted_file`'s entries, with every `backed_up` entry (any order) replacing or
     adding to the previous record. A planned entry that was not backed up keeps its previous record, so the next plan
-    sees it as changed again. Streams everything: an external sort of `backed_up`, then a merge-join.
+    sees it as changed again. Streams everything: an external sort of `backed_up` (kept in memory when it fits in
+    one run of `run_records`: the run's buffer is there anyway), then a merge-join. `observe` sees every record
+    written, in order (the pack usage counts them in the same pass).
     """
     spiller = RunSpiller(work_dir, "catalog", run_records)
     for entry in backed_up:
         spiller.add(entry)
-    fresh = sorted_stream(spiller.finish(), work_dir)
+    fresh: Iterator[Entry] = iter(spiller.take_sorted()) if not spiller.runs else \
+        sorted_stream(spiller.finish(), work_dir)
     old = read_records(previous) if previous is not None and previous.is_file() else iter(())
     gone = (e.key for e in read_records(deleted_file)) if deleted_file and deleted_file.is_file() else iter(())
 
@@ -48,8 +51,14 @@ def write_catalog(previous: Path | None, backed_up: Iterable[Entry], deleted_fil
                 continue  # deleted from disk since the last catalog
             yield first[2]
 
+    def observed() -> Iterator[Entry]:
+        assert observe is not None
+        for entry in merged():
+            observe(entry)
+            yield entry
+
     target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    return write_records(target, merged())
+    return write_records(target, merged() if observe is None else observed())
 
 
 def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_dir: Path,
@@ -62,6 +71,49 @@ def update_catalog(previous: Path | None, layout: RunLayout, target: Path, work_
     return write_catalog(previous, entries, layout.deleted_file, target, work_dir, run_records)
 
 
+class PackUsageCounter:
+    """The live members and bytes of each pack, counted from catalog records (`observe`, in catalog order), then
+    written as packs.jsonl with the packs' totals (`write`). Memory: one counter per pack (and the offsets of
+    hard-linked packed files, which share one member's bytes), never one per file."""
+
+    def __init__(self, where: Path):
+        self.where = where
+        self.live: dict[str, list[int]] = {}
+        self._linked: set[tuple[str, int]] = set()
+
+    def observe(self, entry: Entry) -> None:
+        if not entry.location:
+            return
+        ref = PackRef.decode(entry.location, f"{self.where}: {entry.path!r}")
+        counts = self.live.get(ref.pack)
+        if counts is None:
+            counts = self.live[ref.pack] = [0, 0]
+        counts[0] += 1
+        if entry.nlink > 1:
+            if (ref.pack, ref.data_offset) in self._linked:
+                return
+            self._linked.add((ref.pack, ref.data_offset))
+        counts[1] += -(-ref.data_end // BLOCK) * BLOCK - ref.header_offset
+
+    def write(self, known: Iterable[PackUsage], written: dict[str, tuple[int, int]], target: Path) -> int:
+        """packs.jsonl: every pack of `known` (the previous file's lines) and `written` (this run's packs: members,
+        bytes) with its live counts; a pack only the records name has its totals unknown (0). The number of packs."""
+        usage: dict[str, list[int]] = {u.pack: [u.members, u.bytes, 0, 0] for u in known}
+        for pack, (members, size) in written.items():
+            usage[pack] = [members, size, 0, 0]
+        for pack, (members, size) in self.live.items():
+            usage.setdefault(pack, [0, 0, 0, 0])[2:] = [members, size]
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for pack in sorted(usage):
+                f.write(json.dumps(PackUsage(pack, *usage[pack]).to_json()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        return len(usage)
+
+
 def write_packs_usage(catalog: Path, known: Iterable[PackUsage], written: dict[str, tuple[int, int]],
                       target: Path) -> int:
     """Write packs.jsonl: every pack of `known` (the previous file's lines) and `written` (this run's packs:
@@ -69,27 +121,7 @@ def write_packs_usage(catalog: Path, known: Iterable[PackUsage], written: dict[s
 
     A live member's bytes are its whole span in the pack (headers, data, padding); hard links pointing at one
     member's data count it once."""
-    usage: dict[str, list[int]] = {u.pack: [u.members, u.bytes, 0, 0] for u in known}
-    for pack, (members, size) in written.items():
-        usage[pack] = [members, size, 0, 0]
-    linked: set[tuple[str, int]] = set()
+    counter = PackUsageCounter(catalog)
     for entry in read_records(catalog):
-        if not entry.location:
-            continue
-        ref = PackRef.decode(entry.location, f"{catalog}: {entry.path!r}")
-        counts = usage.setdefault(ref.pack, [0, 0, 0, 0])  # a pack the previous file missed: its totals unknown
-        counts[2] += 1
-        if entry.nlink > 1:
-            if (ref.pack, ref.data_offset) in linked:
-                continue
-            linked.add((ref.pack, ref.data_offset))
-        counts[3] += -(-ref.data_end // BLOCK) * BLOCK - ref.header_offset
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for pack in sorted(usage):
-            f.write(json.dumps(PackUsage(pack, *usage[pack]).to_json()) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    return len(usage)
+        counter.observe(entry)
+    return counter.write(known, written, target)

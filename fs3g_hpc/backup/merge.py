@@ -41,7 +41,7 @@ from ..runs.layout import RunLayout, journal_file, make_private_dir, read_json, 
 from ..runs.progress import timing_fields, timing_line
 from ..runs.report import shard_failures, shard_state
 from ..snapshots.publish import publish_after_merge, snapshot_lines
-from .catalog import write_catalog, write_packs_usage
+from .catalog import PackUsageCounter, write_catalog
 
 if TYPE_CHECKING:
     from ..transfer.lister import ListedObject
@@ -210,11 +210,12 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         pack_count = None
         rewritten = entries is None
         if entries is None:
+            counter = PackUsageCounter(catalog)
             entries = write_catalog(previous, _with_directories(_stream(verified_entries), layout), layout.deleted_file,
-                                    catalog, work)
+                                    catalog, work, observe=counter.observe)
             record_catalog_target(policy)
             known = read_packs_usage(usage) if previous is not None else iter(())
-            pack_count = write_packs_usage(catalog, known, run_packs, usage)
+            pack_count = counter.write(known, run_packs, usage)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # Last, after the local catalog: the bucket's own copy of it (snapshots/publish.py).
