@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 from ..errors import UsageError
 from ..model.packs import BLOCK, PackRef
-from ..model.records import Entry, RunSpiller, read_records, sorted_stream, write_records
+from ..model.records import Entry, RunSpiller, read_records, write_records
 from ..runs.catalog import PackUsage
 from ..runs.layout import DIR_MODE, FILE_MODE, RunLayout
 
@@ -28,15 +28,18 @@ def write_catalog(previous: Path | None, backed_up: Iterable[Entry], deleted_fil
 
     new catalog = previous catalog − `deleted_file`'s entries, with every `backed_up` entry (any order) replacing or
     adding to the previous record. A planned entry that was not backed up keeps its previous record, so the next plan
-    sees it as changed again. Streams everything: an external sort of `backed_up` (kept in memory when it fits in
-    one run of `run_records`: the run's buffer is there anyway), then a merge-join. `observe` sees every record
-    written, in order (the pack usage counts them in the same pass).
+    sees it as changed again. Streams everything: an external sort of `backed_up` (RunSpiller.sorted), then a
+    merge-join. `observe` sees every record written, in order (the pack usage counts them in the same pass).
     """
     spiller = RunSpiller(work_dir, "catalog", run_records)
     for entry in backed_up:
         spiller.add(entry)
-    fresh: Iterator[Entry] = iter(spiller.take_sorted()) if not spiller.runs else \
-        sorted_stream(spiller.finish(), work_dir)
+    return write_sorted_catalog(previous, spiller.sorted(), deleted_file, target, observe=observe)
+
+
+def write_sorted_catalog(previous: Path | None, fresh: Iterator[Entry], deleted_file: Path | None, target: Path, *,
+                         observe: Callable[[Entry], None] | None = None) -> int:
+    """`write_catalog` of entries already in key order (`fresh`, one record per key)."""
     old = read_records(previous) if previous is not None and previous.is_file() else iter(())
     gone = (e.key for e in read_records(deleted_file)) if deleted_file and deleted_file.is_file() else iter(())
 

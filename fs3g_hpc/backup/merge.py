@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from .. import __version__
 from ..config import Policy
 from ..model.keys import LONG_DIR
-from ..model.records import Entry, EntryKind, RecordWriter, read_records, write_records
+from ..model.records import Entry, EntryKind, RecordWriter, RunSpiller, read_records
 from ..model.sizes import format_size
 from ..model.packs import PackRef, index_key, pack_key, relative_to_prefix
 from ..runs.catalog import (catalog_path, catalog_target_mismatch, packs_usage_path, read_packs_usage,
@@ -41,7 +41,7 @@ from ..runs.layout import RunLayout, journal_file, make_private_dir, read_json, 
 from ..runs.progress import timing_fields, timing_line
 from ..runs.report import shard_failures, shard_state
 from ..snapshots.publish import publish_after_merge, snapshot_lines
-from .catalog import PackUsageCounter, write_catalog
+from .catalog import PackUsageCounter, write_sorted_catalog
 
 if TYPE_CHECKING:
     from ..transfer.lister import ListedObject
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIST_THREADS = 16
+CATALOG_RUN_RECORDS = 100_000  # entries per sorted run of the catalog's external sort (~300 bytes each)
 
 
 @dataclass
@@ -119,7 +120,9 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     planned, verified, failed = Count(), Count(), Count()
     retryable = Count()
     states: dict[str, int] = defaultdict(int)
-    verified_entries: list[Path] = []
+    # The catalog's external sort (model/records.RunSpiller): verified entries, in memory up to CATALOG_RUN_RECORDS.
+    fresh = RunSpiller(work, "catalog", CATALOG_RUN_RECORDS)
+    any_verified = False
     packs_listing: list[dict[str, ListedObject]] = []  # this run's packs/<run_id>/, listed once when first needed
     run_packs: dict[str, tuple[int, int]] = {}  # verified packs of this run (relative key): members, bytes
     fail_path = layout.failures_file
@@ -162,7 +165,6 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                 listed = _list_keys(client, bucket, iter(object_keys), pool) if object_keys else {}
                 pack_problems = {k: _pack_mismatch(p, listed_packs()) for k, p in journal.packs.items()}
                 reasons = _failure_reasons(layout, index) if len(done) < summary.files else {}
-                good: list[Entry] = []
                 members: dict[str, int] = defaultdict(int)
                 # Hard links of one file share its bytes: counted once (a group is in one shard), as the plan does.
                 planned_links: set[tuple[int, int]] = set()
@@ -194,25 +196,27 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                         continue
                     verified.add(_once(record.size_bytes, inode, verified_links))
                     # The catalog keeps the version that was read, which may be newer than the planned one.
-                    good.append(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
+                    any_verified = True
+                    fresh.add(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
                                                tree_hash=bytes.fromhex(record.tree_hash), location=location))
                 for key, pack in journal.packs.items():
                     relative = relative_to_prefix(prefix, key)
                     if relative in members:
                         run_packs[relative] = (members[relative], pack.size_bytes)
-                if good:
-                    verified_entries.append(_spill(work, index, good))
         catalog = catalog_path(policy)
         # A catalog of another bucket or prefix (the policy moved) is not the starting point of this one.
         previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
-        entries = None if previous is None or verified_entries else _count_if_untouched(plan, previous)
+        entries = None if previous is None or any_verified else _count_if_untouched(plan, previous)
         usage = packs_usage_path(policy)
         pack_count = None
         rewritten = entries is None
         if entries is None:
             counter = PackUsageCounter(catalog)
-            entries = write_catalog(previous, _with_directories(_stream(verified_entries), layout), layout.deleted_file,
-                                    catalog, work, observe=counter.observe)
+            if layout.directories_file.is_file():  # the plan's new or changed directories: no object to verify
+                for directory in read_records(layout.directories_file):
+                    fresh.add(directory)
+            entries = write_sorted_catalog(previous, fresh.sorted(), layout.deleted_file, catalog,
+                                           observe=counter.observe)
             record_catalog_target(policy)
             known = read_packs_usage(usage) if previous is not None else iter(())
             pack_count = counter.write(known, run_packs, usage)
@@ -287,13 +291,6 @@ def _once(size: int, inode: tuple[int, int] | None, seen: set[tuple[int, int]]) 
     return size
 
 
-def _with_directories(entries: Iterator[Entry], layout: RunLayout) -> Iterator[Entry]:
-    """The verified entries, then the plan's new or changed directories: catalog records with no object to verify."""
-    yield from entries
-    if layout.directories_file.is_file():
-        yield from read_records(layout.directories_file)
-
-
 def may_retry(report: MergeReport) -> bool:
     """A retry round is due when rounds are left and some failure is of a kind a retry can mend (see
     transfer.target.FailureKind); a run whose failures are all permanent (access denied, vanished...) gets none."""
@@ -355,13 +352,3 @@ def _list_keys(client_of: Callable[[], Any], bucket: str, keys: Iterator[str],
             found[key] = obj
     return found
 
-
-def _spill(work: Path, index: int, entries: list[Entry]) -> Path:
-    path = work / f"verified-{index:06d}.rec"
-    write_records(path, entries)
-    return path
-
-
-def _stream(paths: list[Path]) -> Iterator[Entry]:
-    for path in paths:
-        yield from read_records(path)

@@ -482,6 +482,13 @@ class RunSpiller:
         self.flush()
         return self.runs
 
+    def sorted(self) -> Iterator[Entry]:
+        """Every entry added, in key order: from memory when they fit in one run (never written: the buffer is there
+        anyway), else merged from the run files (sorted_stream)."""
+        if not self.runs:
+            return iter(self.take_sorted())
+        return sorted_stream(self.finish(), self.work_dir, self.key)
+
     def take_sorted(self) -> list[Entry]:
         """The buffered entries, sorted, without writing them (the caller keeps them instead of a run file)."""
         entries, self.buffer = self.buffer, []
