@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from ..config import Policy
 from ..errors import Fs3gError, UsageError
@@ -30,6 +31,8 @@ from ..scan import ScanSettings
 from ..snapshots.baseline import prepare_baseline
 from .plan import PlanOptions, PlanSummary, make_plan, make_retry_plan
 
+if TYPE_CHECKING:
+    from ..slurm.submit import SubmittedRun
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +93,14 @@ def preflight(policy: Policy, run_dir: Path) -> None:
 
 
 def _spec(run_dir: Path, header: PlanHeader, policy: Policy) -> RunSpec:
-    from ..slurm.submit import submit_backup
+    def submit(fs3g: Sequence[str]) -> "SubmittedRun":  # slurm/ (and submitit, ~50 ms to import) only when the run goes to Slurm
+        from ..slurm.submit import submit_backup
+
+        return submit_backup(policy, run_dir, header.shard_count, fs3g)
 
     return RunSpec(run_dir, header.shards, "run-shard",
                    merge=lambda: merge_and_retry(run_dir, "local"),
-                   submit=lambda fs3g: submit_backup(policy, run_dir, header.shard_count, fs3g),
+                   submit=submit,
                    label="backup",
                    resume=f"fs3g submit {run_dir} --executor local (each shard resumes from its journal)",
                    fs3g=fs3g_argv())
