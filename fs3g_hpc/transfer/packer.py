@@ -5,10 +5,10 @@ In the bucket, under the lab prefix (model/packs.py has the key rules and the fo
     packs/<run_id>/<shard:06d>-<n:05d>.tar        the pack, in storage.pack_storage_class
     packs/<run_id>/<shard:06d>-<n:05d>.tar.idx    its index (gzip JSON lines), always STANDARD
 
-Reading: up to `uploader.small_workers` files are read at once by the shard's small-file threads, each whole, with
-the same fstat before/after and change-retry as a per-object small file (ShardUploader.read_small); SHA-256 and the
-tree hash are computed on the bytes read. One writer appends the members IN PLAN ORDER to the current pack: member
-header + data + padding. A file changed while read, vanished or unreadable is left out and reported by name, never
+Reading: the shard's small-file threads read consecutive files in batches (up to READ_BATCH_FILES files and a
+quarter of the read window each), each file whole, with the same fstat before/after and change-retry as a
+per-object small file (ShardUploader.read_small); SHA-256 and the tree hash are computed on those threads on the
+bytes read. One writer appends the members IN PLAN ORDER to the current pack: member header + data + padding. A file changed while read, vanished or unreadable is left out and reported by name, never
 journaled. A hard link whose inode already has a member in the same pack becomes a hard-link member.
 
 Sending: the pack's bytes fill part buffers of `uploader.buffer_size_bytes`, taken from the shard's ByteBudget (the
@@ -25,8 +25,9 @@ upload aborted); the shard goes on with the next pack number. A kill -9 costs at
 journaled "packed" but not "pack-done", so the rerun aborts that upload and packs them again into its next n
 (finished packs are never redone, never overwritten: n only grows).
 
-Memory: the read window (small_workers files of at most small_file_threshold_bytes each: the policy's small-file
-term), part buffers within the shared ByteBudget, and one pack's member list and compressed index.
+Memory: the read window (batches of at most small_workers x small_file_threshold_bytes planned bytes in all: the
+policy's small-file term), part buffers within the shared ByteBudget, and one pack's member list and compressed
+index.
 """
 
 from __future__ import annotations
