@@ -73,7 +73,7 @@ def run_shard(run_dir: Path, shard: int | None, *, environ: dict[str, str] | Non
                                 totals.files_failed)
 
             with task.progress(counters):
-                uploader.run(lambda: read_records(layout.shards_dir / summary.file))
+                uploader.run(lambda: read_records(layout.shards_dir / summary.file), large_files=summary.large_files)
             uploader.abort_leftovers(interrupted=task.stop.is_set())
         finally:
             journal.close()

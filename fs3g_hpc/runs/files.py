@@ -89,6 +89,12 @@ class ShardSummary:
     def hardlinked_files(self) -> int:
         return int(self.details.get("hardlinked_files", 0))
 
+    @property
+    def large_files(self) -> int | None:
+        """A backup shard's planned large files (None in a plan that does not count them)."""
+        value = self.details.get("large_files")
+        return value if isinstance(value, int) else None
+
 
 _COMMON = ("format", "tool_version", "created", "lab", "policy", "shard_count", "shards")
 

@@ -139,9 +139,10 @@ class ShardUploader:
 
     # -- driver ------------------------------------------------------------------------------------------------------
 
-    def run(self, entries: Callable[[], Iterable[Entry]]) -> None:
+    def run(self, entries: Callable[[], Iterable[Entry]], *, large_files: int | None = None) -> None:
         """Upload the shard's entries (`entries()` streams them; with packs it is read twice: once by the packer for
-        the small files and symlinks, once here for the rest, so that both run concurrently)."""
+        the small files and symlinks, once here for the rest, so that both run concurrently -- unless the plan
+        counted no large file in the shard (`large_files` 0): then once, by the packer)."""
         s = self.settings
         small_slots = threading.Semaphore(s.small_workers * 2)
         large_slots = threading.Semaphore(s.large_workers)
@@ -160,7 +161,8 @@ class ShardUploader:
 
                 packing = threading.Thread(target=pack, name="fs3g-packer")
                 packing.start()
-            for entry in self._pending(entries(), small=None if packing is None else False):
+            others = entries() if packing is None or large_files != 0 else ()
+            for entry in self._pending(others, small=None if packing is None else False):
                 large = self._large(entry)
                 slots, pool, work = ((large_slots, large_pool, self._large_file) if large
                                      else (small_slots, small_pool, self._small_entry))
