@@ -93,7 +93,7 @@ def preflight(policy: Policy, run_dir: Path) -> None:
 
 
 def _spec(run_dir: Path, header: PlanHeader, policy: Policy) -> RunSpec:
-    def submit(fs3g: Sequence[str]) -> "SubmittedRun":  # slurm/ (and submitit, ~50 ms to import) only when the run goes to Slurm
+    def submit(fs3g: Sequence[str]) -> "SubmittedRun":  # slurm/ and submitit (~50 ms) only for a Slurm run
         from ..slurm.submit import submit_backup
 
         return submit_backup(policy, run_dir, header.shard_count, fs3g)

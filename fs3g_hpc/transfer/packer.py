@@ -8,8 +8,8 @@ In the bucket, under the lab prefix (model/packs.py has the key rules and the fo
 Reading: the shard's small-file threads read consecutive files in batches (up to READ_BATCH_FILES files and a
 quarter of the read window each), each file whole, with the same fstat before/after and change-retry as a
 per-object small file (ShardUploader.read_small); SHA-256 and the tree hash are computed on those threads on the
-bytes read. One writer appends the members IN PLAN ORDER to the current pack: member header + data + padding. A file changed while read, vanished or unreadable is left out and reported by name, never
-journaled. A hard link whose inode already has a member in the same pack becomes a hard-link member.
+bytes read. One writer appends the members IN PLAN ORDER to the current pack: member header + data + padding. A
+file changed while read, vanished or unreadable is left out and reported by name, never journaled. A hard link whose inode already has a member in the same pack becomes a hard-link member.
 
 Sending: the pack's bytes fill part buffers of `uploader.buffer_size_bytes`, taken from the shard's ByteBudget (the
 same budget as large files' buffers), and are sent as multipart parts by the shard's part pool, CRC32 per part. A
