@@ -198,7 +198,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                     # The catalog keeps the version that was read, which may be newer than the planned one.
                     any_verified = True
                     fresh.add(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
-                                               tree_hash=bytes.fromhex(record.tree_hash), location=location))
+                                             tree_hash=bytes.fromhex(record.tree_hash), location=location))
                 for key, pack in journal.packs.items():
                     relative = relative_to_prefix(prefix, key)
                     if relative in members:
