@@ -116,8 +116,8 @@ HOOK_ENV = "FS3G_BOTOCORE_HOOK"
 
 # One client per settings for a command's successive phases in one process (the plan's baseline, the preflight and
 # lock, the merge, the snapshot): a botocore client is thread-safe, and each new one costs 20-60 ms of CPU (session,
-# credential chain, endpoint resolver, the client class) -- a sixth of the calling process of a 5,000-file packed
-# backup made five. Keyed also by the environment that shapes a client (AWS_*, the site hook), so a changed
+# credential chain, endpoint resolver, the client class), and the calling process of a packed backup made five (a
+# sixth of its CPU for 5,000 files). Keyed also by the environment that shapes a client (AWS_*, the site hook), so a changed
 # environment gets a new one. A forked child starts with none: it never shares the parent's kept-alive connections.
 SHARED_CLIENTS_MAX = 8
 _shared: dict[tuple[Any, ...], Any] = {}
@@ -145,7 +145,6 @@ def _forget_shared_clients() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_shared_clients)
-
 
 
 def _site_hook(client: Any) -> None:
