@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -99,3 +101,34 @@ def test_endpoint_resolved_once_per_bucket_and_fixed_user_agent(bucket, monkeypa
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket.name, Prefix="k/")["Contents"]]
     assert sorted(keys) == sorted(f"k/{i}" for i in range(20))
     assert len(set(agents)) == 1 and agents[0].decode().startswith(f"fs3g-hpc/{__version__}")
+
+
+def test_shared_clients_per_settings_and_environment_and_never_across_a_fork(bucket, monkeypatch):
+    """A command's phases share one client per settings; another environment (AWS_*, the site hook) or other
+    settings get another; a forked child makes its own (never the parent's kept-alive connections), which works."""
+    from fs3g_hpc.transfer.client import shared_s3_client
+
+    settings = ClientSettings(endpoint_url=bucket.endpoint_url)
+    first = shared_s3_client(settings)
+    assert shared_s3_client(settings) is first
+    assert shared_s3_client(ClientSettings(endpoint_url=bucket.endpoint_url, max_attempts=3)) is not first
+    first.put_object(Bucket=bucket.name, Key="shared/parent", Body=b"p")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    assert shared_s3_client(settings) is not first
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+    assert shared_s3_client(settings) is first
+    # The fork in a fresh process of one thread (a fork from pytest's, with its threads, could inherit held locks).
+    script = textwrap.dedent(f"""\
+        import os, sys
+        from fs3g_hpc.transfer.client import ClientSettings, shared_s3_client
+        settings = ClientSettings(endpoint_url={bucket.endpoint_url!r})
+        parent = shared_s3_client(settings)
+        pid = os.fork()
+        if pid == 0:
+            child = shared_s3_client(settings)
+            body = child.get_object(Bucket={bucket.name!r}, Key="shared/parent")["Body"].read()
+            os._exit(0 if child is not parent and body == b"p" else 3)
+        sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
