@@ -184,12 +184,13 @@ class ShardUploader:
     def _pending(self, entries: Iterable[Entry], small: bool | None) -> Iterator[Entry]:
         """The entries not yet done (the done ones counted as skipped); `small`: only the small files and symlinks
         (True), only the others (False), or all (None)."""
+        done = self.journal.done
         for entry in entries:
             if self.stop.is_set():
                 return
             if small is not None and self._large(entry) == small:
                 continue
-            if entry.path in self.journal.done:
+            if done and entry.path in done:  # a first run has none: no path decoded for the lookup
                 self.totals.add(files_skipped=1, files_done=1, bytes_done=entry.size_bytes)
                 continue
             yield entry
