@@ -355,3 +355,94 @@ def test_part_writeback_starts_through_libc(tmp_path):
     finally:
         os.close(fd)
     assert path.read_bytes() == b"x" * 65536
+
+
+class DamagingProxy:
+    """A TCP proxy to an endpoint that flips one byte of every server-to-client stream that reaches `at` bytes: a
+    ranged GET's body damaged in flight (headers and small answers pass untouched)."""
+
+    def __init__(self, upstream: str, at: int):
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.at = at
+        self.damaged = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, damage: bool) -> None:
+        seen = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if damage and seen <= self.at < seen + len(data):
+                    data = bytearray(data)
+                    data[self.at - seen] ^= 0xFF
+                    with self.lock:
+                        self.damaged += 1
+                seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_range_damaged_in_flight_is_refused_and_never_renamed_into_place(seaweed_bucket, tmp_path):
+    """A multipart large file whose ranged GETs come back with a flipped byte (a proxy between the restore and the
+    endpoint): the tree hash check refuses it, the file is named as failed, no temporary file is left and nothing is
+    at the target; the same restore straight from the endpoint then restores it byte for byte."""
+    root = tmp_path / "data"
+    root.mkdir()
+    big = root / "big.bin"
+    big.write_bytes(os.urandom(11 * MIB + 12345))  # three 5 MiB parts
+    policy = write_policy(tmp_path, "dmg", root, seaweed_bucket)
+    backup(policy)
+    proxy = DamagingProxy(seaweed_bucket.endpoint_url, at=3 * MIB)
+    try:
+        via_proxy = tmp_path / "via-proxy.yaml"
+        via_proxy.write_text(policy.read_text().replace(seaweed_bucket.endpoint_url, proxy.url))
+        dest = tmp_path / "restored"
+        proc = fs3g("restore", "--config", str(via_proxy), "--dest", str(dest), "--executor", "local")
+    finally:
+        proxy.close()
+    assert proxy.damaged >= 1
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = max((tmp_path / "runs" / "dmg").glob("restore-*"))
+    report = read_report(run)
+    assert report["failed"]["files"] == 1 and report["restored"]["files"] == 0
+    failures = (run / report["failures_file"]).read_text() if report.get("failures_file") else proc.stdout
+    assert "does not match the recorded" in failures + proc.stdout
+    assert not (dest / "big.bin").exists()
+    assert not list(dest.rglob(".fs3g-restore-*"))
+
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (dest / "big.bin").read_bytes() == big.read_bytes()
