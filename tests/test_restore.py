@@ -7,7 +7,9 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import botocore.exceptions
@@ -359,9 +361,10 @@ def test_part_writeback_starts_through_libc(tmp_path):
 
 class DamagingProxy:
     """A TCP proxy to an endpoint that flips one byte of every server-to-client stream that reaches `at` bytes: a
-    ranged GET's body damaged in flight (headers and small answers pass untouched)."""
+    ranged GET's body damaged in flight (headers and small answers pass untouched). `at=-1` damages nothing; while
+    `delay_s` is set, each piece sent to the client waits that long first (a slow link)."""
 
-    def __init__(self, upstream: str, at: int):
+    def __init__(self, upstream: str, at: int, delay_s: float = 0.0):
         import socket
         import threading
         from urllib.parse import urlsplit
@@ -369,6 +372,7 @@ class DamagingProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.at = at
+        self.delay_s = delay_s
         self.damaged = 0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
@@ -395,6 +399,8 @@ class DamagingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if damage and self.delay_s:
+                    time.sleep(self.delay_s)
                 if damage and seen <= self.at < seen + len(data):
                     data = bytearray(data)
                     data[self.at - seen] ^= 0xFF
@@ -445,4 +451,47 @@ def test_a_range_damaged_in_flight_is_refused_and_never_renamed_into_place(seawe
 
     proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (dest / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_a_restore_killed_mid_file_redoes_that_file_on_the_rerun(seaweed_bucket, tmp_path):
+    """`restore-shard` killed (SIGKILL) while a multipart large file is half downloaded: nothing is at the target (the
+    data went to a temporary name), the journal does not list it, and the task run again downloads it whole, checks
+    its tree hash and renames it into place byte for byte."""
+    import signal
+
+    from fs3g_hpc.config import RestoreTier
+    from fs3g_hpc.restore.select import RestoreRequest, prepare_restore
+    from fs3g_hpc.restore.stage import StageVerdict, stage
+
+    root = tmp_path / "data"
+    root.mkdir()
+    big = root / "big.bin"
+    big.write_bytes(os.urandom(11 * MIB + 12345))
+    policy = write_policy(tmp_path, "kil", root, seaweed_bucket)
+    backup(policy)
+    proxy = DamagingProxy(seaweed_bucket.endpoint_url, at=-1)
+    try:
+        via_proxy = tmp_path / "via-proxy.yaml"
+        via_proxy.write_text(policy.read_text().replace(seaweed_bucket.endpoint_url, proxy.url))
+        dest, run = tmp_path / "restored", tmp_path / "run"
+        prepare_restore(load_policy(via_proxy), RestoreRequest((), dest, RestoreTier.STANDARD, 1), run)
+        assert stage(run).verdict is StageVerdict.READY
+        proxy.delay_s = 0.05  # ~1.3 MB/s: the file takes ~9 s
+        task = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "restore-shard", str(run), "--shard", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not list(dest.rglob(".fs3g-restore-*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert task.poll() is None, task.communicate()[0]
+        task.send_signal(signal.SIGKILL)
+        task.wait()
+        assert not (dest / "big.bin").exists()
+        assert b"big.bin" not in b"".join(p.read_bytes() for p in run.rglob("*journal*") if p.is_file())
+        proxy.delay_s = 0.0
+        proc = fs3g("restore-shard", str(run), "--shard", "0")
+    finally:
+        proxy.close()
+    assert proc.returncode == 0 and " 1 restored" in proc.stdout, proc.stdout + proc.stderr
     assert (dest / "big.bin").read_bytes() == big.read_bytes()
