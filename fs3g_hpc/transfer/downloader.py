@@ -228,19 +228,6 @@ class DirectGetter:
         return WholeObject(data, str(headers.get("ETag", "")).strip('"'), metadata,
                            parsedate_to_datetime(modified).timestamp() if modified else 0.0)
 
-    def get_range(self, bucket: str, key: str, start: int, length: int, etag: str) -> Iterator[bytes]:
-        response = self._send(bucket, key, {"Range": f"bytes={start}-{start + length - 1}", "If-Match": f'"{etag}"'},
-                              stream=True)
-        raw = response.raw
-        try:
-            while True:
-                piece = raw.read(CHUNK_BYTES)
-                if not piece:
-                    return
-                yield piece
-        finally:
-            raw.release_conn()
-
     def get_range_into(self, bucket: str, key: str, start: int, length: int, etag: str,
                        buffer: bytearray) -> Iterator[memoryview]:
         """The bytes [start, start+length) (IfMatch `etag`) read into `buffer`, yielded as views of it: each full
