@@ -15,7 +15,8 @@ size) or gone is read, in a versioned bucket, at the version that was current th
 object_version_at: one ListObjectVersions of that key; then the ranged GETs with VersionId, checked against the
 snapshot's tree hash); without versioning the file is named as no longer restorable as of that time.
 
-Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB pieces of large ones)
+Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects; for large ones, one 1 MiB buffer
+per part thread, reused for every piece it reads)
 plus the shard's journal (bounded by shards.max_files); packed files add the shard's packed records (grouped by pack)
 and, per worker, one member's headers (packs.MAX_HEADER_BYTES) and one piece of a pack's stream (packs.READ_BYTES).
 """
