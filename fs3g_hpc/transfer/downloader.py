@@ -239,6 +239,7 @@ class DirectGetter:
         raw = response.raw
         readinto = _direct_readinto(raw)
         view = memoryview(buffer)
+        complete = False
         try:
             while True:
                 fill = 0
@@ -247,12 +248,14 @@ class DirectGetter:
                     if not n:
                         break
                     fill += n
-                if not fill:
-                    return
-                yield view[:fill]
+                if fill:
+                    yield view[:fill]
                 if fill < len(view):
+                    complete = True
                     return
         finally:
+            if not complete:  # left mid-body (a failed write, a stop): the connection cannot serve another request
+                raw.close()
             raw.release_conn()
 
 
