@@ -7,7 +7,9 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import botocore.exceptions
@@ -331,13 +333,20 @@ def test_direct_get_maps_archive_missing_and_changed_objects(moto_bucket):
     whole = getter.get_whole(name, "warm")
     assert (whole.data, whole.metadata["mtime"]) == (b"0123456789", "1.000000002")
     etag = c.head_object(Bucket=name, Key="warm")["ETag"].strip('"')
-    assert b"".join(getter.get_range(name, "warm", 2, 5, etag)) == b"23456"
+    buffer = bytearray(3)  # pieces fill the buffer whole, the last one excepted; each a view of it
+    assert [bytes(v) for v in getter.get_range_into(name, "warm", 2, 5, etag, buffer)] == [b"234", b"56"]
+    assert [bytes(v) for v in getter.get_range_into(name, "warm", 0, 10, etag, bytearray(5))] == [b"01234", b"56789"]
+    for _ in range(3):  # a range left mid-body (a failed write) leaves no half-read connection to the next request
+        pieces = getter.get_range_into(name, "warm", 0, 10, etag, bytearray(2))
+        assert bytes(next(pieces)) == b"01"
+        pieces.close()
+        assert [bytes(v) for v in getter.get_range_into(name, "warm", 4, 3, etag, buffer)] == [b"456"]
     with pytest.raises(NotRestored):
         getter.get_whole(name, "cold")
     with pytest.raises(ObjectMissing):
         getter.get_whole(name, "nothing-here")
     with pytest.raises(DownloadError, match="412"):  # another version than the one the ranges started on
-        b"".join(getter.get_range(name, "warm", 0, 5, "0" * 32))
+        list(getter.get_range_into(name, "warm", 0, 5, "0" * 32, buffer))
 
 
 def test_part_writeback_starts_through_libc(tmp_path):
@@ -355,3 +364,141 @@ def test_part_writeback_starts_through_libc(tmp_path):
     finally:
         os.close(fd)
     assert path.read_bytes() == b"x" * 65536
+
+
+class DamagingProxy:
+    """A TCP proxy to an endpoint that flips one byte of every server-to-client stream that reaches `at` bytes: a
+    ranged GET's body damaged in flight (headers and small answers pass untouched). `at=-1` damages nothing; while
+    `delay_s` is set, each piece sent to the client waits that long first (a slow link)."""
+
+    def __init__(self, upstream: str, at: int, delay_s: float = 0.0):
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.at = at
+        self.delay_s = delay_s
+        self.damaged = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, damage: bool) -> None:
+        seen = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if damage and self.delay_s:
+                    time.sleep(self.delay_s)
+                if damage and seen <= self.at < seen + len(data):
+                    data = bytearray(data)
+                    data[self.at - seen] ^= 0xFF
+                    with self.lock:
+                        self.damaged += 1
+                seen += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_range_damaged_in_flight_is_refused_and_never_renamed_into_place(seaweed_bucket, tmp_path):
+    """A multipart large file whose ranged GETs come back with a flipped byte (a proxy between the restore and the
+    endpoint): the tree hash check refuses it, the file is named as failed, no temporary file is left and nothing is
+    at the target; the same restore straight from the endpoint then restores it byte for byte."""
+    root = tmp_path / "data"
+    root.mkdir()
+    big = root / "big.bin"
+    big.write_bytes(os.urandom(11 * MIB + 12345))  # three 5 MiB parts
+    policy = write_policy(tmp_path, "dmg", root, seaweed_bucket)
+    backup(policy)
+    proxy = DamagingProxy(seaweed_bucket.endpoint_url, at=3 * MIB)
+    try:
+        via_proxy = tmp_path / "via-proxy.yaml"
+        via_proxy.write_text(policy.read_text().replace(seaweed_bucket.endpoint_url, proxy.url))
+        dest = tmp_path / "restored"
+        proc = fs3g("restore", "--config", str(via_proxy), "--dest", str(dest), "--executor", "local")
+    finally:
+        proxy.close()
+    assert proxy.damaged >= 1
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = max((tmp_path / "runs" / "dmg").glob("restore-*"))
+    report = read_report(run)
+    assert report["failed"]["files"] == 1 and report["restored"]["files"] == 0
+    failures = (run / report["failures_file"]).read_text() if report.get("failures_file") else proc.stdout
+    assert "does not match the recorded" in failures + proc.stdout
+    assert not (dest / "big.bin").exists()
+    assert not list(dest.rglob(".fs3g-restore-*"))
+
+    proc = fs3g("restore", "--config", str(policy), "--dest", str(dest), "--executor", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (dest / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_a_restore_killed_mid_file_redoes_that_file_on_the_rerun(seaweed_bucket, tmp_path):
+    """`restore-shard` killed (SIGKILL) while a multipart large file is half downloaded: nothing is at the target (the
+    data went to a temporary name), the journal does not list it, and the task run again downloads it whole, checks
+    its tree hash and renames it into place byte for byte."""
+    import signal
+
+    from fs3g_hpc.config import RestoreTier
+    from fs3g_hpc.restore.select import RestoreRequest, prepare_restore
+    from fs3g_hpc.restore.stage import StageVerdict, stage
+
+    root = tmp_path / "data"
+    root.mkdir()
+    big = root / "big.bin"
+    big.write_bytes(os.urandom(11 * MIB + 12345))
+    policy = write_policy(tmp_path, "kil", root, seaweed_bucket)
+    backup(policy)
+    proxy = DamagingProxy(seaweed_bucket.endpoint_url, at=-1)
+    try:
+        via_proxy = tmp_path / "via-proxy.yaml"
+        via_proxy.write_text(policy.read_text().replace(seaweed_bucket.endpoint_url, proxy.url))
+        dest, run = tmp_path / "restored", tmp_path / "run"
+        prepare_restore(load_policy(via_proxy), RestoreRequest((), dest, RestoreTier.STANDARD, 1), run)
+        assert stage(run).verdict is StageVerdict.READY
+        proxy.delay_s = 0.05  # ~1.3 MB/s: the file takes ~9 s
+        task = subprocess.Popen([sys.executable, "-m", "fs3g_hpc", "restore-shard", str(run), "--shard", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not list(dest.rglob(".fs3g-restore-*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert task.poll() is None, task.communicate()[0]
+        task.send_signal(signal.SIGKILL)
+        task.wait()
+        assert not (dest / "big.bin").exists()
+        assert b"big.bin" not in b"".join(p.read_bytes() for p in run.rglob("*journal*") if p.is_file())
+        proxy.delay_s = 0.0
+        proc = fs3g("restore-shard", str(run), "--shard", "0")
+    finally:
+        proxy.close()
+    assert proc.returncode == 0 and " 1 restored" in proc.stdout, proc.stdout + proc.stderr
+    assert (dest / "big.bin").read_bytes() == big.read_bytes()

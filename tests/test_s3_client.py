@@ -132,3 +132,24 @@ def test_shared_clients_per_settings_and_environment_and_never_across_a_fork(buc
         """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_timestamps_parsed_as_botocore_would(bucket, tmp_path, monkeypatch):
+    """The client's own timestamp parser (the standard library's, for S3's ISO 8601) gives the instants botocore's
+    dateutil parser gives, for listings (ISO 8601) and headers (RFC 822) alike, and for forms it leaves to botocore."""
+    import botocore.utils
+
+    from fs3g_hpc.transfer.client import parse_timestamp
+
+    for value in ("2026-12-01T17:57:50.123Z", "2026-12-01T17:57:50Z", "2026-12-01T17:57:50.123456Z",
+                  "2026-12-01T17:57:50.1234567Z", "Tue, 01 Dec 2026 17:57:50 GMT", "2026-12-01T17:57:50+01:00",
+                  1700000000, "1700000000.5"):
+        ours, theirs = parse_timestamp(value), botocore.utils.parse_timestamp(value)
+        assert ours == theirs and ours.utcoffset() == theirs.utcoffset(), value
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    client = make_s3_client(ClientSettings.from_policy(lab_policy(tmp_path, bucket.name, bucket.endpoint_url)))
+    client.put_object(Bucket=bucket.name, Key="smallfile/t/a", Body=b"x")
+    listed = client.list_objects_v2(Bucket=bucket.name, Prefix="smallfile/t/")["Contents"][0]["LastModified"]
+    head = client.head_object(Bucket=bucket.name, Key="smallfile/t/a")["LastModified"]
+    assert listed.utcoffset().total_seconds() == 0
+    assert abs(listed.timestamp() - head.timestamp()) < 1.0  # the listing has milliseconds, the header seconds

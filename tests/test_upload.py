@@ -388,6 +388,27 @@ def test_composite_checksum_matches_s3s_rule():
     assert composite_crc32([crc32_b64(b"x")]) != crc32_b64(b"x")
 
 
+def test_part_checksum_is_the_standard_crc32_whichever_implementation_computes_it():
+    """ISA-L's CRC32 (the `fast` extra) and the standard library's give S3 the same checksum, for every buffer type
+    the uploader hands over (a part's memoryview of a reused bytearray included), and so does a process forced to the
+    standard library (FS3G_NO_ISAL=1)."""
+    import base64
+    import subprocess
+    import sys
+    import zlib
+
+    data = os.urandom(3 * MIB + 17)
+    want = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    buffer = bytearray(4 * MIB)
+    buffer[:len(data)] = data
+    assert crc32_b64(data) == crc32_b64(bytearray(data)) == crc32_b64(memoryview(buffer)[:len(data)]) == want
+    code = ("import sys; from fs3g_hpc.model import zlibs; from fs3g_hpc.model.checksums import crc32_b64; "
+            "assert not zlibs.ACCELERATED; print(crc32_b64(sys.stdin.buffer.read()))")
+    forced = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                            env={**os.environ, "FS3G_NO_ISAL": "1"}, check=True)
+    assert forced.stdout.decode().strip() == want
+
+
 def test_file_whose_parts_exceed_the_memory_budget_is_reported_not_buffered(bucket, tmp_path):
     """A 60 GB sparse file needs 6 MiB parts; a 1 × 1 × 5 MiB buffer budget cannot hold one: reported, not read."""
     root = tmp_path / "data"

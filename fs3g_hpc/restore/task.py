@@ -15,7 +15,8 @@ size) or gone is read, in a versioned bucket, at the version that was current th
 object_version_at: one ListObjectVersions of that key; then the ranged GETs with VersionId, checked against the
 snapshot's tree hash); without versioning the file is named as no longer restorable as of that time.
 
-Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects, 1 MiB pieces of large ones)
+Memory: download_workers x max(small_file_threshold_bytes, 1 MiB) (whole small objects; for large ones, one 1 MiB buffer
+per part thread, reused for every piece it reads)
 plus the shard's journal (bounded by shards.max_files); packed files add the shard's packed records (grouped by pack)
 and, per worker, one member's headers (packs.MAX_HEADER_BYTES) and one piece of a pack's stream (packs.READ_BYTES).
 """
@@ -128,6 +129,7 @@ class _ShardRestorer:
         self.lock = threading.Lock()
         self.parts = ThreadPoolExecutor(policy.restore.download_workers, thread_name_prefix="fs3g-part")
         self.direct = DirectGetter(client, policy.uploader.max_attempts)
+        self._buffers = threading.local()  # per part thread: one LEAF_BYTES buffer, reused
         self.errors: list[BaseException] = []
         stage_file = layout.stage_file(shard)
         stage_record = read_json(stage_file) if stage_file.exists() else {}
@@ -753,33 +755,44 @@ class _ShardRestorer:
                     pass
 
     def _part(self, key: str, etag: str, fd: int, start: int, length: int, version_id: str = "") -> list[bytes]:
-        """One ranged GET written at its offset; its 1 MiB leaf digests, for the tree hash."""
+        """One ranged GET written at its offset; its 1 MiB leaf digests, for the tree hash.
+
+        Through the direct getter the body is read into this thread's buffer of LEAF_BYTES (reused for every piece
+        and every part it takes), each piece written from the buffer and hashed as one leaf: one write and one
+        SHA-256 call per MiB, no copy (parts start on a leaf boundary: part sizes are whole MiB). hashlib releases
+        the GIL, so the leaves of one part are hashed while the other parts' threads receive and write."""
         if self.stop.is_set():
             raise InterruptedError("stopped")
         leaves: list[bytes] = []
-        leaf = hashlib.sha256()
-        fill = 0
         offset = start
-        pieces = (self.direct.get_range(self.bucket, key, start, length, etag)
-                  if self.direct.available and not version_id
-                  else get_range(self.client, self.bucket, key, start, length, etag, version_id))
-        for piece in pieces:
-            pwrite_sparse(fd, piece, offset, self.dest.root)
-            offset += len(piece)
-            view = memoryview(piece)
-            while view:
-                take = min(LEAF_BYTES - fill, len(view))
-                leaf.update(view[:take])
-                fill += take
-                view = view[take:]
-                if fill == LEAF_BYTES:
-                    leaves.append(leaf.digest())
-                    leaf, fill = hashlib.sha256(), 0
+        if self.direct.available and not version_id:
+            buffer = getattr(self._buffers, "leaf", None)
+            if buffer is None:
+                buffer = self._buffers.leaf = bytearray(LEAF_BYTES)
+            for view in self.direct.get_range_into(self.bucket, key, start, length, etag, buffer):
+                pwrite_sparse(fd, view, offset, self.dest.root)
+                leaves.append(hashlib.sha256(view).digest())  # a full leaf, or the part's (file's) last
+                offset += len(view)
+        else:
+            leaf = hashlib.sha256()
+            fill = 0
+            for piece in get_range(self.client, self.bucket, key, start, length, etag, version_id):
+                pwrite_sparse(fd, piece, offset, self.dest.root)
+                offset += len(piece)
+                view = memoryview(piece)
+                while view:
+                    take = min(LEAF_BYTES - fill, len(view))
+                    leaf.update(view[:take])
+                    fill += take
+                    view = view[take:]
+                    if fill == LEAF_BYTES:
+                        leaves.append(leaf.digest())
+                        leaf, fill = hashlib.sha256(), 0
+            if fill:
+                leaves.append(leaf.digest())
         if offset != start + length:
             raise Fs3gError(f"{key}: range at {start} returned {offset - start} bytes, expected {length}")
         start_writeback(fd, start, length)
-        if fill:
-            leaves.append(leaf.digest())
         return leaves
 
     @staticmethod

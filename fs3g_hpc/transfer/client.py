@@ -11,12 +11,14 @@ import importlib
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import botocore.config
 import botocore.exceptions
 import botocore.handlers
 import botocore.session
+import botocore.utils
 
 from .. import __version__
 from ..config import AddressingStyle, Policy, RetryMode
@@ -78,6 +80,7 @@ def make_s3_client(settings: ClientSettings) -> Any:
     if settings.region:
         session.set_config_variable("region", settings.region)
     _share_loader(session)
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
     config = botocore.config.Config(
         retries={"total_max_attempts": settings.max_attempts, "mode": settings.retry_mode.value},
         max_pool_connections=settings.max_pool_connections,
@@ -109,6 +112,19 @@ def make_s3_client(settings: ClientSettings) -> Any:
     _cache_endpoints(client)
     _site_hook(client)
     return client
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """The timestamps of S3's answers (a listing's LastModified: ISO 8601 in UTC, `2026-12-01T17:57:50.123Z`) parsed
+    by the standard library, anything else by botocore's own parser (dateutil). botocore's default costs ~0.2 ms per
+    timestamp in dateutil: verifying 5,000 objects by listing spent more CPU parsing their dates than on anything
+    else. Same instant, same awareness (UTC) either way."""
+    if isinstance(value, str) and len(value) >= 20 and value[10] == "T" and value[-1] == "Z":
+        try:
+            return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass  # fractions of another length on Python 3.10, and the like
+    return botocore.utils.parse_timestamp(value)
 
 
 HOOK_ENV = "FS3G_BOTOCORE_HOOK"
