@@ -35,7 +35,7 @@ import os
 import shutil
 import struct
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from datetime import datetime, timezone
@@ -685,13 +685,9 @@ def encode_directory_run(prefix: bytes, entries: list[Entry], threshold: int) ->
     directory's planned entries, none hard-linked, sorted, at least one)."""
     sizes = [e[2] for e in entries]
     file_kind = EntryKind.FILE
-    small = large = 0
-    for e in entries:
-        if e[1] is file_kind:
-            if e[2] <= threshold:
-                small += 1
-            else:
-                large += 1
+    file_sizes = [e[2] for e in entries if e[1] is file_kind]
+    small = len([size for size in file_sizes if size <= threshold])
+    large = len(file_sizes) - small
     blob = zlibs.compress(encode_many(entries), 1)
     return b"".join((_RUN_HEADER.pack(len(prefix), len(entries), sum(sizes), small, large, sizes[0], sizes[-1],
                                       max(sizes), len(blob)), prefix, blob))
@@ -780,53 +776,61 @@ class NewTreeSink:
         self.block_files: list[Path] = []
 
     def directory(self, entries: list[Entry]) -> None:
+        # Column at a time (list comprehensions, sorted sizes cut by bisection): a Python loop per entry here would
+        # cost as much as the walk's own.
         file_kind, symlink_kind, dir_kind = EntryKind.FILE, EntryKind.SYMLINK, EntryKind.DIRECTORY
-        threshold, edges = self.threshold, HISTOGRAM_EDGES
         t = self.tally
-        hist_files, hist_bytes = t.histogram.files, t.histogram.bytes
-        class_files, class_bytes = t.classes.files, t.classes.bytes
-        planned: list[Entry] = []
-        add_planned, add_link, add_dir = planned.append, self.hardlinks.buffer.append, self.directories.buffer.append
-        new_files = new_bytes = links = link_bytes = dirs = 0
-        for entry in entries:
-            kind = entry[1]
-            if kind is file_kind:
-                size = entry[2]
-                bucket = bisect_left(edges, size)
-                hist_files[bucket] += 1
-                hist_bytes[bucket] += size
-                klass = 0 if size <= threshold else 1
-                class_files[klass] += 1
-                class_bytes[klass] += size
-                new_files += 1
-                new_bytes += size
-                if entry[11] > 1:  # hard-linked: cut at the end with its group
-                    add_link(entry)
-                    links += 1
-                    link_bytes += size
-                else:
-                    add_planned(entry)
-            elif kind is symlink_kind:
-                size = entry[2]
-                class_files[2] += 1
-                class_bytes[2] += size
-                new_files += 1
-                new_bytes += size
-                add_planned(entry)
-            elif kind is dir_kind:
-                add_dir(entry)
-                dirs += 1
-            # special files: reported by the scan, never planned
+        files = [e for e in entries if e[1] is file_kind]
+        symlinks = [e for e in entries if e[1] is symlink_kind]
+        if len(files) + len(symlinks) < len(entries):  # directories (special files: reported, never planned)
+            dirs = [e for e in entries if e[1] is dir_kind]
+            self.directories.buffer.extend(dirs)
+            t.directories.files[0] += len(dirs)
+        planned = files
+        link_bytes = 0
+        if files:
+            sizes = sorted([e[2] for e in files])
+            hist_files, hist_bytes = t.histogram.files, t.histogram.bytes
+            low = 0
+            for bucket, edge in enumerate(HISTOGRAM_EDGES):  # bucket b: edges[b-1] < size <= edges[b]
+                high = bisect_right(sizes, edge, low)
+                if high > low:
+                    hist_files[bucket] += high - low
+                    hist_bytes[bucket] += sum(sizes[low:high])
+                    low = high
+            if low < len(sizes):
+                hist_files[-1] += len(sizes) - low
+                hist_bytes[-1] += sum(sizes[low:])
+            small = bisect_right(sizes, self.threshold)
+            small_bytes, file_bytes = sum(sizes[:small]), sum(sizes)
+            t.classes.files[0] += small
+            t.classes.bytes[0] += small_bytes
+            t.classes.files[1] += len(sizes) - small
+            t.classes.bytes[1] += file_bytes - small_bytes
+            links = [e for e in files if e[11] > 1]
+            if links:  # hard-linked: cut at the end with its group
+                self.hardlinks.buffer.extend(links)
+                link_bytes = sum([e[2] for e in links])
+                planned = [e for e in files if e[11] <= 1]
+        else:
+            file_bytes = 0
+        if symlinks:
+            symlink_bytes = sum([e[2] for e in symlinks])
+            t.classes.files[2] += len(symlinks)
+            t.classes.bytes[2] += symlink_bytes
+            planned = planned + symlinks
+        else:
+            symlink_bytes = 0
+        new_files = len(files) + len(symlinks)
         t.changes.files[0] += new_files
-        t.changes.bytes[0] += new_bytes
-        t.directories.files[0] += dirs
+        t.changes.bytes[0] += file_bytes + symlink_bytes
         t.planned_count += new_files
-        t.planned_bytes += new_bytes - link_bytes
+        t.planned_bytes += file_bytes + symlink_bytes - link_bytes
         if planned:
             planned.sort(key=by_key)
             key = planned[0][0]
             prefix = key[:key.rfind(b"\0") + 1]
-            self._blocks.append((prefix, encode_directory_run(prefix, planned, threshold)))
+            self._blocks.append((prefix, encode_directory_run(prefix, planned, self.threshold)))
             self._block_entries += len(planned)
         if self._block_entries + len(self.directories.buffer) + len(self.hardlinks.buffer) >= self.run_records:
             self._spill()
