@@ -12,6 +12,12 @@ being listed, so the choice costs one hash per directory, none per entry); a spi
 partition, and `ScanResult.partition_runs` lists them, for a diff that runs one process per partition. The
 buffers together still hold at most `run_records` entries.
 
+With a `directory_sink` (`scan(..., directory_sink=factory)`) the walkers keep no runs: each makes its own sink
+(`factory(tag)`, in its own process) and hands it every listing whole, as the list of that directory's entries, in
+the order read (the root entries one by one); the sink's `finish()` result comes back in `ScanResult.sink_results`.
+The planner plans a tree without a catalog this way, in the walkers (backup/plan.py NewTreeSink). Memory is then the
+sink's (its own bound) plus one directory's entries.
+
 FIFOs, sockets and devices are only `lstat`-ed (never opened, so nothing hangs) and reported as skipped; an
 unreadable directory or an entry that vanishes mid-walk is reported by name and the walk goes on.
 """
@@ -24,11 +30,12 @@ import os
 import queue as queue_module
 import re
 import stat
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from .errors import Fs3gError, UsageError
 from .model import globs
@@ -98,6 +105,17 @@ class ScanCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+class DirectorySink(Protocol):
+    """What a walker hands each listing to, instead of its runs (see the module docstring)."""
+
+    def directory(self, entries: list[Entry]) -> None:
+        """One directory's entries (all children of one directory, unsorted), or one root's own entry. An OSError
+        raised here is fatal (wrap it in SpillError), never taken for a listing error."""
+
+    def finish(self) -> object:
+        """Called once, after the last listing; the result (picklable) goes to ScanResult.sink_results."""
+
+
 @dataclass
 class ScanResult:
     runs: list[Path]  # sorted record files; records.sorted_stream merges them
@@ -108,6 +126,8 @@ class ScanResult:
     held: list[Entry] = field(default_factory=list)
     # The same runs by partition (partition_runs[p]: the runs holding the directories of partition p).
     partition_runs: list[list[Path]] = field(default_factory=lambda: [[]])
+    # With a directory_sink: each walker's sink.finish() (the walk of this process first); no runs, nothing held.
+    sink_results: list = field(default_factory=list)
 
     def sorted_entries(self, work_dir: Path) -> Iterator[Entry]:
         """Every entry walked, in path order."""
@@ -167,8 +187,10 @@ class _Walker:
     """
 
     def __init__(self, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, tag: str, run_records: int,
-                 partitions: int = 1):
+                 partitions: int = 1, sink: DirectorySink | None = None):
         self.roots = roots
+        self.sink = sink
+        self.sink_result: object = None
         self.matcher = ExcludeMatcher(excludes)
         self.partitions = partitions
         self.spillers = [RunSpiller(work_dir, tag if partitions == 1 else f"{tag}p{p}", run_records)
@@ -206,6 +228,9 @@ class _Walker:
         """Close the walk. With `hold`, a walk that never spilled keeps its entries (returned, sorted) instead of
         writing them as a run."""
         self._issues.close()
+        if self.sink is not None:
+            self.sink_result = self.sink.finish()
+            return []
         if hold and not self.runs:
             held = [entry for spiller in self.spillers for entry in spiller.take_sorted()]
             if self.partitions > 1:
@@ -233,6 +258,9 @@ class _Walker:
         c.file_bytes += st.st_size if kind is EntryKind.FILE else 0
         c.symlinks += kind is EntryKind.SYMLINK
         entry = Entry.from_stat(root, kind, st)
+        if self.sink is not None:
+            self.sink.directory([entry])
+            return root if kind is EntryKind.DIRECTORY else None
         self.spillers[directory_partition(entry.directory, self.partitions)].buffer.append(entry)
         if self._buffered() >= self.run_records:
             self._spill()
@@ -244,9 +272,13 @@ class _Walker:
         rel_dir = directory[rel_start:] + b"/" if len(directory) > len(root) else b""
         prefix = directory + b"\0"  # every child's sort key starts with it
         matcher = self.matcher if self.matcher.patterns else None
-        spiller = self.spillers[directory_partition(directory, self.partitions)]
-        buffer = spiller.buffer
-        limit = self.run_records - (self._buffered() - len(buffer) if self.partitions > 1 else 0)
+        sink = self.sink
+        if sink is None:
+            spiller = self.spillers[directory_partition(directory, self.partitions)]
+            buffer = spiller.buffer
+            limit = self.run_records - (self._buffered() - len(buffer) if self.partitions > 1 else 0)
+        else:  # the whole listing goes to the sink at the end
+            buffer, limit = [], sys.maxsize
         kinds, special, file_kind, dir_kind = _KIND_BY_FORMAT, EntryKind.SPECIAL, EntryKind.FILE, EntryKind.DIRECTORY
         new, entry_type, ifmt = tuple.__new__, Entry, stat.S_IFMT
         entries = files = file_bytes = directories = symlinks = specials = 0
@@ -302,6 +334,8 @@ class _Walker:
             c.directories += directories
             c.symlinks += symlinks
             c.special += specials
+        if sink is not None and buffer:
+            sink.directory(buffer)
 
 
 def _special_name(mode: int) -> str:
@@ -342,8 +376,9 @@ def _walk_in_process(walker: _Walker) -> None:
 
 def _worker_main(tag: str, roots: Sequence[bytes], excludes: Sequence[str], work_dir: Path, run_records: int,
                  work: multiprocessing.Queue, outstanding, workers: int, abort, results: multiprocessing.Queue,
-                 partitions: int = 1) -> None:
-    walker = _Walker(roots, excludes, work_dir, tag, run_records, partitions)
+                 partitions: int = 1, sink_factory: Callable[[str], DirectorySink] | None = None) -> None:
+    walker = _Walker(roots, excludes, work_dir, tag, run_records, partitions,
+                     None if sink_factory is None else sink_factory(tag))
 
     def push(root_index: int, directory: bytes) -> None:
         with outstanding.get_lock():
@@ -367,26 +402,33 @@ def _worker_main(tag: str, roots: Sequence[bytes], excludes: Sequence[str], work
                     work.put(None)
         walker.finish()
         results.put((tag, [[str(p) for p in runs] for runs in walker.partition_runs], str(walker.issues_path),
-                     vars(walker.counts), None))
+                     vars(walker.counts), walker.sink_result, None))
     except BaseException as e:  # report, never hang the parent
         abort.set()
-        results.put((tag, [], str(walker.issues_path), {}, f"{type(e).__name__}: {e}"))
+        results.put((tag, [], str(walker.issues_path), {}, None, f"{type(e).__name__}: {e}"))
 
 
 def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
-         settings: ScanSettings = ScanSettings()) -> ScanResult:
-    """Walk `roots` into sorted runs under `work_dir` (which must exist, owner-only)."""
+         settings: ScanSettings = ScanSettings(), *,
+         directory_sink: Callable[[str], DirectorySink] | None = None) -> ScanResult:
+    """Walk `roots` into sorted runs under `work_dir` (which must exist, owner-only), or, with `directory_sink`,
+    into one sink per walker (see the module docstring)."""
     root_bytes = check_roots(roots)
     partitions = settings.partitions
+
+    def sink(tag: str) -> DirectorySink | None:
+        return None if directory_sink is None else directory_sink(tag)
+
     if settings.workers == 0:
-        walker = _Walker(root_bytes, excludes, work_dir, "w0", settings.run_records, partitions)
+        walker = _Walker(root_bytes, excludes, work_dir, "w0", settings.run_records, partitions, sink("w0"))
         _walk_in_process(walker)
         held = walker.finish(hold=True)
-        return ScanResult(walker.runs, [walker.issues_path], walker.counts, held, walker.partition_runs)
+        return ScanResult(walker.runs, [walker.issues_path], walker.counts, held, walker.partition_runs,
+                          [walker.sink_result] if directory_sink is not None else [])
 
     # The top of the tree is walked here, breadth first, so that the workers start with many directories; a
     # small tree is done before any worker is needed.
-    top = _Walker(root_bytes, excludes, work_dir, "roots", settings.run_records, partitions)
+    top = _Walker(root_bytes, excludes, work_dir, "roots", settings.run_records, partitions, sink("roots"))
     pending: deque[tuple[int, bytes]] = deque((i, d) for i in range(len(root_bytes))
                                               if (d := top.walk_root(i)) is not None)
     while pending and top.counts.entries < settings.in_process_entries:
@@ -394,7 +436,8 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         top.walk_dir(root_index, directory, lambda r, d: pending.append((r, d)))
     starts = list(pending)
     held = top.finish(hold=not starts)
-    result = ScanResult(list(top.runs), [top.issues_path], top.counts, held, top.partition_runs)
+    result = ScanResult(list(top.runs), [top.issues_path], top.counts, held, top.partition_runs,
+                        [top.sink_result] if directory_sink is not None else [])
     if not starts:
         return result
 
@@ -407,7 +450,7 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         work.put(item)
     procs = [ctx.Process(target=_worker_main, name=f"fs3g-scan-{i}",
                          args=(f"w{i}", root_bytes, tuple(excludes), work_dir, settings.run_records, work,
-                               outstanding, settings.workers, abort, results, partitions))
+                               outstanding, settings.workers, abort, results, partitions, directory_sink))
              for i in range(settings.workers)]
     for p in procs:
         p.start()
@@ -416,7 +459,7 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
         for _ in procs:
             while True:
                 try:
-                    tag, runs, issues_path, counts, error = results.get(timeout=_POLL_S)
+                    tag, runs, issues_path, counts, sink_result, error = results.get(timeout=_POLL_S)
                     break
                 except queue_module.Empty:
                     dead = [p for p in procs if p.exitcode not in (None, 0)]
@@ -432,6 +475,8 @@ def scan(roots: Sequence[str], excludes: Sequence[str], work_dir: Path,
                 result.partition_runs[p].extend(Path(r) for r in part)
             result.issues_files.append(Path(issues_path))
             result.counts.add(ScanCounts(**counts))
+            if directory_sink is not None:
+                result.sink_results.append(sink_result)
     finally:
         if errors:
             abort.set()

@@ -584,3 +584,65 @@ def test_partitioned_diff_against_a_snapshot_of_packed_files_plans_what_one_proc
             PackRef.decode(record.location, path.decode())
     planned = {e.path for shard in one["shards"] for e in shard}
     assert planned == {broot + b"/proj07/f0002.dat", broot + b"/proj08/added", broot + b"/proj10/new-link"}
+
+
+@pytest.mark.parametrize("max_files", [300, 7])
+def test_plan_made_in_the_walk_is_the_diffs_plan(tmp_path, max_files):
+    """Without a catalog the walkers plan each directory as they list it (NewTreeSink): on the hostile tree (names
+    with newlines and invalid UTF-8, a 19-level deep path, symlinks, a hard-link group, a file over max_bytes, a FIFO,
+    an excluded name) the outputs are the diff's, record by record, walked in this process or by 2 workers, with
+    tiny runs (many block files, more than the merge's fan-in) and with the default ones; then with --full beside a
+    catalog."""
+    root = tmp_path / "data"
+    root.mkdir()
+    build_tree(root)
+    (root / "proj04" / "skip.tmp").write_bytes(b"excluded")
+    policy = load_policy(write_policy(tmp_path, root, max_files=max_files), environ={})
+    runs = tmp_path / "runs"
+    reference = make_plan(policy, runs / "diff", PlanOptions(scan=ScanSettings(workers=0), plan_in_walk=False))
+    expected = plan_outputs(reference.run_dir)
+    assert expected["header"]["planned"]["files"] > 1000 and expected["directories"]
+    assert expected["header"]["skipped"] == 1  # the FIFO
+    settings = {"in-process": ScanSettings(workers=0), "in-process-tiny": ScanSettings(workers=0, run_records=7),
+                "workers": ScanSettings(workers=2, in_process_entries=0),
+                "workers-tiny": ScanSettings(workers=2, run_records=3, in_process_entries=50, partitions=2)}
+    for name, scan_settings in settings.items():
+        summary = make_plan(policy, runs / name, PlanOptions(scan=scan_settings))
+        assert plan_outputs(summary.run_dir) == expected, name
+    assert len(list((runs / "diff").iterdir())) == len(list((runs / "workers").iterdir()))
+
+    work = tmp_path / "catwork"
+    work.mkdir()
+    update_catalog(None, RunLayout(reference.run_dir), catalog_path(policy), work)
+    full = make_plan(policy, runs / "full", PlanOptions(full=True, catalog=catalog_path(policy),
+                                                         scan=ScanSettings(workers=2, in_process_entries=0)))
+    full_outputs = plan_outputs(full.run_dir)
+    assert full_outputs["header"].pop("full") is True
+    assert {**expected, "header": {k: v for k, v in expected["header"].items() if k != "full"}} == full_outputs
+
+
+def test_directory_run_files_merge_in_path_order_beyond_the_fan_in(tmp_path):
+    """merge_directory_run_files: 9 files of interleaved directories, merged 2 at a time (4 levels): one stream in key
+    prefix order holding every run once, its records intact; the merged-away files are removed."""
+    from fs3g_hpc.backup.plan import encode_directory_run, merge_directory_run_files
+    from fs3g_hpc.model import zlibs
+    from fs3g_hpc.model.records import decode_records
+
+    paths, expected = [], {}
+    for f in range(9):
+        path = tmp_path / f"blocks-{f}.runs"
+        with open(path, "wb") as out:
+            for d in range(f, 60, 9):
+                directory = b"/data/d%03d" % d
+                entries = [entry(directory + b"/f%d" % i, size=i) for i in range(d % 4 + 1)]
+                out.write(encode_directory_run(directory + b"\0", entries, 2))
+                expected[directory + b"\0"] = entries
+        paths.append(path)
+    merged = list(merge_directory_run_files(paths, tmp_path, fan_in=2))
+    assert [run.key_prefix for run in merged] == sorted(expected)
+    for run in merged:
+        entries = expected[run.key_prefix]
+        assert decode_records(zlibs.decompress(run.blob), "t") == entries
+        assert (run.files, run.bytes, run.small, run.large) == (len(entries), sum(e.size_bytes for e in entries),
+                                                                min(len(entries), 3), max(0, len(entries) - 3))
+    assert not any(p.exists() for p in paths)

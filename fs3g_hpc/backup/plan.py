@@ -11,10 +11,19 @@ With `scan.partitions` > 1 (the CLI: one per CPU) the diff runs in one process p
 (`PartitionedDiff`: the scan splits its runs by a hash of the parent directory) and shards are cut directory by
 directory from what those processes wrote; the outputs hold exactly the records the single-process diff writes.
 
+Without a catalog (a first plan, or `--full`) there is nothing to diff: the walkers plan each directory as they list
+it (`NewTreeSink`, the scan's directory sink): its planned entries sorted into one `DirectoryRun`, its
+subdirectories and hard-linked files into sorted runs, the tally counted there. No runs of the whole tree are written
+or read back; the planning process merges the walkers' DirectoryRun files by directory into the shards (as the
+partitioned diff's), and their small runs into directories.rec and the hard-link groups. The outputs are the diff's.
+
 Memory, whatever the size of the tree: the scan's `(workers + 1) × run_records` records; per diff process the merge's
 read chunks (`records.MERGE_BUFFER_BYTES`, however many runs) and each merged run's gzip reader (~150 KiB, at most
 the fan-in of 64 at once: `zlibs.GzipReader`), one catalog read chunk, one directory's planned entries and
-`run_records` hard-linked entries; in the planning process one directory's planned block per partition.
+`run_records` hard-linked entries; in the planning process one directory's planned block per partition. Without a
+catalog, per walker: one directory's entries + `run_records` entries in all between its pending DirectoryRuns
+(compressed), its subdirectories and its hard-linked files; in the planning process one DirectoryRun per file merged
+(at most 64 files at once, `merge_directory_run_files`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import os
 import shutil
 import struct
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from datetime import datetime, timezone
@@ -42,13 +51,13 @@ from ..model.entries import EntryClass
 from ..model import zlibs
 from ..model.mtimes import mtime_matches
 from ..model.records import (Entry, EntryKind, RecordFormatError, RecordWriter, RunSpiller, decode_records, encode_many,
-                             group_hard_links, merge_sorted, read_partition, read_records,
+                             by_key, group_hard_links, merge_chunk, merge_sorted, read_partition, read_records,
                              sorted_stream, write_records)
 from ..model.sizes import GIB, KIB, MIB, TIB, format_size
 from ..runs.catalog import catalog_target_mismatch
 from ..runs.files import PlanHeader
 from ..runs.layout import RunLayout, make_private_dir, read_json, write_json_atomic
-from ..scan import IssueKind, ScanResult, ScanSettings, check_roots, scan
+from ..scan import IssueKind, ScanResult, ScanSettings, SpillError, check_roots, scan
 
 PLAN_FORMAT_VERSION = 1
 
@@ -340,6 +349,9 @@ class PlanOptions:
     # Called once the roots and the run directory are checked, before the scan: the catalog to diff against, made
     # current from the bucket's snapshots (snapshots/baseline.py); None keeps `catalog` as it is.
     prepare_catalog: Callable[[], Path] | None = None
+    # Without a catalog, plan in the walkers (NewTreeSink); False diffs the scan's runs as with a catalog (the tests
+    # compare the two).
+    plan_in_walk: bool = True
 
 
 @dataclass
@@ -399,12 +411,16 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
         if moved:
             raise UsageError(moved, path=str(options.catalog),
                              hint="an incremental backup would skip files the new place lacks: run with --full")
-    started = time.monotonic()
-    result = scan(policy.roots, policy.exclude, work, options.scan)
-    log.info("scan: %d entries in %.1f s", result.counts.entries, time.monotonic() - started)
     catalog_file = None if options.full else options.catalog
     if catalog_file is not None and not catalog_file.is_file():
         catalog_file = None
+    started = time.monotonic()
+    run_records = options.scan.run_records
+    sink_factory: Callable[[str], NewTreeSink] | None = None
+    if catalog_file is None and options.plan_in_walk:
+        sink_factory = lambda tag: NewTreeSink(work, tag, threshold, run_records)  # noqa: E731
+    result = scan(policy.roots, policy.exclude, work, options.scan, directory_sink=sink_factory)
+    log.info("scan: %d entries in %.1f s", result.counts.entries, time.monotonic() - started)
 
     catalog_stream = None
     if catalog_file is not None:
@@ -418,8 +434,16 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
     cutter: ShardCutter | None = None
     planned: RecordWriter | None = None
     partitioned: PartitionedDiff | None = None
+    walked: list[NewTreeResult] = result.sink_results
     try:
-        if partitions > 1:
+        if sink_factory is not None:
+            for done in walked:
+                tally.add(done.tally)
+            write_records(layout.deleted_file, ())
+            write_records(layout.directories_file,
+                          sorted_stream([r for done in walked for r in done.directory_runs], work))
+            link_runs = [r for done in walked for r in done.hardlink_runs]
+        elif partitions > 1:
             partitioned = PartitionedDiff(result, catalog_file, work, threshold, unreachable, options.scan)
             tally = partitioned.run(layout)
             link_runs = partitioned.hardlink_runs
@@ -449,11 +473,14 @@ def _make_plan(policy: Policy, layout: RunLayout, work: Path, options: PlanOptio
             link_file = work / "hardlinks.rec"
             write_records(link_file, sorted_stream(link_runs, work, key=_hardlink_key))
             planned_bytes += _unique_inode_bytes(read_records(link_file))
-        if partitioned is not None:
+        if partitioned is not None or sink_factory is not None:
             c = result.counts
             totals = (c.files + c.symlinks, c.file_bytes) if catalog_file is None else (planned_count, planned_bytes)
             cutter = ShardCutter(layout, ShardAssigner(shard_settings, *totals), threshold)
-            partitioned.cut(cutter)
+            if partitioned is not None:
+                partitioned.cut(cutter)
+            else:
+                cut_directory_runs([r for done in walked for r in done.block_files], work, cutter)
         elif planned is not None:
             planned.close()
             planned = None
@@ -645,20 +672,7 @@ class DirectoryRunWriter:
 
     def _flush(self) -> None:
         entries, self._entries = self._entries, []
-        sizes = [e[2] for e in entries]
-        file_kind, threshold = EntryKind.FILE, self.threshold
-        small = large = 0
-        for e in entries:
-            if e[1] is file_kind:
-                if e[2] <= threshold:
-                    small += 1
-                else:
-                    large += 1
-        blob = zlibs.compress(encode_many(entries), 1)
-        self._out.write(_RUN_HEADER.pack(len(self._prefix), len(entries), sum(sizes), small, large, sizes[0],
-                                         sizes[-1], max(sizes), len(blob)))
-        self._out.write(self._prefix)
-        self._out.write(blob)
+        self._out.write(encode_directory_run(self._prefix, entries, self.threshold))
 
     def close(self) -> None:
         if self._entries:
@@ -666,10 +680,23 @@ class DirectoryRunWriter:
         self._out.close()
 
 
-def read_directory_runs(path: Path) -> Iterator[DirectoryRun]:
+def encode_directory_run(prefix: bytes, entries: list[Entry], threshold: int) -> bytes:
+    """One DirectoryRun as its file holds it: the header, the key prefix, the compressed records of `entries` (one
+    directory's planned entries, none hard-linked, sorted, at least one)."""
+    sizes = [e[2] for e in entries]
+    file_kind = EntryKind.FILE
+    file_sizes = [e[2] for e in entries if e[1] is file_kind]
+    small = len([size for size in file_sizes if size <= threshold])
+    large = len(file_sizes) - small
+    blob = zlibs.compress(encode_many(entries), 1)
+    return b"".join((_RUN_HEADER.pack(len(prefix), len(entries), sum(sizes), small, large, sizes[0], sizes[-1],
+                                      max(sizes), len(blob)), prefix, blob))
+
+
+def read_directory_runs(path: Path, buffering: int = 1 << 20) -> Iterator[DirectoryRun]:
     """The runs of one DirectoryRunWriter file, in order; holds one at a time."""
     header = _RUN_HEADER
-    with open(path, "rb", buffering=1 << 20) as f:
+    with open(path, "rb", buffering=buffering) as f:
         while True:
             head = f.read(header.size)
             if not head:
@@ -682,6 +709,151 @@ def read_directory_runs(path: Path) -> Iterator[DirectoryRun]:
             if len(prefix) < n or len(blob) < blob_len:
                 raise RecordFormatError(f"{path}: truncated directory run")
             yield DirectoryRun(prefix, files, size, small, large, first, last, largest, blob)
+
+
+def _write_directory_runs(path: Path, runs: Iterable[DirectoryRun]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+        for run in runs:
+            out.write(_RUN_HEADER.pack(len(run.key_prefix), run.files, run.bytes, run.small, run.large,
+                                       run.first_size, run.last_size, run.largest, len(run.blob)))
+            out.write(run.key_prefix)
+            out.write(run.blob)
+
+
+def merge_directory_run_files(paths: list[Path], work: Path, fan_in: int = 64) -> Iterator[DirectoryRun]:
+    """The DirectoryRuns of files each sorted by key prefix, as one stream in that order: merged in groups of
+    `fan_in` files until that many remain (at most `fan_in` open at once, each read with its share of
+    records.MERGE_BUFFER_BYTES)."""
+    level = 0
+    while len(paths) > fan_in:
+        merged = []
+        for i in range(0, len(paths), fan_in):
+            out = work / f"blocks-m{level}-{i // fan_in}.runs"
+            _write_directory_runs(out, merge_directory_run_files(paths[i:i + fan_in], work, fan_in))
+            merged.append(out)
+        for p in paths:
+            p.unlink()
+        paths, level = merged, level + 1
+    chunk = merge_chunk(len(paths))
+    return heapq.merge(*(read_directory_runs(p, chunk) for p in paths), key=attrgetter("key_prefix"))
+
+
+def cut_directory_runs(paths: list[Path], work: Path, cutter: "ShardCutter") -> None:
+    """Cut the DirectoryRuns of `paths` (files each sorted by key prefix, together in path order) into shards."""
+    where = str(work)
+    for run in merge_directory_run_files(paths, work):
+        cutter.add_run(run, where)
+
+
+@dataclass
+class NewTreeResult:
+    """What one walker's NewTreeSink leaves (sent back from its process)."""
+
+    tally: DiffTally
+    block_files: list[Path]  # DirectoryRun files, each sorted by key prefix
+    directory_runs: list[Path]  # sorted runs of the directories (all new: directories.rec)
+    hardlink_runs: list[Path]  # sorted by _hardlink_key
+
+
+class NewTreeSink:
+    """The plan of a tree without a catalog, made in a walker directory by directory (scan.DirectorySink): every
+    file and symlink is new and planned; what `DiffTally.run` over `diff(scanned, None)` would count and send, counted
+    and sent here. A directory's planned entries (not hard-linked) become one DirectoryRun; pending runs, the
+    directories and the hard-linked files together hold at most `run_records` entries before they are written
+    (the runs sorted by key prefix into a block file, the others as sorted record runs)."""
+
+    def __init__(self, work: Path, tag: str, threshold: int, run_records: int):
+        self.work = work
+        self.tag = tag
+        self.threshold = threshold
+        self.run_records = run_records
+        self.tally = DiffTally()
+        self.directories = RunSpiller(work, f"dirs-{tag}", run_records)
+        self.hardlinks = RunSpiller(work, f"hardlinks-{tag}", run_records, key=_hardlink_key)
+        self._blocks: list[tuple[bytes, bytes]] = []  # (key prefix, encoded DirectoryRun)
+        self._block_entries = 0
+        self.block_files: list[Path] = []
+
+    def directory(self, entries: list[Entry]) -> None:
+        # Column at a time (list comprehensions, sorted sizes cut by bisection): a Python loop per entry here would
+        # cost as much as the walk's own.
+        file_kind, symlink_kind, dir_kind = EntryKind.FILE, EntryKind.SYMLINK, EntryKind.DIRECTORY
+        t = self.tally
+        files = [e for e in entries if e[1] is file_kind]
+        symlinks = [e for e in entries if e[1] is symlink_kind]
+        if len(files) + len(symlinks) < len(entries):  # directories (special files: reported, never planned)
+            dirs = [e for e in entries if e[1] is dir_kind]
+            self.directories.buffer.extend(dirs)
+            t.directories.files[0] += len(dirs)
+        planned = files
+        link_bytes = 0
+        if files:
+            sizes = sorted([e[2] for e in files])
+            hist_files, hist_bytes = t.histogram.files, t.histogram.bytes
+            low = 0
+            for bucket, edge in enumerate(HISTOGRAM_EDGES):  # bucket b: edges[b-1] < size <= edges[b]
+                high = bisect_right(sizes, edge, low)
+                if high > low:
+                    hist_files[bucket] += high - low
+                    hist_bytes[bucket] += sum(sizes[low:high])
+                    low = high
+            if low < len(sizes):
+                hist_files[-1] += len(sizes) - low
+                hist_bytes[-1] += sum(sizes[low:])
+            small = bisect_right(sizes, self.threshold)
+            small_bytes, file_bytes = sum(sizes[:small]), sum(sizes)
+            t.classes.files[0] += small
+            t.classes.bytes[0] += small_bytes
+            t.classes.files[1] += len(sizes) - small
+            t.classes.bytes[1] += file_bytes - small_bytes
+            links = [e for e in files if e[11] > 1]
+            if links:  # hard-linked: cut at the end with its group
+                self.hardlinks.buffer.extend(links)
+                link_bytes = sum([e[2] for e in links])
+                planned = [e for e in files if e[11] <= 1]
+        else:
+            file_bytes = 0
+        if symlinks:
+            symlink_bytes = sum([e[2] for e in symlinks])
+            t.classes.files[2] += len(symlinks)
+            t.classes.bytes[2] += symlink_bytes
+            planned = planned + symlinks
+        else:
+            symlink_bytes = 0
+        new_files = len(files) + len(symlinks)
+        t.changes.files[0] += new_files
+        t.changes.bytes[0] += file_bytes + symlink_bytes
+        t.planned_count += new_files
+        t.planned_bytes += file_bytes + symlink_bytes - link_bytes
+        if planned:
+            planned.sort(key=by_key)
+            key = planned[0][0]
+            prefix = key[:key.rfind(b"\0") + 1]
+            self._blocks.append((prefix, encode_directory_run(prefix, planned, self.threshold)))
+            self._block_entries += len(planned)
+        if self._block_entries + len(self.directories.buffer) + len(self.hardlinks.buffer) >= self.run_records:
+            self._spill()
+
+    def _spill(self) -> None:
+        try:
+            if self._blocks:
+                self._blocks.sort(key=by_key)
+                path = self.work / f"blocks-{self.tag}-{len(self.block_files):05d}.runs"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+                    for _, encoded in self._blocks:
+                        out.write(encoded)
+                self.block_files.append(path)
+                self._blocks, self._block_entries = [], 0
+            self.directories.flush()
+            self.hardlinks.flush()
+        except OSError as e:
+            raise SpillError(f"cannot write scan run: {e.strerror or e}", path=str(self.work)) from e
+
+    def finish(self) -> NewTreeResult:
+        self._spill()
+        return NewTreeResult(self.tally, self.block_files, self.directories.runs, self.hardlinks.runs)
 
 
 class _PartitionFailed(Exception):
@@ -806,10 +978,7 @@ class PartitionedDiff:
 
     def cut(self, cutter: "ShardCutter") -> None:
         """Cut the planned entries of every partition into shards, in path order, directory by directory."""
-        streams = [read_directory_runs(self._files(p)[2]) for p in range(self.partitions)]
-        where = str(self.work)
-        for run in heapq.merge(*streams, key=attrgetter("key_prefix")):
-            cutter.add_run(run, where)
+        cut_directory_runs([self._files(p)[2] for p in range(self.partitions)], self.work, cutter)
 
 
 def _copy_issues(sources: Iterable[Path], target: Path) -> int:
