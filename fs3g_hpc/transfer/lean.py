@@ -1,0 +1,281 @@
+"""The lean per-object engine: a single PutObject without botocore's per-request pipeline (`uploader.engine: auto`).
+
+botocore spends ~2 ms of CPU on each small PUT serialising, resolving, signing and parsing (generic model walks,
+case-insensitive header dicts, a dozen event handlers). Here the same request is built directly: the URL from the
+endpoint botocore's own ruleset resolves for the bucket (so endpoint, addressing style, region and signing region are
+the client's; resolved once per bucket), the key encoded as botocore encodes it (UTF-8, percent-encoded but `/~`),
+the same headers (x-amz-meta-*, x-amz-storage-class, x-amz-checksum-crc32, the client's User-Agent; never
+`Expect: 100-continue`), signed with SigV4 by `SigV4Signer` (hmac/hashlib; credentials frozen per request from the
+client's credential provider, so refreshed credentials are used; the payload SHA-256 signed over http, UNSIGNED-PAYLOAD
+over https beside the CRC32, as botocore does) and sent on the client's own HTTP session (its pool, TLS settings and
+proxies from the environment or the configuration).
+
+Hooks: the same botocore events are emitted through `client.meta.events`: `provide-client-params.s3.PutObject` and
+`before-parameter-build.s3.PutObject` (params, model, context; a handler may change the params),
+`before-send.s3.PutObject` with the prepared request of every attempt (a returned AWSResponse is used as the answer,
+as botocore does) and `after-call.s3.PutObject` on success. Retries follow botocore's standard rules and backoff
+(connection errors, 5xx, throttling such as 503 SlowDown) within the client's attempt budget; a failure is raised as
+botocore raises it (ClientError with the same code, message and retry note; the connection's BotoCoreError), so the
+uploader reports the same outcome with the same text.
+
+Where this path cannot say the same thing (no HTTP session, no credentials, another signature version or auth scheme,
+the adaptive retry mode, extra endpoint headers), `put_object` hands the call to the botocore client unchanged.
+Nothing here logs a header, a URL's signature or a credential. Memory: one request at a time per calling thread; the
+body is the caller's buffer, never copied beyond what the HTTP client does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import botocore
+import botocore.exceptions
+from botocore.auth import SIGNED_HEADERS_BLACKLIST
+from botocore.awsrequest import AWSRequest
+from botocore.endpoint import convert_to_response_dict
+from botocore.retries.standard import ExponentialBackoff, RetryContext, RetryEventAdapter, StandardRetryConditions, \
+    ThrottlingErrorDetector
+
+OPERATION = "PutObject"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_NOT_SIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
+
+
+@dataclass(frozen=True)
+class SigningScope:
+    region: str
+    service: str = "s3"
+
+
+class SigV4Signer:
+    """AWS Signature Version 4 for S3 (no path normalisation, as botocore's S3 signer): headers in, the
+    Authorization, X-Amz-Date, X-Amz-Content-SHA256 (and X-Amz-Security-Token) headers added. The derived signing
+    key is cached per (secret, day, region, service): the only state, held in memory."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str, str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def _signing_key(self, secret: str, day: str, scope: SigningScope) -> bytes:
+        cache_key = (secret, day, scope.region, scope.service)
+        key = self._keys.get(cache_key)
+        if key is None:
+            key = hmac.digest(f"AWS4{secret}".encode(), day.encode(), "sha256")
+            for part in (scope.region, scope.service, "aws4_request"):
+                key = hmac.digest(key, part.encode(), "sha256")
+            with self._lock:
+                if len(self._keys) > 16:  # a new day or refreshed credentials: old keys are never needed again
+                    self._keys.clear()
+                self._keys[cache_key] = key
+        return key
+
+    def sign(self, method: str, host: str, path: str, query: str, headers: dict[str, str], payload_hash: str,
+             credentials: Any, scope: SigningScope, timestamp: str) -> None:
+        """Add the signature headers to `headers` (names as sent; `path` and `query` as they appear in the URL)."""
+        headers["X-Amz-Date"] = timestamp
+        if credentials.token:
+            headers["X-Amz-Security-Token"] = credentials.token
+        headers["X-Amz-Content-SHA256"] = payload_hash
+        signed: dict[str, str] = {"host": host}
+        for name, value in headers.items():
+            lname = name.lower()
+            if lname not in _NOT_SIGNED:
+                signed[lname] = " ".join(value.split())
+        names = sorted(signed)
+        signed_names = ";".join(names)
+        canonical = "\n".join((method, path, _canonical_query(query),
+                               "".join(f"{n}:{signed[n]}\n" for n in names), signed_names, payload_hash))
+        day = timestamp[:8]
+        credential_scope = f"{day}/{scope.region}/{scope.service}/aws4_request"
+        to_sign = "\n".join(("AWS4-HMAC-SHA256", timestamp, credential_scope,
+                             hashlib.sha256(canonical.encode("utf-8")).hexdigest()))
+        signature = hmac.new(self._signing_key(credentials.secret_key, day, scope), to_sign.encode("utf-8"),
+                             "sha256").hexdigest()
+        headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{credential_scope}, "
+                                    f"SignedHeaders={signed_names}, Signature={signature}")
+
+
+def _canonical_query(query: str) -> str:
+    if not query:
+        return ""
+    return "&".join(f"{k}={v}" for k, v in sorted(pair.partition("=")[::2] for pair in query.split("&")))
+
+
+def sigv4_timestamp(now: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a bucket's objects go, as botocore's endpoint ruleset resolved it."""
+
+    base_url: str  # scheme://host[:port][/bucket] (path style) without a trailing slash
+    host: str  # the Host header value signed: no default port
+    path_prefix: str
+    scope: SigningScope
+    https: bool
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(parts.scheme):
+        host = f"{host}:{parts.port}"
+    return host
+
+
+class LeanPutter:
+    """`put_object(Bucket=, Key=, Body=, Metadata=, StorageClass=, ChecksumCRC32=)` as the client's, cheaper."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        meta = client.meta
+        self.events = meta.events
+        self.model = meta.service_model.operation_model(OPERATION)
+        endpoint = getattr(client, "_endpoint", None)
+        self.session = getattr(endpoint, "http_session", None)
+        signer = getattr(client, "_request_signer", None)
+        self._credentials = getattr(signer, "_credentials", None)
+        config = meta.config
+        retries = getattr(config, "retries", None) or {}
+        self.max_attempts = int(retries.get("total_max_attempts") or retries.get("max_attempts", 2) + 1)
+        self._retryable = StandardRetryConditions(max_attempts=self.max_attempts)
+        self._backoff = ExponentialBackoff(service_name="s3",
+                                           throttling_detector=ThrottlingErrorDetector(RetryEventAdapter()))
+        s3_config = getattr(config, "s3", None) or {}
+        self._payload_signing = s3_config.get("payload_signing_enabled")
+        self.user_agent = _user_agent(client)
+        self.signer = SigV4Signer()
+        self._targets: dict[str, _Target | None] = {}
+        self._lock = threading.Lock()
+        self.available = (
+            self.session is not None and hasattr(self.session, "send") and self._credentials is not None
+            and getattr(signer, "_signature_version", None) in ("s3v4", "v4")
+            and retries.get("mode", "standard") in ("standard", None) and self.user_agent is not None
+            and hasattr(client, "_resolve_endpoint_ruleset"))
+
+    # -- endpoint --------------------------------------------------------------------------------------------------
+
+    def _target(self, bucket: str, key: str) -> _Target | None:
+        with self._lock:
+            if bucket in self._targets:
+                return self._targets[bucket]
+        context: dict[str, Any] = {}
+        url, extra_headers, _properties = self.client._resolve_endpoint_ruleset(
+            self.model, {"Bucket": bucket, "Key": key}, context)
+        signing = context.get("signing") or {}
+        target = None
+        if not extra_headers and context.get("auth_type") in (None, "v4", "s3v4"):
+            parts = urlsplit(url)
+            if not parts.query:
+                base = url.rstrip("/")
+                target = _Target(base, _host_of(base), urlsplit(base).path, SigningScope(
+                    signing.get("region") or self.client.meta.region_name or "us-east-1",
+                    signing.get("signing_name") or "s3"), parts.scheme == "https")
+        with self._lock:
+            self._targets[bucket] = target
+        return target
+
+    # -- the call --------------------------------------------------------------------------------------------------
+
+    def put_object(self, **params: Any) -> dict[str, Any]:
+        if not self.available:
+            return self.client.put_object(**params)
+        context: dict[str, Any] = {"client_region": self.client.meta.region_name, "client_config":
+                                   self.client.meta.config, "has_streaming_input": True, "auth_type": None}
+        emit = self.events.emit
+        emit(f"provide-client-params.s3.{OPERATION}", params=params, model=self.model, context=context)
+        emit(f"before-parameter-build.s3.{OPERATION}", params=params, model=self.model, context=context)
+        if set(params) - {"Bucket", "Key", "Body", "Metadata", "StorageClass", "ChecksumCRC32"}:
+            return self.client.put_object(**params)  # a handler asked for more than this path sends
+        target = self._target(params["Bucket"], params["Key"])
+        if target is None:
+            return self.client.put_object(**params)
+        body = params.get("Body", b"")
+        if not isinstance(body, bytes):
+            body = bytes(body) if isinstance(body, (bytearray, memoryview)) else body.read()
+        path = f"{target.path_prefix}/{quote(params['Key'].encode('utf-8'), safe='/~')}"
+        url = f"{target.base_url}/{path[len(target.path_prefix) + 1:]}"
+        headers = {f"x-amz-meta-{name}": value for name, value in (params.get("Metadata") or {}).items()}
+        if params.get("StorageClass"):
+            headers["x-amz-storage-class"] = params["StorageClass"]
+        if params.get("ChecksumCRC32"):
+            headers["x-amz-checksum-crc32"] = params["ChecksumCRC32"]
+        sign_payload = self._payload_signing if self._payload_signing is not None else (
+            not target.https or "x-amz-checksum-crc32" not in headers)
+        payload_hash = (hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256) if sign_payload \
+            else UNSIGNED_PAYLOAD
+        return self._send(target, url, path, headers, body, payload_hash, context)
+
+    def _send(self, target: _Target, url: str, path: str, headers: dict[str, str], body: bytes, payload_hash: str,
+              context: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(1, self.max_attempts + 1):
+            attempt_headers = dict(headers)
+            attempt_headers["User-Agent"] = self.user_agent
+            self.signer.sign("PUT", target.host, path, "", attempt_headers, payload_hash,
+                             self._credentials.get_frozen_credentials(), target.scope, sigv4_timestamp())
+            request = AWSRequest(method="PUT", url=url, headers=attempt_headers, data=body).prepare()
+            http_response = caught = None
+            try:
+                answers = self.events.emit_until_response(f"before-send.s3.{OPERATION}", request=request)
+                http_response = answers[1] if answers and answers[1] is not None else self.session.send(request)
+            except botocore.exceptions.HTTPClientError as e:
+                caught = e
+            if http_response is not None and http_response.status_code < 300:
+                response_headers = http_response.headers
+                parsed: dict[str, Any] = {
+                    "ResponseMetadata": {"HTTPStatusCode": http_response.status_code,
+                                         "HTTPHeaders": dict(response_headers), "RetryAttempts": attempt - 1},
+                    "ETag": response_headers.get("ETag", "")}
+                echoed = response_headers.get("x-amz-checksum-crc32")
+                if echoed is not None:
+                    parsed["ChecksumCRC32"] = echoed
+                http_response.content  # noqa: B018 - read to the end, so the connection goes back to the pool
+                self.events.emit(f"after-call.s3.{OPERATION}", http_response=http_response, parsed=parsed,
+                                 model=self.model, context=context)
+                return parsed
+            parsed_error = None
+            if http_response is not None:
+                parsed_error = self.client._response_parser.parse(
+                    convert_to_response_dict(http_response, self.model), self.model.output_shape)
+            retry = RetryContext(attempt_number=attempt, operation_model=self.model, parsed_response=parsed_error,
+                                 http_response=http_response, caught_exception=caught, request_context=context)
+            if not self._retryable.is_retryable(retry):
+                if caught is not None:
+                    raise caught
+                assert parsed_error is not None
+                metadata = parsed_error.setdefault("ResponseMetadata", {})
+                metadata.update(retry.get_retry_metadata())  # MaxAttemptsReached, as botocore's retry handler adds
+                metadata["RetryAttempts"] = attempt - 1
+                raise botocore.exceptions.ClientError(parsed_error, OPERATION)
+            time.sleep(self._backoff.delay_amount(retry))
+        raise AssertionError("unreachable")
+
+
+def lean_putter(client: Any) -> LeanPutter | None:
+    """The lean engine for `client`, or None where it cannot serve (then the client's own put_object is used)."""
+    try:
+        putter = LeanPutter(client)
+    except (AttributeError, TypeError, ValueError, botocore.exceptions.BotoCoreError):  # not a botocore S3 client
+        return None
+    return putter if putter.available else None
+
+
+def _user_agent(client: Any) -> str | None:
+    """The User-Agent the client sends (botocore's own string for its configuration)."""
+    creator = getattr(client, "_user_agent_creator", None)
+    if creator is None or not hasattr(creator, "to_string"):
+        return None
+    try:
+        return str(creator.to_string())
+    except Exception:  # noqa: BLE001 - another botocore: use its own path
+        return None
