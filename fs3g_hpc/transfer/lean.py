@@ -6,8 +6,8 @@ endpoint botocore's own ruleset resolves for the bucket (so endpoint, addressing
 the client's; resolved once per bucket), the key encoded as botocore encodes it (UTF-8, percent-encoded but `/~`),
 the same headers (x-amz-meta-*, x-amz-storage-class, x-amz-checksum-crc32, the client's User-Agent; never
 `Expect: 100-continue`), signed with SigV4 by `SigV4Signer` (hmac/hashlib; credentials frozen per request from the
-client's credential provider, so refreshed credentials are used; the payload SHA-256 signed over http, UNSIGNED-PAYLOAD
-over https beside the CRC32, as botocore does) and sent on the client's own HTTP session (its pool, TLS settings and
+client's credential provider, so refreshed credentials are used; the payload's SHA-256 signed, as botocore does for
+a PUT whose checksum the caller gave) and sent on the client's own HTTP session (its pool, TLS settings and
 proxies from the environment or the configuration).
 
 Hooks: the same botocore events are emitted through `client.meta.events`: `provide-client-params.s3.PutObject` and
@@ -120,7 +120,6 @@ class _Target:
     host: str  # the Host header value signed: no default port
     path_prefix: str
     scope: SigningScope
-    https: bool
 
 
 def _host_of(url: str) -> str:
@@ -180,7 +179,7 @@ class LeanPutter:
                 base = url.rstrip("/")
                 target = _Target(base, _host_of(base), urlsplit(base).path, SigningScope(
                     signing.get("region") or self.client.meta.region_name or "us-east-1",
-                    signing.get("signing_name") or "s3"), parts.scheme == "https")
+                    signing.get("signing_name") or "s3"))
         with self._lock:
             self._targets[bucket] = target
         return target
@@ -210,8 +209,9 @@ class LeanPutter:
             headers["x-amz-storage-class"] = params["StorageClass"]
         if params.get("ChecksumCRC32"):
             headers["x-amz-checksum-crc32"] = params["ChecksumCRC32"]
-        sign_payload = self._payload_signing if self._payload_signing is not None else (
-            not target.https or "x-amz-checksum-crc32" not in headers)
+        # botocore signs the payload unless told not to (`s3.payload_signing_enabled: false`): over https too, since
+        # a checksum given as a parameter is not one it chose (its UNSIGNED-PAYLOAD rule needs that).
+        sign_payload = self._payload_signing if self._payload_signing is not None else True
         payload_hash = (hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256) if sign_payload \
             else UNSIGNED_PAYLOAD
         return self._send(target, url, path, headers, body, payload_hash, context)

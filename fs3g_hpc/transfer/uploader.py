@@ -252,9 +252,9 @@ class ShardUploader:
         if key.long_path_sha256 is not None:
             # The exact path of a hashed key, stored beside it so a restore from the bucket alone can rebuild it.
             body = entry.path
-            self.client.put_object(Bucket=self.settings.bucket, Key=pathmap_key(self.settings.prefix,
-                                                                                key.long_path_sha256),
-                                   Body=body, ChecksumCRC32=crc32_b64(body))
+            (self.putter or self.client).put_object(
+                Bucket=self.settings.bucket, Key=pathmap_key(self.settings.prefix, key.long_path_sha256), Body=body,
+                ChecksumCRC32=crc32_b64(body))
         return key
 
     def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> tuple[str, str]:
