@@ -268,3 +268,26 @@ def test_throttling_retried_and_refusals_reported_as_botocore_does(bucket, tmp_p
             assert get_bytes(bucket, key) == name.encode() * 10
         reasons[engine] = {name: (f["reason"], f["retryable"], f.get("outcome")) for name, f in failures.items()}
     assert reasons["auto"] == reasons["botocore"]
+
+
+def test_unreachable_endpoint_raises_what_botocore_raises(monkeypatch):
+    """Nothing listens: both engines retry, then raise the same connection error with the same text (the uploader
+    reports it as `EndpointConnectionError: Could not connect to the endpoint URL: ...`)."""
+    import socket
+
+    import botocore.exceptions
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+        client = make_s3_client(ClientSettings(endpoint_url=endpoint, max_attempts=2))
+        putter = lean_putter(client)
+        assert putter is not None
+        raised = []
+        for put in (client.put_object, putter.put_object):
+            with pytest.raises(botocore.exceptions.EndpointConnectionError) as info:
+                put(Bucket="bucket", Key="k", Body=b"x", ChecksumCRC32=crc32_b64(b"x"))
+            raised.append(str(info.value))
+    assert raised[0] == raised[1] == f'Could not connect to the endpoint URL: "{endpoint}/bucket/k"'
