@@ -20,7 +20,7 @@ from fs3g_hpc.backup.task import run_shard
 from fs3g_hpc.model.checksums import crc32_b64
 from fs3g_hpc.model.keys import KeyClass, object_key
 from fs3g_hpc.transfer.client import ClientSettings, make_s3_client
-from fs3g_hpc.transfer.lean import SigningScope, SigV4Signer, lean_putter
+from fs3g_hpc.transfer.lean import SigningScope, SigV4Signer, lean_client
 from fs3g_hpc.transfer.multipart import put_checked
 from test_upload import PREFIX, get_bytes, plan, write_policy
 
@@ -105,7 +105,7 @@ def test_same_request_as_botocore(endpoint, style, monkeypatch):
     events: list = []
     for name in ("provide-client-params.s3", "before-parameter-build.s3", "after-call.s3.PutObject"):
         client.meta.events.register(name, lambda event_name, **_: events.append(event_name))
-    putter = lean_putter(client)
+    putter = lean_client(client)
     assert putter is not None
     body = os.urandom(3000)
     results = [put_checked(client, "bucket", HOSTILE_KEY, body, METADATA, StorageClass.STANDARD, putter=p)
@@ -131,8 +131,8 @@ def test_adaptive_retries_and_other_clients_fall_back(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
     client = make_s3_client(ClientSettings(endpoint_url="http://s3.test.invalid", retry_mode=RetryMode.ADAPTIVE))
-    assert lean_putter(client) is None
-    assert lean_putter(object()) is None
+    assert lean_client(client) is None
+    assert lean_client(object()) is None
 
 
 # -- against the real endpoints ---------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def test_unreachable_endpoint_raises_what_botocore_raises(monkeypatch):
         s.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
         client = make_s3_client(ClientSettings(endpoint_url=endpoint, max_attempts=2))
-        putter = lean_putter(client)
+        putter = lean_client(client)
         assert putter is not None
         raised = []
         for put in (client.put_object, putter.put_object):
@@ -291,3 +291,25 @@ def test_unreachable_endpoint_raises_what_botocore_raises(monkeypatch):
                 put(Bucket="bucket", Key="k", Body=b"x", ChecksumCRC32=crc32_b64(b"x"))
             raised.append(str(info.value))
     assert raised[0] == raised[1] == f'Could not connect to the endpoint URL: "{endpoint}/bucket/k"'
+
+
+def test_direct_get_signed_by_the_lean_engine_reads_what_a_presigned_get_reads(bucket):
+    """Restore's whole-object GET, signed in its headers by the lean engine or presigned: the same bytes, ETag,
+    metadata and modification time for a hostile key; the same events (what presigning emits); the same refusals."""
+    from fs3g_hpc.transfer.downloader import DirectGetter, ObjectMissing
+
+    client = make_s3_client(ClientSettings(endpoint_url=bucket.endpoint_url))
+    body = os.urandom(20_000)
+    key = HOSTILE_KEY.replace("%0A", "")
+    client.put_object(Bucket=bucket.name, Key=key, Body=body, Metadata={"mtime": "1.000000002", "mode": "100644"})
+    events: list = []
+    for name in ("provide-client-params.s3.GetObject", "before-parameter-build.s3.GetObject"):
+        client.meta.events.register(name, lambda event_name, **_: events.append(event_name))
+    lean, presigned = DirectGetter(client, 3), DirectGetter(client, 3, lean=False)
+    assert lean.lean is not None and presigned.lean is None
+    got = [getter.get_whole(bucket.name, key) for getter in (lean, presigned)]
+    assert got[0] == got[1] and got[0].data == body and got[0].metadata["mtime"] == "1.000000002"
+    assert events == ["provide-client-params.s3.GetObject", "before-parameter-build.s3.GetObject"] * 2
+    for getter in (lean, presigned):
+        with pytest.raises(ObjectMissing):
+            getter.get_whole(bucket.name, key + "-absent")

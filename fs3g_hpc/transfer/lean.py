@@ -1,4 +1,5 @@
-"""The lean per-object engine: a single PutObject without botocore's per-request pipeline (`uploader.engine: auto`).
+"""The lean per-object engine: a single PutObject without botocore's per-request pipeline (`uploader.engine: auto`),
+and restore's whole-object GETs signed in their headers instead of presigned (`LeanClient.signed_get`).
 
 botocore spends ~2 ms of CPU on each small PUT serialising, resolving, signing and parsing (generic model walks,
 case-insensitive header dicts, a dozen event handlers). Here the same request is built directly: the URL from the
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import http.client
+import re
 import select
 import socket
 import threading
@@ -47,6 +50,7 @@ import botocore.exceptions
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
 from botocore.endpoint import convert_to_response_dict
+from botocore.hooks import first_non_none_response
 from botocore.retries.standard import ExponentialBackoff, RetryContext, RetryEventAdapter, StandardRetryConditions, \
     ThrottlingErrorDetector
 
@@ -142,14 +146,16 @@ def _host_of(url: str) -> str:
     return host
 
 
-class LeanPutter:
-    """`put_object(Bucket=, Key=, Body=, Metadata=, StorageClass=, ChecksumCRC32=)` as the client's, cheaper."""
+class LeanClient:
+    """`put_object(Bucket=, Key=, Body=, Metadata=, StorageClass=, ChecksumCRC32=)` as the client's, cheaper; and
+    `send_get`, one signed GetObject for restore's DirectGetter (which keeps its own retries and error mapping)."""
 
     def __init__(self, client: Any):
         self.client = client
         meta = client.meta
         self.events = meta.events
         self.model = meta.service_model.operation_model(OPERATION)
+        self.get_model = meta.service_model.operation_model("GetObject")
         endpoint = getattr(client, "_endpoint", None)
         self.session = getattr(endpoint, "http_session", None)
         signer = getattr(client, "_request_signer", None)
@@ -164,7 +170,7 @@ class LeanPutter:
         self._payload_signing = s3_config.get("payload_signing_enabled")
         self.user_agent = _user_agent(client)
         self.signer = SigV4Signer()
-        self._targets: dict[str, _Target | None] = {}
+        self._targets: dict[tuple[str, str], _Target | None] = {}
         self._connections = _Connections(getattr(config, "connect_timeout", 60), getattr(config, "read_timeout", 60))
         self._lock = threading.Lock()
         self.available = (
@@ -175,13 +181,14 @@ class LeanPutter:
 
     # -- endpoint --------------------------------------------------------------------------------------------------
 
-    def _target(self, bucket: str, key: str) -> _Target | None:
+    def _target(self, model: Any, bucket: str, key: str) -> _Target | None:
+        cache_key = (model.name, bucket)
         with self._lock:
-            if bucket in self._targets:
-                return self._targets[bucket]
+            if cache_key in self._targets:
+                return self._targets[cache_key]
         context: dict[str, Any] = {}
         url, extra_headers, _properties = self.client._resolve_endpoint_ruleset(
-            self.model, {"Bucket": bucket, "Key": key}, context)
+            model, {"Bucket": bucket, "Key": key}, context)
         signing = context.get("signing") or {}
         target = None
         if not extra_headers and context.get("auth_type") in (None, "v4", "s3v4"):
@@ -192,7 +199,7 @@ class LeanPutter:
                     signing.get("region") or self.client.meta.region_name or "us-east-1",
                     signing.get("signing_name") or "s3"), direct=self._direct(base))
         with self._lock:
-            self._targets[bucket] = target
+            self._targets[cache_key] = target
         return target
 
     def _direct(self, base: str) -> bool:
@@ -212,19 +219,20 @@ class LeanPutter:
             return self.client.put_object(**params)
         context: dict[str, Any] = {"client_region": self.client.meta.region_name, "client_config":
                                    self.client.meta.config, "has_streaming_input": True, "auth_type": None}
-        emit = self.events.emit
-        emit(f"provide-client-params.s3.{OPERATION}", params=params, model=self.model, context=context)
-        emit(f"before-parameter-build.s3.{OPERATION}", params=params, model=self.model, context=context)
+        params = self._emit_params(self.model, params, context)
         if set(params) - {"Bucket", "Key", "Body", "Metadata", "StorageClass", "ChecksumCRC32"}:
             return self.client.put_object(**params)  # a handler asked for more than this path sends
-        target = self._target(params["Bucket"], params["Key"])
+        target = self._target(self.model, params["Bucket"], params["Key"])
         if target is None:
             return self.client.put_object(**params)
         body = params.get("Body", b"")
-        if not isinstance(body, bytes):
+        if isinstance(body, io.BytesIO) and body.tell() == 0:
+            body = body.getvalue()  # botocore's own handler wraps the bytes; the same buffer, uncopied
+        elif not isinstance(body, bytes):
             body = bytes(body) if isinstance(body, (bytearray, memoryview)) else body.read()
-        path = f"{target.path_prefix}/{quote(params['Key'].encode('utf-8'), safe='/~')}"
-        url = f"{target.base_url}/{path[len(target.path_prefix) + 1:]}"
+        quoted = quote(params["Key"].encode("utf-8"), safe="/~")
+        path = f"{target.path_prefix}/{quoted}"
+        url = f"{target.base_url}/{quoted}"
         headers = {f"x-amz-meta-{name}": value for name, value in (params.get("Metadata") or {}).items()}
         if params.get("StorageClass"):
             headers["x-amz-storage-class"] = params["StorageClass"]
@@ -236,6 +244,39 @@ class LeanPutter:
         payload_hash = (hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256) if sign_payload \
             else UNSIGNED_PAYLOAD
         return self._send(target, url, path, headers, body, payload_hash, context)
+
+    def _emit_params(self, model: Any, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        """The client's first two events of a call, as botocore emits them (a handler may return new params)."""
+        responses = self.events.emit(f"provide-client-params.s3.{model.name}", params=params, model=model,
+                                     context=context)
+        params = first_non_none_response(responses, default=params)
+        self.events.emit(f"before-parameter-build.s3.{model.name}", params=params, model=model, context=context)
+        return params
+
+    def signed_get(self, bucket: str, key: str, headers: dict[str, str]) -> SignedGet | None:
+        """One GetObject (`headers`: Range, If-Match, ...) signed in its headers, to be sent (and sent again) by the
+        caller, read whole: what a presigned URL gives restore's DirectGetter, for a fraction of the CPU. Emits what
+        presigning the same GET emits (the call's first two events, no before-send). None where this engine cannot
+        sign it (the caller presigns instead). No retries here: the caller has its own."""
+        if not self.available:
+            return None
+        context: dict[str, Any] = {"client_region": self.client.meta.region_name,
+                                   "client_config": self.client.meta.config, "auth_type": None}
+        params = self._emit_params(self.get_model, {"Bucket": bucket, "Key": key}, context)
+        # botocore's own handler asks for response checksums (ChecksumMode); a presigned URL drops it, so do we.
+        if set(params) - {"ChecksumMode"} != {"Bucket", "Key"}:
+            return None
+        target = self._target(self.get_model, params["Bucket"], params["Key"])
+        if target is None:
+            return None
+        quoted = quote(params["Key"].encode("utf-8"), safe="/~")
+        path = f"{target.path_prefix}/{quoted}"
+        url = f"{target.base_url}/{quoted}"
+        signed = dict(headers)
+        signed["User-Agent"] = self.user_agent
+        self.signer.sign("GET", target.host, path, "", signed, EMPTY_SHA256,
+                         self._credentials.get_frozen_credentials(), target.scope, sigv4_timestamp())
+        return SignedGet(AWSPreparedRequest("GET", url, HeadersDict(signed), None, False), target, self)
 
     def _send(self, target: _Target, url: str, path: str, headers: dict[str, str], body: bytes, payload_hash: str,
               context: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +330,21 @@ class LeanPutter:
         raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class SignedGet:
+    """A signed GET, valid for the 15 minutes S3 allows a signature's clock skew; `send()` once per attempt."""
+
+    request: AWSPreparedRequest
+    target: _Target
+    engine: "LeanClient"
+
+    def send(self) -> Any:
+        """The response as the client's session returns it (status_code, headers, content), or its botocore error."""
+        if self.target.direct:
+            return self.engine._connections.send(self.request, self.target)
+        return self.engine.session.send(self.request)
+
+
 class _Raw:
     """A read response body, as AWSResponse reads it (`stream()`)."""
 
@@ -301,51 +357,76 @@ class _Raw:
 
 class _Connections:
     """One keep-alive HTTP/1.1 connection per (thread, host): what urllib3's pool gives each thread, without its
-    per-request layers. TCP_NODELAY as botocore sets it; the client's connect and read timeouts. A connection the
-    server closed while idle is noticed before reuse and replaced; a failure mid-request drops the connection and is
-    raised as the botocore error the session would raise (the caller's retries take it from there)."""
+    per-request layers. The request line, headers and (a body up to SINGLE_SEND_BYTES) go in one send, so a proxy
+    or a WAN sees one segment train, not a header packet waiting for its body; responses are read by http.client.
+    TCP_NODELAY as botocore sets it; the client's connect and read timeouts. A connection the server closed while
+    idle is noticed before reuse and replaced; a failure mid-request drops the connection and is raised as the
+    botocore error the session would raise (the caller's retries take it from there)."""
+
+    SINGLE_SEND_BYTES = 1024 * 1024
 
     def __init__(self, connect_timeout: float | None, read_timeout: float | None):
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._local = threading.local()
 
-    def _connection(self, netloc: str, url: str) -> http.client.HTTPConnection:
+    def _socket(self, address: tuple[str, int], url: str) -> socket.socket:
         pool = self._local.__dict__.setdefault("pool", {})
-        conn = pool.get(netloc)
-        if conn is not None and conn.sock is not None and _dropped(conn.sock):
-            conn.close()
-            conn = None
-        if conn is None or conn.sock is None:
-            conn = http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
+        sock = pool.pop(address, None)
+        if sock is not None and _dropped(sock):
+            sock.close()
+            sock = None
+        if sock is None:
             try:
-                conn.connect()
+                sock = socket.create_connection(address, timeout=self.connect_timeout)
             except socket.timeout as e:
                 raise botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=e) from e
             except OSError as e:
                 raise botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=e) from e
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.sock.settimeout(self.read_timeout)
-            pool[netloc] = conn
-        return conn
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self.read_timeout)
+        return sock
 
     def send(self, request: AWSPreparedRequest, target: _Target) -> AWSResponse:
         parts = urlsplit(request.url)
-        conn = self._connection(parts.netloc, request.url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"{request.method} {path} HTTP/1.1", f"Host: {_host_of(request.url)}", "Accept-Encoding: identity"]
+        for name, value in request.headers.items():
+            value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if _ILLEGAL_HEADER_VALUE.search(value) or _ILLEGAL_HEADER_VALUE.search(name):
+                raise ValueError(f"invalid header value {value!r}")  # what http.client refuses (no injection)
+            lines.append(f"{name}: {value}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        body = request.body
+        if body is None:
+            body = b""
+        elif hasattr(body, "read"):
+            body = body.read()
+        address = (parts.hostname or "", parts.port or 80)
+        sock = self._socket(address, request.url)
         try:
-            conn.request(request.method, path, body=request.body, headers=dict(request.headers.items()))
-            response = conn.getresponse()
-            body = response.read()
+            if len(body) <= self.SINGLE_SEND_BYTES:
+                sock.sendall(head + bytes(body))
+            else:
+                sock.sendall(head)
+                sock.sendall(body)
+            response = http.client.HTTPResponse(sock, method=request.method)
+            response.begin()
+            payload = response.read()
         except socket.timeout as e:
-            conn.close()
+            sock.close()
             raise botocore.exceptions.ReadTimeoutError(endpoint_url=request.url, error=e) from e
         except (OSError, http.client.HTTPException) as e:
-            conn.close()
+            sock.close()
             raise botocore.exceptions.ConnectionClosedError(endpoint_url=request.url, error=e) from e
         if response.will_close:
-            conn.close()
-        return AWSResponse(request.url, response.status, response.getheaders(), _Raw(body))
+            sock.close()
+        else:
+            self._local.pool[address] = sock
+        return AWSResponse(request.url, response.status, response.getheaders(), _Raw(payload))
+
+
+_ILLEGAL_HEADER_VALUE = re.compile(r"\n(?![ \t])|\r(?![ \t\n])")
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -357,10 +438,10 @@ def _dropped(sock: socket.socket) -> bool:
     return bool(readable)
 
 
-def lean_putter(client: Any) -> LeanPutter | None:
+def lean_client(client: Any) -> LeanClient | None:
     """The lean engine for `client`, or None where it cannot serve (then the client's own put_object is used)."""
     try:
-        putter = LeanPutter(client)
+        putter = LeanClient(client)
     except (AttributeError, TypeError, ValueError, botocore.exceptions.BotoCoreError):  # not a botocore S3 client
         return None
     return putter if putter.available else None

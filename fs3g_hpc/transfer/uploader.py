@@ -48,7 +48,7 @@ from ..model.treehash import TreeHasher, leaf_digests
 from .multipart import ByteBudget, FileChanged, Interrupted, MultipartSender, UploadError, client_error_code, \
     put_checked
 from .packer import PackSettings, ShardPacker
-from .lean import lean_putter
+from .lean import lean_client
 from .target import classify
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class ShardUploader:
         self.totals = totals
         self.budget = ByteBudget(settings.buffer_budget_bytes)
         # The PUTs of whole files (the per-object path) without botocore's pipeline; None: the client's put_object.
-        self.putter = lean_putter(client) if settings.engine is Engine.AUTO else None
+        self.putter = lean_client(client) if settings.engine is Engine.AUTO else None
         self.part_pool = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
                                             thread_name_prefix="fs3g-part")
         self.journal_lock = threading.Lock()
