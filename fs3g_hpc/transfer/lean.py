@@ -9,8 +9,8 @@ the same headers (x-amz-meta-*, x-amz-storage-class, x-amz-checksum-crc32, the c
 `Expect: 100-continue`), signed with SigV4 by `SigV4Signer` (hmac/hashlib; credentials frozen per request from the
 client's credential provider, so refreshed credentials are used; the payload's SHA-256 signed, as botocore does for
 a PUT whose checksum the caller gave). Plain http to an endpoint no proxy applies to goes on one keep-alive
-connection per thread and host (http.client; TCP_NODELAY and the client's timeouts, as botocore's pool; ~0.8 ms
-less CPU per PUT than through urllib3 and botocore's session); https, or any URL a proxy (environment or
+connection per thread and host (request line, headers and body in one send, the answer read by http.client;
+TCP_NODELAY and the client's timeouts, as botocore's pool); https, or any URL a proxy (environment or
 configuration) applies to, goes on the client's own HTTP session (its pool, TLS settings, CA bundle and proxies).
 Connection failures surface as the botocore errors the session raises (EndpointConnectionError, ConnectTimeoutError,
 ReadTimeoutError, ConnectionClosedError).
@@ -18,16 +18,20 @@ ReadTimeoutError, ConnectionClosedError).
 Hooks: the same botocore events are emitted through `client.meta.events`: `provide-client-params.s3.PutObject` and
 `before-parameter-build.s3.PutObject` (params, model, context; a handler may change the params),
 `before-send.s3.PutObject` with the prepared request of every attempt (a returned AWSResponse is used as the answer,
-as botocore does) and `after-call.s3.PutObject` on success. Retries follow botocore's standard rules and backoff
+as botocore does) and `after-call.s3.PutObject` on success; a signed GET emits what presigning it emits (the first
+two). Retries follow botocore's standard rules and backoff
 (connection errors, 5xx, throttling such as 503 SlowDown) within the client's attempt budget; a failure is raised as
 botocore raises it (ClientError with the same code, message and retry note; the connection's BotoCoreError), so the
 uploader reports the same outcome with the same text.
 
 Where this path cannot say the same thing (no HTTP session, no credentials, another signature version or auth scheme,
 the adaptive retry mode, extra endpoint headers), `put_object` hands the call to the botocore client unchanged.
+Measured (3,000 PUTs of 4 KiB from 32 threads against SeaweedFS, same loaded 2-core machine): 0.73 ms of client CPU
+per PUT, botocore's pipeline 1.97 ms, the AWS CRT's S3 client (awscrt, C; no botocore events, its own retries and
+proxy settings) 0.62 ms.
+
 Nothing here logs a header, a URL's signature or a credential. Memory: one request at a time per calling thread and
-one idle connection per thread and host; the body is the caller's buffer, never copied beyond what the HTTP client
-does.
+one idle connection per thread and host; a body up to 1 MiB is copied once, into the buffer it is sent from.
 """
 
 from __future__ import annotations
