@@ -1,8 +1,9 @@
 """The threaded buffered uploader: one shard's entries to S3.
 
 Small files (and symlinks), `storage.small_files: objects`: a pool of `small_workers` threads, each reading a whole
-file and sending it with one PUT (through transfer/lean.py's engine unless `uploader.engine: botocore`). With `packs`, they go to the shard's packer (transfer/packer.py) instead, which reads
-them on the same threads and streams them into packs, concurrently with the large files.
+file and sending it with one PUT (through transfer/lean.py's per-object engine unless `uploader.engine: botocore`).
+With `packs`, they go to the shard's packer (transfer/packer.py) instead, which reads them on the same threads and
+streams them into packs, concurrently with the large files.
 Large files: `large_workers` files in flight; for each, `readers_per_file` reader threads fill that file's buffers with
 consecutive parts (one reader = a strictly sequential read) while a shared pool of upload threads sends full buffers as
 multipart parts (transfer/multipart.py, the engine packs use too), so the disk is read sequentially and the network
