@@ -195,6 +195,7 @@ BAD_CASES = {
     "bad-slurm-partition": (GOOD_LAB + "slurm:\n  partition: 'a b'\n", "slurm.partition", "not a Slurm name"),
     "duplicate-key": (GOOD_LAB + "run_root: /other\n", "run_root", "duplicate key"),
     "bad-tier": (GOOD_LAB + "restore:\n  tier: Fast\n", "restore.tier", "not one of Bulk, Standard, Expedited"),
+    "bad-engine": (GOOD_LAB + "uploader:\n  engine: crt\n", "uploader.engine", "'crt' is not one of auto, botocore"),
     "bad-kind": ("kind: cluster\n" + GOOD_LAB, "kind", "not one of lab, site"),
     "bad-prefix": (GOOD_LAB.replace("  bucket: fs3g-test-bucket\n", "  bucket: fs3g-test-bucket\n  prefix: a//b\n"),
                    "s3.prefix", "empty, '.' or '..' segment"),

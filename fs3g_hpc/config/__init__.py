@@ -20,16 +20,16 @@ doc, so the valid keys, the defaults and the checks have a single source. Nothin
 from .loader import MAX_YAML_DEPTH, MAX_YAML_FILE_BYTES, MAX_YAML_NODES, YamlLimitError, read_yaml
 from .parsers import MANAGED_SBATCH_OPTIONS
 from .pricing import Prices, check_price_table, load_prices
-from .schema import (ARCHIVED_CLASSES, TRANSITION_CLASSES, UPLOADER_OVERHEAD_BYTES, AddressingStyle, FileKind, LabInfo,
-                     Policy, RestoreSettings, RestoreTier, RetryMode, S3Settings, ScheduleSettings, Scope, ShardBounds,
+from .schema import (ARCHIVED_CLASSES, TRANSITION_CLASSES, UPLOADER_OVERHEAD_BYTES, AddressingStyle, Engine, FileKind,
+                     LabInfo, Policy, RestoreSettings, RestoreTier, RetryMode, S3Settings, ScheduleSettings, Scope, ShardBounds,
                      SlurmSettings, SmallFiles, StorageClass, StorageSettings, UploaderSettings, policy_to_dict,
                      schema_keys)
 from .validate import SITE_ENV_VAR, ValidationResult, file_kind, load_policy, policy_from_snapshot, validate_file
 
 __all__ = [
     "ARCHIVED_CLASSES", "MANAGED_SBATCH_OPTIONS", "MAX_YAML_DEPTH", "MAX_YAML_FILE_BYTES", "MAX_YAML_NODES",
-    "SITE_ENV_VAR", "TRANSITION_CLASSES", "UPLOADER_OVERHEAD_BYTES", "AddressingStyle", "FileKind", "LabInfo", "Policy",
-    "Prices",
+    "SITE_ENV_VAR", "TRANSITION_CLASSES", "UPLOADER_OVERHEAD_BYTES", "AddressingStyle", "Engine", "FileKind", "LabInfo",
+    "Policy", "Prices",
     "RestoreSettings", "RestoreTier", "RetryMode", "S3Settings", "ScheduleSettings", "Scope", "ShardBounds",
     "SlurmSettings", "SmallFiles", "StorageClass", "StorageSettings", "UploaderSettings", "ValidationResult", "YamlLimitError",
     "check_price_table", "file_kind", "load_policy", "load_prices", "policy_from_snapshot", "policy_to_dict",

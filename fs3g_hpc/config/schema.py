@@ -90,6 +90,11 @@ class RetryMode(Enum):
     ADAPTIVE = "adaptive"
 
 
+class Engine(Enum):
+    AUTO = "auto"  # the lean per-object path (transfer/lean.py) where it can say what botocore says
+    BOTOCORE = "botocore"
+
+
 class AddressingStyle(Enum):
     AUTO = "auto"
     PATH = "path"
@@ -176,6 +181,10 @@ class UploaderSettings:
                                     doc="parallel readers per large file (>1 helps parallel filesystems)")
     max_attempts: int = setting(integer(1, 100), default=10, doc="botocore attempts per request, first included")
     retry_mode: RetryMode = setting(choice(RetryMode), default=RetryMode.STANDARD, doc="botocore retry mode")
+    engine: Engine = setting(choice(Engine), default=Engine.AUTO,
+                             doc="per-object PUTs and restore's small GETs: auto = the lean engine, botocore's own "
+                                 "pipeline where it cannot serve (adaptive retries, another auth scheme); botocore = "
+                                 "always botocore")
 
     def memory_ceiling_bytes(self, small_file_threshold_bytes: int) -> int:
         return (self.large_workers * self.large_buffers * self.buffer_size_bytes

@@ -36,7 +36,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..config import ARCHIVED_CLASSES, Policy
+from ..config import ARCHIVED_CLASSES, Engine, Policy
 from ..errors import Fs3gError, UsageError
 from ..runs.files import FailureLine, RestoreHeader, ShardStatus
 from ..runs.layout import read_json, shard_from_environment
@@ -128,7 +128,7 @@ class _ShardRestorer:
         self.tally = _Tally()
         self.lock = threading.Lock()
         self.parts = ThreadPoolExecutor(policy.restore.download_workers, thread_name_prefix="fs3g-part")
-        self.direct = DirectGetter(client, policy.uploader.max_attempts)
+        self.direct = DirectGetter(client, policy.uploader.max_attempts, lean=policy.uploader.engine is Engine.AUTO)
         self._buffers = threading.local()  # per part thread: one LEAF_BYTES buffer, reused
         self.errors: list[BaseException] = []
         stage_file = layout.stage_file(shard)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import botocore.exceptions
 from botocore.awsrequest import AWSRequest
 
+from .lean import lean_client
 from .lister import ListedObject, list_pages, listed
 
 CHUNK_BYTES = 1024 * 1024
@@ -178,25 +179,33 @@ class DirectGetter:
     lookups, timestamp parsing); presigning costs ~0.1 ms and the raw GET ~0.7 ms, so a restore of small files goes
     ~2.5x faster. Retries follow the client's attempt budget: connection errors and 5xx, with jittered backoff, before
     any byte of the body is consumed. URLs carry a signature valid for PRESIGN_EXPIRY_S and are never logged by us.
+    With `lean` (`uploader.engine: auto`), whole-object GETs are signed in their headers by transfer/lean.py instead
+    (the same events, ~0.3 ms less than presigning) and, on plain http, sent on its per-thread keep-alive connection.
     """
 
-    def __init__(self, client: Any, max_attempts: int):
+    def __init__(self, client: Any, max_attempts: int, *, lean: bool = True):
         self.client = client
         self.max_attempts = max(1, max_attempts)
         endpoint = getattr(client, "_endpoint", None)
         self.session = getattr(endpoint, "http_session", None)
+        # Whole-object GETs signed in their headers by the lean engine (transfer/lean.py) instead of presigned.
+        self.lean = lean_client(client) if lean else None
 
     @property
     def available(self) -> bool:
         return self.session is not None and hasattr(self.session, "send")
 
     def _send(self, bucket: str, key: str, headers: dict[str, str], stream: bool = False) -> Any:
-        url = self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                 ExpiresIn=PRESIGN_EXPIRY_S)
+        signed = self.lean.signed_get(bucket, key, headers) if self.lean is not None and not stream else None
+        url = None if signed is not None else self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGN_EXPIRY_S)
         for attempt in range(1, self.max_attempts + 1):
             try:
-                request = AWSRequest(method="GET", url=url, headers=headers, stream_output=stream)
-                response = self.session.send(request.prepare())
+                if signed is not None:
+                    response = signed.send()
+                else:
+                    request = AWSRequest(method="GET", url=url, headers=headers, stream_output=stream)
+                    response = self.session.send(request.prepare())
             except botocore.exceptions.HTTPClientError:
                 if attempt == self.max_attempts:
                     raise

@@ -1,8 +1,9 @@
 """The threaded buffered uploader: one shard's entries to S3.
 
 Small files (and symlinks), `storage.small_files: objects`: a pool of `small_workers` threads, each reading a whole
-file and sending it with one PUT. With `packs`, they go to the shard's packer (transfer/packer.py) instead, which reads
-them on the same threads and streams them into packs, concurrently with the large files.
+file and sending it with one PUT (through transfer/lean.py's per-object engine unless `uploader.engine: botocore`).
+With `packs`, they go to the shard's packer (transfer/packer.py) instead, which reads them on the same threads and
+streams them into packs, concurrently with the large files.
 Large files: `large_workers` files in flight; for each, `readers_per_file` reader threads fill that file's buffers with
 consecutive parts (one reader = a strictly sequential read) while a shared pool of upload threads sends full buffers as
 multipart parts (transfer/multipart.py, the engine packs use too), so the disk is read sequentially and the network
@@ -36,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import botocore.exceptions
 
-from ..config import Policy, StorageClass
+from ..config import Engine, Policy, StorageClass
 from ..runs.journal import OpenUpload, ShardJournal
 from ..model.checksums import crc32_b64
 from ..model.keys import KeyClass, ObjectKey, object_key, pathmap_key
@@ -48,6 +49,7 @@ from ..model.treehash import TreeHasher, leaf_digests
 from .multipart import ByteBudget, FileChanged, Interrupted, MultipartSender, UploadError, client_error_code, \
     put_checked
 from .packer import PackSettings, ShardPacker
+from .lean import lean_client
 from .target import classify
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class UploadSettings:
     readers_per_file: int
     change_retries: int = 2
     packs: PackSettings | None = None  # small files and symlinks go into packs (transfer/packer.py)
+    engine: Engine = Engine.AUTO  # single PUTs of whole files: transfer/lean.py where it can serve them
 
     @classmethod
     def from_policy(cls, policy: Policy, packs: PackSettings | None = None) -> "UploadSettings":
@@ -82,7 +85,7 @@ class UploadSettings:
         large_class = storage.archive_storage_class if storage.upload_large_to_archive else StorageClass.STANDARD
         return cls(policy.s3.bucket, policy.s3.prefix, storage.small_file_threshold_bytes, large_class,
                    up.small_workers, up.large_workers, up.large_buffers, up.buffer_size_bytes, up.readers_per_file,
-                   packs=packs)
+                   packs=packs, engine=up.engine)
 
     @property
     def buffer_budget_bytes(self) -> int:
@@ -131,6 +134,8 @@ class ShardUploader:
         self.report = report
         self.totals = totals
         self.budget = ByteBudget(settings.buffer_budget_bytes)
+        # The PUTs of whole files (the per-object path) without botocore's pipeline; None: the client's put_object.
+        self.putter = lean_client(client) if settings.engine is Engine.AUTO else None
         self.part_pool = ThreadPoolExecutor(max(1, settings.large_workers * settings.large_buffers),
                                             thread_name_prefix="fs3g-part")
         self.journal_lock = threading.Lock()
@@ -251,13 +256,13 @@ class ShardUploader:
         if key.long_path_sha256 is not None:
             # The exact path of a hashed key, stored beside it so a restore from the bucket alone can rebuild it.
             body = entry.path
-            self.client.put_object(Bucket=self.settings.bucket, Key=pathmap_key(self.settings.prefix,
-                                                                                key.long_path_sha256),
-                                   Body=body, ChecksumCRC32=crc32_b64(body))
+            (self.putter or self.client).put_object(
+                Bucket=self.settings.bucket, Key=pathmap_key(self.settings.prefix, key.long_path_sha256), Body=body,
+                ChecksumCRC32=crc32_b64(body))
         return key
 
     def _put(self, key: str, data: bytes, metadata: dict[str, str], storage_class: StorageClass) -> tuple[str, str]:
-        return put_checked(self.client, self.settings.bucket, key, data, metadata, storage_class)
+        return put_checked(self.client, self.settings.bucket, key, data, metadata, storage_class, putter=self.putter)
 
     # -- small files and symlinks --------------------------------------------------------------------------------------
 
