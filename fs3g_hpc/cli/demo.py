@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -66,11 +68,9 @@ def moto_server(log_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                import urllib.request  # here: http.client and email cost every fs3g command ~30 ms
-
                 urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
                 break
-            except OSError:  # urllib.error.URLError is an OSError
+            except (urllib.error.URLError, OSError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise Fs3gError(f"moto server did not start (log: {log_path})") from None
                 time.sleep(0.2)
