@@ -175,10 +175,8 @@ class ShardJournal:
         self._file = os.fdopen(fd, "a", encoding="ascii")
         self._last_sync = 0.0
 
-    def _write(self, record: dict, *, flush: bool = True) -> None:
+    def _write(self, record: dict) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        if not flush:
-            return
         self._file.flush()
         now = time_monotonic()
         if now - self._last_sync >= self.fsync_interval_s:
