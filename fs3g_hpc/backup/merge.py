@@ -122,7 +122,6 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
     states: dict[str, int] = defaultdict(int)
     # The catalog's external sort (model/records.RunSpiller): verified entries, in memory up to CATALOG_RUN_RECORDS.
     fresh = RunSpiller(work, "catalog", CATALOG_RUN_RECORDS)
-    any_verified = False
     packs_listing: list[dict[str, ListedObject]] = []  # this run's packs/<run_id>/, listed once when first needed
     run_packs: dict[str, tuple[int, int]] = {}  # verified packs of this run (relative key): members, bytes
     fail_path = layout.failures_file
@@ -196,7 +195,6 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
                         continue
                     verified.add(_once(record.size_bytes, inode, verified_links))
                     # The catalog keeps the version that was read, which may be newer than the planned one.
-                    any_verified = True
                     fresh.add(entry._replace(size_bytes=record.size_bytes, mtime_ns=record.mtime_ns,
                                              tree_hash=bytes.fromhex(record.tree_hash), location=location))
                 for key, pack in journal.packs.items():
@@ -206,7 +204,7 @@ def merge_run(run_dir: Path, *, client_factory: Callable[[Policy], Any] | None =
         catalog = catalog_path(policy)
         # A catalog of another bucket or prefix (the policy moved) is not the starting point of this one.
         previous = catalog if catalog.is_file() and catalog_target_mismatch(policy) is None else None
-        entries = None if previous is None or any_verified else _count_if_untouched(plan, previous)
+        entries = None if previous is None or verified.files else _count_if_untouched(plan, previous)
         usage = packs_usage_path(policy)
         pack_count = None
         rewritten = entries is None
