@@ -36,9 +36,14 @@ def decode_value(text: str) -> str:
 def format_ns(ns: int) -> str:
     """Nanoseconds since the epoch as the decimal number of seconds `[-]SECONDS.NANOSECONDS` (exactly 9 digits):
     -1.5 s is "-1.500000000", never the floor form "-2.500000000" a reader would take for -2.5 s."""
-    sign = "-" if ns < 0 else ""
-    seconds, rest = divmod(abs(ns), 1_000_000_000)
-    return f"{sign}{seconds}.{rest:09d}"
+    return format_ns_bytes(ns).decode("ascii")
+
+
+def format_ns_bytes(ns: int) -> bytes:
+    """`format_ns` as bytes (the form pax headers take)."""
+    if ns < 0:
+        return b"-%d.%09d" % divmod(-ns, 1_000_000_000)
+    return b"%d.%09d" % divmod(ns, 1_000_000_000)
 
 
 def parse_ns(text: str) -> int:

@@ -48,7 +48,7 @@ from typing import IO, Any, Callable, Iterator
 
 from ..errors import UsageError
 from .keys import decode_path, encode_path
-from .objectmeta import parse_ns
+from .objectmeta import format_ns_bytes, parse_ns
 
 PACKS_DIR = "packs"
 PACK_SUFFIX = ".tar"
@@ -217,7 +217,8 @@ def member_header(info: MemberInfo) -> bytes:
     records.append(_pax_record(b"path", name))
     if link:
         records.append(_pax_record(b"linkpath", link))
-    records += [_pax_record(b"mtime", _ns_text(info.mtime_ns)), _pax_record(b"atime", _ns_text(info.atime_ns)), owner,
+    records += [_pax_record(b"mtime", format_ns_bytes(info.mtime_ns)),
+                _pax_record(b"atime", format_ns_bytes(info.atime_ns)), owner,
                 _pax_record(b"size", b"%d" % info.size_bytes)]
     if info.sha256:
         records.append(_pax_record(_SHA256_KEYWORD, info.sha256.encode()))
@@ -234,13 +235,6 @@ def member_header(info: MemberInfo) -> bytes:
 _SHA256_KEYWORD = SHA256_KEYWORD.encode()
 _HDRCHARSET_BINARY = _pax_record(b"hdrcharset", _BINARY)
 _TYPE_FLAGS = {t: t.value.encode() for t in MemberType}
-
-
-def _ns_text(ns: int) -> bytes:
-    """objectmeta.format_ns as bytes: `[-]SECONDS.NANOSECONDS`, the sign on the whole number."""
-    if ns < 0:
-        return b"-%d.%09d" % divmod(-ns, 1_000_000_000)
-    return b"%d.%09d" % divmod(ns, 1_000_000_000)
 
 
 @functools.lru_cache(maxsize=1024)
